@@ -1,0 +1,141 @@
+//! The engine's errors, one enum per layer, joined in [`Error`].
+//!
+//! - [`FormatError`]: bytes read from disk that do not parse (corruption or a foreign file).
+//! - [`StoreError`]: a request the store refuses (no such mailbox, quota, limits).
+//! - [`Error::Io`]: the operating system failed us; the partition is then poisoned.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::ids::{LogPos, SegmentSeq};
+
+/// Bytes that do not parse as the format says. Carries the evidence: offsets and values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatError {
+    #[error("input ends at byte {at}: wanted {wanted} bytes, {available} left")]
+    Truncated {
+        at: usize,
+        wanted: usize,
+        available: usize,
+    },
+    #[error("length {len} at byte {at} exceeds the limit of {max}")]
+    TooLarge { at: usize, len: u64, max: u64 },
+    #[error("{count} unexpected bytes after the end of the structure at byte {at}")]
+    TrailingBytes { at: usize, count: usize },
+    #[error("string at byte {at} is not UTF-8")]
+    InvalidUtf8 { at: usize },
+    #[error("bad magic: expected {expected:02x?}, got {got:02x?}")]
+    BadMagic { expected: Vec<u8>, got: Vec<u8> },
+    #[error("unsupported format version {got} (this build reads version {supported})")]
+    UnsupportedVersion { got: u32, supported: u32 },
+    #[error("checksum mismatch in {what}: expected {expected:08x}, got {got:08x}")]
+    Checksum {
+        what: &'static str,
+        expected: u32,
+        got: u32,
+    },
+    #[error("unknown {what} {value}")]
+    UnknownKind { what: &'static str, value: u64 },
+    #[error("invalid value in {what}: {detail}")]
+    Invalid { what: &'static str, detail: String },
+}
+
+/// A request the store refuses. These never poison anything.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("no such account")]
+    NoSuchAccount,
+    #[error("the account already exists")]
+    AccountExists,
+    #[error("no such mailbox")]
+    NoSuchMailbox,
+    #[error("a mailbox of that name already exists")]
+    MailboxExists,
+    #[error("the mailbox name is invalid: {0}")]
+    InvalidName(String),
+    #[error("INBOX cannot be deleted")]
+    CannotDeleteInbox,
+    #[error("no message with that UID")]
+    NoSuchMessage,
+    #[error("over quota: {what} would be {would_be}, the limit is {limit}")]
+    OverQuota {
+        what: &'static str,
+        would_be: u64,
+        limit: u64,
+    },
+    #[error("message of {size} bytes exceeds the limit of {limit}")]
+    MessageTooLarge { size: u64, limit: u64 },
+    #[error("too many keywords in this account (limit {limit})")]
+    TooManyKeywords { limit: usize },
+    #[error("byte range {start}..{end} is outside a message of {size} bytes")]
+    BadRange { start: u64, end: u64, size: u64 },
+    #[error("the modification sequence changed since {unchanged_since}")]
+    Modified { unchanged_since: u64 },
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+}
+
+/// The engine's umbrella error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("corrupt data in {file} at {pos:?}: {source}")]
+    Corrupt {
+        file: PathBuf,
+        pos: Option<LogPos>,
+        source: FormatError,
+    },
+    #[error("I/O error {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    /// An earlier write or fdatasync failed, so what is on disk is unknown. Every later
+    /// operation fails with this until the partition is reopened (restart the server).
+    #[error("the partition is poisoned by an earlier I/O failure ({0}); restart to recover")]
+    Poisoned(String),
+    #[error("segment {0} is missing but the index refers to it; run fsck")]
+    MissingSegment(SegmentSeq),
+    /// An engine failure reported across threads, where only its text survives.
+    #[error("the operation failed: {0}")]
+    Failed(String),
+    #[error("configuration error: {0}")]
+    Config(String),
+}
+
+impl Error {
+    pub fn io(context: impl fmt::Display, source: io::Error) -> Self {
+        Error::Io {
+            context: context.to_string(),
+            source,
+        }
+    }
+
+    /// Whether the operation was refused by the store's rules (the client's fault), as
+    /// opposed to a failure of the engine itself.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Error::Store(_))
+    }
+
+    pub fn store(&self) -> Option<&StoreError> {
+        match self {
+            Error::Store(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<glommio::GlommioError<()>> for Error {
+    fn from(e: glommio::GlommioError<()>) -> Self {
+        let io: io::Error = e.into();
+        Error::io("in the I/O runtime", io)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,452 @@
+//! The group-commit log writer of one partition.
+//!
+//! Writers append framed records to an in-memory batch and get their record's position at
+//! once; a single flusher task writes the batch with one DMA write per segment touched and
+//! one fdatasync, then resolves every writer's sync future. While one batch is being synced
+//! the next one fills, so under load a batch holds every record that arrived during the
+//! previous fdatasync: one sync serves many writers.
+//!
+//! ```text
+//! append ──► pending batch ──(flusher: write + fdatasync)──► durable ──► wake writers
+//! ```
+//!
+//! O_DIRECT writes must be aligned, so each write starts at the block holding the current
+//! end of the segment and rewrites that block's already-written head from memory (`tail`).
+//! The first failed write or sync poisons the writer: everything after fails fast until the
+//! partition is reopened, because what reached the disk is then unknown.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use glommio::io::{DmaFile, OpenOptions};
+
+use super::notify::Notify;
+use super::{align_down, align_up};
+use crate::error::{Error, Result};
+use crate::format::names::segment_file;
+use crate::ids::{LogPos, SegmentSeq};
+use crate::segment::{RecordHeader, SegmentHeader};
+use crate::state::RecordLoc;
+
+/// When an acknowledged write is on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fdatasync before acknowledging: an acknowledged write survives power loss.
+    #[default]
+    Sync,
+    /// Never sync. An acknowledged write can be lost by a crash of the machine. For tests and
+    /// for measuring what syncing costs only.
+    DangerNoSync,
+}
+
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    pub dir: PathBuf,
+    pub partition: u32,
+    pub epoch: u64,
+    /// A segment rolls over once it would grow past this; a bigger record gets a segment
+    /// of its own.
+    pub segment_size: u64,
+    pub durability: Durability,
+}
+
+/// Counters for the metrics endpoint and the benchmarks.
+#[derive(Clone, Debug, Default)]
+pub struct LogStats {
+    pub batches: u64,
+    pub records: u64,
+    pub bytes: u64,
+    pub max_batch_records: u64,
+    pub sync_time: Duration,
+}
+
+struct Chunk {
+    seq: u64,
+    start: u64,
+    bytes: Vec<u8>,
+    records: u64,
+}
+
+struct OpenSegment {
+    file: Rc<DmaFile>,
+    /// The bytes between the last aligned boundary and the written end.
+    tail: Vec<u8>,
+}
+
+struct Inner {
+    cfg: LogConfig,
+    active_seq: u64,
+    active_end: u64,
+    next_lsn: u64,
+    pending: Vec<Chunk>,
+    pending_waiters: Vec<oneshot::Sender<Result<(), String>>>,
+    durable: LogPos,
+    pos_waiters: Vec<(LogPos, oneshot::Sender<Result<(), String>>)>,
+    poisoned: Option<String>,
+    closing: bool,
+    files: BTreeMap<u64, OpenSegment>,
+    stats: LogStats,
+}
+
+pub struct LogWriter {
+    inner: Rc<RefCell<Inner>>,
+    notify: Notify,
+    flusher: RefCell<Option<glommio::task::JoinHandle<()>>>,
+}
+
+impl LogWriter {
+    /// Starts a writer that appends to a new segment `seq` (recovery never writes into an
+    /// existing segment, so torn bytes of an old one are never built upon).
+    pub fn start(cfg: LogConfig, seq: SegmentSeq, next_lsn: u64) -> Self {
+        let header = SegmentHeader {
+            partition: cfg.partition,
+            epoch: cfg.epoch,
+            seq: seq.0,
+            first_lsn: next_lsn,
+            created_unix: unix_now(),
+        };
+        let inner = Rc::new(RefCell::new(Inner {
+            cfg,
+            active_seq: seq.0,
+            active_end: SegmentHeader::LEN as u64,
+            next_lsn,
+            pending: vec![Chunk {
+                seq: seq.0,
+                start: 0,
+                bytes: header.encode().to_vec(),
+                records: 0,
+            }],
+            pending_waiters: Vec::new(),
+            durable: LogPos {
+                segment: seq,
+                offset: 0,
+            },
+            pos_waiters: Vec::new(),
+            poisoned: None,
+            closing: false,
+            files: BTreeMap::new(),
+            stats: LogStats::default(),
+        }));
+        let notify = Notify::default();
+        let task = glommio::spawn_local(flusher(inner.clone(), notify.clone())).detach();
+        notify.notify();
+        Self {
+            inner,
+            notify,
+            flusher: RefCell::new(Some(task)),
+        }
+    }
+
+    /// Appends one record to the pending batch and returns where it will be. Call
+    /// [`Self::sync_point`] and await it before acknowledging anything.
+    pub fn append(&self, kind: u8, payload: &[u8]) -> Result<(RecordLoc, u64)> {
+        let mut g = self.inner.borrow_mut();
+        let i = &mut *g;
+        if let Some(p) = &i.poisoned {
+            return Err(Error::Poisoned(p.clone()));
+        }
+        if i.closing {
+            return Err(crate::error::StoreError::ShuttingDown.into());
+        }
+        let total = RecordHeader::encode_len(payload.len());
+        if i.active_end > SegmentHeader::LEN as u64 && i.active_end + total > i.cfg.segment_size {
+            i.active_seq += 1;
+            let header = SegmentHeader {
+                partition: i.cfg.partition,
+                epoch: i.cfg.epoch,
+                seq: i.active_seq,
+                first_lsn: i.next_lsn,
+                created_unix: unix_now(),
+            };
+            i.pending.push(Chunk {
+                seq: i.active_seq,
+                start: 0,
+                bytes: header.encode().to_vec(),
+                records: 0,
+            });
+            i.active_end = SegmentHeader::LEN as u64;
+        }
+        if i.pending.last().is_none_or(|c| c.seq != i.active_seq) {
+            i.pending.push(Chunk {
+                seq: i.active_seq,
+                start: i.active_end,
+                bytes: Vec::with_capacity(64 << 10),
+                records: 0,
+            });
+        }
+        let lsn = i.next_lsn;
+        i.next_lsn += 1;
+        let chunk = i.pending.last_mut().expect("pushed above");
+        RecordHeader::write_record(&mut chunk.bytes, kind, lsn, payload);
+        chunk.records += 1;
+        let loc = RecordLoc {
+            segment: u32::try_from(i.active_seq)
+                .map_err(|_| Error::Config("segment sequence overflow".into()))?,
+            offset: i.active_end,
+            len: total as u32,
+        };
+        i.active_end += total;
+        drop(g);
+        self.notify.notify();
+        Ok((loc, lsn))
+    }
+
+    /// A future that resolves once everything appended so far is durable.
+    pub fn sync_point(&self) -> impl std::future::Future<Output = Result<()>> + 'static {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut i = self.inner.borrow_mut();
+            if i.pending.is_empty() {
+                // Nothing pending: wait for whatever is in flight to be durable.
+                let end = LogPos {
+                    segment: SegmentSeq(i.active_seq),
+                    offset: i.active_end,
+                };
+                if i.durable >= end {
+                    let _ = tx.send(Ok(()));
+                } else {
+                    i.pos_waiters.push((end, tx));
+                }
+            } else {
+                i.pending_waiters.push(tx);
+            }
+        }
+        self.notify.notify();
+        async move {
+            match rx.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(p)) => Err(Error::Poisoned(p)),
+                Err(_) => Err(crate::error::StoreError::ShuttingDown.into()),
+            }
+        }
+    }
+
+    /// Waits until the log is durable up to `pos` (used by reads of just-written records).
+    pub async fn wait_durable(&self, pos: LogPos) -> Result<()> {
+        let rx = {
+            let mut i = self.inner.borrow_mut();
+            if i.durable >= pos {
+                return Ok(());
+            }
+            if let Some(p) = &i.poisoned {
+                return Err(Error::Poisoned(p.clone()));
+            }
+            let (tx, rx) = oneshot::channel();
+            i.pos_waiters.push((pos, tx));
+            rx
+        };
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(p)) => Err(Error::Poisoned(p)),
+            Err(_) => Err(crate::error::StoreError::ShuttingDown.into()),
+        }
+    }
+
+    /// The position after the last appended record (pending records included).
+    pub fn end(&self) -> LogPos {
+        let i = self.inner.borrow();
+        LogPos {
+            segment: SegmentSeq(i.active_seq),
+            offset: i.active_end,
+        }
+    }
+
+    pub fn durable(&self) -> LogPos {
+        self.inner.borrow().durable
+    }
+
+    pub fn next_lsn(&self) -> u64 {
+        self.inner.borrow().next_lsn
+    }
+
+    pub fn active_segment(&self) -> SegmentSeq {
+        SegmentSeq(self.inner.borrow().active_seq)
+    }
+
+    pub fn stats(&self) -> LogStats {
+        self.inner.borrow().stats.clone()
+    }
+
+    pub fn poisoned(&self) -> Option<String> {
+        self.inner.borrow().poisoned.clone()
+    }
+
+    /// Flushes what is pending, stops the flusher and closes the files.
+    pub async fn close(&self) -> Result<()> {
+        let done = self.sync_point();
+        let r = done.await;
+        self.inner.borrow_mut().closing = true;
+        self.notify.notify();
+        let task = self.flusher.borrow_mut().take();
+        if let Some(t) = task {
+            t.await;
+        }
+        let files = std::mem::take(&mut self.inner.borrow_mut().files);
+        for (_, s) in files {
+            if let Ok(f) = Rc::try_unwrap(s.file) {
+                let _ = f.close().await;
+            }
+        }
+        r
+    }
+}
+
+impl RecordHeader {
+    pub fn encode_len(payload_len: usize) -> u64 {
+        crate::segment::RECORD_HEADER_LEN as u64 + payload_len as u64
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+async fn flusher(inner: Rc<RefCell<Inner>>, notify: Notify) {
+    loop {
+        let (chunks, waiters) = {
+            let mut i = inner.borrow_mut();
+            if i.pending.is_empty() {
+                if i.closing {
+                    break;
+                }
+                drop(i);
+                notify.wait().await;
+                continue;
+            }
+            (
+                std::mem::take(&mut i.pending),
+                std::mem::take(&mut i.pending_waiters),
+            )
+        };
+        let last = chunks.last().expect("non-empty");
+        let end = LogPos {
+            segment: SegmentSeq(last.seq),
+            offset: last.start + last.bytes.len() as u64,
+        };
+        let records: u64 = chunks.iter().map(|c| c.records).sum();
+        let bytes: u64 = chunks.iter().map(|c| c.bytes.len() as u64).sum();
+        let result = write_batch(&inner, chunks).await;
+        let mut i = inner.borrow_mut();
+        match result {
+            Ok(sync_time) => {
+                i.durable = end;
+                i.stats.batches += 1;
+                i.stats.records += records;
+                i.stats.bytes += bytes;
+                i.stats.max_batch_records = i.stats.max_batch_records.max(records);
+                i.stats.sync_time += sync_time;
+                for w in waiters {
+                    let _ = w.send(Ok(()));
+                }
+                let durable = i.durable;
+                let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut i.pos_waiters)
+                    .into_iter()
+                    .partition(|(p, _)| *p <= durable);
+                i.pos_waiters = wait;
+                for (_, w) in ready {
+                    let _ = w.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                tracing::error!(partition = i.cfg.partition, error = %msg, "log write failed; partition poisoned");
+                i.poisoned = Some(msg.clone());
+                let pending = std::mem::take(&mut i.pending_waiters);
+                let pos = std::mem::take(&mut i.pos_waiters);
+                i.pending.clear();
+                for w in waiters.into_iter().chain(pending) {
+                    let _ = w.send(Err(msg.clone()));
+                }
+                for (_, w) in pos {
+                    let _ = w.send(Err(msg.clone()));
+                }
+            }
+        }
+        // Files of sealed segments are done once their last batch is durable.
+        let active = i.active_seq;
+        i.files.retain(|&seq, _| seq >= active);
+    }
+}
+
+async fn write_batch(inner: &Rc<RefCell<Inner>>, chunks: Vec<Chunk>) -> Result<Duration> {
+    let cfg = inner.borrow().cfg.clone();
+    let mut touched: Vec<Rc<DmaFile>> = Vec::new();
+    for chunk in chunks {
+        let path = cfg.dir.join(segment_file(cfg.epoch, chunk.seq));
+        let existing = inner
+            .borrow()
+            .files
+            .get(&chunk.seq)
+            .map(|s| (s.file.clone(), s.tail.clone()));
+        let (file, tail) = match existing {
+            Some(x) => x,
+            None => {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .read(true)
+                    .create(true)
+                    .dma_open(&path)
+                    .await
+                    .map_err(|e| Error::io(format!("creating segment {path:?}"), e.into()))?;
+                f.pre_allocate(cfg.segment_size, false)
+                    .await
+                    .map_err(|e| Error::io(format!("preallocating {path:?}"), e.into()))?;
+                super::fsync_dir(&cfg.dir)?;
+                (Rc::new(f), Vec::new())
+            }
+        };
+        let aligned_start = align_down(chunk.start);
+        debug_assert_eq!(aligned_start + tail.len() as u64, chunk.start);
+        let data_len = tail.len() + chunk.bytes.len();
+        let buf_len = align_up(data_len as u64) as usize;
+        let mut buf = file.alloc_dma_buffer(buf_len);
+        {
+            let b = buf.as_bytes_mut();
+            b[..tail.len()].copy_from_slice(&tail);
+            b[tail.len()..data_len].copy_from_slice(&chunk.bytes);
+            b[data_len..].fill(0);
+        }
+        let end = chunk.start + chunk.bytes.len() as u64;
+        let new_tail_start = (align_down(end) - aligned_start) as usize;
+        let new_tail = buf.as_bytes()[new_tail_start..data_len].to_vec();
+        let written = file
+            .write_at(buf, aligned_start)
+            .await
+            .map_err(|e| Error::io(format!("writing {path:?}"), e.into()))?;
+        if written != buf_len {
+            return Err(Error::io(
+                format!("writing {path:?}"),
+                std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    format!("short write: {written} of {buf_len} bytes"),
+                ),
+            ));
+        }
+        inner.borrow_mut().files.insert(
+            chunk.seq,
+            OpenSegment {
+                file: file.clone(),
+                tail: new_tail,
+            },
+        );
+        if !touched.iter().any(|f| Rc::ptr_eq(f, &file)) {
+            touched.push(file);
+        }
+    }
+    let started = Instant::now();
+    if cfg.durability == Durability::Sync {
+        for f in &touched {
+            f.fdatasync()
+                .await
+                .map_err(|e| Error::io("syncing a segment", e.into()))?;
+        }
+    }
+    Ok(started.elapsed())
+}

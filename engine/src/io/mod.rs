@@ -1,0 +1,49 @@
+//! The glommio side of the engine: DMA files, the group-commit log writer, segment reads.
+//!
+//! Everything above this module (format, state, index, recovery scan, compaction policy)
+//! is plain code over bytes; this is where it meets io_uring.
+
+pub mod log_writer;
+pub mod notify;
+pub mod reader;
+
+use std::fs;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// fsyncs a directory so that a file created or renamed in it survives a crash.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    let f = fs::File::open(dir).map_err(|e| Error::io(format!("opening directory {dir:?}"), e))?;
+    f.sync_all()
+        .map_err(|e| Error::io(format!("syncing directory {dir:?}"), e))
+}
+
+/// The DMA write alignment the engine uses for every segment file.
+pub const ALIGN: u64 = 4096;
+
+pub fn align_down(v: u64) -> u64 {
+    v & !(ALIGN - 1)
+}
+
+pub fn align_up(v: u64) -> u64 {
+    (v + ALIGN - 1) & !(ALIGN - 1)
+}
+
+/// Opens a non-empty file on the data device with DMA before any other DMA file.
+///
+/// glommio decides whether the device supports io_uring polled I/O by reading the first DMA
+/// file it opens on it; on a new, empty file that probe wrongly succeeds and later reads fail
+/// with EOPNOTSUPP. Reading the superblock first makes the probe true.
+pub async fn probe_device(non_empty_file: &Path) -> Result<()> {
+    let f = glommio::io::DmaFile::open(non_empty_file)
+        .await
+        .map_err(|e| Error::io(format!("opening {non_empty_file:?}"), e.into()))?;
+    f.read_at(0, 512)
+        .await
+        .map_err(|e| Error::io(format!("reading {non_empty_file:?}"), e.into()))?;
+    f.close()
+        .await
+        .map_err(|e| Error::io(format!("closing {non_empty_file:?}"), e.into()))?;
+    Ok(())
+}

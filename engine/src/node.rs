@@ -1,0 +1,388 @@
+//! A node: one glommio executor per shard, each owning its partitions, and the request path
+//! between them.
+//!
+//! ```text
+//!   any thread or shard ── NodeHandle::on_account(account, job) ──► bounded channel of the
+//!   owning shard ──► job runs on that shard's executor with its Rc<Partition> ──► reply
+//!   through a oneshot channel
+//! ```
+//!
+//! A job is a closure that builds a future on the owning shard, so requests are typed by
+//! their closure and no partition state ever crosses a thread. The channels are bounded: a
+//! full queue makes the sender wait (backpressure); a closed one is `ShuttingDown`.
+//!
+//! Shutdown: [`Node::shutdown`] closes every queue; each shard finishes the queued and
+//! running jobs (a gate tracks them), then checkpoints and closes its partitions.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::api::{Appended, NewMessage, Recipient};
+use crate::error::{Error, Result, StoreError};
+use crate::format::names::{partition_dir, SUPERBLOCK_FILE};
+use crate::ids::{PartitionId, ShardId};
+use crate::partition::{Partition, PartitionConfig, PartitionStats};
+use crate::recovery::RecoveryReport;
+use crate::slots::{shard_of, SlotMap};
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    /// Executor threads; 0 means one per available core.
+    pub shards: usize,
+    /// Partitions of a new data directory; 0 means one per shard. An existing directory
+    /// keeps the count it was created with.
+    pub partitions: u32,
+    /// Pin shard `i` to CPU `i`.
+    pub pin: bool,
+    pub partition: PartitionConfig,
+    /// Capacity of each shard's request queue.
+    pub queue_depth: usize,
+}
+
+impl NodeConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            shards: 0,
+            partitions: 0,
+            pin: false,
+            partition: PartitionConfig::default(),
+            queue_depth: 1024,
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce(Rc<ShardContext>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+/// What a job sees on its shard.
+pub struct ShardContext {
+    pub shard: ShardId,
+    pub partitions: BTreeMap<PartitionId, Rc<Partition>>,
+    pub node: NodeHandle,
+}
+
+struct HandleInner {
+    senders: Vec<async_channel::Sender<Job>>,
+    map: SlotMap,
+}
+
+/// A cheap, thread-safe handle for sending work to the shard that owns an account.
+#[derive(Clone)]
+pub struct NodeHandle {
+    inner: Arc<HandleInner>,
+}
+
+pub struct Node {
+    handle: NodeHandle,
+    threads: Vec<glommio::ExecutorJoinHandle<Result<()>>>,
+    pub reports: BTreeMap<PartitionId, RecoveryReport>,
+}
+
+impl Node {
+    /// Opens the data directory (recovering every partition) and starts the shards.
+    pub fn start(cfg: NodeConfig) -> Result<Node> {
+        let shards = if cfg.shards == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            cfg.shards
+        };
+        let partitions = if cfg.partitions == 0 {
+            shards as u32
+        } else {
+            cfg.partitions
+        };
+        let map = SlotMap::load_or_create(&cfg.data_dir, partitions)?;
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..shards {
+            let (tx, rx) = async_channel::bounded::<Job>(cfg.queue_depth.max(1));
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        let handle = NodeHandle {
+            inner: Arc::new(HandleInner {
+                senders,
+                map: map.clone(),
+            }),
+        };
+        let (ready_tx, ready_rx) =
+            std::sync::mpsc::channel::<Result<Vec<(PartitionId, RecoveryReport)>>>();
+        let mut threads = Vec::new();
+        for (i, rx) in receivers.into_iter().enumerate() {
+            let owned: Vec<PartitionId> = (0..map.partitions)
+                .map(PartitionId)
+                .filter(|p| shard_of(*p, shards).0 as usize == i)
+                .collect();
+            let cfg = cfg.clone();
+            let handle = handle.clone();
+            let ready = ready_tx.clone();
+            let placement = if cfg.pin {
+                Placement::Fixed(i)
+            } else {
+                Placement::Unbound
+            };
+            let t = LocalExecutorBuilder::new(placement)
+                .name(&format!("ringmail-shard-{i}"))
+                .spawn(move || shard_main(ShardId(i as u32), cfg, owned, handle, rx, ready))
+                .map_err(|e| Error::io("starting a shard", e.into()))?;
+            threads.push(t);
+        }
+        drop(ready_tx);
+        let mut reports = BTreeMap::new();
+        let mut failure = None;
+        for _ in 0..shards {
+            match ready_rx.recv() {
+                Ok(Ok(r)) => reports.extend(r),
+                Ok(Err(e)) => failure = failure.or(Some(e)),
+                Err(_) => {
+                    failure = failure.or(Some(Error::Config("a shard exited during start".into())))
+                }
+            }
+        }
+        let node = Node {
+            handle,
+            threads,
+            reports,
+        };
+        if let Some(e) = failure {
+            let _ = node.shutdown();
+            return Err(e);
+        }
+        Ok(node)
+    }
+
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
+    /// Stops accepting work, finishes what is queued and running, checkpoints and closes
+    /// every partition, and joins the shard threads.
+    pub fn shutdown(self) -> Result<()> {
+        for s in &self.handle.inner.senders {
+            s.close();
+        }
+        let mut first = Ok(());
+        for t in self.threads {
+            let r = match t.join() {
+                Ok(r) => r,
+                Err(e) => Err(Error::io("joining a shard", e.into())),
+            };
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+}
+
+async fn shard_main(
+    shard: ShardId,
+    cfg: NodeConfig,
+    owned: Vec<PartitionId>,
+    node: NodeHandle,
+    rx: async_channel::Receiver<Job>,
+    ready: std::sync::mpsc::Sender<Result<Vec<(PartitionId, RecoveryReport)>>>,
+) -> Result<()> {
+    let opened = async {
+        crate::io::probe_device(&cfg.data_dir.join(SUPERBLOCK_FILE)).await?;
+        let mut partitions = BTreeMap::new();
+        let mut reports = Vec::new();
+        for p in owned {
+            let dir = cfg.data_dir.join(partition_dir(p.0));
+            let part = Partition::open(&dir, p, cfg.partition.clone()).await?;
+            reports.push((p, part.recovery_report().clone()));
+            partitions.insert(p, part);
+        }
+        Ok::<_, Error>((partitions, reports))
+    }
+    .await;
+    let partitions = match opened {
+        Ok((p, r)) => {
+            let _ = ready.send(Ok(r));
+            p
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return Ok(());
+        }
+    };
+    let ctx = Rc::new(ShardContext {
+        shard,
+        partitions,
+        node,
+    });
+    let gate = glommio::sync::Gate::new();
+    while let Ok(job) = rx.recv().await {
+        let fut = job(ctx.clone());
+        if gate.spawn(fut).map(|t| t.detach()).is_err() {
+            break;
+        }
+    }
+    let _ = gate.close().await;
+    let mut first = Ok(());
+    for p in ctx.partitions.values() {
+        let r = p.close().await;
+        if first.is_ok() {
+            first = r;
+        }
+    }
+    first
+}
+
+impl NodeHandle {
+    pub fn slot_map(&self) -> &SlotMap {
+        &self.inner.map
+    }
+
+    pub fn shards(&self) -> usize {
+        self.inner.senders.len()
+    }
+
+    pub fn partition_of(&self, account: &str) -> PartitionId {
+        self.inner.map.partition_of(account)
+    }
+
+    /// Runs `f` with partition `p` on the shard that owns it and returns its result.
+    pub async fn on_partition<R, F, Fut>(&self, p: PartitionId, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Partition>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<R>> + 'static,
+    {
+        let (tx, rx) = futures_channel::oneshot::channel::<Result<R>>();
+        let job: Job = Box::new(move |ctx: Rc<ShardContext>| {
+            Box::pin(async move {
+                let r = match ctx.partitions.get(&p) {
+                    Some(part) => f(part.clone()).await,
+                    None => Err(Error::Config(format!(
+                        "partition {p} is not on shard {}",
+                        ctx.shard
+                    ))),
+                };
+                let _ = tx.send(r);
+            })
+        });
+        let shard = shard_of(p, self.inner.senders.len()).0 as usize;
+        self.inner.senders[shard]
+            .send(job)
+            .await
+            .map_err(|_| Error::Store(StoreError::ShuttingDown))?;
+        rx.await
+            .map_err(|_| Error::Store(StoreError::ShuttingDown))?
+    }
+
+    /// Runs `f` on the partition that owns `account`.
+    pub async fn on_account<R, F, Fut>(&self, account: &str, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Partition>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<R>> + 'static,
+    {
+        self.on_partition(self.partition_of(account), f).await
+    }
+
+    /// Runs `f` on every partition, in partition order.
+    pub async fn on_all<R, F, Fut>(&self, f: F) -> Vec<Result<R>>
+    where
+        R: Send + 'static,
+        F: Fn(Rc<Partition>) -> Fut + Send + Sync + Clone + 'static,
+        Fut: Future<Output = Result<R>> + 'static,
+    {
+        let mut out = Vec::new();
+        for p in 0..self.inner.map.partitions {
+            let f = f.clone();
+            out.push(self.on_partition(PartitionId(p), f).await);
+        }
+        out
+    }
+
+    /// Delivers one message to many recipients: one stored copy per partition involved,
+    /// partitions written concurrently. Results come back in recipient order; every `Ok`
+    /// is durable.
+    pub async fn deliver(
+        &self,
+        recipients: &[Recipient],
+        msg: &NewMessage,
+    ) -> Vec<Result<Appended>> {
+        let mut groups: BTreeMap<PartitionId, Vec<usize>> = BTreeMap::new();
+        for (i, r) in recipients.iter().enumerate() {
+            groups
+                .entry(self.partition_of(&r.account))
+                .or_default()
+                .push(i);
+        }
+        let futs = groups.into_iter().map(|(p, idx)| {
+            let rcpts: Vec<Recipient> = idx.iter().map(|&i| recipients[i].clone()).collect();
+            let msg = msg.clone();
+            async move {
+                let n = rcpts.len();
+                let r = self
+                    .on_partition(p, move |part| async move {
+                        Ok(part
+                            .deliver(&rcpts, &msg)
+                            .await
+                            .into_iter()
+                            .map(|r| r.map_err(|e| e.to_string_error()))
+                            .collect::<Vec<_>>())
+                    })
+                    .await;
+                (idx, r, n)
+            }
+        });
+        let done = futures_util::future::join_all(futs).await;
+        let mut out: Vec<Option<Result<Appended>>> = (0..recipients.len()).map(|_| None).collect();
+        for (idx, r, n) in done {
+            match r {
+                Ok(v) => {
+                    for (i, r) in idx.into_iter().zip(v) {
+                        out[i] = Some(r.map_err(Error::from_sendable));
+                    }
+                }
+                Err(e) => {
+                    let s = e.to_string_error();
+                    for i in idx.into_iter().take(n) {
+                        out[i] = Some(Err(Error::from_sendable(s.clone())));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| r.expect("every recipient has a result"))
+            .collect()
+    }
+
+    pub async fn stats(&self) -> Vec<Result<PartitionStats>> {
+        self.on_all(|p| async move { Ok(p.stats()) }).await
+    }
+}
+
+/// An error in a form that can cross threads (the engine's `Error` holds `io::Error`s).
+#[derive(Clone, Debug)]
+pub enum SendableError {
+    Store(StoreError),
+    Other(String),
+}
+
+impl Error {
+    pub fn to_string_error(&self) -> SendableError {
+        match self {
+            Error::Store(s) => SendableError::Store(s.clone()),
+            e => SendableError::Other(e.to_string()),
+        }
+    }
+    pub fn from_sendable(e: SendableError) -> Error {
+        match e {
+            SendableError::Store(s) => Error::Store(s),
+            SendableError::Other(s) => Error::Failed(s),
+        }
+    }
+}

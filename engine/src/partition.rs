@@ -1,0 +1,1197 @@
+//! One partition: a log, its index, and the async API the rest of ringmail uses.
+//!
+//! A partition lives on exactly one shard (executor thread) and is used through `Rc`; it is
+//! never shared across threads. Every mutating call follows the same three steps, with no
+//! `.await` between the first two, so no other task can interleave:
+//!
+//! 1. plan: validate against the current state and build the [`Mutation`]s;
+//! 2. log and apply: append the records to the group-commit batch and apply them;
+//! 3. await durability, then report success.
+//!
+//! Readers on the same shard see a change from step 2 on; a message whose record is not yet
+//! durable is read only after it is (`LogWriter::wait_durable`).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use crate::api::{
+    AccountInfo, Appended, MailboxInfo, MessageInfo, NewMessage, Recipient, StoreResult,
+};
+use crate::checkpoint::{self, Checkpoint};
+use crate::compaction::{self, CompactionConfig, Plan};
+use crate::error::{Error, Result, StoreError};
+use crate::flags::{FlagOp, Flags, SpecialUse};
+use crate::format::names::{checkpoint_file, segment_file, MAX_MESSAGE_SIZE, MAX_META_SIZE};
+use crate::ids::{BlobId, LogPos, PartitionId, SegmentSeq, Uid, UidValidity};
+use crate::io::log_writer::{Durability, LogConfig, LogStats, LogWriter};
+use crate::io::reader::SegmentReader;
+use crate::mutation::{
+    decode_blob_meta, BlobRecord, BodyCodec, Mutation, Target, BLOB_META_PREFIX,
+};
+use crate::recovery::{self, RecoveryMode, RecoveryReport};
+use crate::state::{normalize_mailbox, AccountState, MailboxState, PartitionState};
+
+#[derive(Clone, Debug)]
+pub struct PartitionConfig {
+    pub epoch: u64,
+    pub segment_size: u64,
+    pub durability: Durability,
+    /// Write a checkpoint after this many log bytes (0: only on demand and at close).
+    pub checkpoint_bytes: u64,
+    pub compaction: CompactionConfig,
+    /// Bytes of decompressed messages kept for repeated reads.
+    pub cache_bytes: usize,
+    /// zstd level for message bodies.
+    pub zstd_level: i32,
+    pub recovery: RecoveryMode,
+}
+
+impl Default for PartitionConfig {
+    fn default() -> Self {
+        Self {
+            epoch: 1,
+            segment_size: 128 << 20,
+            durability: Durability::Sync,
+            checkpoint_bytes: 256 << 20,
+            compaction: CompactionConfig::default(),
+            cache_bytes: 64 << 20,
+            zstd_level: 3,
+            recovery: RecoveryMode::Repair,
+        }
+    }
+}
+
+/// Options for a new account.
+#[derive(Clone, Debug, Default)]
+pub struct AccountOptions {
+    pub quota_bytes: u64,
+    pub quota_messages: u64,
+    /// Mailboxes to create besides INBOX.
+    pub mailboxes: Vec<(String, SpecialUse)>,
+}
+
+impl AccountOptions {
+    /// INBOX plus the mailboxes clients expect, with their special-use attributes.
+    pub fn standard() -> Self {
+        Self {
+            quota_bytes: 0,
+            quota_messages: 0,
+            mailboxes: vec![
+                ("Sent".into(), SpecialUse::Sent),
+                ("Drafts".into(), SpecialUse::Drafts),
+                ("Trash".into(), SpecialUse::Trash),
+                ("Junk".into(), SpecialUse::Junk),
+                ("Archive".into(), SpecialUse::Archive),
+            ],
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PartitionStats {
+    pub accounts: usize,
+    pub messages: u64,
+    pub blobs: usize,
+    pub segments: usize,
+    pub segment_bytes: u64,
+    pub live_bytes: u64,
+    pub log: LogStats,
+    /// Bytes of the loaded checkpoint archive (the index read in place).
+    pub checkpoint_bytes: usize,
+    /// Bytes the index holds beyond the checkpoint (changes since it).
+    pub overlay_bytes: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct IntegrityReport {
+    pub blobs_checked: usize,
+    pub errors: Vec<String>,
+}
+
+struct BodyCache {
+    budget: usize,
+    used: usize,
+    map: HashMap<u64, Rc<Vec<u8>>>,
+    order: VecDeque<u64>,
+}
+
+impl BodyCache {
+    fn get(&self, id: u64) -> Option<Rc<Vec<u8>>> {
+        self.map.get(&id).cloned()
+    }
+    fn insert(&mut self, id: u64, body: Rc<Vec<u8>>) {
+        if body.len() > self.budget / 4 || self.map.contains_key(&id) {
+            return;
+        }
+        self.used += body.len();
+        self.map.insert(id, body);
+        self.order.push_back(id);
+        while self.used > self.budget {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(b) = self.map.remove(&old) {
+                self.used -= b.len();
+            }
+        }
+    }
+}
+
+struct Housekeeping {
+    checkpoint_seq: u64,
+    /// Segments below this are covered by the newest durable checkpoint.
+    covered_below: u64,
+    segment_lengths: BTreeMap<u64, u64>,
+    bytes_since_checkpoint: u64,
+    checkpointing: bool,
+    compacting: bool,
+    checkpoint: Option<Rc<Checkpoint>>,
+}
+
+pub struct Partition {
+    id: PartitionId,
+    dir: PathBuf,
+    cfg: PartitionConfig,
+    state: RefCell<PartitionState>,
+    log: LogWriter,
+    reader: SegmentReader,
+    compressor: RefCell<zstd::bulk::Compressor<'static>>,
+    cache: RefCell<BodyCache>,
+    hk: RefCell<Housekeeping>,
+    poisoned: Cell<bool>,
+    report: RecoveryReport,
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Partition {
+    /// Opens (or creates) the partition stored in `dir`, recovering from its log.
+    /// Must run on a glommio executor whose device probe was done (`io::probe_device`).
+    pub async fn open(dir: &Path, id: PartitionId, cfg: PartitionConfig) -> Result<Rc<Self>> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {dir:?}"), e))?;
+        let rec = recovery::recover(dir, id.0, cfg.epoch, cfg.recovery)?;
+        let log = LogWriter::start(
+            LogConfig {
+                dir: dir.to_path_buf(),
+                partition: id.0,
+                epoch: cfg.epoch,
+                segment_size: cfg.segment_size,
+                durability: cfg.durability,
+            },
+            SegmentSeq(rec.next_segment),
+            rec.next_lsn,
+        );
+        let mut lengths = rec.segment_lengths;
+        lengths.insert(rec.next_segment, 0);
+        let compressor = zstd::bulk::Compressor::new(cfg.zstd_level)
+            .map_err(|e| Error::io("creating the zstd compressor", e))?;
+        let covered_below = rec
+            .checkpoint
+            .as_ref()
+            .map(|c| c.image().log_segment.to_native())
+            .unwrap_or(0);
+        let p = Rc::new(Self {
+            id,
+            dir: dir.to_path_buf(),
+            reader: SegmentReader::new(dir, cfg.epoch),
+            state: RefCell::new(rec.state),
+            log,
+            compressor: RefCell::new(compressor),
+            cache: RefCell::new(BodyCache {
+                budget: cfg.cache_bytes,
+                used: 0,
+                map: HashMap::new(),
+                order: VecDeque::new(),
+            }),
+            hk: RefCell::new(Housekeeping {
+                checkpoint_seq: rec.report.checkpoint.unwrap_or(0),
+                covered_below,
+                segment_lengths: lengths,
+                bytes_since_checkpoint: 0,
+                checkpointing: false,
+                compacting: false,
+                checkpoint: rec.checkpoint,
+            }),
+            poisoned: Cell::new(false),
+            report: rec.report,
+            cfg,
+        });
+        // Make the new segment exist before anyone waits on it.
+        p.log.sync_point().await?;
+        Ok(p)
+    }
+
+    pub fn id(&self) -> PartitionId {
+        self.id
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    // ---- the write path ------------------------------------------------------------------
+
+    /// Logs and applies `muts`; no `.await` inside, so the plan they came from still holds.
+    fn log_and_apply(&self, muts: &[Mutation]) -> Result<u64> {
+        if self.poisoned.get() {
+            return Err(Error::Poisoned(
+                "an earlier mutation failed to apply".into(),
+            ));
+        }
+        let mut st = self.state.borrow_mut();
+        let mut buf = Vec::new();
+        let mut bytes = 0;
+        for m in muts {
+            buf.clear();
+            m.encode(&mut buf);
+            let (loc, _) = self.log.append(m.kind(), &buf)?;
+            bytes += loc.len as u64;
+            if let Err(e) = st.apply(m, loc) {
+                // The record is in the log but the state disagrees with it: a bug. Stop
+                // accepting writes; recovery will skip and report the record.
+                self.poisoned.set(true);
+                tracing::error!(partition = self.id.0, error = %e, "mutation failed to apply");
+                return Err(Error::Poisoned(e.to_string()));
+            }
+        }
+        Ok(bytes)
+    }
+
+    async fn commit(self: &Rc<Self>, muts: &[Mutation]) -> Result<()> {
+        let bytes = self.log_and_apply(muts)?;
+        self.log.sync_point().await?;
+        self.after_commit(bytes);
+        Ok(())
+    }
+
+    fn after_commit(self: &Rc<Self>, bytes: u64) {
+        let due = {
+            let mut hk = self.hk.borrow_mut();
+            hk.bytes_since_checkpoint += bytes;
+            self.cfg.checkpoint_bytes > 0
+                && hk.bytes_since_checkpoint >= self.cfg.checkpoint_bytes
+                && !hk.checkpointing
+        };
+        if due {
+            let me = self.clone();
+            glommio::spawn_local(async move {
+                if let Err(e) = me.checkpoint().await {
+                    tracing::warn!(partition = me.id.0, error = %e, "background checkpoint failed");
+                }
+            })
+            .detach();
+        }
+    }
+
+    // ---- accounts ------------------------------------------------------------------------
+
+    pub async fn create_account(self: &Rc<Self>, name: &str, opts: &AccountOptions) -> Result<()> {
+        let muts = {
+            let st = self.state.borrow();
+            let now = now_unix();
+            let create =
+                st.plan_create_account(name, opts.quota_bytes, opts.quota_messages, now)?;
+            let mut muts = vec![create];
+            let Mutation::CreateAccount {
+                account,
+                inbox_uidvalidity,
+                ..
+            } = &muts[0]
+            else {
+                unreachable!()
+            };
+            let (account, mut uv) = (*account, inbox_uidvalidity.0);
+            for (i, (mb, special)) in opts.mailboxes.iter().enumerate() {
+                uv += 1;
+                muts.push(Mutation::CreateMailbox {
+                    account,
+                    mailbox: crate::ids::MailboxId(i as u32 + 1),
+                    name: normalize_mailbox(mb),
+                    uidvalidity: UidValidity(uv),
+                    special_use: *special as u8,
+                });
+            }
+            muts
+        };
+        self.commit(&muts).await
+    }
+
+    pub async fn delete_account(self: &Rc<Self>, name: &str) -> Result<()> {
+        let m = {
+            let st = self.state.borrow();
+            Mutation::DeleteAccount {
+                account: st.account_id(name)?,
+            }
+        };
+        self.commit(&[m]).await
+    }
+
+    pub async fn set_quota(
+        self: &Rc<Self>,
+        name: &str,
+        quota_bytes: u64,
+        quota_messages: u64,
+    ) -> Result<()> {
+        let m = {
+            let st = self.state.borrow();
+            Mutation::SetQuota {
+                account: st.account_id(name)?,
+                quota_bytes,
+                quota_messages,
+            }
+        };
+        self.commit(&[m]).await
+    }
+
+    pub fn account_info(&self, name: &str) -> Result<AccountInfo> {
+        let st = self.state.borrow();
+        let a = st.account(name)?;
+        Ok(AccountInfo {
+            name: a.name.clone(),
+            quota_bytes: a.quota_bytes,
+            quota_messages: a.quota_messages,
+            used_bytes: a.used_bytes,
+            used_messages: a.used_messages,
+        })
+    }
+
+    pub fn has_account(&self, name: &str) -> bool {
+        self.state.borrow().account_id(name).is_ok()
+    }
+
+    pub fn accounts(&self) -> Vec<String> {
+        self.state
+            .borrow()
+            .accounts
+            .values()
+            .map(|a| a.name.clone())
+            .collect()
+    }
+
+    /// The account's keyword names; keyword `k` is flag bit `Flags::keyword(k)`.
+    pub fn keywords(&self, account: &str) -> Result<Vec<String>> {
+        Ok(self.state.borrow().account(account)?.keywords.clone())
+    }
+
+    // ---- mailboxes -----------------------------------------------------------------------
+
+    pub async fn create_mailbox(
+        self: &Rc<Self>,
+        account: &str,
+        name: &str,
+        special_use: SpecialUse,
+    ) -> Result<MailboxInfo> {
+        let m = self
+            .state
+            .borrow()
+            .plan_create_mailbox(account, name, special_use, now_unix())?;
+        self.commit(&[m]).await?;
+        self.status(account, name)
+    }
+
+    pub async fn rename_mailbox(
+        self: &Rc<Self>,
+        account: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<()> {
+        let m = self.state.borrow().plan_rename_mailbox(account, from, to)?;
+        self.commit(&[m]).await
+    }
+
+    pub async fn delete_mailbox(self: &Rc<Self>, account: &str, name: &str) -> Result<()> {
+        let m = self.state.borrow().plan_delete_mailbox(account, name)?;
+        self.commit(&[m]).await
+    }
+
+    pub async fn subscribe(
+        self: &Rc<Self>,
+        account: &str,
+        name: &str,
+        subscribed: bool,
+    ) -> Result<()> {
+        let m = {
+            let st = self.state.borrow();
+            Mutation::Subscribe {
+                account: st.account_id(account)?,
+                name: normalize_mailbox(name),
+                subscribed,
+            }
+        };
+        self.commit(&[m]).await
+    }
+
+    pub fn subscriptions(&self, account: &str) -> Result<Vec<String>> {
+        Ok(self
+            .state
+            .borrow()
+            .account(account)?
+            .subscriptions
+            .iter()
+            .cloned()
+            .collect())
+    }
+
+    fn info(a: &AccountState, m: &MailboxState) -> MailboxInfo {
+        MailboxInfo {
+            name: m.name.clone(),
+            uidvalidity: m.uidvalidity,
+            uidnext: m.uidnext,
+            highest_modseq: m.highest_modseq,
+            special_use: m.special_use,
+            messages: m.index.len() as u32,
+            unseen: m.unseen,
+            size: m.size,
+            subscribed: a.subscriptions.contains(&m.name),
+        }
+    }
+
+    pub fn mailboxes(&self, account: &str) -> Result<Vec<MailboxInfo>> {
+        let st = self.state.borrow();
+        let a = st.account(account)?;
+        let mut v: Vec<MailboxInfo> = a.mailboxes.values().map(|m| Self::info(a, m)).collect();
+        v.sort_by(|x, y| x.name.cmp(&y.name));
+        Ok(v)
+    }
+
+    pub fn status(&self, account: &str, mailbox: &str) -> Result<MailboxInfo> {
+        let st = self.state.borrow();
+        let (a, m) = st.mailbox(account, mailbox)?;
+        Ok(Self::info(a, m))
+    }
+
+    /// Messages with `lo <= uid <= hi`, in UID order.
+    pub fn messages(
+        &self,
+        account: &str,
+        mailbox: &str,
+        lo: Uid,
+        hi: Uid,
+    ) -> Result<Vec<MessageInfo>> {
+        let st = self.state.borrow();
+        let (_, m) = st.mailbox(account, mailbox)?;
+        Ok(m.index.range(lo, hi).map(to_info).collect())
+    }
+
+    pub fn message(&self, account: &str, mailbox: &str, uid: Uid) -> Result<MessageInfo> {
+        let st = self.state.borrow();
+        let (_, m) = st.mailbox(account, mailbox)?;
+        m.index
+            .get(uid)
+            .map(to_info)
+            .ok_or_else(|| StoreError::NoSuchMessage.into())
+    }
+
+    // ---- messages ------------------------------------------------------------------------
+
+    fn compress(&self, body: &[u8]) -> Result<(BodyCodec, Vec<u8>)> {
+        if body.len() >= 64 {
+            let c = self
+                .compressor
+                .borrow_mut()
+                .compress(body)
+                .map_err(|e| Error::io("compressing a message", e))?;
+            if c.len() < body.len() {
+                return Ok((BodyCodec::Zstd, c));
+            }
+        }
+        Ok((BodyCodec::Raw, body.to_vec()))
+    }
+
+    /// Stores one message in one mailbox.
+    pub async fn append(
+        self: &Rc<Self>,
+        account: &str,
+        mailbox: &str,
+        msg: &NewMessage,
+    ) -> Result<Appended> {
+        let r = Recipient {
+            account: account.to_string(),
+            mailbox: mailbox.to_string(),
+        };
+        self.deliver(std::slice::from_ref(&r), msg)
+            .await
+            .pop()
+            .expect("one result per recipient")
+    }
+
+    /// Stores one message for many recipients of this partition: the body is written once
+    /// and shared (single-instance storage). Returns one result per recipient, in order;
+    /// the successful ones are durable when this returns.
+    pub async fn deliver(
+        self: &Rc<Self>,
+        recipients: &[Recipient],
+        msg: &NewMessage,
+    ) -> Vec<Result<Appended>> {
+        let size = msg.body.len() as u64;
+        let fail_all = |e: Error| -> Vec<Result<Appended>> {
+            let s = e.to_string();
+            recipients
+                .iter()
+                .map(|_| Err(clone_error(&e, &s)))
+                .collect()
+        };
+        if size > MAX_MESSAGE_SIZE {
+            return fail_all(
+                StoreError::MessageTooLarge {
+                    size,
+                    limit: MAX_MESSAGE_SIZE,
+                }
+                .into(),
+            );
+        }
+        if msg.meta.len() > MAX_META_SIZE as usize {
+            return fail_all(Error::Config("message metadata too large".into()));
+        }
+        let (codec, body) = match self.compress(&msg.body) {
+            Ok(x) => x,
+            Err(e) => return fail_all(e),
+        };
+        let date = msg.internal_date.unwrap_or(now_unix() as i64);
+        // Plan, log and apply with no await in between.
+        let (muts, results) = {
+            let st = self.state.borrow();
+            let mut results: Vec<Result<(usize, UidValidity)>> =
+                Vec::with_capacity(recipients.len());
+            let mut targets = Vec::new();
+            let mut defs: Vec<Mutation> = Vec::new();
+            let mut extra: HashMap<u32, (u64, u64)> = HashMap::new();
+            for r in recipients {
+                let res = (|| -> Result<(Target, UidValidity)> {
+                    let (a, m) = st.mailbox(&r.account, &r.mailbox)?;
+                    let add = extra.entry(a.id.0).or_default();
+                    st.check_quota(a, add.0 + size, add.1 + 1)?;
+                    let (new_defs, flags) =
+                        st.plan_keywords(&r.account, msg.flags, &msg.keywords)?;
+                    // Keywords defined for an earlier recipient of the same account are
+                    // already in `defs`.
+                    for d in new_defs {
+                        if !defs.contains(&d) {
+                            defs.push(d);
+                        }
+                    }
+                    add.0 += size;
+                    add.1 += 1;
+                    Ok((
+                        Target {
+                            account: a.id,
+                            mailbox: m.id,
+                            uid: Uid(0),
+                            flags: flags.0,
+                            internal_date: date,
+                        },
+                        m.uidvalidity,
+                    ))
+                })();
+                results.push(res.map(|(t, uv)| {
+                    targets.push(t);
+                    (targets.len() - 1, uv)
+                }));
+            }
+            if targets.is_empty() {
+                return results
+                    .into_iter()
+                    .map(|r| r.map(|_| unreachable!()))
+                    .collect();
+            }
+            if let Err(e) = st.assign_uids(&mut targets) {
+                return fail_all(e.into());
+            }
+            let blob = BlobId(st.next_blob);
+            let results: Vec<Result<Appended>> = results
+                .into_iter()
+                .map(|r| {
+                    r.map(|(i, uv)| Appended {
+                        uidvalidity: uv,
+                        uid: targets[i].uid,
+                        blob,
+                    })
+                })
+                .collect();
+            defs.push(Mutation::Blob(BlobRecord {
+                blob,
+                raw_len: size as u32,
+                meta: msg.meta.clone(),
+                codec,
+                body,
+                targets,
+            }));
+            (defs, results)
+        };
+        if let Err(e) = self.commit(&muts).await {
+            let s = e.to_string();
+            return results
+                .into_iter()
+                .map(|r| r.and_then(|_| Err(clone_error(&e, &s))))
+                .collect();
+        }
+        results
+    }
+
+    /// STORE: changes flags of `uids`. With `unchanged_since` (CONDSTORE), messages modified
+    /// after it are left alone and listed in `modified`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn store(
+        self: &Rc<Self>,
+        account: &str,
+        mailbox: &str,
+        uids: &[Uid],
+        op: FlagOp,
+        flags: Flags,
+        keywords: &[String],
+        unchanged_since: Option<u64>,
+    ) -> Result<StoreResult> {
+        let (muts, modified, changed_uids) = {
+            let st = self.state.borrow();
+            let (mut muts, flags) = if op == FlagOp::Remove {
+                // Removing a keyword the account never defined is a no-op, not a definition.
+                let a = st.account(account)?;
+                let mut f = Flags(flags.0 & Flags::SYSTEM_MASK);
+                for k in keywords {
+                    if let Some(i) = a.keyword_index(k) {
+                        f = f.union(Flags::keyword(i));
+                    }
+                }
+                (Vec::new(), f)
+            } else {
+                st.plan_keywords(account, flags, keywords)?
+            };
+            let (m, modified) =
+                st.plan_store(account, mailbox, uids, op, flags, unchanged_since)?;
+            let Mutation::SetFlags { items, .. } = &m else {
+                unreachable!()
+            };
+            let changed: Vec<Uid> = items.iter().map(|(u, _)| *u).collect();
+            if !changed.is_empty() {
+                muts.push(m);
+            }
+            (muts, modified, changed)
+        };
+        if !muts.is_empty() {
+            self.commit(&muts).await?;
+        }
+        let st = self.state.borrow();
+        let (_, m) = st.mailbox(account, mailbox)?;
+        Ok(StoreResult {
+            changed: changed_uids
+                .iter()
+                .filter_map(|&u| m.index.get(u))
+                .map(to_info)
+                .collect(),
+            modified,
+        })
+    }
+
+    /// Expunges `uids`, or every message flagged `\Deleted` when `None`. Returns the UIDs
+    /// removed.
+    pub async fn expunge(
+        self: &Rc<Self>,
+        account: &str,
+        mailbox: &str,
+        uids: Option<&[Uid]>,
+    ) -> Result<Vec<Uid>> {
+        let m = self.state.borrow().plan_expunge(account, mailbox, uids)?;
+        let Mutation::Expunge { uids, .. } = &m else {
+            unreachable!()
+        };
+        let removed = uids.clone();
+        if !removed.is_empty() {
+            self.commit(&[m]).await?;
+        }
+        Ok(removed)
+    }
+
+    /// COPY within the account: the copies share the originals' stored bodies.
+    /// Returns the destination's UIDVALIDITY and (source UID, new UID) pairs.
+    pub async fn copy(
+        self: &Rc<Self>,
+        account: &str,
+        from: &str,
+        to: &str,
+        uids: &[Uid],
+    ) -> Result<(UidValidity, Vec<(Uid, Uid)>)> {
+        let (muts, uv, pairs) = {
+            let st = self.state.borrow();
+            let muts = st.plan_copy(account, from, to, uids)?;
+            let (_, dst) = st.mailbox(account, to)?;
+            let src_uids: Vec<Uid> = {
+                let (_, src) = st.mailbox(account, from)?;
+                uids.iter()
+                    .copied()
+                    .filter(|&u| src.index.get(u).is_some())
+                    .collect()
+            };
+            let pairs = src_uids
+                .into_iter()
+                .zip(muts.iter().map(|m| match m {
+                    Mutation::Link { targets, .. } => targets[0].uid,
+                    _ => unreachable!(),
+                }))
+                .collect();
+            (muts, dst.uidvalidity, pairs)
+        };
+        if !muts.is_empty() {
+            self.commit(&muts).await?;
+        }
+        Ok((uv, pairs))
+    }
+
+    /// MOVE within the account, atomically (one record).
+    pub async fn move_messages(
+        self: &Rc<Self>,
+        account: &str,
+        from: &str,
+        to: &str,
+        uids: &[Uid],
+    ) -> Result<(UidValidity, Vec<(Uid, Uid)>)> {
+        let (m, uv) = {
+            let st = self.state.borrow();
+            let m = st.plan_move(account, from, to, uids)?;
+            (m, st.mailbox(account, to)?.1.uidvalidity)
+        };
+        let Mutation::Move { items, .. } = &m else {
+            unreachable!()
+        };
+        let pairs = items.clone();
+        if !pairs.is_empty() {
+            self.commit(&[m]).await?;
+        }
+        Ok((uv, pairs))
+    }
+
+    /// The message's bytes, exactly as delivered.
+    pub async fn fetch(&self, account: &str, mailbox: &str, uid: Uid) -> Result<Rc<Vec<u8>>> {
+        let blob = self.message(account, mailbox, uid)?.blob;
+        self.fetch_blob(blob).await
+    }
+
+    /// A byte range of the message, clamped to its end.
+    pub async fn fetch_range(
+        &self,
+        account: &str,
+        mailbox: &str,
+        uid: Uid,
+        start: u64,
+        len: u64,
+    ) -> Result<Vec<u8>> {
+        let body = self.fetch(account, mailbox, uid).await?;
+        let size = body.len() as u64;
+        if start > size {
+            return Err(StoreError::BadRange {
+                start,
+                end: start.saturating_add(len),
+                size,
+            }
+            .into());
+        }
+        let end = start.saturating_add(len).min(size);
+        Ok(body[start as usize..end as usize].to_vec())
+    }
+
+    /// The metadata stored with the message at delivery; reads no body bytes beyond the
+    /// first disk block.
+    pub async fn fetch_meta(&self, account: &str, mailbox: &str, uid: Uid) -> Result<Vec<u8>> {
+        let blob = self.message(account, mailbox, uid)?.blob;
+        let loc = self.blob_loc(blob)?;
+        self.await_durable(loc.segment, loc.offset + loc.record_len as u64)
+            .await?;
+        let first = 4096 - crate::segment::RECORD_HEADER_LEN;
+        let (_, head) = self
+            .reader
+            .read_record(loc.segment as u64, loc.offset, loc.record_len, Some(first))
+            .await?;
+        let meta_len = head
+            .get(BLOB_META_PREFIX - 4..BLOB_META_PREFIX)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .unwrap_or(0);
+        let head = if BLOB_META_PREFIX + meta_len > head.len() {
+            self.reader
+                .read_record(
+                    loc.segment as u64,
+                    loc.offset,
+                    loc.record_len,
+                    Some(BLOB_META_PREFIX + meta_len),
+                )
+                .await?
+                .1
+        } else {
+            head
+        };
+        decode_blob_meta(&head[..(BLOB_META_PREFIX + meta_len).min(head.len())]).map_err(|e| {
+            Error::Corrupt {
+                file: self
+                    .dir
+                    .join(segment_file(self.cfg.epoch, loc.segment as u64)),
+                pos: Some(LogPos {
+                    segment: SegmentSeq(loc.segment as u64),
+                    offset: loc.offset,
+                }),
+                source: e,
+            }
+        })
+    }
+
+    fn blob_loc(&self, blob: BlobId) -> Result<crate::checkpoint::BlobLoc> {
+        self.state
+            .borrow()
+            .blobs
+            .get(blob.0)
+            .ok_or_else(|| StoreError::NoSuchMessage.into())
+    }
+
+    async fn await_durable(&self, segment: u32, end: u64) -> Result<()> {
+        self.log
+            .wait_durable(LogPos {
+                segment: SegmentSeq(segment as u64),
+                offset: end,
+            })
+            .await
+    }
+
+    /// Reads, verifies and decompresses a stored message.
+    pub async fn fetch_blob(&self, blob: BlobId) -> Result<Rc<Vec<u8>>> {
+        if let Some(b) = self.cache.borrow().get(blob.0) {
+            return Ok(b);
+        }
+        let mut attempt = 0;
+        loop {
+            let loc = self.blob_loc(blob)?;
+            self.await_durable(loc.segment, loc.offset + loc.record_len as u64)
+                .await?;
+            match self.read_blob(loc).await {
+                // Compaction may have moved the blob and deleted its old segment while we
+                // waited; the table then has the new place.
+                Err(Error::MissingSegment(_)) if attempt == 0 => attempt += 1,
+                Err(e) => return Err(e),
+                Ok(body) => {
+                    let body = Rc::new(body);
+                    self.cache.borrow_mut().insert(blob.0, body.clone());
+                    return Ok(body);
+                }
+            }
+        }
+    }
+
+    async fn read_blob(&self, loc: crate::checkpoint::BlobLoc) -> Result<Vec<u8>> {
+        let (h, payload) = self
+            .reader
+            .read_record(loc.segment as u64, loc.offset, loc.record_len, None)
+            .await?;
+        let pos = LogPos {
+            segment: SegmentSeq(loc.segment as u64),
+            offset: loc.offset,
+        };
+        let corrupt = |source| Error::Corrupt {
+            file: self
+                .dir
+                .join(segment_file(self.cfg.epoch, loc.segment as u64)),
+            pos: Some(pos),
+            source,
+        };
+        let m = Mutation::decode(h.kind, &payload).map_err(corrupt)?;
+        let Mutation::Blob(b) = m else {
+            return Err(corrupt(crate::error::FormatError::Invalid {
+                what: "record kind",
+                detail: format!("expected a message, found kind {}", h.kind),
+            }));
+        };
+        if b.blob.0 != loc.id {
+            return Err(corrupt(crate::error::FormatError::Invalid {
+                what: "blob id",
+                detail: format!("expected {}, found {}", loc.id, b.blob.0),
+            }));
+        }
+        decode_body(&b).map_err(corrupt)
+    }
+
+    // ---- maintenance ---------------------------------------------------------------------
+
+    /// Writes a checkpoint of the index and deletes what it makes unnecessary: older
+    /// checkpoints and segments with nothing live that it covers.
+    pub async fn checkpoint(self: &Rc<Self>) -> Result<()> {
+        {
+            let mut hk = self.hk.borrow_mut();
+            if hk.checkpointing {
+                return Ok(());
+            }
+            hk.checkpointing = true;
+        }
+        let r = self.checkpoint_inner().await;
+        self.hk.borrow_mut().checkpointing = false;
+        r
+    }
+
+    async fn checkpoint_inner(self: &Rc<Self>) -> Result<()> {
+        let end = self.log.end();
+        let image = self
+            .state
+            .borrow()
+            .to_image(end.segment.0, end.offset, self.log.next_lsn());
+        self.log.wait_durable(end).await?;
+        let seq = self.hk.borrow().checkpoint_seq + 1;
+        let path = self.dir.join(checkpoint_file(seq));
+        let p2 = path.clone();
+        glommio::executor()
+            .spawn_blocking(move || checkpoint::write(&image, &p2))
+            .await?;
+        {
+            let mut hk = self.hk.borrow_mut();
+            hk.checkpoint_seq = seq;
+            hk.covered_below = end.segment.0;
+            hk.bytes_since_checkpoint = 0;
+        }
+        // Nothing changed while the checkpoint was written: read the index from it in place
+        // and drop the in-memory changes it now holds.
+        if self.log.end() == end {
+            let partition = self.id.0;
+            let p3 = path.clone();
+            let ck = glommio::executor()
+                .spawn_blocking(move || Checkpoint::load(&p3, seq, partition))
+                .await?;
+            if self.log.end() == end {
+                let ck = Rc::new(ck);
+                *self.state.borrow_mut() = PartitionState::from_checkpoint(ck.clone());
+                self.hk.borrow_mut().checkpoint = Some(ck);
+            }
+        }
+        self.remove_unneeded(seq).await
+    }
+
+    async fn remove_unneeded(&self, newest_checkpoint: u64) -> Result<()> {
+        let listing = recovery::list_dir(&self.dir, self.cfg.epoch)?;
+        for old in listing
+            .checkpoints
+            .into_iter()
+            .filter(|&c| c < newest_checkpoint)
+        {
+            let _ = std::fs::remove_file(self.dir.join(checkpoint_file(old)));
+        }
+        let dead: Vec<u64> = {
+            let hk = self.hk.borrow();
+            let st = self.state.borrow();
+            hk.segment_lengths
+                .keys()
+                .copied()
+                .filter(|&s| s < hk.covered_below && !st.segment_live.contains_key(&(s as u32)))
+                .collect()
+        };
+        for s in &dead {
+            self.reader.forget(*s).await;
+            std::fs::remove_file(self.dir.join(segment_file(self.cfg.epoch, *s)))
+                .or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| Error::io("removing a compacted segment", e))?;
+            self.hk.borrow_mut().segment_lengths.remove(s);
+        }
+        if !dead.is_empty() {
+            crate::io::fsync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// What compaction would do now.
+    pub fn compaction_plan(&self) -> Plan {
+        let hk = self.hk.borrow();
+        let mut lengths = hk.segment_lengths.clone();
+        let active = self.log.active_segment().0;
+        lengths.insert(active, self.log.end().offset);
+        let usage = compaction::usage(&lengths, &self.state.borrow().segment_live);
+        compaction::choose(&usage, hk.covered_below.min(active), &self.cfg.compaction)
+    }
+
+    /// Reclaims space of expunged messages: moves the live messages of sparse sealed segments
+    /// to the head of the log, checkpoints, and deletes the emptied segments. Safe against
+    /// concurrent use and against a crash at any step (see docs/architecture.md).
+    /// Returns the number of segments removed.
+    pub async fn compact(self: &Rc<Self>) -> Result<usize> {
+        {
+            let mut hk = self.hk.borrow_mut();
+            if hk.compacting {
+                return Ok(0);
+            }
+            hk.compacting = true;
+        }
+        let r = self.compact_inner().await;
+        self.hk.borrow_mut().compacting = false;
+        r
+    }
+
+    async fn compact_inner(self: &Rc<Self>) -> Result<usize> {
+        // Segments written since the last checkpoint are not yet covered: checkpoint first.
+        self.checkpoint().await?;
+        let plan = self.compaction_plan();
+        let before = self.hk.borrow().segment_lengths.len();
+        for seq in &plan.rewrite {
+            let blobs: Vec<_> = self
+                .state
+                .borrow()
+                .blobs
+                .sorted()
+                .into_iter()
+                .filter(|b| b.segment as u64 == *seq)
+                .collect();
+            let mut pending = 0u64;
+            for loc in blobs {
+                let (h, payload) = match self
+                    .reader
+                    .read_record(loc.segment as u64, loc.offset, loc.record_len, None)
+                    .await
+                {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::error!(partition = self.id.0, blob = loc.id, error = %e, "cannot read a message to compact; segment kept");
+                        continue;
+                    }
+                };
+                let Ok(Mutation::Blob(mut b)) = Mutation::decode(h.kind, &payload) else {
+                    continue;
+                };
+                // Expunged while we read it: nothing to move.
+                if self
+                    .state
+                    .borrow()
+                    .blobs
+                    .get(loc.id)
+                    .is_none_or(|l| l.segment != loc.segment)
+                {
+                    continue;
+                }
+                b.targets.clear();
+                pending += self.log_and_apply(&[Mutation::Blob(b)])?;
+                if pending > 8 << 20 {
+                    self.log.sync_point().await?;
+                    pending = 0;
+                }
+                glommio::yield_if_needed().await;
+            }
+        }
+        self.log.sync_point().await?;
+        self.checkpoint().await?;
+        let after = self.hk.borrow().segment_lengths.len();
+        Ok(before.saturating_sub(after))
+    }
+
+    /// Reads and verifies every live message. Used by tests and `ringmail fsck`.
+    pub async fn check_integrity(&self) -> IntegrityReport {
+        let blobs = self.state.borrow().blobs.sorted();
+        let mut rep = IntegrityReport::default();
+        for loc in blobs {
+            rep.blobs_checked += 1;
+            match self.read_blob(loc).await {
+                Ok(b) if b.len() == loc.raw_len as usize => {}
+                Ok(b) => rep.errors.push(format!(
+                    "blob {}: {} bytes, index says {}",
+                    loc.id,
+                    b.len(),
+                    loc.raw_len
+                )),
+                Err(e) => rep.errors.push(format!("blob {}: {e}", loc.id)),
+            }
+            glommio::yield_if_needed().await;
+        }
+        let st = self.state.borrow();
+        for a in st.accounts.values() {
+            for m in a.mailboxes.values() {
+                for e in m.index.iter() {
+                    if st.blobs.get(e.blob).is_none() {
+                        rep.errors.push(format!(
+                            "{}/{} UID {}: no stored body",
+                            a.name, m.name, e.uid
+                        ));
+                    }
+                }
+            }
+        }
+        rep
+    }
+
+    pub fn stats(&self) -> PartitionStats {
+        let st = self.state.borrow();
+        let hk = self.hk.borrow();
+        let mut overlay = st.blobs.overlay_bytes();
+        let mut messages = 0;
+        for a in st.accounts.values() {
+            for m in a.mailboxes.values() {
+                messages += m.index.len() as u64;
+                overlay += m.index.overlay_bytes();
+            }
+        }
+        PartitionStats {
+            accounts: st.accounts.len(),
+            messages,
+            blobs: st.blobs.len(),
+            segments: hk.segment_lengths.len(),
+            segment_bytes: hk.segment_lengths.values().sum::<u64>() + self.log.end().offset,
+            live_bytes: st.segment_live.values().sum(),
+            log: self.log.stats(),
+            checkpoint_bytes: hk.checkpoint.as_ref().map(|c| c.archive_len()).unwrap_or(0),
+            overlay_bytes: overlay,
+        }
+    }
+
+    /// Flushes, checkpoints and closes the log. In-flight commits finish first.
+    pub async fn close(self: &Rc<Self>) -> Result<()> {
+        let r = if self.log.poisoned().is_none() && !self.poisoned.get() {
+            self.checkpoint().await
+        } else {
+            Ok(())
+        };
+        self.log.close().await?;
+        r
+    }
+}
+
+fn to_info(e: crate::checkpoint::Entry) -> MessageInfo {
+    MessageInfo {
+        uid: Uid(e.uid),
+        flags: Flags(e.flags),
+        modseq: crate::ids::ModSeq(e.modseq),
+        internal_date: e.internal_date,
+        size: e.size,
+        blob: BlobId(e.blob),
+    }
+}
+
+fn decode_body(b: &BlobRecord) -> Result<Vec<u8>, crate::error::FormatError> {
+    let body = match b.codec {
+        BodyCodec::Raw => b.body.clone(),
+        // raw_len was capped at MAX_MESSAGE_SIZE when the record was decoded.
+        BodyCodec::Zstd => zstd::bulk::decompress(&b.body, b.raw_len as usize).map_err(|e| {
+            crate::error::FormatError::Invalid {
+                what: "compressed body",
+                detail: e.to_string(),
+            }
+        })?,
+    };
+    if body.len() != b.raw_len as usize {
+        return Err(crate::error::FormatError::Invalid {
+            what: "body length",
+            detail: format!("{} bytes, record says {}", body.len(), b.raw_len),
+        });
+    }
+    Ok(body)
+}
+
+fn clone_error(e: &Error, text: &str) -> Error {
+    match e {
+        Error::Store(s) => Error::Store(s.clone()),
+        Error::Poisoned(p) => Error::Poisoned(p.clone()),
+        _ => Error::Failed(text.to_string()),
+    }
+}

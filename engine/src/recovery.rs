@@ -1,0 +1,260 @@
+//! Opening a partition: load the newest valid checkpoint, replay the log after it.
+//!
+//! The scan ([`crate::segment::scan_segment`]) is pure; this module applies what it found
+//! and, in [`RecoveryMode::Repair`], truncates torn tails. Repair only removes bytes that no
+//! scan would ever accept, so recovering twice gives the same state.
+//!
+//! Reads here are plain blocking reads: they happen once, before the partition serves.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, FormatError, Result};
+use crate::format::names::{parse_checkpoint_file, parse_segment_file, segment_file};
+use crate::ids::SegmentSeq;
+use crate::mutation::Mutation;
+use crate::segment::{scan_segment, ScanEnd, SegmentHeader};
+use crate::state::{PartitionState, RecordLoc};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// Cut torn tails; skip corrupt records in the middle of the log and report them.
+    #[default]
+    Repair,
+    /// Cut torn tails; fail on any corruption elsewhere.
+    Strict,
+    /// Change nothing on disk: what `check_integrity` and fsck use.
+    ReadOnly,
+}
+
+/// What recovery found. Empty lists mean a clean log.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryReport {
+    pub checkpoint: Option<u64>,
+    pub bad_checkpoints: Vec<String>,
+    pub segments_replayed: usize,
+    pub records_replayed: u64,
+    /// (segment, offset, reason): a torn tail, cut off.
+    pub torn_tails: Vec<(u64, u64, String)>,
+    /// (segment, start, end, reason): bad bytes between good records, skipped.
+    pub corrupt_ranges: Vec<(u64, u64, u64, String)>,
+    /// (segment, offset, reason): checksummed records that did not decode or apply.
+    pub skipped_records: Vec<(u64, u64, String)>,
+    /// Segments the index refers to that do not exist.
+    pub missing_segments: Vec<u64>,
+}
+
+impl RecoveryReport {
+    /// True when the log needed no more than cutting a torn tail.
+    pub fn is_clean(&self) -> bool {
+        self.bad_checkpoints.is_empty()
+            && self.corrupt_ranges.is_empty()
+            && self.skipped_records.is_empty()
+            && self.missing_segments.is_empty()
+    }
+}
+
+pub struct Recovered {
+    pub state: PartitionState,
+    pub checkpoint: Option<Rc<Checkpoint>>,
+    /// Length of the records in each segment file.
+    pub segment_lengths: BTreeMap<u64, u64>,
+    pub next_segment: u64,
+    pub next_lsn: u64,
+    pub report: RecoveryReport,
+}
+
+pub struct DirListing {
+    pub segments: Vec<u64>,
+    pub checkpoints: Vec<u64>,
+}
+
+pub fn list_dir(dir: &Path, epoch: u64) -> Result<DirListing> {
+    let mut segments = Vec::new();
+    let mut checkpoints = Vec::new();
+    let rd = fs::read_dir(dir).map_err(|e| Error::io(format!("listing {dir:?}"), e))?;
+    for ent in rd {
+        let ent = ent.map_err(|e| Error::io(format!("listing {dir:?}"), e))?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some((ep, seq)) = parse_segment_file(name) {
+            if ep == epoch {
+                segments.push(seq);
+            }
+        } else if let Some(seq) = parse_checkpoint_file(name) {
+            checkpoints.push(seq);
+        }
+    }
+    segments.sort_unstable();
+    checkpoints.sort_unstable();
+    Ok(DirListing {
+        segments,
+        checkpoints,
+    })
+}
+
+pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Result<Recovered> {
+    let listing = list_dir(dir, epoch)?;
+    let mut report = RecoveryReport::default();
+
+    let mut checkpoint = None;
+    for &seq in listing.checkpoints.iter().rev() {
+        let path = dir.join(crate::format::names::checkpoint_file(seq));
+        match Checkpoint::load(&path, seq, partition) {
+            Ok(ck) => {
+                checkpoint = Some(Rc::new(ck));
+                break;
+            }
+            Err(e) => {
+                if mode == RecoveryMode::Strict {
+                    return Err(e);
+                }
+                tracing::warn!(partition, checkpoint = seq, error = %e, "skipping unreadable checkpoint");
+                report
+                    .bad_checkpoints
+                    .push(format!("{}: {e}", path.display()));
+            }
+        }
+    }
+
+    let (mut state, start_seg, start_off, mut next_lsn) = match &checkpoint {
+        Some(ck) => {
+            let im = ck.image();
+            report.checkpoint = Some(ck.seq);
+            (
+                PartitionState::from_checkpoint(ck.clone()),
+                im.log_segment.to_native(),
+                im.log_offset.to_native(),
+                im.next_lsn.to_native(),
+            )
+        }
+        None => (PartitionState::new(partition), 0, 0, 1),
+    };
+
+    let mut segment_lengths = BTreeMap::new();
+    for &seq in &listing.segments {
+        let path = dir.join(segment_file(epoch, seq));
+        if seq < start_seg {
+            // Covered by the checkpoint; only its live messages matter, read on demand.
+            let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            segment_lengths.insert(seq, len);
+            continue;
+        }
+        let bytes = fs::read(&path).map_err(|e| Error::io(format!("reading {path:?}"), e))?;
+        if bytes.len() < SegmentHeader::LEN || bytes[..SegmentHeader::LEN].iter().all(|&b| b == 0) {
+            // Created, but the first batch never reached the disk: an empty segment.
+            segment_lengths.insert(seq, 0);
+            continue;
+        }
+        let corrupt = |source: FormatError| Error::Corrupt {
+            file: path.clone(),
+            pos: None,
+            source,
+        };
+        match SegmentHeader::decode(&bytes) {
+            Ok(h) if h.seq == seq && h.partition == partition => {}
+            Ok(h) => {
+                let e = corrupt(FormatError::Invalid {
+                    what: "segment header",
+                    detail: format!("names segment {} of partition {}", h.seq, h.partition),
+                });
+                if mode == RecoveryMode::Strict {
+                    return Err(e);
+                }
+                report
+                    .corrupt_ranges
+                    .push((seq, 0, SegmentHeader::LEN as u64, e.to_string()));
+            }
+            Err(FormatError::UnsupportedVersion { got, supported }) => {
+                return Err(corrupt(FormatError::UnsupportedVersion { got, supported }));
+            }
+            Err(e) => {
+                if mode == RecoveryMode::Strict {
+                    return Err(corrupt(e));
+                }
+                report
+                    .corrupt_ranges
+                    .push((seq, 0, SegmentHeader::LEN as u64, e.to_string()));
+            }
+        }
+        let from = if seq == start_seg && start_off > 0 {
+            start_off
+        } else {
+            SegmentHeader::LEN as u64
+        };
+        let scan = scan_segment(&bytes, from, next_lsn);
+        report.segments_replayed += 1;
+        for c in &scan.corrupt {
+            if mode == RecoveryMode::Strict {
+                return Err(corrupt(c.reason.clone()));
+            }
+            tracing::warn!(partition, segment = seq, start = c.start, end = c.end, reason = %c.reason, "skipping corrupt bytes in the log");
+            report
+                .corrupt_ranges
+                .push((seq, c.start, c.end, c.reason.to_string()));
+        }
+        for r in &scan.records {
+            let payload = r.payload(&bytes);
+            let loc = RecordLoc {
+                segment: seq as u32,
+                offset: r.offset,
+                len: r.header.total_len() as u32,
+            };
+            let applied = Mutation::decode(r.header.kind, payload)
+                .map_err(|e| e.to_string())
+                .and_then(|m| state.apply(&m, loc).map_err(|e| e.to_string()));
+            if let Err(reason) = applied {
+                if mode == RecoveryMode::Strict {
+                    return Err(corrupt(FormatError::Invalid {
+                        what: "record",
+                        detail: format!("at offset {}: {reason}", r.offset),
+                    }));
+                }
+                report.skipped_records.push((seq, r.offset, reason));
+            }
+            report.records_replayed += 1;
+            next_lsn = r.header.lsn + 1;
+        }
+        if let ScanEnd::Torn { at, reason } = &scan.end {
+            tracing::info!(partition, segment = seq, at, reason = %reason, "cutting a torn tail");
+            report.torn_tails.push((seq, *at, reason.to_string()));
+            if mode != RecoveryMode::ReadOnly {
+                truncate(&path, scan.valid_len)?;
+            }
+        }
+        segment_lengths.insert(seq, scan.valid_len);
+    }
+
+    for &seg in state.segment_live.keys() {
+        if !segment_lengths.contains_key(&(seg as u64)) {
+            report.missing_segments.push(seg as u64);
+        }
+    }
+    if !report.missing_segments.is_empty() && mode == RecoveryMode::Strict {
+        return Err(Error::MissingSegment(SegmentSeq(
+            report.missing_segments[0],
+        )));
+    }
+    let next_segment = listing.segments.last().copied().unwrap_or(0).max(start_seg) + 1;
+    Ok(Recovered {
+        state,
+        checkpoint,
+        segment_lengths,
+        next_segment,
+        next_lsn,
+        report,
+    })
+}
+
+fn truncate(path: &PathBuf, len: u64) -> Result<()> {
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(format!("opening {path:?}"), e))?;
+    f.set_len(len)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(format!("truncating {path:?}"), e))
+}
