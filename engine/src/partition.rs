@@ -968,7 +968,19 @@ impl Partition {
         self.remove_unneeded(seq).await
     }
 
+    /// Brings the segment table up to date with the segments the writer sealed.
+    fn sync_segments(&self) {
+        let sealed = self.log.take_sealed();
+        let mut hk = self.hk.borrow_mut();
+        for (seq, len) in sealed {
+            hk.segment_lengths.insert(seq, len);
+        }
+        hk.segment_lengths
+            .insert(self.log.active_segment().0, self.log.end().offset);
+    }
+
     async fn remove_unneeded(&self, newest_checkpoint: u64) -> Result<()> {
+        self.sync_segments();
         let listing = recovery::list_dir(&self.dir, self.cfg.epoch)?;
         for old in listing
             .checkpoints
@@ -1007,11 +1019,10 @@ impl Partition {
 
     /// What compaction would do now.
     pub fn compaction_plan(&self) -> Plan {
+        self.sync_segments();
         let hk = self.hk.borrow();
-        let mut lengths = hk.segment_lengths.clone();
         let active = self.log.active_segment().0;
-        lengths.insert(active, self.log.end().offset);
-        let usage = compaction::usage(&lengths, &self.state.borrow().segment_live);
+        let usage = compaction::usage(&hk.segment_lengths, &self.state.borrow().segment_live);
         compaction::choose(&usage, hk.covered_below.min(active), &self.cfg.compaction)
     }
 
@@ -1122,6 +1133,7 @@ impl Partition {
     }
 
     pub fn stats(&self) -> PartitionStats {
+        self.sync_segments();
         let st = self.state.borrow();
         let hk = self.hk.borrow();
         let mut overlay = st.blobs.overlay_bytes();
@@ -1137,7 +1149,7 @@ impl Partition {
             messages,
             blobs: st.blobs.len(),
             segments: hk.segment_lengths.len(),
-            segment_bytes: hk.segment_lengths.values().sum::<u64>() + self.log.end().offset,
+            segment_bytes: hk.segment_lengths.values().sum::<u64>(),
             live_bytes: st.segment_live.values().sum(),
             log: self.log.stats(),
             checkpoint_bytes: hk.checkpoint.as_ref().map(|c| c.archive_len()).unwrap_or(0),

@@ -88,6 +88,8 @@ struct Inner {
     pos_waiters: Vec<(LogPos, oneshot::Sender<Result<(), String>>)>,
     poisoned: Option<String>,
     closing: bool,
+    /// Segments sealed since the owner last asked, with their final lengths.
+    sealed: Vec<(u64, u64)>,
     files: BTreeMap<u64, OpenSegment>,
     stats: LogStats,
 }
@@ -128,6 +130,7 @@ impl LogWriter {
             pos_waiters: Vec::new(),
             poisoned: None,
             closing: false,
+            sealed: Vec::new(),
             files: BTreeMap::new(),
             stats: LogStats::default(),
         }));
@@ -154,6 +157,8 @@ impl LogWriter {
         }
         let total = RecordHeader::encode_len(payload.len());
         if i.active_end > SegmentHeader::LEN as u64 && i.active_end + total > i.cfg.segment_size {
+            let sealed = (i.active_seq, i.active_end);
+            i.sealed.push(sealed);
             i.active_seq += 1;
             let header = SegmentHeader {
                 partition: i.cfg.partition,
@@ -267,6 +272,11 @@ impl LogWriter {
         SegmentSeq(self.inner.borrow().active_seq)
     }
 
+    /// Segments sealed since the last call, with their lengths.
+    pub fn take_sealed(&self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.inner.borrow_mut().sealed)
+    }
+
     pub fn stats(&self) -> LogStats {
         self.inner.borrow().stats.clone()
     }
@@ -369,9 +379,10 @@ async fn flusher(inner: Rc<RefCell<Inner>>, notify: Notify) {
                 }
             }
         }
-        // Files of sealed segments are done once their last batch is durable.
-        let active = i.active_seq;
-        i.files.retain(|&seq, _| seq >= active);
+        // A sealed segment's file is done once a batch ended in a later segment; later
+        // batches never go back to it.
+        let last = end.segment.0;
+        i.files.retain(|&seq, _| seq >= last);
     }
 }
 
@@ -403,7 +414,17 @@ async fn write_batch(inner: &Rc<RefCell<Inner>>, chunks: Vec<Chunk>) -> Result<D
             }
         };
         let aligned_start = align_down(chunk.start);
-        debug_assert_eq!(aligned_start + tail.len() as u64, chunk.start);
+        if aligned_start + tail.len() as u64 != chunk.start {
+            // Writing now would overwrite the block's head with the wrong bytes.
+            return Err(Error::io(
+                format!("writing {path:?}"),
+                std::io::Error::other(format!(
+                    "internal: block tail of {} bytes does not end at offset {}",
+                    tail.len(),
+                    chunk.start
+                )),
+            ));
+        }
         let data_len = tail.len() + chunk.bytes.len();
         let buf_len = align_up(data_len as u64) as usize;
         let mut buf = file.alloc_dma_buffer(buf_len);
