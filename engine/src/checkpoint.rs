@@ -107,6 +107,14 @@ pub struct Image {
     pub accounts: Vec<AccountImage>,
     /// Sorted by id.
     pub blobs: Vec<BlobLoc>,
+    /// Compression dictionaries, sorted by id.
+    pub dictionaries: Vec<DictionaryImage>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, Debug)]
+pub struct DictionaryImage {
+    pub id: u32,
+    pub bytes: Vec<u8>,
 }
 
 pub const HEADER_LEN: usize = 64;
@@ -149,6 +157,17 @@ impl Checkpoint {
             })
         })?;
         let (len, crc) = decode_header(&header, partition).map_err(corrupt)?;
+        let file_len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if HEADER_LEN as u64 + len != file_len {
+            return Err(corrupt(FormatError::Invalid {
+                what: "checkpoint length",
+                detail: format!(
+                    "header says {} bytes of archive, the file has {}",
+                    len,
+                    file_len.saturating_sub(HEADER_LEN as u64)
+                ),
+            }));
+        }
         let mut buf = AlignedVec::<16>::with_capacity(len as usize);
         buf.resize(len as usize, 0);
         f.read_exact(&mut buf).map_err(|_| {
@@ -176,6 +195,7 @@ impl Checkpoint {
     }
 
     /// The archived image, read in place.
+    #[allow(unsafe_code)]
     pub fn image(&self) -> &ArchivedImage {
         // SAFETY:
         // - `buf` passed `rkyv::access::<ArchivedImage, _>` validation in `load`, the only
@@ -324,6 +344,10 @@ mod tests {
                 record_len: 200,
                 raw_len: 100,
                 refs: 1,
+            }],
+            dictionaries: vec![DictionaryImage {
+                id: 1,
+                bytes: vec![7; 10],
             }],
         }
     }

@@ -74,6 +74,10 @@ pub enum StoreError {
     BadRange { start: u64, end: u64, size: u64 },
     #[error("the modification sequence changed since {unchanged_since}")]
     Modified { unchanged_since: u64 },
+    #[error("{count} items in one request; the limit is {limit}")]
+    TooManyItems { count: usize, limit: usize },
+    #[error("the mailbox has used up its UIDs; create a new mailbox")]
+    MailboxFull,
     #[error("the engine is shutting down")]
     ShuttingDown,
 }

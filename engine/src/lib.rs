@@ -23,9 +23,12 @@
 //! (a later cluster layer). Limits: messages up to 256 MiB, 56 keywords per account,
 //! segments of up to 4 GiB. The on-disk format is specified in `docs/format.md`.
 
+#![deny(unsafe_code)]
+
 pub mod api;
 pub mod checkpoint;
 pub mod compaction;
+pub mod compression;
 pub mod error;
 pub mod flags;
 pub mod format;

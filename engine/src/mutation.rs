@@ -4,7 +4,9 @@
 //! a MOVE or a delivery to many mailboxes is applied whole or not at all.
 
 use crate::error::FormatError;
-use crate::format::names::{MAX_MESSAGE_SIZE, MAX_META_SIZE, MAX_NAME_LEN, MAX_RECORD_PAYLOAD};
+use crate::format::names::{
+    MAX_DICTIONARY_SIZE, MAX_MESSAGE_SIZE, MAX_META_SIZE, MAX_NAME_LEN, MAX_RECORD_PAYLOAD,
+};
 use crate::format::{crc32, Reader, Writer};
 use crate::ids::{AccountId, BlobId, MailboxId, Uid, UidValidity};
 
@@ -14,6 +16,8 @@ use crate::ids::{AccountId, BlobId, MailboxId, Uid, UidValidity};
 pub enum BodyCodec {
     Raw = 0,
     Zstd = 1,
+    /// zstd with the partition's trained dictionary named by `BlobRecord::dict`.
+    ZstdDict = 2,
 }
 
 impl BodyCodec {
@@ -21,6 +25,7 @@ impl BodyCodec {
         match v {
             0 => Ok(Self::Raw),
             1 => Ok(Self::Zstd),
+            2 => Ok(Self::ZstdDict),
             _ => Err(FormatError::UnknownKind {
                 what: "body codec",
                 value: v as u64,
@@ -47,6 +52,8 @@ pub struct BlobRecord {
     pub raw_len: u32,
     pub meta: Vec<u8>,
     pub codec: BodyCodec,
+    /// The dictionary the body was compressed with (`ZstdDict`), else 0.
+    pub dict: u32,
     pub body: Vec<u8>,
     /// The mailbox entries created together with the blob (empty when compaction relocates
     /// a blob: then the record only says where the bytes now are).
@@ -97,6 +104,11 @@ pub enum Mutation {
         index: u8,
         name: String,
     },
+    /// A zstd dictionary trained on this partition's mail; bodies refer to it by id.
+    Dictionary {
+        id: u32,
+        bytes: Vec<u8>,
+    },
     Blob(BlobRecord),
     /// New mailbox entries for an existing blob: COPY, and delivery to more recipients.
     Link {
@@ -138,6 +150,7 @@ pub mod kind {
     pub const SET_FLAGS: u8 = 11;
     pub const EXPUNGE: u8 = 12;
     pub const MOVE: u8 = 13;
+    pub const DICTIONARY: u8 = 14;
 }
 
 const TARGET_LEN: usize = 4 + 4 + 4 + 8 + 8;
@@ -154,6 +167,7 @@ impl Mutation {
             Mutation::DeleteMailbox { .. } => DELETE_MAILBOX,
             Mutation::Subscribe { .. } => SUBSCRIBE,
             Mutation::DefineKeyword { .. } => DEFINE_KEYWORD,
+            Mutation::Dictionary { .. } => DICTIONARY,
             Mutation::Blob(_) => BLOB,
             Mutation::Link { .. } => LINK,
             Mutation::SetFlags { .. } => SET_FLAGS,
@@ -232,6 +246,10 @@ impl Mutation {
                 w.u8(*index);
                 w.str(name);
             }
+            Mutation::Dictionary { id, bytes } => {
+                w.u32(*id);
+                w.bytes(bytes);
+            }
             Mutation::Blob(b) => {
                 // The metadata comes first with its own checksum, so FETCH of metadata can
                 // read and verify it without reading the body.
@@ -240,6 +258,7 @@ impl Mutation {
                 w.u32(crc32(&b.meta));
                 w.bytes(&b.meta);
                 w.u8(b.codec as u8);
+                w.u32(b.dict);
                 w.bytes(&b.body);
                 encode_targets(&mut w, &b.targets);
             }
@@ -355,6 +374,7 @@ impl Mutation {
                     });
                 }
                 let codec = BodyCodec::from_u8(r.u8()?)?;
+                let dict = r.u32()?;
                 let body = r.bytes(MAX_RECORD_PAYLOAD)?.to_vec();
                 let targets = decode_targets(&mut r)?;
                 Mutation::Blob(BlobRecord {
@@ -362,10 +382,15 @@ impl Mutation {
                     raw_len,
                     meta,
                     codec,
+                    dict,
                     body,
                     targets,
                 })
             }
+            kind::DICTIONARY => Mutation::Dictionary {
+                id: r.u32()?,
+                bytes: r.bytes(MAX_DICTIONARY_SIZE)?.to_vec(),
+            },
             kind::LINK => Mutation::Link {
                 blob: BlobId(r.u64()?),
                 targets: decode_targets(&mut r)?,
@@ -532,12 +557,17 @@ mod tests {
                 raw_len: 5,
                 meta: b"meta".to_vec(),
                 codec: BodyCodec::Raw,
+                dict: 0,
                 body: b"hello".to_vec(),
                 targets: vec![t.clone(), t.clone()],
             }),
             Mutation::Link {
                 blob: BlobId(8),
                 targets: vec![t],
+            },
+            Mutation::Dictionary {
+                id: 1,
+                bytes: vec![1, 2, 3],
             },
             Mutation::SetFlags {
                 account: AccountId(1),
@@ -579,6 +609,7 @@ mod tests {
     #[test]
     fn blob_meta_reads_alone() {
         let m = &samples()[8];
+        assert!(matches!(m, Mutation::Blob(_)));
         let mut v = Vec::new();
         m.encode(&mut v);
         assert_eq!(decode_blob_meta(&v).unwrap(), b"meta");

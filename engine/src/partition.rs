@@ -21,6 +21,7 @@ use crate::api::{
 };
 use crate::checkpoint::{self, Checkpoint};
 use crate::compaction::{self, CompactionConfig, Plan};
+use crate::compression::{Compression, DictionaryConfig};
 use crate::error::{Error, Result, StoreError};
 use crate::flags::{FlagOp, Flags, SpecialUse};
 use crate::format::names::{checkpoint_file, segment_file, MAX_MESSAGE_SIZE, MAX_META_SIZE};
@@ -45,6 +46,7 @@ pub struct PartitionConfig {
     pub cache_bytes: usize,
     /// zstd level for message bodies.
     pub zstd_level: i32,
+    pub dictionary: DictionaryConfig,
     pub recovery: RecoveryMode,
 }
 
@@ -57,7 +59,8 @@ impl Default for PartitionConfig {
             checkpoint_bytes: 256 << 20,
             compaction: CompactionConfig::default(),
             cache_bytes: 64 << 20,
-            zstd_level: 3,
+            zstd_level: 1,
+            dictionary: DictionaryConfig::default(),
             recovery: RecoveryMode::Repair,
         }
     }
@@ -94,6 +97,8 @@ pub struct PartitionStats {
     pub accounts: usize,
     pub messages: u64,
     pub blobs: usize,
+    /// Compression dictionaries trained so far.
+    pub dictionaries: usize,
     pub segments: usize,
     pub segment_bytes: u64,
     pub live_bytes: u64,
@@ -157,7 +162,7 @@ pub struct Partition {
     state: RefCell<PartitionState>,
     log: LogWriter,
     reader: SegmentReader,
-    compressor: RefCell<zstd::bulk::Compressor<'static>>,
+    compression: RefCell<Compression>,
     cache: RefCell<BodyCache>,
     hk: RefCell<Housekeeping>,
     poisoned: Cell<bool>,
@@ -175,6 +180,9 @@ impl Partition {
     /// Opens (or creates) the partition stored in `dir`, recovering from its log.
     /// Must run on a glommio executor whose device probe was done (`io::probe_device`).
     pub async fn open(dir: &Path, id: PartitionId, cfg: PartitionConfig) -> Result<Rc<Self>> {
+        if cfg.recovery == RecoveryMode::ReadOnly {
+            return Err(Error::Config("a partition opened for service writes; use recovery::recover for a read-only check".into()));
+        }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {dir:?}"), e))?;
         let rec = recovery::recover(dir, id.0, cfg.epoch, cfg.recovery)?;
         let log = LogWriter::start(
@@ -190,8 +198,13 @@ impl Partition {
         );
         let mut lengths = rec.segment_lengths;
         lengths.insert(rec.next_segment, 0);
-        let compressor = zstd::bulk::Compressor::new(cfg.zstd_level)
+        let mut compression = Compression::new(cfg.zstd_level, cfg.dictionary.clone())
             .map_err(|e| Error::io("creating the zstd compressor", e))?;
+        for (id, bytes) in &rec.state.dictionaries {
+            compression
+                .add_dictionary(*id, bytes)
+                .map_err(|e| Error::io("loading a compression dictionary", e))?;
+        }
         let covered_below = rec
             .checkpoint
             .as_ref()
@@ -203,7 +216,7 @@ impl Partition {
             reader: SegmentReader::new(dir, cfg.epoch),
             state: RefCell::new(rec.state),
             log,
-            compressor: RefCell::new(compressor),
+            compression: RefCell::new(compression),
             cache: RefCell::new(BodyCache {
                 budget: cfg.cache_bytes,
                 used: 0,
@@ -312,6 +325,13 @@ impl Partition {
                 unreachable!()
             };
             let (account, mut uv) = (*account, inbox_uidvalidity.0);
+            let mut seen = std::collections::HashSet::from(["INBOX".to_string()]);
+            for (mb, _) in &opts.mailboxes {
+                crate::state::check_mailbox_name(&normalize_mailbox(mb))?;
+                if !seen.insert(normalize_mailbox(mb)) {
+                    return Err(StoreError::MailboxExists.into());
+                }
+            }
             for (i, (mb, special)) in opts.mailboxes.iter().enumerate() {
                 uv += 1;
                 muts.push(Mutation::CreateMailbox {
@@ -423,9 +443,11 @@ impl Partition {
     ) -> Result<()> {
         let m = {
             let st = self.state.borrow();
+            let name = normalize_mailbox(name);
+            crate::state::check_mailbox_name(&name)?;
             Mutation::Subscribe {
                 account: st.account_id(account)?,
-                name: normalize_mailbox(name),
+                name,
                 subscribed,
             }
         };
@@ -495,18 +517,57 @@ impl Partition {
 
     // ---- messages ------------------------------------------------------------------------
 
-    fn compress(&self, body: &[u8]) -> Result<(BodyCodec, Vec<u8>)> {
-        if body.len() >= 64 {
-            let c = self
-                .compressor
-                .borrow_mut()
-                .compress(body)
-                .map_err(|e| Error::io("compressing a message", e))?;
-            if c.len() < body.len() {
-                return Ok((BodyCodec::Zstd, c));
+    fn compress(&self, body: &[u8]) -> Result<(BodyCodec, u32, Vec<u8>)> {
+        self.compression
+            .borrow_mut()
+            .compress(body)
+            .map_err(|e| Error::io("compressing a message", e))
+    }
+
+    /// Samples stored mail and, once there is enough, trains the partition's dictionary in
+    /// the background (on the blocking pool) and logs it.
+    fn maybe_train(self: &Rc<Self>, body: &[u8]) {
+        let Some(samples) = self.compression.borrow_mut().offer_sample(body) else {
+            return;
+        };
+        let me = self.clone();
+        glommio::spawn_local(async move {
+            let size = me.compression.borrow().dictionary_size();
+            let trained = glommio::executor()
+                .spawn_blocking(move || zstd::dict::from_samples(&samples, size))
+                .await;
+            let result = match trained {
+                Ok(bytes) => {
+                    let id = me
+                        .state
+                        .borrow()
+                        .dictionaries
+                        .keys()
+                        .last()
+                        .copied()
+                        .unwrap_or(0)
+                        + 1;
+                    let r = me
+                        .commit(&[Mutation::Dictionary {
+                            id,
+                            bytes: bytes.clone(),
+                        }])
+                        .await;
+                    r.and_then(|_| {
+                        me.compression
+                            .borrow_mut()
+                            .add_dictionary(id, &bytes)
+                            .map_err(|e| Error::io("preparing a dictionary", e))
+                    })
+                }
+                Err(e) => Err(Error::io("training a dictionary", e)),
+            };
+            if let Err(e) = result {
+                tracing::warn!(partition = me.id.0, error = %e, "no compression dictionary");
             }
-        }
-        Ok((BodyCodec::Raw, body.to_vec()))
+            me.compression.borrow_mut().training_done();
+        })
+        .detach();
     }
 
     /// Stores one message in one mailbox.
@@ -554,7 +615,7 @@ impl Partition {
         if msg.meta.len() > MAX_META_SIZE as usize {
             return fail_all(Error::Config("message metadata too large".into()));
         }
-        let (codec, body) = match self.compress(&msg.body) {
+        let (codec, dict, body) = match self.compress(&msg.body) {
             Ok(x) => x,
             Err(e) => return fail_all(e),
         };
@@ -624,6 +685,7 @@ impl Partition {
                 raw_len: size as u32,
                 meta: msg.meta.clone(),
                 codec,
+                dict,
                 body,
                 targets,
             }));
@@ -636,6 +698,7 @@ impl Partition {
                 .map(|r| r.and_then(|_| Err(clone_error(&e, &s))))
                 .collect();
         }
+        self.maybe_train(&msg.body);
         results
     }
 
@@ -912,7 +975,17 @@ impl Partition {
                 detail: format!("expected {}, found {}", loc.id, b.blob.0),
             }));
         }
-        decode_body(&b).map_err(corrupt)
+        let st = self.state.borrow();
+        self.compression
+            .borrow_mut()
+            .decompress(
+                b.codec,
+                b.dict,
+                &b.body,
+                b.raw_len as usize,
+                &st.dictionaries,
+            )
+            .map_err(corrupt)
     }
 
     // ---- maintenance ---------------------------------------------------------------------
@@ -920,13 +993,12 @@ impl Partition {
     /// Writes a checkpoint of the index and deletes what it makes unnecessary: older
     /// checkpoints and segments with nothing live that it covers.
     pub async fn checkpoint(self: &Rc<Self>) -> Result<()> {
-        {
-            let mut hk = self.hk.borrow_mut();
-            if hk.checkpointing {
-                return Ok(());
-            }
-            hk.checkpointing = true;
+        // A checkpoint already running may have taken its image before the caller's changes:
+        // wait for it, then take a new one.
+        while self.hk.borrow().checkpointing {
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
         }
+        self.hk.borrow_mut().checkpointing = true;
         let r = self.checkpoint_inner().await;
         self.hk.borrow_mut().checkpointing = false;
         r
@@ -938,6 +1010,11 @@ impl Partition {
             .state
             .borrow()
             .to_image(end.segment.0, end.offset, self.log.next_lsn());
+        // The segments this checkpoint needs: those holding its blobs, and the log from its
+        // position on. Deletion must go by the image, not by the live state, which may hold
+        // changes (expunges, relocations) that are not yet durable.
+        let needed: std::collections::BTreeSet<u64> =
+            image.blobs.iter().map(|b| b.segment as u64).collect();
         self.log.wait_durable(end).await?;
         let seq = self.hk.borrow().checkpoint_seq + 1;
         let path = self.dir.join(checkpoint_file(seq));
@@ -965,7 +1042,7 @@ impl Partition {
                 self.hk.borrow_mut().checkpoint = Some(ck);
             }
         }
-        self.remove_unneeded(seq).await
+        self.remove_unneeded(seq, end.segment.0, &needed).await
     }
 
     /// Brings the segment table up to date with the segments the writer sealed.
@@ -979,7 +1056,12 @@ impl Partition {
             .insert(self.log.active_segment().0, self.log.end().offset);
     }
 
-    async fn remove_unneeded(&self, newest_checkpoint: u64) -> Result<()> {
+    async fn remove_unneeded(
+        &self,
+        newest_checkpoint: u64,
+        covered_below: u64,
+        needed: &std::collections::BTreeSet<u64>,
+    ) -> Result<()> {
         self.sync_segments();
         let listing = recovery::list_dir(&self.dir, self.cfg.epoch)?;
         for old in listing
@@ -989,15 +1071,14 @@ impl Partition {
         {
             let _ = std::fs::remove_file(self.dir.join(checkpoint_file(old)));
         }
-        let dead: Vec<u64> = {
-            let hk = self.hk.borrow();
-            let st = self.state.borrow();
-            hk.segment_lengths
-                .keys()
-                .copied()
-                .filter(|&s| s < hk.covered_below && !st.segment_live.contains_key(&(s as u32)))
-                .collect()
-        };
+        let dead: Vec<u64> = self
+            .hk
+            .borrow()
+            .segment_lengths
+            .keys()
+            .copied()
+            .filter(|s| *s < covered_below && !needed.contains(s))
+            .collect();
         for s in &dead {
             self.reader.forget(*s).await;
             std::fs::remove_file(self.dir.join(segment_file(self.cfg.epoch, *s)))
@@ -1148,6 +1229,7 @@ impl Partition {
             accounts: st.accounts.len(),
             messages,
             blobs: st.blobs.len(),
+            dictionaries: st.dictionaries.len(),
             segments: hk.segment_lengths.len(),
             segment_bytes: hk.segment_lengths.values().sum::<u64>(),
             live_bytes: st.segment_live.values().sum(),
@@ -1178,26 +1260,6 @@ fn to_info(e: crate::checkpoint::Entry) -> MessageInfo {
         size: e.size,
         blob: BlobId(e.blob),
     }
-}
-
-fn decode_body(b: &BlobRecord) -> Result<Vec<u8>, crate::error::FormatError> {
-    let body = match b.codec {
-        BodyCodec::Raw => b.body.clone(),
-        // raw_len was capped at MAX_MESSAGE_SIZE when the record was decoded.
-        BodyCodec::Zstd => zstd::bulk::decompress(&b.body, b.raw_len as usize).map_err(|e| {
-            crate::error::FormatError::Invalid {
-                what: "compressed body",
-                detail: e.to_string(),
-            }
-        })?,
-    };
-    if body.len() != b.raw_len as usize {
-        return Err(crate::error::FormatError::Invalid {
-            what: "body length",
-            detail: format!("{} bytes, record says {}", body.len(), b.raw_len),
-        });
-    }
-    Ok(body)
 }
 
 fn clone_error(e: &Error, text: &str) -> Error {

@@ -45,6 +45,9 @@ pub struct RecoveryReport {
     pub skipped_records: Vec<(u64, u64, String)>,
     /// Segments the index refers to that do not exist.
     pub missing_segments: Vec<u64>,
+    /// Time spent loading and validating the checkpoint, and replaying the log after it.
+    pub checkpoint_time: std::time::Duration,
+    pub replay_time: std::time::Duration,
 }
 
 impl RecoveryReport {
@@ -100,6 +103,7 @@ pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Re
     let listing = list_dir(dir, epoch)?;
     let mut report = RecoveryReport::default();
 
+    let started = std::time::Instant::now();
     let mut checkpoint = None;
     for &seq in listing.checkpoints.iter().rev() {
         let path = dir.join(crate::format::names::checkpoint_file(seq));
@@ -120,6 +124,27 @@ pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Re
         }
     }
 
+    if checkpoint.is_none() && !listing.checkpoints.is_empty() && mode != RecoveryMode::ReadOnly {
+        // Checkpoints let older segments be deleted: without one, only a log that still
+        // starts at LSN 1 is complete. Opening anything less would silently drop mail.
+        let complete = match listing.segments.first() {
+            Some(&first) => first_lsn(&dir.join(segment_file(epoch, first))) == Some(1),
+            None => false,
+        };
+        if !complete {
+            return Err(Error::Corrupt {
+                file: dir.to_path_buf(),
+                pos: None,
+                source: FormatError::Invalid {
+                    what: "checkpoints",
+                    detail: format!(
+                        "no checkpoint could be read ({}) and the log no longer starts at its first record; restore the partition from a backup",
+                        report.bad_checkpoints.join("; ")
+                    ),
+                },
+            });
+        }
+    }
     let (mut state, start_seg, start_off, mut next_lsn) = match &checkpoint {
         Some(ck) => {
             let im = ck.image();
@@ -134,6 +159,8 @@ pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Re
         None => (PartitionState::new(partition), 0, 0, 1),
     };
 
+    report.checkpoint_time = started.elapsed();
+    let started = std::time::Instant::now();
     let mut segment_lengths = BTreeMap::new();
     for &seq in &listing.segments {
         let path = dir.join(segment_file(epoch, seq));
@@ -228,6 +255,7 @@ pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Re
         segment_lengths.insert(seq, scan.valid_len);
     }
 
+    report.replay_time = started.elapsed();
     for &seg in state.segment_live.keys() {
         if !segment_lengths.contains_key(&(seg as u64)) {
             report.missing_segments.push(seg as u64);
@@ -247,6 +275,13 @@ pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Re
         next_lsn,
         report,
     })
+}
+
+fn first_lsn(path: &Path) -> Option<u64> {
+    use std::io::Read;
+    let mut b = [0u8; SegmentHeader::LEN];
+    fs::File::open(path).ok()?.read_exact(&mut b).ok()?;
+    SegmentHeader::decode(&b).ok().map(|h| h.first_lsn)
 }
 
 fn truncate(path: &PathBuf, len: u64) -> Result<()> {

@@ -8,13 +8,29 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 
-use crate::checkpoint::{AccountImage, BlobLoc, Checkpoint, Entry, Image, MailboxImage};
+use crate::checkpoint::{
+    AccountImage, BlobLoc, Checkpoint, DictionaryImage, Entry, Image, MailboxImage,
+};
 use crate::error::StoreError;
 use crate::flags::{FlagOp, Flags, SpecialUse};
 use crate::format::names::{MAX_MESSAGE_SIZE, MAX_NAME_LEN};
 use crate::ids::{AccountId, BlobId, MailboxId, ModSeq, Uid, UidValidity};
 use crate::index::{BaseRef, BlobTable, MailboxIndex};
 use crate::mutation::{BlobRecord, Mutation, Target};
+
+/// Sorted, without duplicates, and few enough for one record.
+fn dedup(uids: &[Uid]) -> Result<Vec<Uid>, StoreError> {
+    let mut v = uids.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    if v.len() > crate::format::names::MAX_RECORD_ITEMS as usize / 2 {
+        return Err(StoreError::TooManyItems {
+            count: v.len(),
+            limit: crate::format::names::MAX_RECORD_ITEMS as usize / 2,
+        });
+    }
+    Ok(v)
+}
 
 /// The hierarchy delimiter of mailbox names.
 pub const DELIMITER: char = '/';
@@ -85,6 +101,11 @@ pub struct RecordLoc {
 #[error("record does not apply: {0}")]
 pub struct ApplyError(pub String);
 
+fn inc32(v: u32) -> Result<u32, ApplyError> {
+    v.checked_add(1)
+        .ok_or_else(|| ApplyError(format!("{v} cannot grow")))
+}
+
 fn bad<T>(msg: impl Into<String>) -> Result<T, ApplyError> {
     Err(ApplyError(msg.into()))
 }
@@ -100,6 +121,8 @@ pub struct PartitionState {
     pub next_account: u32,
     pub next_blob: u64,
     pub last_uidvalidity: u32,
+    /// Compression dictionaries by id.
+    pub dictionaries: BTreeMap<u32, Rc<Vec<u8>>>,
 }
 
 /// Canonical form of a mailbox name: `INBOX` is case-insensitive (RFC 9051 section 5.1).
@@ -117,7 +140,7 @@ pub fn normalize_account(name: &str) -> String {
     name.trim().to_ascii_lowercase()
 }
 
-fn check_mailbox_name(name: &str) -> Result<(), StoreError> {
+pub fn check_mailbox_name(name: &str) -> Result<(), StoreError> {
     let bad = |why: &str| Err(StoreError::InvalidName(why.to_string()));
     if name.is_empty() {
         return bad("empty");
@@ -145,6 +168,7 @@ impl PartitionState {
             next_account: 0,
             next_blob: 1,
             last_uidvalidity: 0,
+            dictionaries: BTreeMap::new(),
         }
     }
 
@@ -156,6 +180,10 @@ impl PartitionState {
         st.next_blob = im.next_blob.to_native();
         st.last_uidvalidity = im.last_uidvalidity.to_native();
         st.blobs = BlobTable::with_base(ck.clone());
+        for d in im.dictionaries.iter() {
+            st.dictionaries
+                .insert(d.id.to_native(), Rc::new(d.bytes.to_vec()));
+        }
         for b in im.blobs.iter() {
             *st.segment_live.entry(b.segment.to_native()).or_default() +=
                 b.record_len.to_native() as u64;
@@ -244,6 +272,14 @@ impl PartitionState {
                 })
                 .collect(),
             blobs: self.blobs.sorted(),
+            dictionaries: self
+                .dictionaries
+                .iter()
+                .map(|(&id, b)| DictionaryImage {
+                    id,
+                    bytes: b.to_vec(),
+                })
+                .collect(),
         }
     }
 
@@ -355,6 +391,15 @@ impl PartitionState {
                 "a mailbox cannot move below itself".into(),
             ));
         }
+        // Inferior mailboxes move too: none of their new names may exist.
+        let prefix = format!("{}{DELIMITER}", m.name);
+        for child in a.mailboxes.values().filter(|c| c.name.starts_with(&prefix)) {
+            if a.by_name
+                .contains_key(&format!("{to}{}", &child.name[m.name.len()..]))
+            {
+                return Err(StoreError::MailboxExists);
+            }
+        }
         Ok(Mutation::RenameMailbox {
             account: a.id,
             mailbox: m.id,
@@ -451,6 +496,9 @@ impl PartitionState {
                 .ok_or(StoreError::NoSuchAccount)?;
             let m = a.mailbox(t.mailbox)?;
             let n = next.entry((t.account, t.mailbox)).or_insert(m.uidnext.0);
+            if *n == u32::MAX {
+                return Err(StoreError::MailboxFull);
+            }
             t.uid = Uid(*n);
             *n += 1;
         }
@@ -467,6 +515,7 @@ impl PartitionState {
         unchanged_since: Option<u64>,
     ) -> Result<(Mutation, Vec<Uid>), StoreError> {
         let (a, m) = self.mailbox(account, mailbox)?;
+        let uids = &dedup(uids)?;
         let mut items = Vec::new();
         let mut failed = Vec::new();
         for &uid in uids {
@@ -500,7 +549,7 @@ impl PartitionState {
     ) -> Result<Mutation, StoreError> {
         let (a, m) = self.mailbox(account, mailbox)?;
         let uids: Vec<Uid> = match uids {
-            Some(u) => u
+            Some(u) => dedup(u)?
                 .iter()
                 .copied()
                 .filter(|&u| m.index.get(u).is_some())
@@ -529,6 +578,7 @@ impl PartitionState {
     ) -> Result<Vec<Mutation>, StoreError> {
         let (a, src) = self.mailbox(account, from)?;
         let dst = a.mailbox_by_name(to).ok_or(StoreError::NoSuchMailbox)?;
+        let uids = &dedup(uids)?;
         let entries: Vec<Entry> = uids.iter().filter_map(|&u| src.index.get(u)).collect();
         let total: u64 = entries.iter().map(|e| e.size as u64).sum();
         self.check_quota(a, total, entries.len() as u64)?;
@@ -560,6 +610,10 @@ impl PartitionState {
     ) -> Result<Mutation, StoreError> {
         let (a, src) = self.mailbox(account, from)?;
         let dst = a.mailbox_by_name(to).ok_or(StoreError::NoSuchMailbox)?;
+        if src.id == dst.id {
+            return Err(StoreError::InvalidName("MOVE to the same mailbox".into()));
+        }
+        let uids = &dedup(uids)?;
         let mut next = dst.uidnext.0;
         let items = uids
             .iter()
@@ -592,7 +646,7 @@ impl PartitionState {
                 if self.accounts.contains_key(account) || self.account_by_name.contains_key(name) {
                     return bad(format!("account {name} exists"));
                 }
-                self.next_account = self.next_account.max(account.0 + 1);
+                self.next_account = self.next_account.max(inc32(account.0)?);
                 self.last_uidvalidity = self.last_uidvalidity.max(inbox_uidvalidity.0);
                 self.account_by_name.insert(name.clone(), *account);
                 self.accounts.insert(
@@ -655,7 +709,7 @@ impl PartitionState {
                 if a.mailboxes.contains_key(mailbox) || a.by_name.contains_key(name) {
                     return bad(format!("mailbox {name} exists"));
                 }
-                a.next_mailbox = a.next_mailbox.max(mailbox.0 + 1);
+                a.next_mailbox = a.next_mailbox.max(inc32(mailbox.0)?);
                 a.by_name.insert(name.clone(), *mailbox);
                 a.mailboxes.insert(
                     *mailbox,
@@ -723,6 +777,12 @@ impl PartitionState {
                 }
                 a.keywords.push(name.clone());
             }
+            Mutation::Dictionary { id, bytes } => {
+                if self.dictionaries.contains_key(id) {
+                    return bad(format!("dictionary {id} defined twice"));
+                }
+                self.dictionaries.insert(*id, Rc::new(bytes.clone()));
+            }
             Mutation::Blob(b) => self.apply_blob(b, loc)?,
             Mutation::Link { blob, targets } => {
                 let Some(mut l) = self.blobs.get(blob.0) else {
@@ -739,6 +799,9 @@ impl PartitionState {
                 mailbox,
                 items,
             } => {
+                for (_, f) in items {
+                    self.check_keywords(*account, *f)?;
+                }
                 let mb = self.mailbox_mut(*account, *mailbox)?;
                 mb.highest_modseq.0 += 1;
                 let modseq = mb.highest_modseq.0;
@@ -772,6 +835,32 @@ impl PartitionState {
                 to,
                 items,
             } => {
+                // Validate everything first: a record is applied whole or not at all.
+                {
+                    let a = self
+                        .accounts
+                        .get(account)
+                        .ok_or_else(|| ApplyError(format!("no account {account}")))?;
+                    let src = a
+                        .mailboxes
+                        .get(from)
+                        .ok_or_else(|| ApplyError(format!("no mailbox {from}")))?;
+                    let dst = a
+                        .mailboxes
+                        .get(to)
+                        .ok_or_else(|| ApplyError(format!("no mailbox {to}")))?;
+                    if from == to {
+                        return bad("move within one mailbox");
+                    }
+                    let mut next = dst.uidnext.0;
+                    let mut seen = std::collections::HashSet::new();
+                    for (old, new) in items {
+                        if new.0 < next || !seen.insert(old.0) || src.index.get(*old).is_none() {
+                            return bad(format!("move item {old} -> {new} is not valid"));
+                        }
+                        next = inc32(new.0)?;
+                    }
+                }
                 let src = self.mailbox_mut(*account, *from)?;
                 src.highest_modseq.0 += 1;
                 let uids: Vec<Uid> = items.iter().map(|(u, _)| *u).collect();
@@ -787,9 +876,6 @@ impl PartitionState {
                     let Some(e) = by_uid.get(&old.0) else {
                         continue;
                     };
-                    if new.0 < dst.uidnext.0 {
-                        return bad(format!("move to UID {new} below UIDNEXT {}", dst.uidnext));
-                    }
                     let e = Entry {
                         uid: new.0,
                         modseq,
@@ -797,7 +883,7 @@ impl PartitionState {
                     };
                     dst.count(&e, 1);
                     dst.index.push(e);
-                    dst.uidnext = Uid(new.0 + 1);
+                    dst.uidnext = Uid(inc32(new.0)?);
                 }
             }
         }
@@ -813,7 +899,12 @@ impl PartitionState {
             }
             None => 0,
         };
-        self.next_blob = self.next_blob.max(b.blob.0 + 1);
+        self.next_blob = self.next_blob.max(
+            b.blob
+                .0
+                .checked_add(1)
+                .ok_or_else(|| ApplyError("blob id overflow".into()))?,
+        );
         for t in &b.targets {
             self.add_entry(t, b.raw_len, b.blob.0)?;
         }
@@ -832,7 +923,25 @@ impl PartitionState {
         Ok(())
     }
 
+    /// Keyword bits must name keywords the account has defined (a record whose keyword
+    /// definition was lost must not pick up a later keyword's meaning).
+    fn check_keywords(&self, account: AccountId, flags: u64) -> Result<(), ApplyError> {
+        let defined = self
+            .accounts
+            .get(&account)
+            .map(|a| a.keywords.len())
+            .unwrap_or(0);
+        let used = flags >> Flags::KEYWORD_BASE;
+        if used >> defined != 0 || flags & Flags::SYSTEM_MASK & !0x1f != 0 {
+            return bad(format!(
+                "flags {flags:#x} use undefined keywords or reserved bits"
+            ));
+        }
+        Ok(())
+    }
+
     fn add_entry(&mut self, t: &Target, size: u32, blob: u64) -> Result<(), ApplyError> {
+        self.check_keywords(t.account, t.flags)?;
         let mb = self.mailbox_mut(t.account, t.mailbox)?;
         if t.uid.0 < mb.uidnext.0 {
             return bad(format!("UID {} below UIDNEXT {}", t.uid, mb.uidnext));
@@ -848,7 +957,7 @@ impl PartitionState {
         };
         mb.count(&e, 1);
         mb.index.push(e);
-        mb.uidnext = Uid(t.uid.0 + 1);
+        mb.uidnext = Uid(inc32(t.uid.0)?);
         let a = self.account_mut(t.account)?;
         a.used_bytes += size as u64;
         a.used_messages += 1;

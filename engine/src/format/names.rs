@@ -26,6 +26,8 @@ pub const MAX_MESSAGE_SIZE: u64 = 256 << 20;
 pub const MAX_RECORD_PAYLOAD: u32 = 300 << 20;
 /// Largest opaque metadata (parsed MIME structure) stored with a message.
 pub const MAX_META_SIZE: u32 = 4 << 20;
+/// Largest compression dictionary.
+pub const MAX_DICTIONARY_SIZE: u32 = 1 << 20;
 /// Largest name (account, mailbox, keyword) in a record.
 pub const MAX_NAME_LEN: u32 = 4096;
 /// Most items (UIDs, targets) in one record.

@@ -205,7 +205,9 @@ impl LogWriter {
         let (tx, rx) = oneshot::channel();
         {
             let mut i = self.inner.borrow_mut();
-            if i.pending.is_empty() {
+            if let Some(p) = &i.poisoned {
+                let _ = tx.send(Err(p.clone()));
+            } else if i.pending.is_empty() {
                 // Nothing pending: wait for whatever is in flight to be durable.
                 let end = LogPos {
                     segment: SegmentSeq(i.active_seq),
@@ -320,20 +322,22 @@ fn unix_now() -> u64 {
 
 async fn flusher(inner: Rc<RefCell<Inner>>, notify: Notify) {
     loop {
-        let (chunks, waiters) = {
+        let step = {
             let mut i = inner.borrow_mut();
-            if i.pending.is_empty() {
-                if i.closing {
-                    break;
-                }
-                drop(i);
-                notify.wait().await;
-                continue;
+            if !i.pending.is_empty() {
+                Some((
+                    std::mem::take(&mut i.pending),
+                    std::mem::take(&mut i.pending_waiters),
+                ))
+            } else if i.closing {
+                break;
+            } else {
+                None
             }
-            (
-                std::mem::take(&mut i.pending),
-                std::mem::take(&mut i.pending_waiters),
-            )
+        };
+        let Some((chunks, waiters)) = step else {
+            notify.wait().await;
+            continue;
         };
         let last = chunks.last().expect("non-empty");
         let end = LogPos {
@@ -406,7 +410,9 @@ async fn write_batch(inner: &Rc<RefCell<Inner>>, chunks: Vec<Chunk>) -> Result<D
                     .dma_open(&path)
                     .await
                     .map_err(|e| Error::io(format!("creating segment {path:?}"), e.into()))?;
-                f.pre_allocate(cfg.segment_size, false)
+                // keep_size: the blocks are reserved, but the file's length stays the length
+                // written, so recovery reads only what holds records.
+                f.pre_allocate(cfg.segment_size, true)
                     .await
                     .map_err(|e| Error::io(format!("preallocating {path:?}"), e.into()))?;
                 super::fsync_dir(&cfg.dir)?;
