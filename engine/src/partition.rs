@@ -27,7 +27,7 @@ use crate::flags::{FlagOp, Flags, SpecialUse};
 use crate::format::names::{checkpoint_file, segment_file, MAX_MESSAGE_SIZE, MAX_META_SIZE};
 use crate::ids::{BlobId, LogPos, PartitionId, SegmentSeq, Uid, UidValidity};
 use crate::io::log_writer::{Durability, LogConfig, LogStats, LogWriter};
-use crate::io::reader::SegmentReader;
+use crate::io::reader::{ReadMode, SegmentReader};
 use crate::mutation::{
     decode_blob_meta, BlobRecord, BodyCodec, Mutation, Target, BLOB_META_PREFIX,
 };
@@ -48,6 +48,7 @@ pub struct PartitionConfig {
     pub zstd_level: i32,
     pub dictionary: DictionaryConfig,
     pub recovery: RecoveryMode,
+    pub read_mode: ReadMode,
 }
 
 impl Default for PartitionConfig {
@@ -62,6 +63,7 @@ impl Default for PartitionConfig {
             zstd_level: 1,
             dictionary: DictionaryConfig::default(),
             recovery: RecoveryMode::Repair,
+            read_mode: ReadMode::default(),
         }
     }
 }
@@ -213,7 +215,7 @@ impl Partition {
         let p = Rc::new(Self {
             id,
             dir: dir.to_path_buf(),
-            reader: SegmentReader::new(dir, cfg.epoch),
+            reader: SegmentReader::new(dir, cfg.epoch, cfg.read_mode),
             state: RefCell::new(rec.state),
             log,
             compression: RefCell::new(compression),

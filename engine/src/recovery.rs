@@ -16,7 +16,7 @@ use crate::error::{Error, FormatError, Result};
 use crate::format::names::{parse_checkpoint_file, parse_segment_file, segment_file};
 use crate::ids::SegmentSeq;
 use crate::mutation::Mutation;
-use crate::segment::{scan_segment, ScanEnd, SegmentHeader};
+use crate::segment::{scan_segment_from, ScanEnd, SegmentHeader};
 use crate::state::{PartitionState, RecordLoc};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -170,7 +170,13 @@ pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Re
             segment_lengths.insert(seq, len);
             continue;
         }
-        let bytes = fs::read(&path).map_err(|e| Error::io(format!("reading {path:?}"), e))?;
+        let from = if seq == start_seg && start_off > 0 {
+            start_off
+        } else {
+            SegmentHeader::LEN as u64
+        };
+        // The header, then only what the checkpoint does not cover.
+        let (bytes, tail) = read_segment(&path, from)?;
         if bytes.len() < SegmentHeader::LEN || bytes[..SegmentHeader::LEN].iter().all(|&b| b == 0) {
             // Created, but the first batch never reached the disk: an empty segment.
             segment_lengths.insert(seq, 0);
@@ -207,12 +213,7 @@ pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Re
                     .push((seq, 0, SegmentHeader::LEN as u64, e.to_string()));
             }
         }
-        let from = if seq == start_seg && start_off > 0 {
-            start_off
-        } else {
-            SegmentHeader::LEN as u64
-        };
-        let scan = scan_segment(&bytes, from, next_lsn);
+        let scan = scan_segment_from(&tail, from, from, next_lsn);
         report.segments_replayed += 1;
         for c in &scan.corrupt {
             if mode == RecoveryMode::Strict {
@@ -224,7 +225,7 @@ pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Re
                 .push((seq, c.start, c.end, c.reason.to_string()));
         }
         for r in &scan.records {
-            let payload = r.payload(&bytes);
+            let payload = r.payload_from(&tail, from);
             let loc = RecordLoc {
                 segment: seq as u32,
                 offset: r.offset,
@@ -275,6 +276,23 @@ pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Re
         next_lsn,
         report,
     })
+}
+
+/// Reads a segment's header block and the bytes from `from` to the end.
+fn read_segment(path: &Path, from: u64) -> Result<(Vec<u8>, Vec<u8>)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |e| Error::io(format!("reading {path:?}"), e);
+    let mut f = fs::File::open(path).map_err(io)?;
+    let mut head = Vec::with_capacity(SegmentHeader::LEN);
+    (&mut f)
+        .take(SegmentHeader::LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    let mut tail = Vec::with_capacity(len.saturating_sub(from) as usize);
+    f.seek(SeekFrom::Start(from)).map_err(io)?;
+    f.read_to_end(&mut tail).map_err(io)?;
+    Ok((head, tail))
 }
 
 fn first_lsn(path: &Path) -> Option<u64> {

@@ -5,35 +5,73 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use glommio::io::DmaFile;
+use glommio::io::{BufferedFile, DmaFile, ReadResult};
 
 use crate::error::{Error, FormatError, Result};
 use crate::format::names::segment_file;
 use crate::ids::{LogPos, SegmentSeq};
 use crate::segment::{RecordHeader, RECORD_HEADER_LEN};
 
+/// How records are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ReadMode {
+    /// Through the kernel's page cache (io_uring buffered reads): the OS keeps recently read
+    /// compressed records in memory, and a cached read costs no device round trip.
+    #[default]
+    PageCache,
+    /// O_DIRECT: every read goes to the device; memory use is only the engine's own cache.
+    Direct,
+}
+
+enum SegmentFile {
+    Dma(DmaFile),
+    Buffered(BufferedFile),
+}
+
+impl SegmentFile {
+    async fn read_at(&self, pos: u64, size: usize) -> glommio::Result<ReadResult, ()> {
+        match self {
+            SegmentFile::Dma(f) => f.read_at(pos, size).await,
+            SegmentFile::Buffered(f) => f.read_at(pos, size).await,
+        }
+    }
+
+    async fn close(self) {
+        let _ = match self {
+            SegmentFile::Dma(f) => f.close().await,
+            SegmentFile::Buffered(f) => f.close().await,
+        };
+    }
+}
+
 /// Open read handles of a partition's segments, opened on first use.
 pub struct SegmentReader {
     dir: PathBuf,
     epoch: u64,
-    files: RefCell<HashMap<u64, Rc<DmaFile>>>,
+    mode: ReadMode,
+    files: RefCell<HashMap<u64, Rc<SegmentFile>>>,
 }
 
 impl SegmentReader {
-    pub fn new(dir: &Path, epoch: u64) -> Self {
+    pub fn new(dir: &Path, epoch: u64, mode: ReadMode) -> Self {
         Self {
             dir: dir.to_path_buf(),
             epoch,
+            mode,
             files: RefCell::new(HashMap::new()),
         }
     }
 
-    async fn file(&self, seq: u64) -> Result<Rc<DmaFile>> {
+    async fn file(&self, seq: u64) -> Result<Rc<SegmentFile>> {
         if let Some(f) = self.files.borrow().get(&seq) {
             return Ok(f.clone());
         }
         let path = self.dir.join(segment_file(self.epoch, seq));
-        let f = match DmaFile::open(&path).await {
+        let opened = match self.mode {
+            ReadMode::Direct => DmaFile::open(&path).await.map(SegmentFile::Dma),
+            ReadMode::PageCache => BufferedFile::open(&path).await.map(SegmentFile::Buffered),
+        };
+        let f = match opened {
             Ok(f) => Rc::new(f),
             Err(e) => {
                 let e: std::io::Error = e.into();
@@ -52,7 +90,7 @@ impl SegmentReader {
         let f = self.files.borrow_mut().remove(&seq);
         if let Some(f) = f {
             if let Ok(f) = Rc::try_unwrap(f) {
-                let _ = f.close().await;
+                f.close().await;
             }
         }
     }

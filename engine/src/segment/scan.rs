@@ -27,7 +27,12 @@ pub struct ScannedRecord {
 
 impl ScannedRecord {
     pub fn payload<'a>(&self, segment: &'a [u8]) -> &'a [u8] {
-        let start = self.offset as usize + RECORD_HEADER_LEN;
+        self.payload_from(segment, 0)
+    }
+
+    /// The payload, from bytes that hold the segment from file offset `base` on.
+    pub fn payload_from<'a>(&self, segment: &'a [u8], base: u64) -> &'a [u8] {
+        let start = (self.offset - base) as usize + RECORD_HEADER_LEN;
         // The scan verified that the payload lies inside the segment.
         &segment[start..start + self.header.payload_len as usize]
     }
@@ -61,9 +66,17 @@ pub struct SegmentScan {
 /// Scans `bytes` (a whole segment file) from `start`, which must be a record boundary.
 /// `min_lsn` is the LSN the first record must at least have.
 pub fn scan_segment(bytes: &[u8], start: u64, min_lsn: u64) -> SegmentScan {
+    scan_segment_from(bytes, 0, start, min_lsn)
+}
+
+/// Like [`scan_segment`], for `bytes` holding the segment from file offset `base` on (so
+/// recovery need not read what a checkpoint already covers). Offsets in the result are file
+/// offsets.
+pub fn scan_segment_from(bytes: &[u8], base: u64, start: u64, min_lsn: u64) -> SegmentScan {
+    let b = base as usize;
     let mut records = Vec::new();
     let mut corrupt = Vec::new();
-    let mut pos = start as usize;
+    let mut pos = (start - base) as usize;
     let mut next_lsn = min_lsn;
     let mut valid_len = start;
     let end = loop {
@@ -73,25 +86,25 @@ pub fn scan_segment(bytes: &[u8], start: u64, min_lsn: u64) -> SegmentScan {
         match record_at(bytes, pos, next_lsn) {
             Ok(h) => {
                 records.push(ScannedRecord {
-                    offset: pos as u64,
+                    offset: (pos + b) as u64,
                     header: h,
                 });
                 pos += h.total_len() as usize;
-                valid_len = pos as u64;
+                valid_len = (pos + b) as u64;
                 next_lsn = h.lsn + 1;
             }
             Err(reason) => match resync(bytes, pos + 1, next_lsn) {
                 Some(q) => {
                     corrupt.push(CorruptRange {
-                        start: pos as u64,
-                        end: q as u64,
+                        start: (pos + b) as u64,
+                        end: (q + b) as u64,
                         reason,
                     });
                     pos = q;
                 }
                 None => {
                     break ScanEnd::Torn {
-                        at: pos as u64,
+                        at: (pos + b) as u64,
                         reason,
                     }
                 }
@@ -156,6 +169,18 @@ mod tests {
         let end = v.len();
         v.resize(end + 4096, 0);
         (v, offs)
+    }
+
+    #[test]
+    fn scanning_from_an_offset_matches_scanning_the_whole() {
+        let (v, offs) = segment(&[b"a", b"bb", b"ccc"]);
+        let whole = scan_segment(&v, offs[1], 11);
+        let part = scan_segment_from(&v[offs[1] as usize..], offs[1], offs[1], 11);
+        assert_eq!(whole, part);
+        assert_eq!(
+            part.records[1].payload_from(&v[offs[1] as usize..], offs[1]),
+            b"ccc"
+        );
     }
 
     #[test]
