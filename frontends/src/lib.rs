@@ -1,0 +1,6 @@
+//! The ringmail server: protocol frontends over `ringmail-engine`.
+//!
+//! Protocol modules (`smtp`) are sans-I/O state machines; `server` is the thin glommio I/O
+//! layer that drives them over TCP and TLS and talks to the engine.
+
+pub mod smtp;

@@ -1,0 +1,216 @@
+//! Whole sessions as transcripts, fed at once and one byte at a time.
+
+use super::reply::Reply;
+use super::session::{Event, Mode, Session, SessionConfig};
+
+/// Runs `input` through a session; `users` are the known recipients, every delivery
+/// succeeds, and the password is "secret". Returns the output and the delivered messages.
+fn run(
+    cfg: SessionConfig,
+    input: &[u8],
+    byte_at_a_time: bool,
+) -> (String, Vec<(Vec<String>, Vec<u8>)>) {
+    run_parts(cfg, &[input], byte_at_a_time)
+}
+
+/// Like `run`, with input arriving in separate reads (each part after the previous one was
+/// processed), as across a TLS handshake.
+fn run_parts(
+    cfg: SessionConfig,
+    parts: &[&[u8]],
+    byte_at_a_time: bool,
+) -> (String, Vec<(Vec<String>, Vec<u8>)>) {
+    let mut s = Session::new(cfg);
+    let mut out = Vec::new();
+    let mut delivered = Vec::new();
+    s.greeting(&mut out);
+    let chunks: Vec<&[u8]> = if byte_at_a_time {
+        parts.iter().flat_map(|p| p.chunks(1)).collect()
+    } else {
+        parts.to_vec()
+    };
+    for c in chunks {
+        s.input(c);
+        while let Some(ev) = s.poll(&mut out) {
+            match ev {
+                Event::CheckRecipient { address, .. } => {
+                    let ok = address.ends_with("@example.org") && !address.starts_with("nobody");
+                    s.rcpt_result(
+                        if ok {
+                            Ok(())
+                        } else {
+                            Err(super::reply::r::no_such_user())
+                        },
+                        &mut out,
+                    );
+                }
+                Event::Authenticate { user, password } => {
+                    let ok = password.0 == "secret";
+                    s.auth_result(ok.then(|| vec![user]), &mut out);
+                }
+                Event::Deliver { envelope, message } => {
+                    let n = envelope.rcpts.len();
+                    delivered.push((envelope.rcpts, message));
+                    s.deliver_result(
+                        (0..n).map(|i| Ok::<_, Reply>(format!("id{i}"))).collect(),
+                        &mut out,
+                    );
+                }
+                Event::StartTls => s.tls_started(),
+            }
+        }
+        if s.is_closed() {
+            break;
+        }
+    }
+    (String::from_utf8(out).unwrap(), delivered)
+}
+
+fn both(cfg: SessionConfig, input: &[u8]) -> (String, Vec<(Vec<String>, Vec<u8>)>) {
+    let whole = run(cfg.clone(), input, false);
+    let bytes = run(cfg, input, true);
+    assert_eq!(whole, bytes, "byte-at-a-time replay differs");
+    whole
+}
+
+fn inbound() -> SessionConfig {
+    SessionConfig::new(Mode::Inbound, "mx.example.org")
+}
+
+#[test]
+fn pipelined_transaction_with_dot_stuffing() {
+    let input = b"EHLO client.example\r\nMAIL FROM:<a@remote.example> SIZE=30\r\nRCPT TO:<u@example.org>\r\nRCPT TO:<nobody@example.org>\r\nRCPT TO:<v@example.org>\r\nDATA\r\nSubject: x\r\n\r\n..leading dot\r\nbody\r\n.\r\nQUIT\r\n";
+    let (out, delivered) = both(inbound(), input);
+    let codes: Vec<&str> = out.lines().map(|l| &l[..4]).collect();
+    assert!(
+        out.contains("250-PIPELINING") && out.contains("250-CHUNKING") && out.contains("250 DSN"),
+        "{out}"
+    );
+    assert!(out.contains("550 5.1.1"), "{out}");
+    assert_eq!(codes.last(), Some(&"221 "));
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].0, vec!["u@example.org", "v@example.org"]);
+    assert_eq!(
+        delivered[0].1,
+        b"Subject: x\r\n\r\n.leading dot\r\nbody\r\n"
+    );
+}
+
+#[test]
+fn bdat_chunks_and_binary_bodies() {
+    let mut input = b"EHLO c\r\nMAIL FROM:<> BODY=BINARYMIME\r\nRCPT TO:<u@example.org>\r\nBDAT 5\r\nab\r\nxBDAT 3 LAST\r\n\x00.\n".to_vec();
+    input.extend_from_slice(b"QUIT\r\n");
+    let (out, delivered) = both(inbound(), &input);
+    assert!(out.contains("250 2.0.0 5 octets received"), "{out}");
+    assert_eq!(delivered[0].1, b"ab\r\nx\x00.\n");
+    // DATA is refused with BODY=BINARYMIME.
+    let (out, _) = both(
+        inbound(),
+        b"EHLO c\r\nMAIL FROM:<> BODY=BINARYMIME\r\nRCPT TO:<u@example.org>\r\nDATA\r\n",
+    );
+    assert!(out.contains("503 5.5.1"), "{out}");
+}
+
+#[test]
+fn lmtp_replies_once_per_recipient() {
+    let cfg = SessionConfig::new(Mode::Lmtp, "lmtp.example.org");
+    let (out, delivered) = both(cfg.clone(), b"LHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.org>\r\nRCPT TO:<v@example.org>\r\nDATA\r\nhi\r\n.\r\n");
+    assert_eq!(out.matches("250 2.0.0 stored as").count(), 2, "{out}");
+    assert_eq!(delivered.len(), 1);
+    let (out, _) = both(cfg, b"EHLO x\r\n");
+    assert!(out.contains("500 this service expects LHLO"), "{out}");
+}
+
+#[test]
+fn submission_requires_tls_then_auth_and_owned_sender() {
+    let mut cfg = SessionConfig::new(Mode::Submission, "smtp.example.org");
+    cfg.starttls = true;
+    let (out, _) = both(
+        cfg.clone(),
+        b"EHLO c\r\nAUTH PLAIN AHVAZXhhbXBsZS5vcmcAc2VjcmV0\r\nMAIL FROM:<u@example.org>\r\n",
+    );
+    assert!(
+        !out.contains("AUTH PLAIN LOGIN"),
+        "AUTH offered before TLS: {out}"
+    );
+    assert!(out.contains("530 5.7.0 must issue a STARTTLS"), "{out}");
+    assert!(out.contains("530 5.7.0 authentication required"), "{out}");
+    // After STARTTLS: EHLO again, AUTH, and only the user's own address as sender.
+    // Plaintext pipelined behind STARTTLS must be discarded (RFC 3207 section 6).
+    let before: &[u8] = b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<injected@example.org>\r\n";
+    let after: &[u8] = b"EHLO c\r\nAUTH PLAIN AHVAZXhhbXBsZS5vcmcAc2VjcmV0\r\nMAIL FROM:<other@example.org>\r\nMAIL FROM:<u@example.org>\r\nRCPT TO:<v@example.org>\r\nDATA\r\nx\r\n.\r\n";
+    let (out, delivered) = run_parts(cfg.clone(), &[before, after], false);
+    assert!(!out.contains("sender OK\r\n250 2.1.0 sender OK"), "{out}");
+    assert_eq!(out.matches("2.1.0 sender OK").count(), 1, "{out}");
+    assert!(out.contains("220 2.0.0 ready to start TLS"));
+    assert!(
+        out.contains("250-AUTH PLAIN LOGIN") || out.contains("250 AUTH PLAIN LOGIN"),
+        "{out}"
+    );
+    assert!(out.contains("235 2.7.0"), "{out}");
+    assert!(out.contains("553 5.7.1"), "{out}");
+    assert_eq!(delivered.len(), 1);
+    // AUTH LOGIN, a wrong password three times, then the session closes.
+    cfg.tls = true;
+    let (out, _) = both(
+        cfg.clone(),
+        b"EHLO c\r\nAUTH LOGIN\r\ndUBleGFtcGxlLm9yZw==\r\nc2VjcmV0\r\n",
+    );
+    assert!(
+        out.contains("334 VXNlcm5hbWU6")
+            && out.contains("334 UGFzc3dvcmQ6")
+            && out.contains("235 2.7.0"),
+        "{out}"
+    );
+    let bad = b"EHLO c\r\nAUTH PLAIN AHUAd3Jvbmc=\r\nAUTH PLAIN AHUAd3Jvbmc=\r\nAUTH PLAIN AHUAd3Jvbmc=\r\nNOOP\r\n";
+    let (out, _) = both(cfg.clone(), bad);
+    assert_eq!(out.matches("535 5.7.8").count(), 3, "{out}");
+    assert!(
+        out.contains("421") && !out.contains("250 2.0.0 OK"),
+        "{out}"
+    );
+    let (out, _) = both(
+        cfg,
+        b"EHLO c\r\nAUTH PLAIN !!!notbase64\r\nAUTH LOGIN\r\n*\r\n",
+    );
+    assert!(
+        out.contains("501 5.5.2 invalid base64") && out.contains("501 5.0.0"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_input_gets_proper_replies() {
+    let mut cfg = inbound();
+    cfg.max_line = 100;
+    let long = format!("NOOP {}\r\nNOOP\r\n", "x".repeat(500));
+    let (out, _) = both(cfg.clone(), long.as_bytes());
+    // No EHLO yet: no enhanced status codes.
+    assert!(
+        out.contains("500 line too long") && out.ends_with("250 OK\r\n"),
+        "{out}"
+    );
+    let (out, _) = both(cfg.clone(), b"MAIL FROM:<a@b.c>\r\nRCPT TO:<u@example.org>\r\nDATA\r\nFOO\r\nHELO x\r\nRCPT TO:<u@example.org>\r\nMAIL FROM:<a@b.c> FOO=1\r\n");
+    assert!(
+        out.contains("503 bad sequence of commands: say hello first"),
+        "{out}"
+    );
+    assert!(
+        out.contains("503 bad sequence of commands: need MAIL before RCPT"),
+        "{out}"
+    );
+    assert!(out.contains("500 command not recognized"), "{out}");
+    assert!(out.contains("555 parameter FOO"), "{out}");
+    // Too many errors: 421 and close.
+    let (out, _) = both(cfg.clone(), "FOO\r\n".repeat(30).as_bytes());
+    assert!(out.contains("421 too many errors"), "{out}");
+    assert_eq!(out.matches("500 command not recognized").count(), 20);
+    // A message over the limit is consumed and refused, and the session goes on.
+    cfg.max_message_size = 10;
+    let (out, delivered) = both(cfg, b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<u@example.org>\r\nDATA\r\n0123456789abcdef\r\n.\r\nNOOP\r\n");
+    assert!(
+        out.contains("552 5.3.4") && out.ends_with("250 2.0.0 OK\r\n"),
+        "{out}"
+    );
+    assert!(delivered.is_empty());
+}
