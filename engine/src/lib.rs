@@ -51,6 +51,6 @@ pub use flags::{FlagOp, Flags, SpecialUse};
 pub use ids::*;
 pub use io::log_writer::Durability;
 pub use io::reader::ReadMode;
-pub use node::{Node, NodeConfig, NodeHandle, ShardContext};
+pub use node::{Node, NodeConfig, NodeHandle, Service, ShardContext};
 pub use partition::{AccountOptions, IntegrityReport, Partition, PartitionConfig, PartitionStats};
 pub use recovery::{RecoveryMode, RecoveryReport};

@@ -61,11 +61,17 @@ impl NodeConfig {
 
 type Job = Box<dyn FnOnce(Rc<ShardContext>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
 
-/// What a job sees on its shard.
+/// A service run on every shard once its partitions are open (the frontends' listeners).
+/// It must return soon after `ShardContext::stop` closes.
+pub type Service = Arc<dyn Fn(Rc<ShardContext>) -> Pin<Box<dyn Future<Output = ()>>> + Send + Sync>;
+
+/// What a job or service sees on its shard.
 pub struct ShardContext {
     pub shard: ShardId,
     pub partitions: BTreeMap<PartitionId, Rc<Partition>>,
     pub node: NodeHandle,
+    /// Closed when the node starts shutting down: services stop accepting work.
+    pub stop: async_channel::Receiver<()>,
 }
 
 struct HandleInner {
@@ -82,12 +88,20 @@ pub struct NodeHandle {
 pub struct Node {
     handle: NodeHandle,
     threads: Vec<glommio::ExecutorJoinHandle<Result<()>>>,
+    stop: async_channel::Sender<()>,
+    services_done: std::sync::mpsc::Receiver<()>,
+    services: usize,
     pub reports: BTreeMap<PartitionId, RecoveryReport>,
 }
 
 impl Node {
     /// Opens the data directory (recovering every partition) and starts the shards.
     pub fn start(cfg: NodeConfig) -> Result<Node> {
+        Self::start_with(cfg, None)
+    }
+
+    /// Like [`Node::start`], and runs `service` on every shard once its partitions are open.
+    pub fn start_with(cfg: NodeConfig, service: Option<Service>) -> Result<Node> {
         let shards = if cfg.shards == 0 {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -114,6 +128,8 @@ impl Node {
                 map: map.clone(),
             }),
         };
+        let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let (ready_tx, ready_rx) =
             std::sync::mpsc::channel::<Result<Vec<(PartitionId, RecoveryReport)>>>();
         let mut threads = Vec::new();
@@ -125,6 +141,7 @@ impl Node {
             let cfg = cfg.clone();
             let handle = handle.clone();
             let ready = ready_tx.clone();
+            let (stop, done, service) = (stop_rx.clone(), done_tx.clone(), service.clone());
             let placement = if cfg.pin {
                 Placement::Fixed(i)
             } else {
@@ -132,7 +149,19 @@ impl Node {
             };
             let t = LocalExecutorBuilder::new(placement)
                 .name(&format!("ringmail-shard-{i}"))
-                .spawn(move || shard_main(ShardId(i as u32), cfg, owned, handle, rx, ready))
+                .spawn(move || {
+                    shard_main(
+                        ShardId(i as u32),
+                        cfg,
+                        owned,
+                        handle,
+                        rx,
+                        ready,
+                        stop,
+                        service,
+                        done,
+                    )
+                })
                 .map_err(|e| Error::io("starting a shard", e.into()))?;
             threads.push(t);
         }
@@ -151,6 +180,9 @@ impl Node {
         let node = Node {
             handle,
             threads,
+            stop: stop_tx,
+            services_done: done_rx,
+            services: if service.is_some() { shards } else { 0 },
             reports,
         };
         if let Some(e) = failure {
@@ -167,6 +199,18 @@ impl Node {
     /// Stops accepting work, finishes what is queued and running, checkpoints and closes
     /// every partition, and joins the shard threads.
     pub fn shutdown(self) -> Result<()> {
+        // Services first (they may still send work to other shards), then the queues.
+        self.stop.close();
+        for _ in 0..self.services {
+            if self
+                .services_done
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .is_err()
+            {
+                tracing::warn!("a shard's service did not stop within 60 s");
+                break;
+            }
+        }
         for s in &self.handle.inner.senders {
             s.close();
         }
@@ -184,6 +228,7 @@ impl Node {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn shard_main(
     shard: ShardId,
     cfg: NodeConfig,
@@ -191,6 +236,9 @@ async fn shard_main(
     node: NodeHandle,
     rx: async_channel::Receiver<Job>,
     ready: std::sync::mpsc::Sender<Result<Vec<(PartitionId, RecoveryReport)>>>,
+    stop: async_channel::Receiver<()>,
+    service: Option<Service>,
+    done: std::sync::mpsc::Sender<()>,
 ) -> Result<()> {
     let opened = async {
         crate::io::probe_device(&cfg.data_dir.join(SUPERBLOCK_FILE)).await?;
@@ -219,7 +267,16 @@ async fn shard_main(
         shard,
         partitions,
         node,
+        stop,
     });
+    if let Some(service) = service {
+        let fut = service(ctx.clone());
+        glommio::spawn_local(async move {
+            fut.await;
+            let _ = done.send(());
+        })
+        .detach();
+    }
     let gate = glommio::sync::Gate::new();
     while let Ok(job) = rx.recv().await {
         let fut = job(ctx.clone());

@@ -3,4 +3,8 @@
 //! Protocol modules (`smtp`) are sans-I/O state machines; `server` is the thin glommio I/O
 //! layer that drives them over TCP and TLS and talks to the engine.
 
+pub mod config;
+pub mod server;
 pub mod smtp;
+pub mod tls;
+pub mod users;

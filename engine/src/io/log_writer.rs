@@ -62,7 +62,13 @@ pub struct LogStats {
     pub bytes: u64,
     pub max_batch_records: u64,
     pub sync_time: Duration,
+    /// fdatasync latencies per batch: counts in the buckets of [`SYNC_BUCKETS_MS`] (the last
+    /// counts everything above).
+    pub sync_histogram: [u64; SYNC_BUCKETS_MS.len() + 1],
 }
+
+/// Upper bounds, in milliseconds, of the fdatasync latency histogram.
+pub const SYNC_BUCKETS_MS: [f64; 10] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 100.0, 1000.0];
 
 struct Chunk {
     seq: u64,
@@ -356,6 +362,12 @@ async fn flusher(inner: Rc<RefCell<Inner>>, notify: Notify) {
                 i.stats.bytes += bytes;
                 i.stats.max_batch_records = i.stats.max_batch_records.max(records);
                 i.stats.sync_time += sync_time;
+                let ms = sync_time.as_secs_f64() * 1e3;
+                let b = SYNC_BUCKETS_MS
+                    .iter()
+                    .position(|&le| ms <= le)
+                    .unwrap_or(SYNC_BUCKETS_MS.len());
+                i.stats.sync_histogram[b] += 1;
                 for w in waiters {
                     let _ = w.send(Ok(()));
                 }

@@ -5,6 +5,9 @@
 
 use super::reply::{r, Reply};
 
+/// ESMTP parameters (`KEY` or `KEY=value`), keys upper-cased.
+pub type Params = Vec<(String, Option<String>)>;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     Ehlo(String),
@@ -117,10 +120,7 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
 
 /// `FROM:<path> params` / `TO:<path> params` (RFC 5321 section 4.1.2). Accepts the common
 /// lenient forms `FROM: <path>` and a path without angle brackets.
-fn path_and_params(
-    rest: &str,
-    prefix: &str,
-) -> Result<(String, Vec<(String, Option<String>)>), Reply> {
+fn path_and_params(rest: &str, prefix: &str) -> Result<(String, Params), Reply> {
     if rest.len() < prefix.len() || !rest[..prefix.len()].eq_ignore_ascii_case(prefix) {
         return Err(r::syntax(&format!("expected {prefix}<address>")));
     }

@@ -3,23 +3,18 @@
 use super::reply::Reply;
 use super::session::{Event, Mode, Session, SessionConfig};
 
+/// The server's output, and each delivered message with its recipients.
+type Transcript = (String, Vec<(Vec<String>, Vec<u8>)>);
+
 /// Runs `input` through a session; `users` are the known recipients, every delivery
 /// succeeds, and the password is "secret". Returns the output and the delivered messages.
-fn run(
-    cfg: SessionConfig,
-    input: &[u8],
-    byte_at_a_time: bool,
-) -> (String, Vec<(Vec<String>, Vec<u8>)>) {
+fn run(cfg: SessionConfig, input: &[u8], byte_at_a_time: bool) -> Transcript {
     run_parts(cfg, &[input], byte_at_a_time)
 }
 
 /// Like `run`, with input arriving in separate reads (each part after the previous one was
 /// processed), as across a TLS handshake.
-fn run_parts(
-    cfg: SessionConfig,
-    parts: &[&[u8]],
-    byte_at_a_time: bool,
-) -> (String, Vec<(Vec<String>, Vec<u8>)>) {
+fn run_parts(cfg: SessionConfig, parts: &[&[u8]], byte_at_a_time: bool) -> Transcript {
     let mut s = Session::new(cfg);
     let mut out = Vec::new();
     let mut delivered = Vec::new();
@@ -66,7 +61,7 @@ fn run_parts(
     (String::from_utf8(out).unwrap(), delivered)
 }
 
-fn both(cfg: SessionConfig, input: &[u8]) -> (String, Vec<(Vec<String>, Vec<u8>)>) {
+fn both(cfg: SessionConfig, input: &[u8]) -> Transcript {
     let whole = run(cfg.clone(), input, false);
     let bytes = run(cfg, input, true);
     assert_eq!(whole, bytes, "byte-at-a-time replay differs");

@@ -1,0 +1,69 @@
+//! A client connection: plain TCP, or TLS over it (implicit, or after STARTTLS).
+
+use std::io;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_rustls::server::TlsStream;
+use futures_rustls::TlsAcceptor;
+use glommio::net::TcpStream;
+
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Only during an upgrade.
+    Gone,
+}
+
+impl Conn {
+    pub async fn accept_tls(stream: TcpStream, acceptor: &TlsAcceptor) -> io::Result<Self> {
+        Ok(Conn::Tls(Box::new(acceptor.accept(stream).await?)))
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Conn::Tls(_))
+    }
+
+    /// STARTTLS: the TLS handshake over the plain connection.
+    pub async fn upgrade(&mut self, acceptor: &TlsAcceptor) -> io::Result<()> {
+        match std::mem::replace(self, Conn::Gone) {
+            Conn::Plain(s) => {
+                *self = Conn::accept_tls(s, acceptor).await?;
+                Ok(())
+            }
+            other => {
+                *self = other;
+                Err(io::Error::other("connection is not plain"))
+            }
+        }
+    }
+
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf).await,
+            Conn::Tls(s) => s.read(buf).await,
+            Conn::Gone => Err(io::Error::from(io::ErrorKind::NotConnected)),
+        }
+    }
+
+    pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => {
+                s.write_all(buf).await?;
+                s.flush().await
+            }
+            Conn::Tls(s) => {
+                s.write_all(buf).await?;
+                s.flush().await
+            }
+            Conn::Gone => Err(io::Error::from(io::ErrorKind::NotConnected)),
+        }
+    }
+
+    pub async fn close(&mut self) {
+        let _ = match self {
+            Conn::Plain(s) => s.close().await,
+            Conn::Tls(s) => s.close().await,
+            Conn::Gone => Ok(()),
+        };
+    }
+}

@@ -1,0 +1,260 @@
+//! The I/O layer: listeners on every shard, the session loops, and the engine calls.
+//!
+//! Every shard binds every listener with SO_REUSEPORT, so the kernel spreads connections
+//! over the cores. An SMTP/LMTP session runs where it was accepted; a delivery is sent to
+//! the shards that own the recipients' accounts (`NodeHandle::deliver`), and the reply waits
+//! until every copy is durable.
+
+mod conn;
+mod metrics;
+pub mod received;
+mod smtp;
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_rustls::TlsAcceptor;
+use glommio::net::TcpListener;
+use ringmail_engine::{AccountOptions, Node, NodeConfig, Service, ShardContext, StoreError};
+
+use crate::config::Config;
+use crate::smtp::Mode;
+use crate::users::Users;
+pub use metrics::Metrics;
+
+/// What every shard shares: read-only configuration and relaxed atomic counters.
+pub struct Shared {
+    pub cfg: Config,
+    pub tls: Option<TlsAcceptor>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// One shard's server state. Lives on its shard only.
+pub struct ShardServer {
+    pub shared: Arc<Shared>,
+    pub ctx: Rc<ShardContext>,
+    users: RefCell<UsersCache>,
+    known_accounts: RefCell<HashSet<String>>,
+    per_ip: RefCell<HashMap<IpAddr, usize>>,
+}
+
+struct UsersCache {
+    users: Arc<Users>,
+    mtime: Option<SystemTime>,
+    checked: Instant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    Smtp,
+    Submission,
+    Smtps,
+    Lmtp,
+}
+
+impl ShardServer {
+    /// The users, re-read at most once a second when `users.toml` changed.
+    pub fn users(&self) -> Arc<Users> {
+        let mut c = self.users.borrow_mut();
+        if c.checked.elapsed() >= Duration::from_secs(1) {
+            c.checked = Instant::now();
+            let m = Users::mtime(&self.shared.cfg.data);
+            if m != c.mtime {
+                match Users::load(&self.shared.cfg.data) {
+                    Ok(u) => {
+                        c.users = Arc::new(u);
+                        c.mtime = m;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot reload users; keeping the previous list")
+                    }
+                }
+            }
+        }
+        c.users.clone()
+    }
+
+    /// Creates the user's mail account in the engine on first use.
+    pub async fn ensure_account(&self, user: &str) -> Result<(), ringmail_engine::Error> {
+        if self.known_accounts.borrow().contains(user) {
+            return Ok(());
+        }
+        let u = user.to_string();
+        let r = self
+            .ctx
+            .node
+            .on_account(user, move |p| async move {
+                if p.has_account(&u) {
+                    return Ok(());
+                }
+                match p.create_account(&u, &AccountOptions::standard()).await {
+                    Err(e) if e.store() == Some(&StoreError::AccountExists) => Ok(()),
+                    r => r,
+                }
+            })
+            .await;
+        if r.is_ok() {
+            self.known_accounts.borrow_mut().insert(user.to_string());
+        }
+        r
+    }
+
+    fn admit(&self, ip: IpAddr) -> bool {
+        let mut m = self.per_ip.borrow_mut();
+        let n = m.entry(ip).or_default();
+        if *n >= self.shared.cfg.limits.max_connections_per_ip {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut m = self.per_ip.borrow_mut();
+        if let Some(n) = m.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Starts the engine and every listener; returns the running node.
+pub fn start(cfg: Config) -> Result<Node, String> {
+    let tls = crate::tls::server_config(&cfg).map(TlsAcceptor::from)?;
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        tls: Some(tls),
+        metrics: Arc::new(Metrics::default()),
+    });
+    let service: Service = Arc::new(move |ctx: Rc<ShardContext>| {
+        let shared = shared.clone();
+        Box::pin(async move { run_shard(shared, ctx).await })
+    });
+    let mut ncfg = NodeConfig::new(cfg.data.clone());
+    ncfg.shards = cfg.cores;
+    Node::start_with(ncfg, Some(service)).map_err(|e| e.to_string())
+}
+
+async fn run_shard(shared: Arc<Shared>, ctx: Rc<ShardContext>) {
+    let users = Users::load(&shared.cfg.data).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot read users; starting with none");
+        Users::default()
+    });
+    let server = Rc::new(ShardServer {
+        users: RefCell::new(UsersCache {
+            users: Arc::new(users),
+            mtime: Users::mtime(&shared.cfg.data),
+            checked: Instant::now(),
+        }),
+        shared: shared.clone(),
+        ctx: ctx.clone(),
+        known_accounts: RefCell::new(HashSet::new()),
+        per_ip: RefCell::new(HashMap::new()),
+    });
+    let l = &shared.cfg.listen;
+    let mut tasks = Vec::new();
+    for (addr, kind) in [
+        (l.smtp, Listener::Smtp),
+        (l.submission, Listener::Submission),
+        (l.smtps, Listener::Smtps),
+        (l.lmtp, Listener::Lmtp),
+    ] {
+        if let Some(addr) = addr {
+            tasks.push(glommio::spawn_local(accept_loop(
+                server.clone(),
+                addr,
+                kind,
+            )));
+        }
+    }
+    if ctx.shard.0 == 0 {
+        if let Some(addr) = l.metrics {
+            tasks.push(glommio::spawn_local(metrics::serve(server.clone(), addr)));
+        }
+        for (name, addr) in [
+            ("IMAP", l.imap),
+            ("IMAPS", l.imaps),
+            ("POP3", l.pop3),
+            ("POP3S", l.pop3s),
+        ] {
+            if addr.is_some() {
+                tracing::warn!(
+                    "the {name} frontend is not available yet; its listener is not started"
+                );
+            }
+        }
+    }
+    for t in tasks {
+        t.await;
+    }
+}
+
+async fn accept_loop(server: Rc<ShardServer>, addr: SocketAddr, kind: Listener) {
+    let listener = match TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot listen");
+            return;
+        }
+    };
+    if server.ctx.shard.0 == 0 {
+        tracing::info!(%addr, listener = ?kind, "listening");
+    }
+    let stop = server.ctx.stop.clone();
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            let _ = stop.recv().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => break,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                tracing::warn!(%addr, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let peer = match stream.peer_addr() {
+            Ok(p) => p,
+            Err(_) => continue,
+        };
+        if !server.admit(peer.ip()) {
+            glommio::spawn_local(async move {
+                let mut s = stream;
+                use futures_lite::AsyncWriteExt;
+                let _ = s
+                    .write_all(b"421 4.7.0 too many connections from your address\r\n")
+                    .await;
+                let _ = s.close().await;
+            })
+            .detach();
+            continue;
+        }
+        server.shared.metrics.connection(kind);
+        let srv = server.clone();
+        glommio::spawn_local(async move {
+            let _ = stream.set_nodelay(true);
+            smtp::serve(srv.clone(), stream, peer, kind).await;
+            srv.release(peer.ip());
+        })
+        .detach();
+    }
+}
+
+impl Listener {
+    pub fn mode(self) -> Mode {
+        match self {
+            Listener::Smtp => Mode::Inbound,
+            Listener::Submission | Listener::Smtps => Mode::Submission,
+            Listener::Lmtp => Mode::Lmtp,
+        }
+    }
+}

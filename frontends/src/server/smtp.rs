@@ -1,0 +1,223 @@
+//! The SMTP/LMTP connection loop: about one screen around the sans-I/O session.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use glommio::net::TcpStream;
+use ringmail_engine::{Error, NewMessage, Recipient, StoreError};
+
+use super::conn::Conn;
+use super::{received, Listener, ShardServer};
+use crate::smtp::reply::{r, Reply};
+use crate::smtp::{Envelope, Event, Mode, Session, SessionConfig};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, peer: SocketAddr, kind: Listener) {
+    let shared = server.shared.clone();
+    let cfg = &shared.cfg;
+    let mut conn = if kind == Listener::Smtps {
+        let Some(acceptor) = &shared.tls else { return };
+        match Conn::accept_tls(stream, acceptor).await {
+            Ok(c) => c,
+            Err(_) => return,
+        }
+    } else {
+        Conn::Plain(stream)
+    };
+    let mode = kind.mode();
+    let mut scfg = SessionConfig::new(mode, &cfg.hostname);
+    scfg.max_message_size = cfg.limits.max_message_size;
+    scfg.max_recipients = cfg.limits.max_recipients;
+    scfg.max_line = cfg.limits.max_line_length;
+    scfg.tls = conn.is_tls();
+    scfg.starttls = shared.tls.is_some();
+    scfg.vrfy = cfg.smtp.vrfy;
+    scfg.danger_auth_without_tls = cfg.smtp.danger_auth_without_tls;
+    scfg.max_errors = cfg.limits.max_errors;
+    scfg.max_auth_failures = cfg.limits.max_auth_failures;
+    let mut session = Session::new(scfg);
+    let mut out = Vec::with_capacity(4096);
+    let mut buf = vec![0u8; 64 << 10];
+    session.greeting(&mut out);
+    let stop = server.ctx.stop.clone();
+    loop {
+        while let Some(ev) = session.poll(&mut out) {
+            match ev {
+                Event::StartTls => {
+                    if conn.write_all(&out).await.is_err() {
+                        return;
+                    }
+                    out.clear();
+                    let Some(acceptor) = &shared.tls else { return };
+                    if conn.upgrade(acceptor).await.is_err() {
+                        return;
+                    }
+                    session.tls_started();
+                }
+                Event::CheckRecipient { address, .. } => {
+                    let res = check_recipient(&server, &address, mode).await;
+                    session.rcpt_result(res, &mut out);
+                }
+                Event::Authenticate { user, password } => {
+                    let users = server.users();
+                    let res = glommio::executor()
+                        .spawn_blocking(move || users.authenticate(&user, &password.0))
+                        .await;
+                    if res.is_none() {
+                        shared.metrics.auth_failure();
+                        // Slow down guessing; the session closes after too many failures.
+                        glommio::timer::sleep(Duration::from_millis(
+                            cfg.limits.auth_failure_delay_ms,
+                        ))
+                        .await;
+                    }
+                    session.auth_result(res, &mut out);
+                }
+                Event::Deliver { envelope, message } => {
+                    let res = deliver(&server, &envelope, message, mode, &peer).await;
+                    session.deliver_result(res, &mut out);
+                }
+            }
+        }
+        if !out.is_empty() {
+            if conn.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        if session.is_closed() {
+            break;
+        }
+        let limit = Duration::from_secs(if session.in_data() {
+            cfg.limits.data_timeout_secs
+        } else {
+            cfg.limits.command_timeout_secs
+        });
+        let read = futures_lite::future::or(
+            async {
+                Some(glommio::timer::timeout(limit, async { Ok(conn.read(&mut buf).await) }).await)
+            },
+            async {
+                let _ = stop.recv().await;
+                None
+            },
+        )
+        .await;
+        match read {
+            Some(Ok(Ok(0))) | Some(Ok(Err(_))) => break,
+            Some(Ok(Ok(n))) => session.input(&buf[..n]),
+            Some(Err(_)) => {
+                session.timeout(&mut out);
+                let _ = conn.write_all(&out).await;
+                break;
+            }
+            None => {
+                let _ = conn.write_all(b"421 4.3.2 server shutting down\r\n").await;
+                break;
+            }
+        }
+    }
+    conn.close().await;
+}
+
+async fn check_recipient(server: &ShardServer, address: &str, mode: Mode) -> Result<(), Reply> {
+    let users = server.users();
+    match users.resolve(address) {
+        Some(u) => match server.ensure_account(&u.address).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot prepare the recipient's account");
+                Err(r::local_error())
+            }
+        },
+        None => {
+            let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+            if users.is_local_domain(domain) {
+                Err(r::no_such_user())
+            } else if mode == Mode::Submission {
+                Err(r::no_outbound())
+            } else {
+                Err(r::relay_denied())
+            }
+        }
+    }
+}
+
+async fn deliver(
+    server: &ShardServer,
+    env: &Envelope,
+    message: Vec<u8>,
+    mode: Mode,
+    peer: &SocketAddr,
+) -> Vec<Result<String, Reply>> {
+    let users = server.users();
+    let id = format!(
+        "{:x}{:x}",
+        server.ctx.shard.0,
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    );
+    // Each recipient's account (aliases resolved), delivered once per account.
+    let accounts: Vec<Option<String>> = env
+        .rcpts
+        .iter()
+        .map(|a| users.resolve(a).map(|u| u.address.clone()))
+        .collect();
+    let mut unique: Vec<String> = accounts.iter().flatten().cloned().collect();
+    unique.sort();
+    unique.dedup();
+    let mut body = received::header(
+        env,
+        mode,
+        &peer.ip().to_string(),
+        &server.shared.cfg.hostname,
+        &id,
+        SystemTime::now(),
+    )
+    .into_bytes();
+    body.extend_from_slice(&message);
+    let size = body.len() as u64;
+    let recipients: Vec<Recipient> = unique.iter().map(|a| Recipient::inbox(a)).collect();
+    let msg = NewMessage {
+        body,
+        ..Default::default()
+    };
+    let results = server.ctx.node.deliver(&recipients, &msg).await;
+    let mut delivered = 0;
+    let out = accounts
+        .iter()
+        .map(|a| {
+            let Some(a) = a else {
+                return Err(r::no_such_user());
+            };
+            let i = unique.binary_search(a).map_err(|_| r::local_error())?;
+            match &results[i] {
+                Ok(ap) => {
+                    delivered += 1;
+                    Ok(format!("{id} ({}/{})", ap.uidvalidity, ap.uid))
+                }
+                Err(e) => Err(store_reply(e)),
+            }
+        })
+        .collect();
+    server.shared.metrics.delivered(delivered, size * delivered);
+    out
+}
+
+/// The one place engine errors become SMTP replies.
+fn store_reply(e: &Error) -> Reply {
+    match e.store() {
+        Some(StoreError::OverQuota { .. }) => Reply::new(552, Some((5, 2, 2)), "mailbox full"),
+        Some(StoreError::MessageTooLarge { .. }) => {
+            Reply::new(552, Some((5, 3, 4)), "message too large")
+        }
+        Some(StoreError::NoSuchAccount) | Some(StoreError::NoSuchMailbox) => r::no_such_user(),
+        Some(StoreError::ShuttingDown) => Reply::new(421, Some((4, 3, 2)), "server shutting down"),
+        _ => {
+            tracing::error!(error = %e, "delivery failed");
+            r::local_error()
+        }
+    }
+}

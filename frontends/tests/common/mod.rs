@@ -1,0 +1,259 @@
+//! Starts the real `ringmail` binary on free loopback ports with a temporary data directory.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub smtp: u16,
+    pub submission: u16,
+    pub smtps: u16,
+    pub lmtp: u16,
+    pub metrics: u16,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ringmail")
+}
+
+/// Writes `users.toml` directly (one argon2 hash shared by all: hashing per user would
+/// dominate the test's time). Every password is "secret".
+pub fn write_users(data: &Path, users: &[String]) {
+    std::fs::create_dir_all(data).unwrap();
+    let hash = ringmail::users::hash_password("secret").unwrap();
+    let mut s = String::new();
+    for u in users {
+        s.push_str(&format!(
+            "[[user]]\naddress = \"{u}\"\npassword = \"{hash}\"\n\n"
+        ));
+    }
+    std::fs::write(data.join("users.toml"), s).unwrap();
+}
+
+impl Server {
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn new(users: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let users: Vec<String> = users.iter().map(|s| s.to_string()).collect();
+        write_users(&dir.path().join("data"), &users);
+        let mut s = Server {
+            dir,
+            child: None,
+            smtp: free_port(),
+            submission: free_port(),
+            smtps: free_port(),
+            lmtp: free_port(),
+            metrics: free_port(),
+        };
+        s.start();
+        s
+    }
+
+    pub fn start(&mut self) {
+        let config = self.dir.path().join("ringmail.toml");
+        std::fs::write(
+            &config,
+            "[limits]\nauth_failure_delay_ms = 50\ncommand_timeout_secs = 5\n",
+        )
+        .unwrap();
+        let a = |p: u16| format!("127.0.0.1:{p}");
+        let child = Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .arg("--data")
+            .arg(self.data())
+            .args([
+                "--cores",
+                "2",
+                "--smtp",
+                &a(self.smtp),
+                "--submission",
+                &a(self.submission),
+                "--smtps",
+                &a(self.smtps),
+            ])
+            .args(["--lmtp", &a(self.lmtp), "--metrics", &a(self.metrics)])
+            .args([
+                "--imap", "off", "--imaps", "off", "--pop3", "off", "--pop3s", "off",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.lmtp)) {
+                let mut b = [0u8; 3];
+                if s.read_exact(&mut b).is_ok() && &b == b"220" {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the server did not start");
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(st) = c.try_wait().unwrap() {
+                    assert!(st.success(), "server exited with {st}");
+                    return;
+                }
+                assert!(Instant::now() < deadline, "server did not stop");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Runs a Python script (stdlib only) with PORTS in its environment; asserts success.
+    pub fn python(&self, script: &str) -> String {
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .env("SMTP", self.smtp.to_string())
+            .env("SUBMISSION", self.submission.to_string())
+            .env("SMTPS", self.smtps.to_string())
+            .env("LMTP", self.lmtp.to_string())
+            .output()
+            .expect("python3");
+        let so = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "python failed:\n{so}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        so
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A line-oriented raw client for bad-input tests.
+pub struct Raw {
+    pub s: BufReader<TcpStream>,
+}
+
+impl Raw {
+    pub fn connect(port: u16) -> Raw {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut r = Raw {
+            s: BufReader::new(s),
+        };
+        assert!(r.reply().starts_with("220"));
+        r
+    }
+    pub fn send(&mut self, b: &[u8]) {
+        self.s.get_mut().write_all(b).unwrap();
+    }
+    /// One whole (possibly multi-line) reply.
+    pub fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            if self.s.read_line(&mut line).unwrap_or(0) == 0 {
+                return all;
+            }
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    }
+    pub fn cmd(&mut self, c: &str) -> String {
+        self.send(format!("{c}\r\n").as_bytes());
+        self.reply()
+    }
+    /// True once the server closed the connection.
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.s.read(&mut b), Ok(0))
+    }
+}
+
+/// Opens the data directory with the engine (the server must be stopped) and returns the
+/// bodies in the account's INBOX, without the Received header the server added.
+pub fn inbox(data: &Path, account: &str) -> Vec<Vec<u8>> {
+    let node = ringmail_engine::Node::start(ringmail_engine::NodeConfig {
+        shards: 2,
+        ..ringmail_engine::NodeConfig::new(data)
+    })
+    .unwrap();
+    let h = node.handle();
+    let a = account.to_string();
+    let bodies = futures_lite::future::block_on(h.on_account(account, move |p| async move {
+        let mut v = Vec::new();
+        if !p.has_account(&a) {
+            return Ok(v);
+        }
+        for m in p.messages(
+            &a,
+            "INBOX",
+            ringmail_engine::Uid(1),
+            ringmail_engine::Uid(u32::MAX),
+        )? {
+            v.push(p.fetch(&a, "INBOX", m.uid).await?.to_vec());
+        }
+        Ok(v)
+    }))
+    .unwrap();
+    node.shutdown().unwrap();
+    bodies
+        .into_iter()
+        .map(|b| strip_received(&b).to_vec())
+        .collect()
+}
+
+pub fn strip_received(b: &[u8]) -> &[u8] {
+    assert!(
+        b.starts_with(b"Received: "),
+        "no Received header: {:?}",
+        String::from_utf8_lossy(&b[..b.len().min(80)])
+    );
+    // The header ends at the first CRLF not followed by whitespace.
+    let mut i = 0;
+    while let Some(p) = memchr_crlf(&b[i..]) {
+        let end = i + p + 2;
+        if end >= b.len() || (b[end] != b' ' && b[end] != b'\t') {
+            return &b[end..];
+        }
+        i = end;
+    }
+    b
+}
+
+fn memchr_crlf(b: &[u8]) -> Option<usize> {
+    b.windows(2).position(|w| w == b"\r\n")
+}

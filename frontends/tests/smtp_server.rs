@@ -1,0 +1,297 @@
+//! The real `ringmail` binary on loopback: Python's smtplib as the client, plus raw sockets
+//! for what smtplib will not send (BDAT, garbage, cut connections).
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::*;
+
+const ALICE: &str = "alice@example.org";
+const BOB: &str = "bob@example.org";
+
+#[test]
+fn smtplib_plain_starttls_auth_smtps_and_lmtp() {
+    let mut srv = Server::new(&[ALICE, BOB]);
+    let out = srv.python(
+        r#"
+import os, smtplib, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+P = lambda k: int(os.environ[k])
+# Inbound, plain: two local recipients, one unknown (refused at RCPT), one remote (relay).
+s = smtplib.SMTP("127.0.0.1", P("SMTP"))
+refused = s.sendmail("someone@remote.example", ["alice@example.org", "nobody@example.org", "bob@example.org"], b"Subject: one\r\n\r\nfirst message\r\n")
+print("refused", sorted(refused))
+try:
+    s.sendmail("someone@remote.example", ["x@elsewhere.example"], b"x")
+except smtplib.SMTPRecipientsRefused as e:
+    print("relay", e.recipients["x@elsewhere.example"][0])
+s.quit()
+# Inbound with STARTTLS; AUTH is not offered on port 25.
+s = smtplib.SMTP("127.0.0.1", P("SMTP")); s.starttls(context=ctx); s.ehlo()
+print("auth-on-25", s.has_extn("auth"))
+s.sendmail("someone@remote.example", ["alice@example.org"], b"Subject: two\r\n\r\nover TLS\r\n"); s.quit()
+# Submission: no AUTH before TLS; after STARTTLS, AUTH PLAIN; then LOGIN with a bad password.
+s = smtplib.SMTP("127.0.0.1", P("SUBMISSION")); s.ehlo()
+print("auth-before-tls", s.has_extn("auth"))
+s.starttls(context=ctx); s.login("alice@example.org", "secret")
+s.sendmail("alice@example.org", ["bob@example.org"], b"Subject: three\r\n\r\nsubmitted\r\n")
+try:
+    s.sendmail("bob@example.org", ["alice@example.org"], b"x")
+except smtplib.SMTPSenderRefused as e:
+    print("spoof", e.smtp_code)
+try:
+    s.sendmail("alice@example.org", ["friend@elsewhere.example"], b"x")
+except smtplib.SMTPRecipientsRefused as e:
+    print("outbound", e.recipients["friend@elsewhere.example"][0])
+s.quit()
+s = smtplib.SMTP("127.0.0.1", P("SUBMISSION")); s.starttls(context=ctx)
+s.ehlo(); s.esmtp_features["auth"] = "LOGIN"
+try:
+    s.login("alice@example.org", "wrong")
+except smtplib.SMTPAuthenticationError as e:
+    print("badauth", e.smtp_code)
+s.quit()
+# Implicit TLS (465), AUTH LOGIN.
+s = smtplib.SMTP_SSL("127.0.0.1", P("SMTPS"), context=ctx); s.ehlo(); s.esmtp_features["auth"] = "LOGIN"
+s.login("bob@example.org", "secret")
+s.sendmail("bob@example.org", ["alice@example.org"], b"Subject: four\r\n\r\nsmtps\r\n"); s.quit()
+# LMTP: one reply per recipient.
+l = smtplib.LMTP("127.0.0.1", P("LMTP"))
+refused = l.sendmail("someone@remote.example", ["alice@example.org", "ghost@example.org", "bob@example.org"], b"Subject: five\r\n\r\nlmtp\r\n")
+print("lmtp-refused", sorted(refused))
+l.quit()
+"#,
+    );
+    assert!(out.contains("refused ['nobody@example.org']"), "{out}");
+    assert!(out.contains("relay 550"), "{out}");
+    assert!(out.contains("auth-on-25 False"), "{out}");
+    assert!(out.contains("auth-before-tls False"), "{out}");
+    assert!(out.contains("spoof 553"), "{out}");
+    assert!(out.contains("outbound 550"), "{out}");
+    assert!(out.contains("badauth 535"), "{out}");
+    assert!(out.contains("lmtp-refused ['ghost@example.org']"), "{out}");
+    srv.stop();
+    let a = inbox(&srv.data(), ALICE);
+    let b = inbox(&srv.data(), BOB);
+    let subjects = |v: &Vec<Vec<u8>>| -> Vec<String> {
+        v.iter()
+            .map(|m| {
+                String::from_utf8_lossy(m)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(
+        subjects(&a),
+        vec![
+            "Subject: one",
+            "Subject: two",
+            "Subject: four",
+            "Subject: five"
+        ]
+    );
+    assert_eq!(
+        subjects(&b),
+        vec!["Subject: one", "Subject: three", "Subject: five"]
+    );
+    assert_eq!(a[0], b"Subject: one\r\n\r\nfirst message\r\n");
+}
+
+#[test]
+fn pipelining_bdat_and_8bit_bodies_are_stored_byte_identical() {
+    let mut srv = Server::new(&[ALICE]);
+    let mut c = Raw::connect(srv.smtp);
+    assert!(c.cmd("EHLO client.example").contains("250-CHUNKING"));
+    // Pipelined: all commands in one write, replies in order.
+    c.send(
+        b"MAIL FROM:<a@remote.example> BODY=8BITMIME\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n",
+    );
+    assert!(c.reply().starts_with("250"));
+    assert!(c.reply().starts_with("250"));
+    assert!(c.reply().starts_with("354"));
+    c.send("Subject: caf\u{e9}\r\n\r\n..dot line\r\n\u{fc}ber 8-bit\r\n.\r\n".as_bytes());
+    assert!(c.reply().starts_with("250 2.0.0 stored"));
+    // BDAT with a binary body in two chunks.
+    let body: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    c.send(b"MAIL FROM:<a@remote.example> BODY=BINARYMIME\r\nRCPT TO:<alice@example.org>\r\n");
+    assert!(c.reply().starts_with("250"));
+    assert!(c.reply().starts_with("250"));
+    c.send(format!("BDAT {}\r\n", 30_000).as_bytes());
+    c.send(&body[..30_000]);
+    assert!(c.reply().starts_with("250 2.0.0 30000 octets"));
+    c.send(format!("BDAT {} LAST\r\n", 40_000).as_bytes());
+    c.send(&body[30_000..]);
+    assert!(c.reply().starts_with("250 2.0.0 stored"));
+    assert!(c.cmd("QUIT").starts_with("221"));
+    srv.stop();
+    let a = inbox(&srv.data(), ALICE);
+    assert_eq!(
+        a[0],
+        "Subject: caf\u{e9}\r\n\r\n.dot line\r\n\u{fc}ber 8-bit\r\n".as_bytes()
+    );
+    assert_eq!(a[1], body);
+}
+
+#[test]
+fn bad_input_gets_replies_and_the_server_keeps_serving() {
+    let mut srv = Server::new(&[ALICE]);
+    // Garbage, NUL bytes, unknown commands, commands out of order.
+    let mut c = Raw::connect(srv.smtp);
+    assert!(c.cmd("\u{1}\u{2}garbage").starts_with("501"));
+    c.send(b"HELO a\x00b\r\n");
+    assert!(c.reply().starts_with("501"));
+    assert!(c.cmd("FROBNICATE").starts_with("500"));
+    assert!(c.cmd("RCPT TO:<alice@example.org>").starts_with("503"));
+    assert!(c.cmd("DATA").starts_with("503"));
+    assert!(c.cmd("EHLO x").starts_with("250"));
+    assert!(c
+        .cmd("MAIL FROM:<a@b.example> SIZE=999999999999")
+        .starts_with("552"));
+    // An overlong line: refused, and the session continues.
+    let long = format!("NOOP {}", "x".repeat(100_000));
+    assert!(c.cmd(&long).starts_with("500 5.5.2"));
+    assert!(c.cmd("NOOP").starts_with("250"));
+    // AUTH on port 25 and bad base64 on submission.
+    assert!(c.cmd("AUTH PLAIN AAAA").starts_with("502"));
+    let mut s = Raw::connect(srv.submission);
+    assert!(s.cmd("EHLO x").starts_with("250"));
+    assert!(
+        s.cmd("AUTH PLAIN AAAA").starts_with("530"),
+        "AUTH without TLS must be refused"
+    );
+    // A DATA stream cut mid-way: nothing is stored.
+    let mut d = Raw::connect(srv.smtp);
+    d.cmd("EHLO x");
+    d.cmd("MAIL FROM:<a@b.example>");
+    d.cmd("RCPT TO:<alice@example.org>");
+    assert!(d.cmd("DATA").starts_with("354"));
+    d.send(b"Subject: never\r\n\r\nhalf a message");
+    drop(d);
+    // A client that goes silent is timed out (5 s in the test config) with 421.
+    let mut t = Raw::connect(srv.smtp);
+    t.s.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    assert!(t.reply().starts_with("421"));
+    // Meanwhile everyone else is served.
+    let out = srv.python(
+        "import os, smtplib\ns = smtplib.SMTP('127.0.0.1', int(os.environ['SMTP']))\ns.sendmail('a@b.example', ['alice@example.org'], b'Subject: ok\\r\\n\\r\\nfine\\r\\n')\ns.quit()\nprint('sent')",
+    );
+    assert!(out.contains("sent"));
+    srv.stop();
+    let a = inbox(&srv.data(), ALICE);
+    assert_eq!(a.len(), 1, "only the complete message is stored");
+    assert_eq!(a[0], b"Subject: ok\r\n\r\nfine\r\n");
+}
+
+#[test]
+fn one_message_to_a_thousand_recipients_across_shards_is_stored_once_per_partition() {
+    let users: Vec<String> = (0..1000).map(|i| format!("u{i}@example.org")).collect();
+    let refs: Vec<&str> = users.iter().map(|s| s.as_str()).collect();
+    let mut srv = Server::new(&refs);
+    let mut c = Raw::connect(srv.lmtp);
+    c.cmd("LHLO x");
+    c.cmd("MAIL FROM:<list@remote.example>");
+    let mut rcpts = String::new();
+    for u in &users {
+        rcpts.push_str(&format!("RCPT TO:<{u}>\r\n"));
+    }
+    c.send(rcpts.as_bytes());
+    for _ in &users {
+        assert!(c.reply().starts_with("250"));
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(b"Subject: to all\r\n\r\nhello everyone\r\n.\r\n");
+    for _ in &users {
+        assert!(c.reply().starts_with("250 2.0.0 stored"));
+    }
+    c.cmd("QUIT");
+    srv.stop();
+    let node = ringmail_engine::Node::start(ringmail_engine::NodeConfig {
+        shards: 2,
+        ..ringmail_engine::NodeConfig::new(srv.data())
+    })
+    .unwrap();
+    let stats = futures_lite::future::block_on(node.handle().stats());
+    let blobs: usize = stats.iter().map(|s| s.as_ref().unwrap().blobs).sum();
+    let messages: u64 = stats.iter().map(|s| s.as_ref().unwrap().messages).sum();
+    assert_eq!(messages, 1000);
+    assert_eq!(blobs, stats.len(), "one stored copy per partition");
+    assert!(stats.len() >= 2);
+    node.shutdown().unwrap();
+}
+
+#[test]
+fn kill_9_during_deliveries_loses_nothing_acknowledged() {
+    let mut srv = Server::new(&[ALICE]);
+    let port = srv.smtp;
+    // A client thread delivers as fast as it can and records each acknowledged message.
+    let (tx, rx) = std::sync::mpsc::channel::<u32>();
+    let client = std::thread::spawn(move || {
+        for conn in 0..1000 {
+            let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                return;
+            };
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut c = Raw {
+                s: std::io::BufReader::new(s),
+            };
+            if !c.reply().starts_with("220") || !c.cmd("EHLO x").starts_with("250") {
+                return;
+            }
+            for k in 0..20u32 {
+                let n = conn * 100 + k;
+                let ok = c.cmd("MAIL FROM:<a@b.example>").starts_with("250")
+                    && c.cmd("RCPT TO:<alice@example.org>").starts_with("250")
+                    && c.cmd("DATA").starts_with("354");
+                if !ok {
+                    return;
+                }
+                let _ = c.s.get_mut().write_all(
+                    format!(
+                        "Subject: m{n}\r\n\r\n{}\r\n.\r\n",
+                        "body ".repeat(n as usize % 500)
+                    )
+                    .as_bytes(),
+                );
+                if c.reply().starts_with("250") {
+                    let _ = tx.send(n);
+                } else {
+                    return;
+                }
+            }
+        }
+    });
+    let mut acked = Vec::new();
+    while acked.len() < 300 {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(n) => acked.push(n),
+            Err(_) => break,
+        }
+    }
+    srv.kill9();
+    client.join().unwrap();
+    acked.extend(rx.try_iter());
+    assert!(
+        acked.len() >= 300,
+        "only {} deliveries before the kill",
+        acked.len()
+    );
+    srv.start();
+    srv.stop();
+    let stored = inbox(&srv.data(), ALICE);
+    let stored: std::collections::HashSet<Vec<u8>> = stored.into_iter().collect();
+    for n in acked {
+        let want = format!(
+            "Subject: m{n}\r\n\r\n{}\r\n",
+            "body ".repeat(n as usize % 500)
+        )
+        .into_bytes();
+        assert!(stored.contains(&want), "acknowledged message {n} was lost");
+    }
+}
