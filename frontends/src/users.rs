@@ -25,6 +25,10 @@ pub struct User {
     pub password: String,
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// SCRAM-SHA-256 keys (`SCRAM-SHA-256$iter:salt$StoredKey:ServerKey`), for the SCRAM
+    /// mechanism, which cannot use the argon2 hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scram: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -74,6 +78,15 @@ fn check_address(a: &str) -> Result<(), UsersError> {
         }
         _ => Err(UsersError::BadAddress(a.to_string())),
     }
+}
+
+/// SCRAM-SHA-256 keys for a password, with a random salt.
+pub fn scram_keys(password: &str) -> String {
+    use argon2::password_hash::rand_core::RngCore;
+    let mut salt = [0u8; 16];
+    OsRng.fill_bytes(&mut salt);
+    crate::sasl::scram::Credentials::derive(password, &salt, crate::sasl::scram::ITERATIONS)
+        .encode()
 }
 
 pub fn hash_password(password: &str) -> Result<String, UsersError> {
@@ -164,6 +177,7 @@ impl Users {
             address: normalize(address),
             password: hash_password(password)?,
             aliases: aliases.iter().map(|a| normalize(a)).collect(),
+            scram: Some(scram_keys(password)),
         });
         *self = Self::from_file(f);
         Ok(())
@@ -189,6 +203,7 @@ impl Users {
             .find(|u| u.address == normalize(address))
             .ok_or_else(|| UsersError::NoSuchUser(address.to_string()))?;
         u.password = hash;
+        u.scram = Some(scram_keys(password));
         *self = Self::from_file(f);
         Ok(())
     }
@@ -206,6 +221,18 @@ impl Users {
 
     pub fn is_local_domain(&self, domain: &str) -> bool {
         self.domains.binary_search(&normalize(domain)).is_ok()
+    }
+
+    /// The user's SCRAM keys and the addresses they may send as.
+    pub fn scram(&self, login: &str) -> Option<(crate::sasl::scram::Credentials, Vec<String>)> {
+        let u = self.resolve(login)?;
+        let c = crate::sasl::scram::Credentials::decode(u.scram.as_deref()?)?;
+        Some((
+            c,
+            std::iter::once(u.address.clone())
+                .chain(u.aliases.iter().cloned())
+                .collect(),
+        ))
     }
 
     /// Checks a password; on success, the addresses the user may send as (own first).
@@ -259,6 +286,12 @@ mod tests {
         );
         assert!(u.authenticate("alice@example.org", "wrong").is_none());
         assert!(u.authenticate("nobody@example.org", "pw1").is_none());
+        let (c, senders) = u.scram("a@example.net").unwrap();
+        assert_eq!(
+            c,
+            crate::sasl::scram::Credentials::derive("pw1", &c.salt, c.iterations)
+        );
+        assert_eq!(senders[0], "alice@example.org");
         let text = std::fs::read_to_string(dir.path().join(USERS_FILE)).unwrap();
         assert!(text.contains("$argon2id$") && !text.contains("pw1"));
     }

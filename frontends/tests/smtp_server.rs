@@ -295,3 +295,41 @@ fn kill_9_during_deliveries_loses_nothing_acknowledged() {
         assert!(stored.contains(&want), "acknowledged message {n} was lost");
     }
 }
+
+/// SCRAM-SHA-256 from a client written from RFC 5802 in Python (smtplib has no SCRAM).
+#[test]
+fn scram_sha_256_over_starttls() {
+    let srv = Server::new(&[ALICE]);
+    let out = srv.python(
+        r#"
+import os, smtplib, ssl, base64, hashlib, hmac
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+def scram(password):
+    s = smtplib.SMTP("127.0.0.1", int(os.environ["SUBMISSION"])); s.starttls(context=ctx); s.ehlo()
+    assert "SCRAM-SHA-256" in s.esmtp_features["auth"], s.esmtp_features
+    bare = "n=alice@example.org,r=pyclientnonce"
+    code, resp = s.docmd("AUTH", "SCRAM-SHA-256 " + base64.b64encode(("n,," + bare).encode()).decode())
+    assert code == 334, (code, resp)
+    sf = base64.b64decode(resp).decode()
+    a = dict(kv.split("=", 1) for kv in sf.split(","))
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(a["s"]), int(a["i"]))
+    ck = hmac.new(salted, b"Client Key", "sha256").digest()
+    sk = hashlib.sha256(ck).digest()
+    wp = "c=" + base64.b64encode(b"n,,").decode() + ",r=" + a["r"]
+    auth = (bare + "," + sf + "," + wp).encode()
+    proof = bytes(x ^ y for x, y in zip(ck, hmac.new(sk, auth, "sha256").digest()))
+    code, resp = s.docmd(base64.b64encode((wp + ",p=" + base64.b64encode(proof).decode()).encode()).decode())
+    if code == 334:
+        server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+        expect = base64.b64encode(hmac.new(server_key, auth, "sha256").digest()).decode()
+        assert base64.b64decode(resp).decode() == "v=" + expect, "server signature"
+        code, resp = s.docmd("")
+    s.quit()
+    return code
+print("good", scram("secret"))
+print("bad", scram("wrong"))
+"#,
+    );
+    assert!(out.contains("good 235"), "{out}");
+    assert!(out.contains("bad 535"), "{out}");
+}

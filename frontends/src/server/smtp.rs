@@ -76,6 +76,19 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, peer: SocketAddr,
                     }
                     session.auth_result(res, &mut out);
                 }
+                Event::ScramLookup { user } => {
+                    let found = server.users().scram(&user);
+                    if found.is_none() {
+                        shared.metrics.auth_failure();
+                    }
+                    let nonce = random_b64(18);
+                    // A salt for unknown users that is the same on every attempt, so probing
+                    // cannot tell them from real ones.
+                    let fake_salt = ringmail_engine::format::crc32(user.as_bytes())
+                        .to_le_bytes()
+                        .repeat(4);
+                    session.scram_credentials(found, &nonce, &fake_salt, &mut out);
+                }
                 Event::Deliver { envelope, message } => {
                     let res = deliver(&server, &envelope, message, mode, &peer).await;
                     session.deliver_result(res, &mut out);
@@ -121,6 +134,14 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, peer: SocketAddr,
         }
     }
     conn.close().await;
+}
+
+fn random_b64(n: usize) -> String {
+    use base64::Engine as _;
+    use password_hash::rand_core::{OsRng, RngCore};
+    let mut b = vec![0u8; n];
+    OsRng.fill_bytes(&mut b);
+    base64::engine::general_purpose::STANDARD.encode(b)
 }
 
 async fn check_recipient(server: &ShardServer, address: &str, mode: Mode) -> Result<(), Reply> {

@@ -106,6 +106,8 @@ pub enum Event {
     },
     /// `220` was written: flush it, start TLS, then call `tls_started`.
     StartTls,
+    /// SCRAM: look up the user's keys; answer with `scram_credentials`.
+    ScramLookup { user: String },
 }
 
 #[derive(Debug)]
@@ -116,6 +118,7 @@ enum Waiting {
         vrfy: bool,
     },
     Auth,
+    Scram,
     Deliver,
     StartTls,
 }
@@ -123,11 +126,24 @@ enum Waiting {
 #[derive(Debug)]
 enum State {
     Command,
-    Data { line_start: bool },
-    Chunk { remaining: u64, last: bool },
+    Data {
+        line_start: bool,
+    },
+    Chunk {
+        remaining: u64,
+        last: bool,
+    },
     AuthLoginUser,
-    AuthLoginPassword { user: String },
+    AuthLoginPassword {
+        user: String,
+    },
     AuthPlainResponse,
+    ScramClientFirst,
+    ScramClientFinal,
+    /// The server-final message was sent; the client answers with an empty line.
+    ScramDone {
+        senders: Vec<String>,
+    },
     Wait(Waiting),
 }
 
@@ -148,6 +164,7 @@ pub struct Session {
     auth_failures: u32,
     closed: bool,
     skip_line: bool,
+    scram: Option<(crate::sasl::scram::Exchange, Option<Vec<String>>)>,
 }
 
 impl Session {
@@ -169,6 +186,7 @@ impl Session {
             auth_failures: 0,
             closed: false,
             skip_line: false,
+            scram: None,
         }
     }
 
@@ -295,7 +313,10 @@ impl Session {
                 }
                 State::AuthLoginUser
                 | State::AuthLoginPassword { .. }
-                | State::AuthPlainResponse => {
+                | State::AuthPlainResponse
+                | State::ScramClientFirst
+                | State::ScramClientFinal
+                | State::ScramDone { .. } => {
                     let line = self.take_line(out)?;
                     if let Some(ev) = self.auth_continue(&line, out) {
                         return Some(ev);
@@ -468,7 +489,7 @@ impl Session {
             lines.push("STARTTLS".into());
         }
         if self.auth_offered() {
-            lines.push("AUTH PLAIN LOGIN".into());
+            lines.push("AUTH PLAIN LOGIN SCRAM-SHA-256".into());
         }
         Reply::multi(250, lines)
     }
@@ -749,6 +770,14 @@ impl Session {
                     None
                 }
             },
+            "SCRAM-SHA-256" => match initial {
+                Some(first) => self.scram_first(&first, out),
+                None => {
+                    self.reply(out, Reply::new(334, None, ""));
+                    self.state = State::ScramClientFirst;
+                    None
+                }
+            },
             _ => {
                 self.error(
                     out,
@@ -763,6 +792,52 @@ impl Session {
         }
     }
 
+    fn scram_first(&mut self, b64: &str, out: &mut Vec<u8>) -> Option<Event> {
+        let Some(first) = decode_b64(b64) else {
+            self.error(out, r::bad_base64());
+            return None;
+        };
+        match crate::sasl::scram::Exchange::start(&first) {
+            Ok(ex) => {
+                let user = ex.user.clone();
+                self.scram = Some((ex, None));
+                self.state = State::Wait(Waiting::Scram);
+                Some(Event::ScramLookup { user })
+            }
+            Err(e) => {
+                self.error(out, Reply::new(501, Some((5, 5, 2)), e.to_string()));
+                None
+            }
+        }
+    }
+
+    /// Answers a `ScramLookup` event: the user's keys and sender addresses (`None` for an
+    /// unknown user, who then fails at the proof), a fresh server nonce, and a salt to show
+    /// unknown users.
+    pub fn scram_credentials(
+        &mut self,
+        found: Option<(crate::sasl::scram::Credentials, Vec<String>)>,
+        nonce: &str,
+        fake_salt: &[u8],
+        out: &mut Vec<u8>,
+    ) {
+        if !matches!(self.state, State::Wait(Waiting::Scram)) {
+            return;
+        }
+        let Some((ex, senders)) = self.scram.as_mut() else {
+            return;
+        };
+        let (creds, s) = match found {
+            Some((c, s)) => (Some(c), Some(s)),
+            None => (None, None),
+        };
+        *senders = s;
+        let first = ex.server_first(creds, nonce, fake_salt);
+        let b = base64::engine::general_purpose::STANDARD.encode(first);
+        self.reply(out, Reply::new(334, None, b));
+        self.state = State::ScramClientFinal;
+    }
+
     fn auth_continue(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Event> {
         let state = std::mem::replace(&mut self.state, State::Command);
         let text = String::from_utf8_lossy(line).trim().to_string();
@@ -771,6 +846,31 @@ impl Session {
             return None;
         }
         match state {
+            State::ScramClientFirst => self.scram_first(&text, out),
+            State::ScramClientFinal => {
+                let Some((ex, senders)) = self.scram.take() else {
+                    return None;
+                };
+                let verified = decode_b64(&text).map(|f| ex.finish(&f));
+                match (verified, senders) {
+                    (Some(Ok(server_final)), Some(senders)) => {
+                        let b = base64::engine::general_purpose::STANDARD.encode(server_final);
+                        self.reply(out, Reply::new(334, None, b));
+                        self.state = State::ScramDone { senders };
+                    }
+                    (None, _) => self.error(out, r::bad_base64()),
+                    _ => {
+                        self.state = State::Wait(Waiting::Auth);
+                        self.auth_result(None, out);
+                    }
+                }
+                None
+            }
+            State::ScramDone { senders } => {
+                self.state = State::Wait(Waiting::Auth);
+                self.auth_result(Some(senders), out);
+                None
+            }
             State::AuthPlainResponse => self.auth_plain(&text, out),
             State::AuthLoginUser => match decode_b64(&text) {
                 Some(user) => {

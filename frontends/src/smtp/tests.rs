@@ -52,6 +52,7 @@ fn run_parts(cfg: SessionConfig, parts: &[&[u8]], byte_at_a_time: bool) -> Trans
                     );
                 }
                 Event::StartTls => s.tls_started(),
+                Event::ScramLookup { .. } => s.scram_credentials(None, "n", b"salt", &mut out),
             }
         }
         if s.is_closed() {
@@ -208,4 +209,66 @@ fn bad_input_gets_proper_replies() {
         "{out}"
     );
     assert!(delivered.is_empty());
+}
+
+#[test]
+fn scram_sha_256_authenticates_and_rejects_a_wrong_password() {
+    use crate::sasl::scram::{client_final, Credentials};
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let unb64 = |s: &str| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(s.trim())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    for (password, ok) in [("secret", true), ("wrong", false)] {
+        let mut cfg = SessionConfig::new(Mode::Submission, "smtp.example.org");
+        cfg.tls = true;
+        let mut s = Session::new(cfg);
+        let mut out = Vec::new();
+        s.input(b"EHLO c\r\n");
+        assert!(s.poll(&mut out).is_none());
+        assert!(String::from_utf8_lossy(&out).contains("SCRAM-SHA-256"));
+        out.clear();
+        let bare = "n=u@example.org,r=clientnonce";
+        s.input(format!("AUTH SCRAM-SHA-256 {}\r\n", b64(&format!("n,,{bare}"))).as_bytes());
+        assert_eq!(
+            s.poll(&mut out),
+            Some(Event::ScramLookup {
+                user: "u@example.org".into()
+            })
+        );
+        let creds = Credentials::derive("secret", b"0123456789abcdef", 4096);
+        s.scram_credentials(
+            Some((creds, vec!["u@example.org".into()])),
+            "servernonce",
+            b"",
+            &mut out,
+        );
+        let line = String::from_utf8(std::mem::take(&mut out)).unwrap();
+        assert!(line.starts_with("334 "), "{line}");
+        let server_first = unb64(&line[4..]);
+        assert!(server_first.starts_with("r=clientnonceservernonce,s="));
+        let fin = client_final(password, bare, &server_first, "n,,");
+        s.input(format!("{}\r\n", b64(&fin)).as_bytes());
+        assert!(s.poll(&mut out).is_none());
+        let reply = String::from_utf8(std::mem::take(&mut out)).unwrap();
+        if ok {
+            assert!(reply.starts_with("334 "), "{reply}");
+            assert!(unb64(&reply[4..]).starts_with("v="));
+            s.input(b"\r\n");
+            assert!(s.poll(&mut out).is_none());
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                "235 2.7.0 authentication succeeded\r\n"
+            );
+            assert_eq!(s.authenticated_user(), Some("u@example.org"));
+        } else {
+            assert!(reply.starts_with("535 5.7.8"), "{reply}");
+            assert_eq!(s.authenticated_user(), None);
+        }
+    }
 }

@@ -34,10 +34,11 @@ pub fn bin() -> &'static str {
 pub fn write_users(data: &Path, users: &[String]) {
     std::fs::create_dir_all(data).unwrap();
     let hash = ringmail::users::hash_password("secret").unwrap();
+    let scram = ringmail::users::scram_keys("secret");
     let mut s = String::new();
     for u in users {
         s.push_str(&format!(
-            "[[user]]\naddress = \"{u}\"\npassword = \"{hash}\"\n\n"
+            "[[user]]\naddress = \"{u}\"\npassword = \"{hash}\"\nscram = \"{scram}\"\n\n"
         ));
     }
     std::fs::write(data.join("users.toml"), s).unwrap();

@@ -1,0 +1,4 @@
+//! SASL mechanisms shared by SMTP, IMAP and POP3, sans I/O.
+#![forbid(unsafe_code)]
+
+pub mod scram;
