@@ -93,7 +93,7 @@ pub struct Exchange {
     creds: Option<Credentials>,
 }
 
-fn attr<'a>(part: &'a str, name: char) -> Option<&'a str> {
+fn attr(part: &str, name: char) -> Option<&str> {
     let mut c = part.chars();
     (c.next()? == name && c.next()? == '=').then(|| &part[2..])
 }

@@ -848,9 +848,7 @@ impl Session {
         match state {
             State::ScramClientFirst => self.scram_first(&text, out),
             State::ScramClientFinal => {
-                let Some((ex, senders)) = self.scram.take() else {
-                    return None;
-                };
+                let (ex, senders) = self.scram.take()?;
                 let verified = decode_b64(&text).map(|f| ex.finish(&f));
                 match (verified, senders) {
                     (Some(Ok(server_final)), Some(senders)) => {
