@@ -44,6 +44,9 @@ pub struct NodeConfig {
     pub partition: PartitionConfig,
     /// Capacity of each shard's request queue.
     pub queue_depth: usize,
+    /// How long an idle shard spins before it sleeps: a busy server avoids a sleep and a
+    /// wake-up per event, at the price of CPU while idle.
+    pub spin_before_park: Option<std::time::Duration>,
 }
 
 impl NodeConfig {
@@ -55,6 +58,7 @@ impl NodeConfig {
             pin: false,
             partition: PartitionConfig::default(),
             queue_depth: 1024,
+            spin_before_park: None,
         }
     }
 }
@@ -147,7 +151,11 @@ impl Node {
             } else {
                 Placement::Unbound
             };
-            let t = LocalExecutorBuilder::new(placement)
+            let mut builder = LocalExecutorBuilder::new(placement);
+            if let Some(spin) = cfg.spin_before_park {
+                builder = builder.spin_before_park(spin);
+            }
+            let t = builder
                 .name(&format!("ringmail-shard-{i}"))
                 .spawn(move || {
                     shard_main(

@@ -205,7 +205,7 @@ async fn deliver(
         body,
         ..Default::default()
     };
-    let results = server.ctx.node.deliver(&recipients, &msg).await;
+    let results = deliver_local_first(server, &recipients, msg).await;
     let mut delivered = 0;
     let out = accounts
         .iter()
@@ -225,6 +225,67 @@ async fn deliver(
         .collect();
     server.shared.metrics.delivered(delivered, size * delivered);
     out
+}
+
+/// Delivers to partitions on this shard directly and to the others through the node, all
+/// concurrently; results in recipient order.
+async fn deliver_local_first(
+    server: &ShardServer,
+    recipients: &[Recipient],
+    msg: NewMessage,
+) -> Vec<Result<ringmail_engine::Appended, Error>> {
+    let node = &server.ctx.node;
+    let mut local: Vec<(usize, Recipient)> = Vec::new();
+    let mut remote: Vec<(usize, Recipient)> = Vec::new();
+    for (i, r) in recipients.iter().enumerate() {
+        if server
+            .ctx
+            .partitions
+            .contains_key(&node.partition_of(&r.account))
+        {
+            local.push((i, r.clone()));
+        } else {
+            remote.push((i, r.clone()));
+        }
+    }
+    let remote_rcpts: Vec<Recipient> = remote.iter().map(|(_, r)| r.clone()).collect();
+    let local_fut = async {
+        let mut out = Vec::new();
+        let mut by_part: std::collections::BTreeMap<_, Vec<(usize, Recipient)>> =
+            std::collections::BTreeMap::new();
+        for (i, r) in &local {
+            by_part
+                .entry(node.partition_of(&r.account))
+                .or_default()
+                .push((*i, r.clone()));
+        }
+        for (p, group) in by_part {
+            let part = &server.ctx.partitions[&p];
+            let rcpts: Vec<Recipient> = group.iter().map(|(_, r)| r.clone()).collect();
+            let res = part.deliver(&rcpts, &msg).await;
+            out.extend(group.into_iter().map(|(i, _)| i).zip(res));
+        }
+        out
+    };
+    let remote_fut = async {
+        if remote_rcpts.is_empty() {
+            return Vec::new();
+        }
+        node.deliver(&remote_rcpts, &msg).await
+    };
+    let (l, r) = futures_lite::future::zip(local_fut, remote_fut).await;
+    let mut results: Vec<Option<Result<ringmail_engine::Appended, Error>>> =
+        (0..recipients.len()).map(|_| None).collect();
+    for (i, res) in l {
+        results[i] = Some(res);
+    }
+    for ((i, _), res) in remote.into_iter().zip(r) {
+        results[i] = Some(res);
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::Failed("no result".into()))))
+        .collect()
 }
 
 /// The one place engine errors become SMTP replies.
