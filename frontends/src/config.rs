@@ -13,6 +13,11 @@ pub struct Config {
     pub data: PathBuf,
     /// Executor threads (shards); 0 = one per core.
     pub cores: usize,
+    /// Partitions of a new data directory (fixed once created); 0 = one per shard. More
+    /// partitions mean more concurrent fdatasyncs, which on a device that serializes cache
+    /// flushes makes smaller batches (measured: 4 partitions on 2 shards halved SMTP
+    /// throughput here); more let a data directory later spread over more cores.
+    pub partitions: u32,
     /// The name this server gives in greetings and Received headers.
     pub hostname: String,
     pub listen: Listen,
@@ -135,6 +140,7 @@ impl Default for Config {
         Self {
             data: PathBuf::from("ringmail-data"),
             cores: 0,
+            partitions: 0,
             hostname: "localhost".into(),
             listen: Listen::default(),
             tls: Tls::default(),

@@ -138,6 +138,7 @@ pub fn start(cfg: Config) -> Result<Node, String> {
     });
     let mut ncfg = NodeConfig::new(cfg.data.clone());
     ncfg.shards = cfg.cores;
+    ncfg.partitions = cfg.partitions;
 
     Node::start_with(ncfg, Some(service)).map_err(|e| e.to_string())
 }
