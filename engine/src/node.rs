@@ -90,6 +90,8 @@ pub struct NodeHandle {
 }
 
 pub struct Node {
+    /// Held for the node's life: an exclusive lock on the data directory.
+    _lock: std::fs::File,
     handle: NodeHandle,
     threads: Vec<glommio::ExecutorJoinHandle<Result<()>>>,
     stop: async_channel::Sender<()>,
@@ -118,6 +120,7 @@ impl Node {
         } else {
             cfg.partitions
         };
+        let lock = lock_data_dir(&cfg.data_dir)?;
         let map = SlotMap::load_or_create(&cfg.data_dir, partitions)?;
         let mut senders = Vec::new();
         let mut receivers = Vec::new();
@@ -186,6 +189,7 @@ impl Node {
             }
         }
         let node = Node {
+            _lock: lock,
             handle,
             threads,
             stop: stop_tx,
@@ -234,6 +238,30 @@ impl Node {
         }
         first
     }
+}
+
+/// Takes an exclusive lock on `<data>/LOCK` (flock), so two processes never open one data
+/// directory: both would write the same logs.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {dir:?}"), e))?;
+    let path = dir.join(crate::format::names::LOCK_FILE);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("opening {path:?}"), e))?;
+    // SAFETY: flock on a file descriptor we own and keep open; no memory is involved.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        return Err(Error::Config(format!(
+            "the data directory {} is in use by another ringmail process",
+            dir.display()
+        )));
+    }
+    Ok(f)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -92,6 +92,11 @@ fn many_concurrent_appenders_on_several_shards() {
         batches < records,
         "group commit never batched: {batches} batches for {records} records"
     );
+    // A second process (here: a second node) cannot open the same data directory.
+    let e = Node::start(node_config(dir.path()))
+        .err()
+        .expect("the data directory is locked");
+    assert!(e.to_string().contains("in use"), "{e}");
     node.shutdown().unwrap();
 
     let node = Node::start(node_config(dir.path())).unwrap();

@@ -17,6 +17,9 @@ pub const SUPERBLOCK_FILE: &str = "SUPERBLOCK";
 /// Written beside a superblock being replaced, then renamed over it.
 pub const SUPERBLOCK_TMP_FILE: &str = "SUPERBLOCK.tmp";
 
+/// Locked (flock) by the process that has the data directory open.
+pub const LOCK_FILE: &str = "LOCK";
+
 /// The number of virtual slots accounts hash to. Fixed for the life of a data directory.
 pub const SLOT_COUNT: u32 = 1024;
 
