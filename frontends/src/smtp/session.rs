@@ -753,17 +753,7 @@ impl Session {
                 }
             },
             "LOGIN" => match initial {
-                Some(user) => match decode_b64(&user) {
-                    Some(user) => {
-                        self.reply(out, Reply::new(334, None, "UGFzc3dvcmQ6"));
-                        self.state = State::AuthLoginPassword { user };
-                        None
-                    }
-                    None => {
-                        self.error(out, r::bad_base64());
-                        None
-                    }
-                },
+                Some(user) => self.login_user(&user, out),
                 None => {
                     self.reply(out, Reply::new(334, None, "VXNlcm5hbWU6"));
                     self.state = State::AuthLoginUser;
@@ -790,6 +780,18 @@ impl Session {
                 None
             }
         }
+    }
+
+    /// AUTH LOGIN got the user name: ask for the password ("Password:").
+    fn login_user(&mut self, b64: &str, out: &mut Vec<u8>) -> Option<Event> {
+        match decode_b64(b64) {
+            Some(user) => {
+                self.reply(out, Reply::new(334, None, "UGFzc3dvcmQ6"));
+                self.state = State::AuthLoginPassword { user };
+            }
+            None => self.error(out, r::bad_base64()),
+        }
+        None
     }
 
     fn scram_first(&mut self, b64: &str, out: &mut Vec<u8>) -> Option<Event> {
@@ -870,17 +872,7 @@ impl Session {
                 None
             }
             State::AuthPlainResponse => self.auth_plain(&text, out),
-            State::AuthLoginUser => match decode_b64(&text) {
-                Some(user) => {
-                    self.reply(out, Reply::new(334, None, "UGFzc3dvcmQ6"));
-                    self.state = State::AuthLoginPassword { user };
-                    None
-                }
-                None => {
-                    self.error(out, r::bad_base64());
-                    None
-                }
-            },
+            State::AuthLoginUser => self.login_user(&text, out),
             State::AuthLoginPassword { user } => match decode_b64(&text) {
                 Some(password) => {
                     self.state = State::Wait(Waiting::Auth);
