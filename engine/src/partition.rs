@@ -169,6 +169,8 @@ pub struct Partition {
     hk: RefCell<Housekeeping>,
     poisoned: Cell<bool>,
     report: RecoveryReport,
+    /// Accounts whose maildrop a POP3 session holds (RFC 1939 section 8: exclusive access).
+    maildrop_locks: RefCell<std::collections::HashSet<String>>,
 }
 
 fn now_unix() -> u64 {
@@ -236,6 +238,7 @@ impl Partition {
             }),
             poisoned: Cell::new(false),
             report: rec.report,
+            maildrop_locks: RefCell::new(std::collections::HashSet::new()),
             cfg,
         });
         // Make the new segment exist before anyone waits on it.
@@ -386,6 +389,20 @@ impl Partition {
             used_bytes: a.used_bytes,
             used_messages: a.used_messages,
         })
+    }
+
+    /// Takes the account's maildrop lock; false if another session holds it. The lock is
+    /// in memory only: a restart releases it, as it ends every session.
+    pub fn try_lock_maildrop(&self, account: &str) -> bool {
+        self.maildrop_locks
+            .borrow_mut()
+            .insert(crate::state::normalize_account(account))
+    }
+
+    pub fn unlock_maildrop(&self, account: &str) {
+        self.maildrop_locks
+            .borrow_mut()
+            .remove(&crate::state::normalize_account(account));
     }
 
     pub fn has_account(&self, name: &str) -> bool {

@@ -14,7 +14,7 @@ use super::{Listener, ShardServer};
 
 #[derive(Default)]
 pub struct Metrics {
-    connections: [AtomicU64; 4],
+    connections: [AtomicU64; 6],
     messages: AtomicU64,
     bytes: AtomicU64,
     auth_failures: AtomicU64,
@@ -37,7 +37,10 @@ async fn render(server: &ShardServer) -> String {
     let m = &server.shared.metrics;
     let mut s = String::new();
     let _ = writeln!(s, "# TYPE ringmail_connections_total counter");
-    for (i, name) in ["smtp", "submission", "smtps", "lmtp"].iter().enumerate() {
+    for (i, name) in ["smtp", "submission", "smtps", "lmtp", "pop3", "pop3s"]
+        .iter()
+        .enumerate()
+    {
         let _ = writeln!(
             s,
             "ringmail_connections_total{{listener=\"{name}\"}} {}",

@@ -7,6 +7,7 @@
 
 mod conn;
 mod metrics;
+mod pop3;
 pub mod received;
 mod smtp;
 
@@ -54,6 +55,8 @@ pub enum Listener {
     Submission,
     Smtps,
     Lmtp,
+    Pop3,
+    Pop3s,
 }
 
 impl ShardServer {
@@ -166,6 +169,8 @@ async fn run_shard(shared: Arc<Shared>, ctx: Rc<ShardContext>) {
         (l.submission, Listener::Submission),
         (l.smtps, Listener::Smtps),
         (l.lmtp, Listener::Lmtp),
+        (l.pop3, Listener::Pop3),
+        (l.pop3s, Listener::Pop3s),
     ] {
         if let Some(addr) = addr {
             tasks.push(glommio::spawn_local(accept_loop(
@@ -179,12 +184,7 @@ async fn run_shard(shared: Arc<Shared>, ctx: Rc<ShardContext>) {
         if let Some(addr) = l.metrics {
             tasks.push(glommio::spawn_local(metrics::serve(server.clone(), addr)));
         }
-        for (name, addr) in [
-            ("IMAP", l.imap),
-            ("IMAPS", l.imaps),
-            ("POP3", l.pop3),
-            ("POP3S", l.pop3s),
-        ] {
+        for (name, addr) in [("IMAP", l.imap), ("IMAPS", l.imaps)] {
             if addr.is_some() {
                 tracing::warn!(
                     "the {name} frontend is not available yet; its listener is not started"
@@ -244,7 +244,12 @@ async fn accept_loop(server: Rc<ShardServer>, addr: SocketAddr, kind: Listener) 
         let srv = server.clone();
         glommio::spawn_local(async move {
             let _ = stream.set_nodelay(true);
-            smtp::serve(srv.clone(), stream, peer, kind).await;
+            match kind {
+                Listener::Pop3 | Listener::Pop3s => {
+                    pop3::serve(srv.clone(), stream, peer, kind == Listener::Pop3s).await
+                }
+                _ => smtp::serve(srv.clone(), stream, peer, kind).await,
+            }
             srv.release(peer.ip());
         })
         .detach();
@@ -257,6 +262,8 @@ impl Listener {
             Listener::Smtp => Mode::Inbound,
             Listener::Submission | Listener::Smtps => Mode::Submission,
             Listener::Lmtp => Mode::Lmtp,
+            // POP3 listeners never reach the SMTP session.
+            Listener::Pop3 | Listener::Pop3s => Mode::Inbound,
         }
     }
 }

@@ -136,7 +136,7 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, peer: SocketAddr,
     conn.close().await;
 }
 
-fn random_b64(n: usize) -> String {
+pub(super) fn random_b64(n: usize) -> String {
     use base64::Engine as _;
     use password_hash::rand_core::{OsRng, RngCore};
     let mut b = vec![0u8; n];

@@ -15,6 +15,8 @@ pub struct Server {
     pub smtps: u16,
     pub lmtp: u16,
     pub metrics: u16,
+    pub pop3: u16,
+    pub pop3s: u16,
 }
 
 pub fn free_port() -> u16 {
@@ -61,6 +63,8 @@ impl Server {
             smtps: free_port(),
             lmtp: free_port(),
             metrics: free_port(),
+            pop3: free_port(),
+            pop3s: free_port(),
         };
         s.start();
         s
@@ -91,7 +95,14 @@ impl Server {
             ])
             .args(["--lmtp", &a(self.lmtp), "--metrics", &a(self.metrics)])
             .args([
-                "--imap", "off", "--imaps", "off", "--pop3", "off", "--pop3s", "off",
+                "--imap",
+                "off",
+                "--imaps",
+                "off",
+                "--pop3",
+                &a(self.pop3),
+                "--pop3s",
+                &a(self.pop3s),
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -143,6 +154,8 @@ impl Server {
             .env("SUBMISSION", self.submission.to_string())
             .env("SMTPS", self.smtps.to_string())
             .env("LMTP", self.lmtp.to_string())
+            .env("POP3", self.pop3.to_string())
+            .env("POP3S", self.pop3s.to_string())
             .output()
             .expect("python3");
         let so = String::from_utf8_lossy(&out.stdout).to_string();
@@ -168,12 +181,17 @@ pub struct Raw {
 
 impl Raw {
     pub fn connect(port: u16) -> Raw {
+        Self::connect_with(port, "220")
+    }
+
+    /// Connects and expects a greeting starting with `greeting`.
+    pub fn connect_with(port: u16, greeting: &str) -> Raw {
         let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut r = Raw {
             s: BufReader::new(s),
         };
-        assert!(r.reply().starts_with("220"));
+        assert!(r.reply().starts_with(greeting));
         r
     }
     pub fn send(&mut self, b: &[u8]) {

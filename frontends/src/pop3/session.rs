@@ -1,0 +1,707 @@
+//! The POP3 session state machine, sans I/O.
+//!
+//! ```text
+//!  AUTHORIZATION ─USER/PASS, AUTH─► (Authenticate) ─► (OpenMaildrop: lock + list) ─►
+//!  TRANSACTION ─STAT/LIST/UIDL/RETR/TOP/DELE/RSET/NOOP─► … ─QUIT─► (Commit) ─► UPDATE, closed
+//! ```
+//!
+//! Deletions are only marks until QUIT; a connection that drops commits nothing (RFC 1939
+//! section 6). Responses carry RFC 2449/3206 response codes (`[AUTH]`, `[IN-USE]`,
+//! `[SYS/TEMP]`).
+
+use base64::Engine as _;
+
+use crate::sasl::scram::{Credentials, Exchange};
+use crate::smtp::Secret;
+
+#[derive(Clone, Debug)]
+pub struct Pop3Config {
+    pub hostname: String,
+    /// The connection is TLS (implicit, or after STLS).
+    pub tls: bool,
+    /// STLS can be offered.
+    pub starttls: bool,
+    /// Allow USER/PASS and AUTH without TLS (tests and trusted networks only).
+    pub danger_auth_without_tls: bool,
+    pub max_line: usize,
+    pub max_auth_failures: u32,
+    pub max_errors: u32,
+}
+
+impl Pop3Config {
+    pub fn new(hostname: &str) -> Self {
+        Self {
+            hostname: hostname.to_string(),
+            tls: false,
+            starttls: false,
+            danger_auth_without_tls: false,
+            max_line: 4096,
+            max_auth_failures: 3,
+            max_errors: 20,
+        }
+    }
+}
+
+/// One message of the maildrop, in the order the session numbers them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MaildropEntry {
+    /// The engine's UID of the message in INBOX.
+    pub id: u32,
+    /// The UIDL value: stable across sessions and restarts.
+    pub uidl: String,
+    pub size: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// `+OK` was written: flush, start TLS, then `tls_started`.
+    StartTls,
+    Authenticate {
+        user: String,
+        password: Secret,
+    },
+    ScramLookup {
+        user: String,
+    },
+    /// Lock and list the user's INBOX; answer with `maildrop_opened`.
+    OpenMaildrop {
+        account: String,
+    },
+    /// Fetch a message; answer with `message`.
+    Retrieve {
+        id: u32,
+    },
+    /// QUIT in TRANSACTION: expunge these, then `committed`. The lock is released by the
+    /// I/O layer when the session ends, whatever happened.
+    Commit {
+        delete: Vec<u32>,
+    },
+}
+
+#[derive(Debug)]
+enum Wait {
+    Auth,
+    Scram,
+    Open,
+    Retrieve { top: Option<u32> },
+    Commit { count: usize },
+    StartTls,
+}
+
+#[derive(Debug)]
+enum State {
+    Authorization { user: Option<String> },
+    SaslPlain,
+    ScramFirst,
+    ScramFinal,
+    ScramDone { senders: Vec<String> },
+    OpenPending { account: String },
+    Transaction,
+    Wait(Wait),
+}
+
+pub struct Session {
+    cfg: Pop3Config,
+    state: State,
+    input: Vec<u8>,
+    maildrop: Vec<MaildropEntry>,
+    deleted: Vec<bool>,
+    auth_failures: u32,
+    errors: u32,
+    closed: bool,
+    skip_line: bool,
+    scram: Option<(Exchange, Option<Vec<String>>)>,
+}
+
+fn ok(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(b"+OK ");
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn err(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(b"-ERR ");
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `body` as a multi-line response body: dot-stuffed, CRLF-terminated, then `.`.
+pub fn dot_stuff(body: &[u8], out: &mut Vec<u8>) {
+    let mut rest = body;
+    while !rest.is_empty() {
+        let (line, next) = match memchr::memchr(b'\n', rest) {
+            Some(i) => (&rest[..=i], &rest[i + 1..]),
+            None => (rest, &[][..]),
+        };
+        if line.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
+        if next.is_empty() && line.last() != Some(&b'\n') {
+            out.extend_from_slice(b"\r\n");
+        }
+        rest = next;
+    }
+    out.extend_from_slice(b".\r\n");
+}
+
+/// The header block, the empty line, and the first `lines` lines of the body (TOP).
+pub fn top(body: &[u8], lines: u32) -> &[u8] {
+    let header_end = memchr::memmem::find(body, b"\r\n\r\n")
+        .map(|i| i + 4)
+        .or_else(|| memchr::memmem::find(body, b"\n\n").map(|i| i + 2))
+        .unwrap_or(body.len());
+    let mut end = header_end;
+    for _ in 0..lines {
+        match memchr::memchr(b'\n', &body[end..]) {
+            Some(i) => end += i + 1,
+            None => {
+                end = body.len();
+                break;
+            }
+        }
+    }
+    &body[..end]
+}
+
+impl Session {
+    pub fn new(cfg: Pop3Config) -> Self {
+        Self {
+            cfg,
+            state: State::Authorization { user: None },
+            input: Vec::new(),
+            maildrop: Vec::new(),
+            deleted: Vec::new(),
+            auth_failures: 0,
+            errors: 0,
+            closed: false,
+            skip_line: false,
+            scram: None,
+        }
+    }
+
+    pub fn greeting(&self, out: &mut Vec<u8>) {
+        ok(out, &format!("{} ringmail POP3 ready", self.cfg.hostname));
+    }
+
+    pub fn input(&mut self, data: &[u8]) {
+        self.input.extend_from_slice(data);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        !matches!(
+            self.state,
+            State::Authorization { .. }
+                | State::SaslPlain
+                | State::ScramFirst
+                | State::ScramFinal
+                | State::ScramDone { .. }
+        )
+    }
+
+    pub fn timeout(&mut self, out: &mut Vec<u8>) {
+        err(out, "[SYS/TEMP] autologout: idle for too long");
+        self.closed = true;
+    }
+
+    fn auth_allowed(&self) -> bool {
+        self.cfg.tls || self.cfg.danger_auth_without_tls
+    }
+
+    fn error(&mut self, out: &mut Vec<u8>, text: &str) {
+        err(out, text);
+        self.errors += 1;
+        if self.errors >= self.cfg.max_errors {
+            err(out, "too many errors, closing connection");
+            self.closed = true;
+        }
+    }
+
+    fn take_line(&mut self, out: &mut Vec<u8>) -> Option<Vec<u8>> {
+        loop {
+            match memchr::memchr(b'\n', &self.input) {
+                Some(i) => {
+                    let mut line: Vec<u8> = self.input.drain(..=i).collect();
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    if std::mem::take(&mut self.skip_line) {
+                        continue;
+                    }
+                    if line.len() > self.cfg.max_line {
+                        self.error(out, "line too long");
+                        if self.closed {
+                            return None;
+                        }
+                        continue;
+                    }
+                    return Some(line);
+                }
+                None => {
+                    if self.input.len() > self.cfg.max_line {
+                        self.input.clear();
+                        if !self.skip_line {
+                            self.skip_line = true;
+                            self.error(out, "line too long");
+                        }
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+
+    pub fn poll(&mut self, out: &mut Vec<u8>) -> Option<Event> {
+        while !self.closed {
+            match &self.state {
+                State::Wait(_) => return None,
+                State::OpenPending { account } => {
+                    let account = account.clone();
+                    self.state = State::Wait(Wait::Open);
+                    return Some(Event::OpenMaildrop { account });
+                }
+                State::SaslPlain
+                | State::ScramFirst
+                | State::ScramFinal
+                | State::ScramDone { .. } => {
+                    let line = self.take_line(out)?;
+                    if let Some(ev) = self.sasl_continue(&line, out) {
+                        return Some(ev);
+                    }
+                }
+                State::Authorization { .. } | State::Transaction => {
+                    let line = self.take_line(out)?;
+                    if let Some(ev) = self.command(&line, out) {
+                        return Some(ev);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn capa(&self, out: &mut Vec<u8>) {
+        ok(out, "capability list follows");
+        let mut caps = vec![
+            "TOP",
+            "UIDL",
+            "RESP-CODES",
+            "AUTH-RESP-CODE",
+            "PIPELINING",
+            "EXPIRE NEVER",
+            "UTF8",
+            "IMPLEMENTATION ringmail",
+        ];
+        if self.auth_allowed() && !self.in_transaction() {
+            caps.push("USER");
+            caps.push("SASL PLAIN SCRAM-SHA-256");
+        }
+        if self.cfg.starttls && !self.cfg.tls && !self.in_transaction() {
+            caps.push("STLS");
+        }
+        for c in caps {
+            out.extend_from_slice(c.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+    }
+
+    fn command(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Event> {
+        use super::command::Command as C;
+        let cmd = match super::command::parse(line) {
+            Ok(c) => c,
+            Err(e) => {
+                self.error(out, e);
+                return None;
+            }
+        };
+        let transaction = matches!(self.state, State::Transaction);
+        match (cmd, transaction) {
+            (C::Capa, _) => self.capa(out),
+            (C::Noop, true) => ok(out, ""),
+            (C::Quit, false) => {
+                ok(out, &format!("{} signing off", self.cfg.hostname));
+                self.closed = true;
+            }
+            (C::Quit, true) => {
+                let delete: Vec<u32> = self
+                    .maildrop
+                    .iter()
+                    .zip(&self.deleted)
+                    .filter(|(_, d)| **d)
+                    .map(|(m, _)| m.id)
+                    .collect();
+                self.state = State::Wait(Wait::Commit {
+                    count: delete.len(),
+                });
+                return Some(Event::Commit { delete });
+            }
+            (C::Stls, false) => {
+                if self.cfg.tls || !self.cfg.starttls {
+                    self.error(out, "STLS not available");
+                } else {
+                    ok(out, "begin TLS negotiation");
+                    self.state = State::Wait(Wait::StartTls);
+                    return Some(Event::StartTls);
+                }
+            }
+            (C::Utf8, false) => ok(out, "UTF8 enabled"),
+            (C::User(u), false) => {
+                if !self.auth_allowed() {
+                    self.error(out, "[AUTH] plaintext authentication requires STLS first");
+                } else {
+                    self.state = State::Authorization { user: Some(u) };
+                    ok(out, "send PASS");
+                }
+            }
+            (C::Pass(p), false) => {
+                let State::Authorization { user: Some(user) } =
+                    std::mem::replace(&mut self.state, State::Authorization { user: None })
+                else {
+                    self.error(out, "USER first");
+                    return None;
+                };
+                self.state = State::Wait(Wait::Auth);
+                return Some(Event::Authenticate {
+                    user,
+                    password: Secret(p),
+                });
+            }
+            (C::Apop(..), false) => self.error(out, "APOP is not enabled"),
+            (C::Auth(None, _), false) => {
+                ok(out, "SASL mechanisms follow");
+                out.extend_from_slice(b"PLAIN\r\nSCRAM-SHA-256\r\n.\r\n");
+            }
+            (C::Auth(Some(m), ir), false) => {
+                if !self.auth_allowed() {
+                    self.error(out, "[AUTH] authentication requires STLS first");
+                    return None;
+                }
+                match (m.as_str(), ir) {
+                    ("PLAIN", Some(ir)) => return self.plain(&ir, out),
+                    ("PLAIN", None) => {
+                        out.extend_from_slice(b"+ \r\n");
+                        self.state = State::SaslPlain;
+                    }
+                    ("SCRAM-SHA-256", Some(ir)) => return self.scram_first(&ir, out),
+                    ("SCRAM-SHA-256", None) => {
+                        out.extend_from_slice(b"+ \r\n");
+                        self.state = State::ScramFirst;
+                    }
+                    _ => self.error(out, "unsupported SASL mechanism"),
+                }
+            }
+            (C::Stat, true) => {
+                let (n, size) = self
+                    .live()
+                    .fold((0, 0), |(n, s), (_, m)| (n + 1, s + m.size));
+                ok(out, &format!("{n} {size}"));
+            }
+            (C::List(None), true) => {
+                ok(out, "scan listing follows");
+                let lines: Vec<String> = self
+                    .live()
+                    .map(|(i, m)| format!("{} {}\r\n", i + 1, m.size))
+                    .collect();
+                for l in lines {
+                    out.extend_from_slice(l.as_bytes());
+                }
+                out.extend_from_slice(b".\r\n");
+            }
+            (C::Uidl(None), true) => {
+                ok(out, "unique-id listing follows");
+                let lines: Vec<String> = self
+                    .live()
+                    .map(|(i, m)| format!("{} {}\r\n", i + 1, m.uidl))
+                    .collect();
+                for l in lines {
+                    out.extend_from_slice(l.as_bytes());
+                }
+                out.extend_from_slice(b".\r\n");
+            }
+            (C::List(Some(n)), true) => {
+                if let Some(m) = self.message(n, out) {
+                    ok(out, &format!("{n} {}", m.size));
+                }
+            }
+            (C::Uidl(Some(n)), true) => {
+                if let Some(m) = self.message(n, out) {
+                    ok(out, &format!("{n} {}", m.uidl));
+                }
+            }
+            (C::Retr(n), true) => {
+                if let Some(m) = self.message(n, out) {
+                    self.state = State::Wait(Wait::Retrieve { top: None });
+                    return Some(Event::Retrieve { id: m.id });
+                }
+            }
+            (C::Top(n, lines), true) => {
+                if let Some(m) = self.message(n, out) {
+                    self.state = State::Wait(Wait::Retrieve { top: Some(lines) });
+                    return Some(Event::Retrieve { id: m.id });
+                }
+            }
+            (C::Dele(n), true) => {
+                if self.message(n, out).is_some() {
+                    self.deleted[n as usize - 1] = true;
+                    ok(out, &format!("message {n} deleted"));
+                }
+            }
+            (C::Rset, true) => {
+                self.deleted.iter_mut().for_each(|d| *d = false);
+                ok(
+                    out,
+                    &format!("maildrop has {} messages", self.maildrop.len()),
+                );
+            }
+            (_, true) => self.error(out, "command not valid in the TRANSACTION state"),
+            (_, false) => self.error(out, "command not valid in the AUTHORIZATION state"),
+        }
+        None
+    }
+
+    fn live(&self) -> impl Iterator<Item = (usize, &MaildropEntry)> {
+        self.maildrop
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.deleted[*i])
+    }
+
+    /// Message `n` (1-based) if it exists and is not deleted; else writes the error.
+    fn message(&mut self, n: u32, out: &mut Vec<u8>) -> Option<MaildropEntry> {
+        let i = n as usize - 1;
+        match self.maildrop.get(i) {
+            None => {
+                self.error(out, "no such message");
+                None
+            }
+            Some(_) if self.deleted[i] => {
+                self.error(out, "message already deleted");
+                None
+            }
+            Some(m) => Some(m.clone()),
+        }
+    }
+
+    fn plain(&mut self, b64: &str, out: &mut Vec<u8>) -> Option<Event> {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .ok();
+        let parts: Option<Vec<String>> = raw.and_then(|r| {
+            r.split(|&b| b == 0)
+                .map(|p| String::from_utf8(p.to_vec()).ok())
+                .collect()
+        });
+        match parts.as_deref() {
+            Some([authz, user, pass]) if authz.is_empty() || authz == user => {
+                self.state = State::Wait(Wait::Auth);
+                Some(Event::Authenticate {
+                    user: user.clone(),
+                    password: Secret(pass.clone()),
+                })
+            }
+            _ => {
+                self.state = State::Authorization { user: None };
+                self.error(out, "[AUTH] invalid PLAIN response");
+                None
+            }
+        }
+    }
+
+    fn scram_first(&mut self, b64: &str, out: &mut Vec<u8>) -> Option<Event> {
+        let first = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok());
+        match first.map(|f| Exchange::start(&f)) {
+            Some(Ok(ex)) => {
+                let user = ex.user.clone();
+                self.scram = Some((ex, None));
+                self.state = State::Wait(Wait::Scram);
+                Some(Event::ScramLookup { user })
+            }
+            _ => {
+                self.state = State::Authorization { user: None };
+                self.error(out, "[AUTH] invalid SCRAM message");
+                None
+            }
+        }
+    }
+
+    fn sasl_continue(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Event> {
+        let state = std::mem::replace(&mut self.state, State::Authorization { user: None });
+        let text = String::from_utf8_lossy(line).trim().to_string();
+        if text == "*" {
+            self.error(out, "authentication cancelled");
+            return None;
+        }
+        match state {
+            State::SaslPlain => self.plain(&text, out),
+            State::ScramFirst => self.scram_first(&text, out),
+            State::ScramFinal => {
+                let (ex, senders) = self.scram.take()?;
+                let fin = base64::engine::general_purpose::STANDARD
+                    .decode(&text)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok());
+                match (fin.map(|f| ex.finish(&f)), senders) {
+                    (Some(Ok(server_final)), Some(senders)) => {
+                        out.extend_from_slice(
+                            format!(
+                                "+ {}\r\n",
+                                base64::engine::general_purpose::STANDARD.encode(server_final)
+                            )
+                            .as_bytes(),
+                        );
+                        self.state = State::ScramDone { senders };
+                    }
+                    _ => {
+                        self.state = State::Wait(Wait::Auth);
+                        self.auth_result(None, out);
+                    }
+                }
+                None
+            }
+            State::ScramDone { senders } => {
+                self.state = State::Wait(Wait::Auth);
+                self.auth_result(Some(senders), out);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Answers `ScramLookup` (see the SMTP session for the arguments).
+    pub fn scram_credentials(
+        &mut self,
+        found: Option<(Credentials, Vec<String>)>,
+        nonce: &str,
+        fake_salt: &[u8],
+        out: &mut Vec<u8>,
+    ) {
+        if !matches!(self.state, State::Wait(Wait::Scram)) {
+            return;
+        }
+        let Some((ex, senders)) = self.scram.as_mut() else {
+            return;
+        };
+        let (creds, s) = match found {
+            Some((c, s)) => (Some(c), Some(s)),
+            None => (None, None),
+        };
+        *senders = s;
+        let first = ex.server_first(creds, nonce, fake_salt);
+        out.extend_from_slice(
+            format!(
+                "+ {}\r\n",
+                base64::engine::general_purpose::STANDARD.encode(first)
+            )
+            .as_bytes(),
+        );
+        self.state = State::ScramFinal;
+    }
+
+    /// Answers `Authenticate`: on success the user's addresses, the account first.
+    pub fn auth_result(&mut self, result: Option<Vec<String>>, out: &mut Vec<u8>) {
+        if !matches!(self.state, State::Wait(Wait::Auth)) {
+            return;
+        }
+        match result.and_then(|s| s.into_iter().next()) {
+            Some(account) => self.state = State::OpenPending { account },
+            None => {
+                self.auth_failures += 1;
+                self.state = State::Authorization { user: None };
+                err(out, "[AUTH] invalid credentials");
+                if self.auth_failures >= self.cfg.max_auth_failures {
+                    err(out, "too many failed logins, closing connection");
+                    self.closed = true;
+                }
+            }
+        }
+    }
+
+    /// Answers `OpenMaildrop`: the messages, or a `-ERR` text (e.g. `[IN-USE] ...`).
+    pub fn maildrop_opened(
+        &mut self,
+        result: Result<Vec<MaildropEntry>, String>,
+        out: &mut Vec<u8>,
+    ) {
+        if !matches!(self.state, State::Wait(Wait::Open)) {
+            return;
+        }
+        match result {
+            Ok(m) => {
+                let size: u64 = m.iter().map(|e| e.size).sum();
+                ok(
+                    out,
+                    &format!("maildrop has {} messages ({size} octets)", m.len()),
+                );
+                self.deleted = vec![false; m.len()];
+                self.maildrop = m;
+                self.state = State::Transaction;
+            }
+            Err(e) => {
+                err(out, &e);
+                self.state = State::Authorization { user: None };
+            }
+        }
+    }
+
+    /// Answers `Retrieve` with the message's bytes.
+    pub fn message_bytes(&mut self, result: Result<&[u8], String>, out: &mut Vec<u8>) {
+        let State::Wait(Wait::Retrieve { top: t }) = self.state else {
+            return;
+        };
+        self.state = State::Transaction;
+        match result {
+            Ok(body) => {
+                let body = match t {
+                    Some(lines) => top(body, lines),
+                    None => body,
+                };
+                ok(
+                    out,
+                    if t.is_some() {
+                        "top of message follows"
+                    } else {
+                        "message follows"
+                    },
+                );
+                dot_stuff(body, out);
+            }
+            Err(e) => err(out, &format!("[SYS/TEMP] {e}")),
+        }
+    }
+
+    /// Answers `Commit`.
+    pub fn committed(&mut self, result: Result<(), String>, out: &mut Vec<u8>) {
+        let State::Wait(Wait::Commit { count }) = self.state else {
+            return;
+        };
+        match result {
+            Ok(()) => ok(
+                out,
+                &format!(
+                    "{} signing off ({count} messages deleted)",
+                    self.cfg.hostname
+                ),
+            ),
+            Err(e) => err(
+                out,
+                &format!("[SYS/TEMP] some deleted messages not removed: {e}"),
+            ),
+        }
+        self.closed = true;
+    }
+
+    pub fn tls_started(&mut self) {
+        self.input.clear();
+        self.cfg.tls = true;
+        self.state = State::Authorization { user: None };
+    }
+}

@@ -1,0 +1,225 @@
+//! The POP3 connection loop around the sans-I/O session.
+//!
+//! The session runs on the shard that accepted it and reaches the account's partition
+//! through the node (a POP3 session makes a handful of requests, each a whole message).
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::net::TcpStream;
+use ringmail_engine::{Error, Uid};
+
+use super::conn::Conn;
+use super::smtp::random_b64;
+use super::ShardServer;
+use crate::pop3::{Event, MaildropEntry, Pop3Config, Session};
+
+pub async fn serve(
+    server: Rc<ShardServer>,
+    stream: TcpStream,
+    _peer: SocketAddr,
+    implicit_tls: bool,
+) {
+    let shared = server.shared.clone();
+    let cfg = &shared.cfg;
+    let mut conn = if implicit_tls {
+        let Some(acceptor) = &shared.tls else { return };
+        match Conn::accept_tls(stream, acceptor).await {
+            Ok(c) => c,
+            Err(_) => return,
+        }
+    } else {
+        Conn::Plain(stream)
+    };
+    let mut pcfg = Pop3Config::new(&cfg.hostname);
+    pcfg.tls = conn.is_tls();
+    pcfg.starttls = shared.tls.is_some();
+    pcfg.danger_auth_without_tls = cfg.smtp.danger_auth_without_tls;
+    pcfg.max_line = cfg.limits.max_line_length;
+    pcfg.max_auth_failures = cfg.limits.max_auth_failures;
+    pcfg.max_errors = cfg.limits.max_errors;
+    let mut session = Session::new(pcfg);
+    let mut out = Vec::with_capacity(4096);
+    let mut buf = vec![0u8; 16 << 10];
+    session.greeting(&mut out);
+    let stop = server.ctx.stop.clone();
+    // The account whose maildrop lock this session holds.
+    let mut locked: Option<String> = None;
+    'session: loop {
+        while let Some(ev) = session.poll(&mut out) {
+            match ev {
+                Event::StartTls => {
+                    if conn.write_all(&out).await.is_err() {
+                        break 'session;
+                    }
+                    out.clear();
+                    let Some(acceptor) = &shared.tls else {
+                        break 'session;
+                    };
+                    if conn.upgrade(acceptor).await.is_err() {
+                        break 'session;
+                    }
+                    session.tls_started();
+                }
+                Event::Authenticate { user, password } => {
+                    let users = server.users();
+                    let res = glommio::executor()
+                        .spawn_blocking(move || users.authenticate(&user, &password.0))
+                        .await;
+                    if res.is_none() {
+                        shared.metrics.auth_failure();
+                        glommio::timer::sleep(Duration::from_millis(
+                            cfg.limits.auth_failure_delay_ms,
+                        ))
+                        .await;
+                    }
+                    session.auth_result(res, &mut out);
+                }
+                Event::ScramLookup { user } => {
+                    let found = server.users().scram(&user);
+                    if found.is_none() {
+                        shared.metrics.auth_failure();
+                    }
+                    let fake_salt = ringmail_engine::format::crc32(user.as_bytes())
+                        .to_le_bytes()
+                        .repeat(4);
+                    session.scram_credentials(found, &random_b64(18), &fake_salt, &mut out);
+                }
+                Event::OpenMaildrop { account } => {
+                    let r = open_maildrop(&server, &account).await;
+                    if r.is_ok() {
+                        locked = Some(account);
+                    }
+                    session.maildrop_opened(r, &mut out);
+                }
+                Event::Retrieve { id } => {
+                    let Some(account) = locked.clone() else {
+                        break 'session;
+                    };
+                    let a = account.clone();
+                    let r = server
+                        .ctx
+                        .node
+                        .on_account(&account, move |p| async move {
+                            Ok(p.fetch(&a, "INBOX", Uid(id)).await?.to_vec())
+                        })
+                        .await;
+                    match r {
+                        Ok(bytes) => session.message_bytes(Ok(&bytes), &mut out),
+                        Err(e) => session.message_bytes(Err(e.to_string()), &mut out),
+                    }
+                }
+                Event::Commit { delete } => {
+                    let Some(account) = locked.take() else {
+                        break 'session;
+                    };
+                    let a = account.clone();
+                    let r = server
+                        .ctx
+                        .node
+                        .on_account(&account, move |p| async move {
+                            let uids: Vec<Uid> = delete.into_iter().map(Uid).collect();
+                            let r = if uids.is_empty() {
+                                Ok(())
+                            } else {
+                                p.expunge(&a, "INBOX", Some(&uids)).await.map(|_| ())
+                            };
+                            p.unlock_maildrop(&a);
+                            r
+                        })
+                        .await;
+                    session.committed(r.map_err(|e: Error| e.to_string()), &mut out);
+                }
+            }
+        }
+        if !out.is_empty() {
+            if conn.write_all(&out).await.is_err() {
+                break;
+            }
+            out.clear();
+        }
+        if session.is_closed() {
+            break;
+        }
+        let limit = Duration::from_secs(cfg.limits.command_timeout_secs);
+        let read = futures_lite::future::or(
+            async {
+                Some(glommio::timer::timeout(limit, async { Ok(conn.read(&mut buf).await) }).await)
+            },
+            async {
+                let _ = stop.recv().await;
+                None
+            },
+        )
+        .await;
+        match read {
+            Some(Ok(Ok(0))) | Some(Ok(Err(_))) => break,
+            Some(Ok(Ok(n))) => session.input(&buf[..n]),
+            Some(Err(_)) => {
+                session.timeout(&mut out);
+                let _ = conn.write_all(&out).await;
+                break;
+            }
+            None => {
+                let _ = conn
+                    .write_all(b"-ERR [SYS/TEMP] server shutting down\r\n")
+                    .await;
+                break;
+            }
+        }
+    }
+    // A session that ends without QUIT commits nothing, but must let go of the maildrop.
+    if let Some(account) = locked {
+        let a = account.clone();
+        let _ = server
+            .ctx
+            .node
+            .on_account(&account, move |p| async move {
+                p.unlock_maildrop(&a);
+                Ok(())
+            })
+            .await;
+    }
+    conn.close().await;
+}
+
+/// Locks the maildrop and lists INBOX. UIDL is `<UIDVALIDITY>.<UID>`: stable across
+/// sessions and restarts, and the same message IMAP sees.
+async fn open_maildrop(server: &ShardServer, account: &str) -> Result<Vec<MaildropEntry>, String> {
+    server
+        .ensure_account(account)
+        .await
+        .map_err(|e| format!("[SYS/TEMP] {e}"))?;
+    let a = account.to_string();
+    server
+        .ctx
+        .node
+        .on_account(account, move |p| async move {
+            if !p.try_lock_maildrop(&a) {
+                return Ok(Err(
+                    "[IN-USE] maildrop already locked by another session".to_string()
+                ));
+            }
+            let listed = p
+                .status(&a, "INBOX")
+                .and_then(|st| Ok((st, p.messages(&a, "INBOX", Uid(1), Uid(u32::MAX))?)));
+            let (st, list) = match listed {
+                Ok(x) => x,
+                Err(e) => {
+                    p.unlock_maildrop(&a);
+                    return Err(e);
+                }
+            };
+            Ok(Ok(list
+                .into_iter()
+                .map(|m| MaildropEntry {
+                    id: m.uid.0,
+                    uidl: format!("{}.{}", st.uidvalidity, m.uid),
+                    size: m.size as u64,
+                })
+                .collect()))
+        })
+        .await
+        .map_err(|e| format!("[SYS/TEMP] {e}"))?
+}
