@@ -81,6 +81,25 @@ impl ShardServer {
         c.users.clone()
     }
 
+    /// Runs `f` on the partition that owns `account`: directly when that partition is on this
+    /// shard, else as a job sent to its shard.
+    pub async fn on_account<R, F, Fut>(
+        &self,
+        account: &str,
+        f: F,
+    ) -> Result<R, ringmail_engine::Error>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<ringmail_engine::Partition>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<R, ringmail_engine::Error>> + 'static,
+    {
+        let p = self.ctx.node.partition_of(account);
+        match self.ctx.partitions.get(&p) {
+            Some(part) => f(part.clone()).await,
+            None => self.ctx.node.on_partition(p, f).await,
+        }
+    }
+
     /// Creates the user's mail account in the engine on first use.
     pub async fn ensure_account(&self, user: &str) -> Result<(), ringmail_engine::Error> {
         if self.known_accounts.borrow().contains(user) {
@@ -88,8 +107,6 @@ impl ShardServer {
         }
         let u = user.to_string();
         let r = self
-            .ctx
-            .node
             .on_account(user, move |p| async move {
                 if p.has_account(&u) {
                     return Ok(());

@@ -99,8 +99,6 @@ pub async fn serve(
                     };
                     let a = account.clone();
                     let r = server
-                        .ctx
-                        .node
                         .on_account(&account, move |p| async move {
                             Ok(p.fetch(&a, "INBOX", Uid(id)).await?.to_vec())
                         })
@@ -116,8 +114,6 @@ pub async fn serve(
                     };
                     let a = account.clone();
                     let r = server
-                        .ctx
-                        .node
                         .on_account(&account, move |p| async move {
                             let uids: Vec<Uid> = delete.into_iter().map(Uid).collect();
                             let r = if uids.is_empty() {
@@ -173,8 +169,6 @@ pub async fn serve(
     if let Some(account) = locked {
         let a = account.clone();
         let _ = server
-            .ctx
-            .node
             .on_account(&account, move |p| async move {
                 p.unlock_maildrop(&a);
                 Ok(())
@@ -193,8 +187,6 @@ async fn open_maildrop(server: &ShardServer, account: &str) -> Result<Vec<Maildr
         .map_err(|e| format!("[SYS/TEMP] {e}"))?;
     let a = account.to_string();
     server
-        .ctx
-        .node
         .on_account(account, move |p| async move {
             if !p.try_lock_maildrop(&a) {
                 return Ok(Err(

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# POP3 retrievals: ringmail vs Dovecot POP3 (Maildir), on loopback, measured in one run by
+# the same client (pop3-bench: 50 connections, each its own account with 20 messages of
+# ~4 KiB, random RETRs). Both servers accept USER/PASS without TLS for the run. Prints a
+# Markdown table.
+#
+#   bash benches/pop3-compare.sh [SECONDS]        (default 10 s per server)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-10}
+CONNS=${CONNS:-50}
+PER=${PER:-20}
+if [ ! -x /usr/lib/dovecot/pop3 ] || [ ! -x /usr/lib/dovecot/lmtp ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq dovecot-core dovecot-lmtpd dovecot-pop3d >/dev/null
+fi
+cargo build --release -q -p ringmail -p ringmail-benches --bin ringmail --bin pop3-bench
+BIN=target/release
+W=$(mktemp -d /var/tmp/ringmail-pop3.XXXXXX)
+chmod 755 "$W"
+cleanup() { kill $(jobs -p) 2>/dev/null || true; sleep 1; rm -rf "$W"; }
+trap cleanup EXIT
+
+# ringmail
+for i in $(seq 0 $((CONNS - 1))); do
+  $BIN/ringmail user add "bench$i@example.org" --password bench --data "$W/ringmail" >/dev/null
+done
+printf '[smtp]\ndanger_auth_without_tls = true\n' > "$W/ringmail.toml"
+RUST_LOG=warn $BIN/ringmail serve --config "$W/ringmail.toml" --data "$W/ringmail" --lmtp 127.0.0.1:41124 \
+  --pop3 127.0.0.1:41110 --smtp off --submission off --smtps off --pop3s off --imap off --imaps off --metrics off &
+
+# Dovecot: LMTP to fill the maildirs, POP3 to read them.
+mkdir -p "$W/dv/run" "$W/dv/mail" && chown -R nobody "$W/dv/mail"
+cat > "$W/dv/dovecot.conf" <<CONF
+protocols = lmtp pop3
+listen = 127.0.0.1
+base_dir = $W/dv/run
+state_dir = $W/dv/run
+log_path = $W/dv/log
+ssl = no
+disable_plaintext_auth = no
+mail_location = maildir:$W/dv/mail/%u
+first_valid_uid = 1
+pop3_uidl_format = %08Xu%08Xv
+service lmtp {
+  inet_listener lmtp {
+    address = 127.0.0.1
+    port = 41224
+  }
+}
+service pop3-login {
+  inet_listener pop3 {
+    address = 127.0.0.1
+    port = 41210
+  }
+}
+userdb {
+  driver = static
+  args = uid=nobody gid=nogroup home=$W/dv/mail/%u allow_all_users=yes
+}
+passdb {
+  driver = static
+  args = password=bench
+}
+CONF
+dovecot -F -c "$W/dv/dovecot.conf" &
+sleep 3
+
+python3 - "$CONNS" "$PER" <<'PY'
+import smtplib, sys, random
+conns, per = int(sys.argv[1]), int(sys.argv[2])
+random.seed(1)
+words = "the mail server stores every message durably and fast on disk with checksums".split()
+for port in (41124, 41224):
+    l = smtplib.LMTP("127.0.0.1", port)
+    for u in range(conns):
+        for k in range(per):
+            body = " ".join(random.choice(words) for _ in range(600))
+            msg = f"From: a@remote.example\r\nTo: bench{u}@example.org\r\nSubject: m{k}\r\n\r\n{body}\r\n"
+            l.sendmail("a@remote.example", [f"bench{u}@example.org"], msg.encode())
+    l.quit()
+PY
+
+run() { $BIN/pop3-bench --connections "$CONNS" --seconds "$SECS" --user 'bench%d@example.org' --password bench "$@"; }
+RING=$(run --target 127.0.0.1:41110 --label ringmail-pop3)
+DOVE=$(run --target 127.0.0.1:41210 --label dovecot-pop3)
+rate() { echo "$1" | cut -f2; }
+echo "| server | retrievals/s | vs Dovecot | p50 ms | p99 ms | retrievals | errors |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+for row in "$RING" "$DOVE"; do
+  IFS=$'\t' read -r name r p50 p99 n err <<<"$row"
+  vs=$(python3 -c "print(f'{$r/max($(rate "$DOVE"),1):.1f}×')")
+  echo "| $name | $r | $vs | $p50 | $p99 | $n | $err |"
+done
+echo
+echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $CONNS connections (one account each, $PER messages of ~4 KiB), $SECS s per server, $(date -u +%F)."
