@@ -135,6 +135,16 @@ fn pipelining_bdat_and_8bit_bodies_are_stored_byte_identical() {
         "Subject: caf\u{e9}\r\n\r\n.dot line\r\n\u{fc}ber 8-bit\r\n".as_bytes()
     );
     assert_eq!(a[1], body);
+    // Delivery parsed each message once and stored its structure beside it.
+    let with_meta = inbox_with_meta(&srv.data(), ALICE);
+    let (stored, meta) = &with_meta[0];
+    assert_eq!(meta.envelope.subject.as_deref(), Some("caf\u{e9}"));
+    assert_eq!(meta.root.content_type, "text/plain");
+    let r = &meta.root;
+    assert_eq!(
+        &stored[r.body_start as usize..r.end as usize],
+        ".dot line\r\n\u{fc}ber 8-bit\r\n".as_bytes()
+    );
 }
 
 #[test]

@@ -201,8 +201,11 @@ async fn deliver(
     body.extend_from_slice(&message);
     let size = body.len() as u64;
     let recipients: Vec<Recipient> = unique.iter().map(|a| Recipient::inbox(a)).collect();
+    // The one parse of the message: its structure is stored with it for IMAP.
+    let meta = crate::mime::MessageMeta::parse(&body).encode();
     let msg = NewMessage {
         body,
+        meta,
         ..Default::default()
     };
     let results = deliver_local_first(server, &recipients, msg).await;

@@ -255,6 +255,36 @@ pub fn inbox(data: &Path, account: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The stored messages and the metadata parsed at delivery, by UID order.
+pub fn inbox_with_meta(data: &Path, account: &str) -> Vec<(Vec<u8>, ringmail::mime::MessageMeta)> {
+    let node = ringmail_engine::Node::start(ringmail_engine::NodeConfig {
+        shards: 2,
+        ..ringmail_engine::NodeConfig::new(data)
+    })
+    .unwrap();
+    let a = account.to_string();
+    let out =
+        futures_lite::future::block_on(node.handle().on_account(account, move |p| async move {
+            let mut v = Vec::new();
+            for m in p.messages(
+                &a,
+                "INBOX",
+                ringmail_engine::Uid(1),
+                ringmail_engine::Uid(u32::MAX),
+            )? {
+                let body = p.fetch(&a, "INBOX", m.uid).await?.to_vec();
+                let meta = p.fetch_meta(&a, "INBOX", m.uid).await?;
+                v.push((body, meta));
+            }
+            Ok(v)
+        }))
+        .unwrap();
+    node.shutdown().unwrap();
+    out.into_iter()
+        .map(|(b, m)| (b, ringmail::mime::MessageMeta::decode(&m).unwrap()))
+        .collect()
+}
+
 pub fn strip_received(b: &[u8]) -> &[u8] {
     assert!(
         b.starts_with(b"Received: "),

@@ -1,0 +1,7 @@
+//! What delivery parses once and stores with a message (`NewMessage::meta`), so that IMAP
+//! can answer ENVELOPE, BODYSTRUCTURE and BODY[section] without parsing the body again.
+#![forbid(unsafe_code)]
+
+pub mod meta;
+
+pub use meta::{EnvelopeMeta, MessageMeta, PartMeta};
