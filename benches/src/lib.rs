@@ -1,7 +1,7 @@
 //! Shared pieces of ringmail's benchmarks: a realistic mail generator and helpers to run
 //! the engine on a glommio executor.
 
-pub mod mailgen;
+pub use ringmail_loadgen::mailgen;
 
 use std::path::Path;
 

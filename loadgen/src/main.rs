@@ -1,1 +1,196 @@
-fn main() {}
+//! `ringmail-loadgen WORKLOAD --target HOST:PORT …`: see `--help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use ringmail_loadgen::{run, verify, Config, Report, Users, Workload};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    Smtp,
+    Lmtp,
+    Pop3,
+    /// Check through POP3 that everything a previous run's report says was acknowledged is
+    /// stored, byte-identical.
+    Verify,
+}
+
+#[derive(Parser)]
+#[command(
+    name = "ringmail-loadgen",
+    version,
+    about = "Mail load generator: SMTP, LMTP, POP3, verify"
+)]
+struct Cli {
+    workload: Kind,
+    /// The server, on loopback (127.0.0.0/8 or ::1).
+    #[arg(long)]
+    target: SocketAddr,
+    /// Users: a pattern with %d and a range (bench%d@example.org:1-100), or one address.
+    #[arg(long, default_value = "bench%d@example.org:1-100")]
+    users: String,
+    #[arg(long, default_value = "bench")]
+    password: String,
+    #[arg(long, default_value_t = 10)]
+    connections: usize,
+    /// Requests per second (open loop, latency from each request's intended start);
+    /// without it, closed loop.
+    #[arg(long)]
+    rate: Option<f64>,
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// An mbox file or a Maildir directory of messages to send instead of generated ones.
+    #[arg(long)]
+    messages: Option<PathBuf>,
+    /// Recipients per message.
+    #[arg(long, default_value_t = 1)]
+    recipients: usize,
+    /// TLS is not supported yet: refused with a clear error rather than ignored.
+    #[arg(long)]
+    tls: bool,
+    /// Write the JSON report here (for verify: the report to check against).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// POP3: delete retrieved messages.
+    #[arg(long)]
+    delete: bool,
+}
+
+fn load_messages(p: &PathBuf) -> Result<Vec<Vec<u8>>, String> {
+    let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let mut out = Vec::new();
+    if meta.is_dir() {
+        // Maildir: cur/ and new/, or a plain directory of files.
+        let mut dirs = vec![p.join("cur"), p.join("new")];
+        if !dirs.iter().any(|d| d.is_dir()) {
+            dirs = vec![p.clone()];
+        }
+        for d in dirs.into_iter().filter(|d| d.is_dir()) {
+            for e in std::fs::read_dir(&d).map_err(|e| e.to_string())? {
+                let path = e.map_err(|e| e.to_string())?.path();
+                if path.is_file() {
+                    out.push(std::fs::read(&path).map_err(|e| e.to_string())?);
+                }
+            }
+        }
+    } else {
+        // mbox: messages start at lines "From " after an empty line (or at the start).
+        let data = std::fs::read(p).map_err(|e| e.to_string())?;
+        let mut cur: Vec<u8> = Vec::new();
+        for line in data.split_inclusive(|&b| b == b'\n') {
+            if line.starts_with(b"From ") {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                continue;
+            }
+            let line = if line.starts_with(b">From ") {
+                &line[1..]
+            } else {
+                line
+            };
+            if line.ends_with(b"\r\n") || !line.ends_with(b"\n") {
+                cur.extend_from_slice(line);
+            } else {
+                cur.extend_from_slice(&line[..line.len() - 1]);
+                cur.extend_from_slice(b"\r\n");
+            }
+        }
+        if !cur.is_empty() {
+            out.push(cur);
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("no messages in {}", p.display()));
+    }
+    Ok(out)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !cli.target.ip().is_loopback() {
+        eprintln!("ringmail-loadgen: load is only sent to loopback addresses (127.0.0.0/8, ::1)");
+        return ExitCode::from(2);
+    }
+    if cli.tls {
+        eprintln!("ringmail-loadgen: --tls is not supported yet");
+        return ExitCode::from(2);
+    }
+    let users = match Users::parse(&cli.users) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("ringmail-loadgen: --users: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Kind::Verify = cli.workload {
+        let Some(path) = &cli.report else {
+            eprintln!("ringmail-loadgen: verify needs --report FILE from the run to check");
+            return ExitCode::from(2);
+        };
+        let report: serde_json::Value = match std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("ringmail-loadgen: reading {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        };
+        let acked = serde_json::from_value(report["acked"].clone()).unwrap_or_default();
+        let v = verify::verify(cli.target, &cli.password, &acked, Duration::from_secs(10));
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        println!(
+            "verify: {} checked, {} lost, {} corrupted, {} errors",
+            v.checked,
+            v.lost.len(),
+            v.corrupted.len(),
+            v.errors.len()
+        );
+        return if v.clean() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    let workload = match cli.workload {
+        Kind::Smtp => Workload::Smtp,
+        Kind::Lmtp => Workload::Lmtp,
+        _ => Workload::Pop3,
+    };
+    let mut cfg = Config::new(workload, cli.target);
+    cfg.users = users;
+    cfg.password = cli.password;
+    cfg.connections = cli.connections.max(1);
+    cfg.rate = cli.rate;
+    cfg.duration = Duration::from_secs(cli.duration);
+    cfg.seed = cli.seed;
+    cfg.recipients = cli.recipients;
+    cfg.pop3_delete = cli.delete;
+    cfg.progress = true;
+    if let Some(p) = &cli.messages {
+        match load_messages(p) {
+            Ok(m) => cfg.messages = m,
+            Err(e) => {
+                eprintln!("ringmail-loadgen: --messages: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    eprintln!("ringmail-loadgen: seed {}", cfg.seed);
+    let report: Report = run(&cfg);
+    print!("{}", report.table());
+    if let Some(p) = &cli.report {
+        if let Err(e) = std::fs::write(p, serde_json::to_vec_pretty(&report).unwrap_or_default()) {
+            eprintln!("ringmail-loadgen: writing {}: {e}", p.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}

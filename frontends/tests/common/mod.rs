@@ -17,6 +17,8 @@ pub struct Server {
     pub metrics: u16,
     pub pop3: u16,
     pub pop3s: u16,
+    /// Appended to the test configuration.
+    pub extra_config: String,
 }
 
 pub fn free_port() -> u16 {
@@ -52,6 +54,11 @@ impl Server {
     }
 
     pub fn new(users: &[&str]) -> Server {
+        Self::with_config(users, "")
+    }
+
+    /// A server whose configuration file also holds `extra` (TOML).
+    pub fn with_config(users: &[&str], extra: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let users: Vec<String> = users.iter().map(|s| s.to_string()).collect();
         write_users(&dir.path().join("data"), &users);
@@ -65,6 +72,7 @@ impl Server {
             metrics: free_port(),
             pop3: free_port(),
             pop3s: free_port(),
+            extra_config: extra.to_string(),
         };
         s.start();
         s
@@ -74,7 +82,10 @@ impl Server {
         let config = self.dir.path().join("ringmail.toml");
         std::fs::write(
             &config,
-            "[limits]\nauth_failure_delay_ms = 50\ncommand_timeout_secs = 5\n",
+            format!(
+                "{}\n[limits]\nauth_failure_delay_ms = 50\ncommand_timeout_secs = 5\n",
+                self.extra_config
+            ),
         )
         .unwrap();
         let a = |p: u16| format!("127.0.0.1:{p}");

@@ -1,0 +1,23 @@
+//! ringmail-loadgen: a multi-protocol mail load generator.
+//!
+//! It drives SMTP, LMTP and POP3 servers (ringmail, Postfix, Dovecot, any standard one) on
+//! loopback, measures per-command latency in HDR histograms, and checks afterwards that
+//! every message a server acknowledged is stored, byte for byte (`verify`).
+//!
+//! ```text
+//!  workers (one thread per connection) ─► client (blocking SMTP/LMTP/POP3) ─► server
+//!      │ closed loop: next request when the last is answered
+//!      │ open loop: requests at fixed intended times; latency counts from the intended
+//!      │            start, so a stalled server cannot hide its stall (no coordinated omission)
+//!      ▼
+//!  per-worker histograms and acknowledged ids ─► merged report (table, JSON)
+//! ```
+
+pub mod client;
+pub mod mailgen;
+pub mod report;
+pub mod run;
+pub mod verify;
+
+pub use report::Report;
+pub use run::{run, Config, Users, Workload};

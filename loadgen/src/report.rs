@@ -1,0 +1,119 @@
+//! Merged results: a table per command, and a JSON report for machines.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::run::{Config, WorkerResult};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandStats {
+    pub count: u64,
+    pub rate: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub workload: String,
+    pub target: String,
+    pub connections: usize,
+    pub rate: Option<f64>,
+    pub seed: u64,
+    pub seconds: f64,
+    pub commands: BTreeMap<String, CommandStats>,
+    pub errors: BTreeMap<String, u64>,
+    pub bytes: u64,
+    /// Every acknowledged message: recipient → ids (for `verify`).
+    pub acked: BTreeMap<String, Vec<String>>,
+}
+
+impl Report {
+    pub(crate) fn merge(cfg: &Config, results: Vec<WorkerResult>, elapsed: Duration) -> Report {
+        let mut hists: BTreeMap<&'static str, Histogram<u64>> = BTreeMap::new();
+        let mut errors = BTreeMap::new();
+        let mut acked: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut bytes = 0;
+        for r in results {
+            for (k, h) in r.hist {
+                match hists.get_mut(k) {
+                    Some(m) => {
+                        let _ = m.add(&h);
+                    }
+                    None => {
+                        hists.insert(k, h);
+                    }
+                }
+            }
+            for (k, n) in r.errors {
+                *errors.entry(k).or_default() += n;
+            }
+            for (u, id) in r.acked {
+                acked.entry(u).or_default().push(id);
+            }
+            bytes += r.bytes;
+        }
+        let secs = elapsed.as_secs_f64();
+        let ms = |us: u64| us as f64 / 1000.0;
+        let commands = hists
+            .into_iter()
+            .map(|(k, h)| {
+                (
+                    k.to_string(),
+                    CommandStats {
+                        count: h.len(),
+                        rate: h.len() as f64 / secs,
+                        p50_ms: ms(h.value_at_quantile(0.5)),
+                        p90_ms: ms(h.value_at_quantile(0.9)),
+                        p99_ms: ms(h.value_at_quantile(0.99)),
+                        p999_ms: ms(h.value_at_quantile(0.999)),
+                        max_ms: ms(h.max()),
+                    },
+                )
+            })
+            .collect();
+        Report {
+            workload: format!("{:?}", cfg.workload).to_lowercase(),
+            target: cfg.target.to_string(),
+            connections: cfg.connections,
+            rate: cfg.rate,
+            seed: cfg.seed,
+            seconds: secs,
+            commands,
+            errors,
+            bytes,
+            acked,
+        }
+    }
+
+    pub fn total_errors(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "{} against {}: {} connections, {:.1} s, seed {}\n{:<10} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+            self.workload, self.target, self.connections, self.seconds, self.seed, "command", "count", "rate/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
+        );
+        for (k, c) in &self.commands {
+            s.push_str(&format!(
+                "{k:<10} {:>9} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n",
+                c.count, c.rate, c.p50_ms, c.p90_ms, c.p99_ms, c.p999_ms, c.max_ms
+            ));
+        }
+        if self.errors.is_empty() {
+            s.push_str("errors: none\n");
+        } else {
+            for (k, n) in &self.errors {
+                s.push_str(&format!("errors: {n} {k}\n"));
+            }
+        }
+        s
+    }
+}

@@ -1,0 +1,128 @@
+//! The load generator against servers that misbehave on purpose: one that stalls, one that
+//! is not there, one that answers garbage. Every run must end on time with clear errors,
+//! and open-loop latency must include the stall.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringmail_loadgen::{run, Config, Workload};
+
+/// A minimal SMTP server; every `stall_every`-th message waits `stall` before its 250.
+fn smtp_server(stall_every: u64, stall: Duration) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let count = Arc::new(AtomicU64::new(0));
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            let count = count.clone();
+            std::thread::spawn(move || {
+                s.set_nodelay(true).unwrap();
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                let _ = w.write_all(b"220 fake\r\n");
+                let mut in_data = false;
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let reply: &[u8] = if in_data {
+                        if line != ".\r\n" {
+                            continue;
+                        }
+                        in_data = false;
+                        if count.fetch_add(1, Ordering::Relaxed) % stall_every == stall_every - 1 {
+                            std::thread::sleep(stall);
+                        }
+                        b"250 ok\r\n"
+                    } else if line.starts_with("DATA") {
+                        in_data = true;
+                        b"354 go\r\n"
+                    } else if line.starts_with("QUIT") {
+                        let _ = w.write_all(b"221 bye\r\n");
+                        return;
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    if w.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn open_loop_latency_includes_a_stall() {
+    let addr = smtp_server(100, Duration::from_millis(400));
+    let mut cfg = Config::new(Workload::Smtp, addr);
+    cfg.connections = 4;
+    cfg.rate = Some(200.0);
+    cfg.duration = Duration::from_secs(3);
+    let r = run(&cfg);
+    assert_eq!(r.total_errors(), 0, "{}", r.table());
+    let d = &r.commands["deliver"];
+    assert!(d.count > 400, "{}", r.table());
+    // The stalled message and every one scheduled behind it on that connection were late:
+    // with 200/s over 4 connections (50/s each), a 400 ms stall delays ~20 requests, over
+    // 3% of them, so p99 must be at least a good part of the stall.
+    assert!(
+        d.p99_ms >= 200.0,
+        "p99 {} ms hides the stall:\n{}",
+        d.p99_ms,
+        r.table()
+    );
+    assert!(d.max_ms >= 390.0, "{}", r.table());
+}
+
+#[test]
+fn an_unreachable_target_is_reported_and_the_run_ends() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cfg = Config::new(Workload::Lmtp, SocketAddr::from(([127, 0, 0, 1], port)));
+    cfg.duration = Duration::from_secs(1);
+    cfg.connections = 2;
+    let t = Instant::now();
+    let r = run(&cfg);
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(
+        r.errors.get("connect").copied().unwrap_or(0) > 0,
+        "{}",
+        r.table()
+    );
+    assert!(r.commands.is_empty());
+}
+
+#[test]
+fn a_server_answering_garbage_is_reported_and_the_run_ends() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            let _ = s.write_all(b"HELLO THIS IS NOT SMTP\r\n");
+        }
+    });
+    let mut cfg = Config::new(Workload::Smtp, addr);
+    cfg.duration = Duration::from_secs(1);
+    cfg.connections = 2;
+    cfg.timeout = Duration::from_secs(1);
+    let t = Instant::now();
+    let r = run(&cfg);
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(
+        r.errors.get("garbage reply").copied().unwrap_or(0) > 0,
+        "{}",
+        r.table()
+    );
+}
