@@ -4,6 +4,7 @@
 //! layer that drives them over TCP and TLS and talks to the engine.
 
 pub mod config;
+pub mod imap;
 pub mod mime;
 pub mod pop3;
 pub mod sasl;

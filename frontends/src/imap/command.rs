@@ -1,0 +1,958 @@
+//! The IMAP command grammar as types (RFC 9051 section 9), parsed from one framed command
+//! (literals inline). SEARCH, SORT and THREAD keys are not parsed yet: those commands are
+//! reported as `Unsupported` so the session can answer `BAD` honestly.
+
+use crate::smtp::Secret;
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct ParseError {
+    pub tag: String,
+    pub at: usize,
+    pub reason: String,
+}
+
+/// `seq-number` or `*` (RFC 9051: sequence-set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeqBound {
+    Num(u32),
+    Star,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SequenceSet {
+    Ranges(Vec<(SeqBound, SeqBound)>),
+    /// `$`: the saved search result (RFC 5182).
+    Saved,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatusItem {
+    Messages,
+    Recent,
+    UidNext,
+    UidValidity,
+    Unseen,
+    Deleted,
+    Size,
+    HighestModSeq,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FetchAttr {
+    Flags,
+    Uid,
+    InternalDate,
+    Rfc822Size,
+    Envelope,
+    Body,
+    BodyStructure,
+    ModSeq,
+    EmailId,
+    ThreadId,
+    Rfc822,
+    Rfc822Header,
+    Rfc822Text,
+    /// `BODY[section]<partial>` / `BODY.PEEK[...]`: section text as given (e.g. `1.2.MIME`,
+    /// `HEADER.FIELDS (From To)`), partial as (offset, length).
+    BodySection {
+        peek: bool,
+        section: String,
+        partial: Option<(u32, u32)>,
+    },
+    /// `BINARY[section]` / `BINARY.PEEK` / `BINARY.SIZE` (RFC 3516).
+    Binary {
+        peek: bool,
+        size_only: bool,
+        section: String,
+        partial: Option<(u32, u32)>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreOp {
+    Add,
+    Remove,
+    Replace,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Capability,
+    Noop,
+    Logout,
+    StartTls,
+    Login {
+        user: String,
+        password: Secret,
+    },
+    Authenticate {
+        mechanism: String,
+        initial: Option<String>,
+    },
+    Enable(Vec<String>),
+    Select {
+        mailbox: String,
+        readonly: bool,
+        condstore: bool,
+    },
+    Create(String),
+    Delete(String),
+    Rename {
+        from: String,
+        to: String,
+    },
+    Subscribe(String),
+    Unsubscribe(String),
+    List {
+        reference: String,
+        patterns: Vec<String>,
+        lsub: bool,
+    },
+    Namespace,
+    Status {
+        mailbox: String,
+        items: Vec<StatusItem>,
+    },
+    Append {
+        mailbox: String,
+        flags: Vec<String>,
+        date: Option<String>,
+        message: Vec<u8>,
+    },
+    Idle,
+    Check,
+    Close,
+    Unselect,
+    Expunge {
+        uids: Option<SequenceSet>,
+    },
+    Fetch {
+        uid: bool,
+        set: SequenceSet,
+        attrs: Vec<FetchAttr>,
+        changed_since: Option<u64>,
+    },
+    Store {
+        uid: bool,
+        set: SequenceSet,
+        op: StoreOp,
+        silent: bool,
+        flags: Vec<String>,
+        unchanged_since: Option<u64>,
+    },
+    Copy {
+        uid: bool,
+        set: SequenceSet,
+        mailbox: String,
+    },
+    Move {
+        uid: bool,
+        set: SequenceSet,
+        mailbox: String,
+    },
+    Id(Vec<(String, Option<String>)>),
+    /// A command this parser does not know the arguments of yet.
+    Unsupported(String),
+}
+
+struct P<'a> {
+    b: &'a [u8],
+    i: usize,
+    tag: String,
+}
+
+type R<T> = Result<T, ParseError>;
+
+impl<'a> P<'a> {
+    fn err<T>(&self, reason: impl Into<String>) -> R<T> {
+        Err(ParseError {
+            tag: self.tag.clone(),
+            at: self.i,
+            reason: reason.into(),
+        })
+    }
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+    fn sp(&mut self) -> R<()> {
+        if self.peek() == Some(b' ') {
+            self.i += 1;
+            Ok(())
+        } else {
+            self.err("expected a space")
+        }
+    }
+    fn at_end(&self) -> bool {
+        matches!(&self.b[self.i..], b"\r\n" | b"\n" | b"")
+    }
+    fn end(&self) -> R<()> {
+        if self.at_end() {
+            Ok(())
+        } else {
+            self.err("unexpected text at the end of the command")
+        }
+    }
+    fn eat(&mut self, c: u8) -> bool {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+    /// ATOM-CHAR run (RFC 9051: any CHAR except atom-specials).
+    fn atom(&mut self) -> R<String> {
+        let start = self.i;
+        while let Some(c) = self.peek() {
+            if c <= b' ' || c >= 0x7f || b"(){%*\"\\]".contains(&c) {
+                break;
+            }
+            self.i += 1;
+        }
+        if self.i == start {
+            return self.err("expected an atom");
+        }
+        Ok(String::from_utf8_lossy(&self.b[start..self.i]).to_string())
+    }
+    /// astring = 1*ASTRING-CHAR / string (atom, quoted or literal); `]` allowed in atoms.
+    fn astring(&mut self) -> R<Vec<u8>> {
+        match self.peek() {
+            Some(b'"') => self.quoted(),
+            Some(b'{') => self.literal(),
+            _ => {
+                let start = self.i;
+                while let Some(c) = self.peek() {
+                    if c <= b' ' || c == 0x7f || b"(){%*\"\\".contains(&c) {
+                        break;
+                    }
+                    self.i += 1;
+                }
+                if self.i == start {
+                    return self.err("expected a string");
+                }
+                Ok(self.b[start..self.i].to_vec())
+            }
+        }
+    }
+    fn astr(&mut self) -> R<String> {
+        let b = self.astring()?;
+        String::from_utf8(b).or_else(|_| self.err("string is not UTF-8"))
+    }
+    /// A mailbox name, with `INBOX` in any case normalized later by the store.
+    fn mailbox(&mut self) -> R<String> {
+        self.astr()
+    }
+    /// list-mailbox: like astring but with `%` and `*` allowed.
+    fn list_mailbox(&mut self) -> R<String> {
+        match self.peek() {
+            Some(b'"') | Some(b'{') => self.astr(),
+            _ => {
+                let start = self.i;
+                while let Some(c) = self.peek() {
+                    if c <= b' ' || c == 0x7f || b"(){\"\\".contains(&c) {
+                        break;
+                    }
+                    self.i += 1;
+                }
+                if self.i == start {
+                    return self.err("expected a mailbox pattern");
+                }
+                Ok(String::from_utf8_lossy(&self.b[start..self.i]).to_string())
+            }
+        }
+    }
+    fn quoted(&mut self) -> R<Vec<u8>> {
+        self.i += 1;
+        let mut out = Vec::new();
+        loop {
+            match self.peek() {
+                None | Some(b'\r') | Some(b'\n') => return self.err("unterminated quoted string"),
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => {
+                    self.i += 1;
+                    match self.peek() {
+                        Some(c @ (b'"' | b'\\')) => {
+                            out.push(c);
+                            self.i += 1;
+                        }
+                        _ => return self.err("invalid escape in quoted string"),
+                    }
+                }
+                Some(c) => {
+                    out.push(c);
+                    self.i += 1;
+                }
+            }
+        }
+    }
+    /// `{n}` or `{n+}`, CRLF, then n octets (the framer guaranteed they are here).
+    fn literal(&mut self) -> R<Vec<u8>> {
+        self.i += 1;
+        let start = self.i;
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.i += 1;
+        }
+        let n: usize = std::str::from_utf8(&self.b[start..self.i])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map_or_else(|| self.err("bad literal size"), Ok)?;
+        self.eat(b'+');
+        if !self.eat(b'}') {
+            return self.err("bad literal");
+        }
+        self.eat(b'\r');
+        if !self.eat(b'\n') {
+            return self.err("literal must be followed by CRLF");
+        }
+        if self.b.len() < self.i + n {
+            return self.err("literal shorter than announced");
+        }
+        let v = self.b[self.i..self.i + n].to_vec();
+        self.i += n;
+        Ok(v)
+    }
+    fn number(&mut self) -> R<u64> {
+        let start = self.i;
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.i += 1;
+        }
+        std::str::from_utf8(&self.b[start..self.i])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map_or_else(|| self.err("expected a number"), Ok)
+    }
+    fn nz32(&mut self) -> R<u32> {
+        match self.number()? {
+            n @ 1..=0xffff_ffff => Ok(n as u32),
+            _ => self.err("expected a non-zero 32-bit number"),
+        }
+    }
+    /// sequence-set (RFC 9051 section 9).
+    fn seq_set(&mut self) -> R<SequenceSet> {
+        if self.eat(b'$') {
+            return Ok(SequenceSet::Saved);
+        }
+        let mut v = Vec::new();
+        loop {
+            let a = self.seq_bound()?;
+            let b = if self.eat(b':') { self.seq_bound()? } else { a };
+            v.push((a, b));
+            if !self.eat(b',') {
+                return Ok(SequenceSet::Ranges(v));
+            }
+        }
+    }
+    fn seq_bound(&mut self) -> R<SeqBound> {
+        if self.eat(b'*') {
+            Ok(SeqBound::Star)
+        } else {
+            Ok(SeqBound::Num(self.nz32()?))
+        }
+    }
+    /// `(flag flag ...)` or a single flag.
+    fn flag_list(&mut self) -> R<Vec<String>> {
+        let paren = self.eat(b'(');
+        let mut v = Vec::new();
+        loop {
+            if paren && self.eat(b')') {
+                return Ok(v);
+            }
+            if !v.is_empty() || (!paren && !v.is_empty()) {
+                self.sp()?;
+            }
+            let bs = self.eat(b'\\');
+            let f = if bs && self.eat(b'*') {
+                "*".to_string()
+            } else {
+                self.atom()?
+            };
+            v.push(if bs { format!("\\{f}") } else { f });
+            if !paren {
+                return Ok(v);
+            }
+        }
+    }
+    fn section(&mut self) -> R<String> {
+        let start = self.i;
+        let mut depth = 0;
+        while let Some(c) = self.peek() {
+            match c {
+                b'(' => depth += 1,
+                b')' => depth -= 1,
+                b']' if depth == 0 => break,
+                b'\r' | b'\n' => return self.err("unterminated section"),
+                _ => {}
+            }
+            self.i += 1;
+        }
+        if !self.eat(b']') {
+            return self.err("unterminated section");
+        }
+        Ok(String::from_utf8_lossy(&self.b[start..self.i - 1]).to_string())
+    }
+    fn partial(&mut self) -> R<Option<(u32, u32)>> {
+        if !self.eat(b'<') {
+            return Ok(None);
+        }
+        let off = self.number()? as u32;
+        if !self.eat(b'.') {
+            return self.err("partial is <offset.length>");
+        }
+        let len = self.nz32()?;
+        if !self.eat(b'>') {
+            return self.err("unterminated partial");
+        }
+        Ok(Some((off, len)))
+    }
+    fn fetch_att(&mut self) -> R<FetchAttr> {
+        let name = {
+            let start = self.i;
+            while let Some(c) = self.peek() {
+                if c.is_ascii_alphanumeric() || c == b'.' || c == b'8' {
+                    self.i += 1;
+                } else {
+                    break;
+                }
+            }
+            String::from_utf8_lossy(&self.b[start..self.i]).to_ascii_uppercase()
+        };
+        Ok(match name.as_str() {
+            "FLAGS" => FetchAttr::Flags,
+            "UID" => FetchAttr::Uid,
+            "INTERNALDATE" => FetchAttr::InternalDate,
+            "RFC822.SIZE" => FetchAttr::Rfc822Size,
+            "ENVELOPE" => FetchAttr::Envelope,
+            "BODYSTRUCTURE" => FetchAttr::BodyStructure,
+            "MODSEQ" => FetchAttr::ModSeq,
+            "EMAILID" => FetchAttr::EmailId,
+            "THREADID" => FetchAttr::ThreadId,
+            "RFC822" => FetchAttr::Rfc822,
+            "RFC822.HEADER" => FetchAttr::Rfc822Header,
+            "RFC822.TEXT" => FetchAttr::Rfc822Text,
+            "BODY" | "BODY.PEEK" if self.eat(b'[') => {
+                let section = self.section()?;
+                FetchAttr::BodySection {
+                    peek: name == "BODY.PEEK",
+                    section,
+                    partial: self.partial()?,
+                }
+            }
+            "BODY" => FetchAttr::Body,
+            "BINARY" | "BINARY.PEEK" | "BINARY.SIZE" if self.eat(b'[') => {
+                let section = self.section()?;
+                let partial = if name == "BINARY.SIZE" {
+                    None
+                } else {
+                    self.partial()?
+                };
+                FetchAttr::Binary {
+                    peek: name != "BINARY",
+                    size_only: name == "BINARY.SIZE",
+                    section,
+                    partial,
+                }
+            }
+            other => return self.err(format!("unknown FETCH item {other:?}")),
+        })
+    }
+    fn fetch_atts(&mut self) -> R<Vec<FetchAttr>> {
+        if self.eat(b'(') {
+            let mut v = vec![self.fetch_att()?];
+            while !self.eat(b')') {
+                self.sp()?;
+                v.push(self.fetch_att()?);
+            }
+            return Ok(v);
+        }
+        let save = self.i;
+        let word = self.atom().map(|a| a.to_ascii_uppercase());
+        match word.as_deref() {
+            // Macros (RFC 9051 section 6.4.5).
+            Ok("ALL") => Ok(vec![
+                FetchAttr::Flags,
+                FetchAttr::InternalDate,
+                FetchAttr::Rfc822Size,
+                FetchAttr::Envelope,
+            ]),
+            Ok("FAST") => Ok(vec![
+                FetchAttr::Flags,
+                FetchAttr::InternalDate,
+                FetchAttr::Rfc822Size,
+            ]),
+            Ok("FULL") => Ok(vec![
+                FetchAttr::Flags,
+                FetchAttr::InternalDate,
+                FetchAttr::Rfc822Size,
+                FetchAttr::Envelope,
+                FetchAttr::Body,
+            ]),
+            _ => {
+                self.i = save;
+                Ok(vec![self.fetch_att()?])
+            }
+        }
+    }
+    /// `(NAME value ...)` modifiers such as `(CHANGEDSINCE 5)`.
+    fn modifier(&mut self, name: &str) -> R<Option<u64>> {
+        if self.peek() != Some(b' ') || self.b.get(self.i + 1) != Some(&b'(') {
+            return Ok(None);
+        }
+        self.i += 2;
+        let m = self.atom()?.to_ascii_uppercase();
+        if m != name {
+            return self.err(format!("unsupported modifier {m}"));
+        }
+        self.sp()?;
+        let n = self.number()?;
+        if !self.eat(b')') {
+            return self.err("unterminated modifier");
+        }
+        Ok(Some(n))
+    }
+}
+
+/// Parses one framed command (`tag SP command CRLF`, literals inline).
+pub fn parse_command(bytes: &[u8]) -> Result<(String, Command), ParseError> {
+    let mut p = P {
+        b: bytes,
+        i: 0,
+        tag: String::new(),
+    };
+    let tag = p.atom().or_else(|_| p.err("missing tag"))?;
+    if tag.contains('+') {
+        return p.err("invalid tag");
+    }
+    p.tag = tag.clone();
+    p.sp()?;
+    let mut verb = p.atom()?.to_ascii_uppercase();
+    let uid = verb == "UID";
+    if uid {
+        p.sp()?;
+        verb = p.atom()?.to_ascii_uppercase();
+    }
+    let cmd = match (uid, verb.as_str()) {
+        (false, "CAPABILITY") => Command::Capability,
+        (false, "NOOP") => Command::Noop,
+        (false, "LOGOUT") => Command::Logout,
+        (false, "STARTTLS") => Command::StartTls,
+        (false, "NAMESPACE") => Command::Namespace,
+        (false, "IDLE") => Command::Idle,
+        (false, "CHECK") => Command::Check,
+        (false, "CLOSE") => Command::Close,
+        (false, "UNSELECT") => Command::Unselect,
+        (false, "EXPUNGE") => Command::Expunge { uids: None },
+        (true, "EXPUNGE") => {
+            p.sp()?;
+            Command::Expunge {
+                uids: Some(p.seq_set()?),
+            }
+        }
+        (false, "LOGIN") => {
+            p.sp()?;
+            let user = p.astr()?;
+            p.sp()?;
+            let password = Secret(p.astr()?);
+            Command::Login { user, password }
+        }
+        (false, "AUTHENTICATE") => {
+            p.sp()?;
+            let mechanism = p.atom()?.to_ascii_uppercase();
+            // SASL-IR (RFC 4959): "=" is an empty initial response.
+            let initial = if p.eat(b' ') {
+                let ir = p.atom()?;
+                Some(if ir == "=" { String::new() } else { ir })
+            } else {
+                None
+            };
+            Command::Authenticate { mechanism, initial }
+        }
+        (false, "ENABLE") => {
+            let mut v = Vec::new();
+            while p.eat(b' ') {
+                v.push(p.atom()?.to_ascii_uppercase());
+            }
+            if v.is_empty() {
+                return p.err("ENABLE needs a capability");
+            }
+            Command::Enable(v)
+        }
+        (false, "SELECT" | "EXAMINE") => {
+            p.sp()?;
+            let mailbox = p.mailbox()?;
+            let mut condstore = false;
+            if p.eat(b' ') {
+                if !p.eat(b'(') {
+                    return p.err("expected select parameters");
+                }
+                while !p.eat(b')') {
+                    p.eat(b' ');
+                    let a = p.atom()?.to_ascii_uppercase();
+                    if a == "CONDSTORE" {
+                        condstore = true;
+                    } else {
+                        return p.err(format!("unsupported SELECT parameter {a}"));
+                    }
+                }
+            }
+            Command::Select {
+                mailbox,
+                readonly: verb == "EXAMINE",
+                condstore,
+            }
+        }
+        (false, "CREATE") => {
+            p.sp()?;
+            Command::Create(p.mailbox()?)
+        }
+        (false, "DELETE") => {
+            p.sp()?;
+            Command::Delete(p.mailbox()?)
+        }
+        (false, "RENAME") => {
+            p.sp()?;
+            let from = p.mailbox()?;
+            p.sp()?;
+            Command::Rename {
+                from,
+                to: p.mailbox()?,
+            }
+        }
+        (false, "SUBSCRIBE") => {
+            p.sp()?;
+            Command::Subscribe(p.mailbox()?)
+        }
+        (false, "UNSUBSCRIBE") => {
+            p.sp()?;
+            Command::Unsubscribe(p.mailbox()?)
+        }
+        (false, "LIST" | "LSUB") => {
+            p.sp()?;
+            let reference = p.mailbox()?;
+            p.sp()?;
+            let patterns = if p.eat(b'(') {
+                let mut v = vec![p.list_mailbox()?];
+                while !p.eat(b')') {
+                    p.sp()?;
+                    v.push(p.list_mailbox()?);
+                }
+                v
+            } else {
+                vec![p.list_mailbox()?]
+            };
+            Command::List {
+                reference,
+                patterns,
+                lsub: verb == "LSUB",
+            }
+        }
+        (false, "STATUS") => {
+            p.sp()?;
+            let mailbox = p.mailbox()?;
+            p.sp()?;
+            if !p.eat(b'(') {
+                return p.err("expected status items");
+            }
+            let mut items = Vec::new();
+            while !p.eat(b')') {
+                if !items.is_empty() {
+                    p.sp()?;
+                }
+                items.push(match p.atom()?.to_ascii_uppercase().as_str() {
+                    "MESSAGES" => StatusItem::Messages,
+                    "RECENT" => StatusItem::Recent,
+                    "UIDNEXT" => StatusItem::UidNext,
+                    "UIDVALIDITY" => StatusItem::UidValidity,
+                    "UNSEEN" => StatusItem::Unseen,
+                    "DELETED" => StatusItem::Deleted,
+                    "SIZE" => StatusItem::Size,
+                    "HIGHESTMODSEQ" => StatusItem::HighestModSeq,
+                    other => return p.err(format!("unknown status item {other}")),
+                });
+            }
+            Command::Status { mailbox, items }
+        }
+        (false, "APPEND") => {
+            p.sp()?;
+            let mailbox = p.mailbox()?;
+            p.sp()?;
+            let flags = if p.peek() == Some(b'(') {
+                let f = p.flag_list()?;
+                p.sp()?;
+                f
+            } else {
+                Vec::new()
+            };
+            let date = if p.peek() == Some(b'"') {
+                let d = String::from_utf8_lossy(&p.quoted()?).to_string();
+                p.sp()?;
+                Some(d)
+            } else {
+                None
+            };
+            if p.peek() != Some(b'{') {
+                return p.err("APPEND needs the message as a literal");
+            }
+            Command::Append {
+                mailbox,
+                flags,
+                date,
+                message: p.literal()?,
+            }
+        }
+        (_, "FETCH") => {
+            p.sp()?;
+            let set = p.seq_set()?;
+            p.sp()?;
+            let attrs = p.fetch_atts()?;
+            let changed_since = p.modifier("CHANGEDSINCE")?;
+            Command::Fetch {
+                uid,
+                set,
+                attrs,
+                changed_since,
+            }
+        }
+        (_, "STORE") => {
+            p.sp()?;
+            let set = p.seq_set()?;
+            let unchanged_since = p.modifier("UNCHANGEDSINCE")?;
+            p.sp()?;
+            let item = p.atom()?.to_ascii_uppercase();
+            let (op, rest) = match item.as_bytes().first() {
+                Some(b'+') => (StoreOp::Add, &item[1..]),
+                Some(b'-') => (StoreOp::Remove, &item[1..]),
+                _ => (StoreOp::Replace, &item[..]),
+            };
+            let silent = match rest {
+                "FLAGS" => false,
+                "FLAGS.SILENT" => true,
+                _ => return p.err("STORE item is [+|-]FLAGS[.SILENT]"),
+            };
+            p.sp()?;
+            let flags = if p.peek() == Some(b'(') {
+                p.flag_list()?
+            } else {
+                let mut v = p.flag_list()?;
+                while p.eat(b' ') {
+                    v.extend(p.flag_list()?);
+                }
+                v
+            };
+            Command::Store {
+                uid,
+                set,
+                op,
+                silent,
+                flags,
+                unchanged_since,
+            }
+        }
+        (_, "COPY" | "MOVE") => {
+            p.sp()?;
+            let set = p.seq_set()?;
+            p.sp()?;
+            let mailbox = p.mailbox()?;
+            if verb == "COPY" {
+                Command::Copy { uid, set, mailbox }
+            } else {
+                Command::Move { uid, set, mailbox }
+            }
+        }
+        (false, "ID") => {
+            p.sp()?;
+            let mut v = Vec::new();
+            if !p.eat(b'(') {
+                let nil = p.atom()?;
+                if !nil.eq_ignore_ascii_case("NIL") {
+                    return p.err("ID takes a list or NIL");
+                }
+            } else {
+                while !p.eat(b')') {
+                    if !v.is_empty() {
+                        p.sp()?;
+                    }
+                    let k = String::from_utf8_lossy(&p.astring()?).to_string();
+                    p.sp()?;
+                    let val = if p.peek() == Some(b'"') || p.peek() == Some(b'{') {
+                        Some(String::from_utf8_lossy(&p.astring()?).to_string())
+                    } else {
+                        p.atom().ok().filter(|a| !a.eq_ignore_ascii_case("NIL"))
+                    };
+                    v.push((k, val));
+                }
+            }
+            Command::Id(v)
+        }
+        (
+            _,
+            "SEARCH" | "SORT" | "THREAD" | "GETQUOTA" | "GETQUOTAROOT" | "SETQUOTA" | "COMPRESS",
+        ) => {
+            // Arguments are not parsed yet; skip to the end.
+            p.i = p.b.len();
+            Command::Unsupported(verb.clone())
+        }
+        _ => return p.err(format!("unknown command {verb}")),
+    };
+    p.end()?;
+    Ok((tag, cmd))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &[u8]) -> Command {
+        parse_command(s)
+            .unwrap_or_else(|e| panic!("{e:?} in {:?}", String::from_utf8_lossy(s)))
+            .1
+    }
+
+    #[test]
+    fn commands_parse() {
+        assert_eq!(ok(b"a1 CAPABILITY\r\n"), Command::Capability);
+        assert_eq!(
+            ok(b"a2 login \"bob\" {6}\r\nsecret\r\n"),
+            Command::Login {
+                user: "bob".into(),
+                password: Secret("secret".into())
+            }
+        );
+        assert_eq!(
+            ok(b"a3 SELECT INBOX (CONDSTORE)\r\n"),
+            Command::Select {
+                mailbox: "INBOX".into(),
+                readonly: false,
+                condstore: true
+            }
+        );
+        assert_eq!(
+            ok(b"a4 LIST \"\" \"*\"\r\n"),
+            Command::List {
+                reference: "".into(),
+                patterns: vec!["*".into()],
+                lsub: false
+            }
+        );
+        assert_eq!(
+            ok(b"a5 LIST \"\" %\r\n"),
+            Command::List {
+                reference: "".into(),
+                patterns: vec!["%".into()],
+                lsub: false
+            }
+        );
+        assert_eq!(
+            ok(b"a6 STATUS Sent (MESSAGES UIDNEXT SIZE)\r\n"),
+            Command::Status {
+                mailbox: "Sent".into(),
+                items: vec![StatusItem::Messages, StatusItem::UidNext, StatusItem::Size]
+            }
+        );
+        assert_eq!(
+            ok(b"a7 APPEND Drafts (\\Seen $Draft) \" 7-Feb-1994 21:52:25 -0800\" {5+}\r\nhello\r\n"),
+            Command::Append { mailbox: "Drafts".into(), flags: vec!["\\Seen".into(), "$Draft".into()], date: Some(" 7-Feb-1994 21:52:25 -0800".into()), message: b"hello".to_vec() }
+        );
+        assert_eq!(
+            ok(b"a8 UID FETCH 1:*,5 (FLAGS BODY.PEEK[HEADER.FIELDS (From To)]<0.100> BINARY.SIZE[1]) (CHANGEDSINCE 9)\r\n"),
+            Command::Fetch {
+                uid: true,
+                set: SequenceSet::Ranges(vec![(SeqBound::Num(1), SeqBound::Star), (SeqBound::Num(5), SeqBound::Num(5))]),
+                attrs: vec![
+                    FetchAttr::Flags,
+                    FetchAttr::BodySection { peek: true, section: "HEADER.FIELDS (From To)".into(), partial: Some((0, 100)) },
+                    FetchAttr::Binary { peek: true, size_only: true, section: "1".into(), partial: None }
+                ],
+                changed_since: Some(9)
+            }
+        );
+        assert_eq!(
+            ok(b"a9 FETCH 2 FAST\r\n"),
+            Command::Fetch {
+                uid: false,
+                set: SequenceSet::Ranges(vec![(SeqBound::Num(2), SeqBound::Num(2))]),
+                attrs: vec![
+                    FetchAttr::Flags,
+                    FetchAttr::InternalDate,
+                    FetchAttr::Rfc822Size
+                ],
+                changed_since: None
+            }
+        );
+        assert_eq!(
+            ok(b"b1 STORE $ (UNCHANGEDSINCE 3) +FLAGS.SILENT (\\Deleted)\r\n"),
+            Command::Store {
+                uid: false,
+                set: SequenceSet::Saved,
+                op: StoreOp::Add,
+                silent: true,
+                flags: vec!["\\Deleted".into()],
+                unchanged_since: Some(3)
+            }
+        );
+        assert_eq!(
+            ok(b"b2 UID MOVE 4:7 Archive\r\n"),
+            Command::Move {
+                uid: true,
+                set: SequenceSet::Ranges(vec![(SeqBound::Num(4), SeqBound::Num(7))]),
+                mailbox: "Archive".into()
+            }
+        );
+        assert_eq!(
+            ok(b"b3 ID (\"name\" \"mutt\" \"version\" NIL)\r\n"),
+            Command::Id(vec![
+                ("name".into(), Some("mutt".into())),
+                ("version".into(), None)
+            ])
+        );
+        assert_eq!(
+            ok(b"b4 UID EXPUNGE 3\r\n"),
+            Command::Expunge {
+                uids: Some(SequenceSet::Ranges(vec![(
+                    SeqBound::Num(3),
+                    SeqBound::Num(3)
+                )]))
+            }
+        );
+        assert_eq!(
+            ok(b"b5 SEARCH UNSEEN\r\n"),
+            Command::Unsupported("SEARCH".into())
+        );
+        assert_eq!(
+            ok(b"b6 AUTHENTICATE PLAIN =\r\n"),
+            Command::Authenticate {
+                mechanism: "PLAIN".into(),
+                initial: Some(String::new())
+            }
+        );
+    }
+
+    #[test]
+    fn bad_commands_name_the_tag_and_position() {
+        for bad in [
+            &b"\r\n"[..],
+            b"a1\r\n",
+            b"a1 FROB\r\n",
+            b"a2 FETCH 0 FLAGS\r\n",
+            b"a3 FETCH 1: FLAGS\r\n",
+            b"a4 FETCH 1 (FLAGS\r\n",
+            b"a5 LOGIN \"unterminated\r\n",
+            b"a6 LOGIN a {10}\r\nshort\r\n",
+            b"a7 STORE 1 FLAGS.LOUD (\\Seen)\r\n",
+            b"a8 NOOP extra\r\n",
+            b"a9 SELECT INBOX (QRESYNCX)\r\n",
+            b"b1 FETCH 1 BODY[1\r\n",
+            b"b2 FETCH 99999999999 FLAGS\r\n",
+            b"b3 APPEND INBOX hello\r\n",
+        ] {
+            let e = parse_command(bad).expect_err(&String::from_utf8_lossy(bad));
+            assert!(!e.reason.is_empty());
+        }
+        assert_eq!(
+            parse_command(b"a2 FETCH 0 FLAGS\r\n").unwrap_err().tag,
+            "a2"
+        );
+    }
+}

@@ -1,0 +1,307 @@
+//! Splits the client's byte stream into whole IMAP commands (RFC 9051 section 2.2.1),
+//! literals included.
+//!
+//! ```text
+//! a001 APPEND INBOX {11}\r\n          ← line ends in a synchronizing literal:
+//!                                       the session must send "+ ..." (NeedContinuation)
+//! Hello World\r\n                       ← 11 octets, then the rest of the command line
+//! a002 APPEND INBOX {5+}\r\nhello\r\n  ← LITERAL+: no continuation
+//! ```
+//!
+//! The framer enforces the maximum line and literal sizes; after an oversized literal it
+//! reports the tag so the session can answer `BAD`, and it resynchronises by skipping the
+//! literal's octets when the client sends them anyway (for a non-synchronizing literal).
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_line: usize,
+    pub max_literal: u64,
+    /// LITERAL- (RFC 7888): non-synchronizing literals are limited to 4096 octets.
+    pub max_nonsync_literal: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_line: 64 << 10,
+            max_literal: 64 << 20,
+            max_nonsync_literal: 64 << 20,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A whole command: its bytes, literals inline (each literal's `{n}` stays in place,
+    /// followed by CRLF and the n octets).
+    Command(Vec<u8>),
+    /// A synchronizing literal was announced: send a continuation request, then call
+    /// `next_frame` again.
+    NeedContinuation,
+    /// Refused: answer `tag BAD reason` (the tag may be empty when unparseable).
+    Refused { tag: String, reason: &'static str },
+}
+
+#[derive(Default)]
+pub struct Framer {
+    limits: Limits,
+    buf: Vec<u8>,
+    /// Bytes of the command assembled so far (lines and literals).
+    pending: Vec<u8>,
+    /// Octets of a literal still to read into `pending`.
+    literal_left: u64,
+    /// Octets to throw away (a refused non-synchronizing literal).
+    skip: u64,
+    /// Discard input up to the end of the current line (after an overlong line).
+    skip_line: bool,
+}
+
+impl Framer {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    pub fn input(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes held but not yet part of a complete command.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() + self.pending.len()
+    }
+
+    /// Discards everything buffered (STARTTLS: no plaintext may carry over).
+    pub fn reset(&mut self) {
+        *self = Self::new(self.limits);
+    }
+
+    fn tag_of(line: &[u8]) -> String {
+        let end = line
+            .iter()
+            .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
+            .unwrap_or(line.len());
+        String::from_utf8_lossy(&line[..end.min(64)]).to_string()
+    }
+
+    pub fn next_frame(&mut self) -> Option<Frame> {
+        loop {
+            if self.skip > 0 {
+                let n = (self.skip as usize).min(self.buf.len());
+                self.buf.drain(..n);
+                self.skip -= n as u64;
+                if self.skip > 0 {
+                    return None;
+                }
+                self.skip_line = true;
+            }
+            if self.literal_left > 0 {
+                let n = (self.literal_left as usize).min(self.buf.len());
+                self.pending.extend(self.buf.drain(..n));
+                self.literal_left -= n as u64;
+                if self.literal_left > 0 {
+                    return None;
+                }
+            }
+            let Some(i) = memchr::memchr(b'\n', &self.buf) else {
+                if self.buf.len() + self.pending.len() > self.limits.max_line {
+                    let tag = Self::tag_of(if self.pending.is_empty() {
+                        &self.buf
+                    } else {
+                        &self.pending
+                    });
+                    self.buf.clear();
+                    self.pending.clear();
+                    self.skip_line = true;
+                    return Some(Frame::Refused {
+                        tag,
+                        reason: "line too long",
+                    });
+                }
+                return None;
+            };
+            let line: Vec<u8> = self.buf.drain(..=i).collect();
+            if std::mem::take(&mut self.skip_line) {
+                continue;
+            }
+            if line.len() + self.pending.len() > self.limits.max_line {
+                let tag = Self::tag_of(if self.pending.is_empty() {
+                    &line
+                } else {
+                    &self.pending
+                });
+                self.pending.clear();
+                return Some(Frame::Refused {
+                    tag,
+                    reason: "line too long",
+                });
+            }
+            self.pending.extend_from_slice(&line);
+            match literal_at_end(&line) {
+                None => return Some(Frame::Command(std::mem::take(&mut self.pending))),
+                Some(Err(())) => {
+                    let tag = Self::tag_of(&self.pending);
+                    self.pending.clear();
+                    return Some(Frame::Refused {
+                        tag,
+                        reason: "invalid literal",
+                    });
+                }
+                Some(Ok((n, sync))) => {
+                    let max = if sync {
+                        self.limits.max_literal
+                    } else {
+                        self.limits.max_nonsync_literal
+                    };
+                    if n > max {
+                        let tag = Self::tag_of(&self.pending);
+                        self.pending.clear();
+                        if !sync {
+                            // The client sends it regardless: skip it, and the line after.
+                            self.skip = n;
+                        }
+                        return Some(Frame::Refused {
+                            tag,
+                            reason: "literal too large",
+                        });
+                    }
+                    self.literal_left = n;
+                    if sync && n > 0 {
+                        return Some(Frame::NeedContinuation);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `{n}` / `{n+}` at the end of a line (before CRLF): `(n, synchronizing)`.
+fn literal_at_end(line: &[u8]) -> Option<Result<(u64, bool), ()>> {
+    let l = line.strip_suffix(b"\n").unwrap_or(line);
+    let l = l.strip_suffix(b"\r").unwrap_or(l);
+    let l = l.strip_suffix(b"}")?;
+    let open = l.iter().rposition(|&b| b == b'{')?;
+    let inner = &l[open + 1..];
+    let (digits, sync) = match inner.strip_suffix(b"+") {
+        Some(d) => (d, false),
+        None => (inner, true),
+    };
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return Some(Err(()));
+    }
+    Some(
+        std::str::from_utf8(digits)
+            .ok()
+            .and_then(|d| d.parse().ok())
+            .map(|n| (n, sync))
+            .ok_or(()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(f: &mut Framer) -> Vec<Frame> {
+        std::iter::from_fn(|| f.next_frame()).collect()
+    }
+
+    #[test]
+    fn lines_literals_and_continuations() {
+        let mut f = Framer::default();
+        f.input(b"a1 NOOP\r\na2 LOGIN {3}\r\n");
+        assert_eq!(
+            all(&mut f),
+            vec![
+                Frame::Command(b"a1 NOOP\r\n".to_vec()),
+                Frame::NeedContinuation
+            ]
+        );
+        f.input(b"bob {6+}\r\nsec");
+        assert_eq!(all(&mut f), vec![]);
+        f.input(b"ret\r\n");
+        assert_eq!(
+            all(&mut f),
+            vec![Frame::Command(
+                b"a2 LOGIN {3}\r\nbob {6+}\r\nsecret\r\n".to_vec()
+            )]
+        );
+    }
+
+    #[test]
+    fn byte_at_a_time_gives_the_same_frames() {
+        let input = b"a1 APPEND INBOX (\\Seen) {5+}\r\nhello\r\na2 NOOP\r\na3 X {2}\r\nab\r\n";
+        let mut whole = Framer::default();
+        whole.input(input);
+        let a = all(&mut whole);
+        let mut bytes = Framer::default();
+        let mut b = Vec::new();
+        for c in input.chunks(1) {
+            bytes.input(c);
+            b.extend(all(&mut bytes));
+        }
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 4);
+    }
+
+    #[test]
+    fn limits_refuse_and_resynchronise() {
+        let mut f = Framer::new(Limits {
+            max_line: 100,
+            max_literal: 10,
+            max_nonsync_literal: 10,
+        });
+        f.input(b"a1 APPEND INBOX {50}\r\n");
+        assert_eq!(
+            all(&mut f),
+            vec![Frame::Refused {
+                tag: "a1".into(),
+                reason: "literal too large"
+            }]
+        );
+        // A non-synchronizing one is sent anyway: skipped, and the next command is found.
+        f.input(b"a2 APPEND INBOX {20+}\r\n01234567890123456789\r\na3 NOOP\r\n");
+        assert_eq!(
+            all(&mut f),
+            vec![
+                Frame::Refused {
+                    tag: "a2".into(),
+                    reason: "literal too large"
+                },
+                Frame::Command(b"a3 NOOP\r\n".to_vec())
+            ]
+        );
+        let long = format!("a4 {}\r\na5 NOOP\r\n", "x".repeat(500));
+        f.input(long.as_bytes());
+        assert_eq!(
+            all(&mut f),
+            vec![
+                Frame::Refused {
+                    tag: "a4".into(),
+                    reason: "line too long"
+                },
+                Frame::Command(b"a5 NOOP\r\n".to_vec())
+            ]
+        );
+        f.input(b"a6 X {1x}\r\na7 X {99999999999999999999}\r\n");
+        assert_eq!(
+            all(&mut f),
+            vec![
+                Frame::Refused {
+                    tag: "a6".into(),
+                    reason: "invalid literal"
+                },
+                Frame::Refused {
+                    tag: "a7".into(),
+                    reason: "invalid literal"
+                }
+            ]
+        );
+        // A 10 MiB line without a newline is refused once and does not grow the buffer.
+        f.input(&vec![b'y'; 10 << 20]);
+        assert_eq!(all(&mut f).len(), 1);
+        assert!(f.buffered() == 0);
+    }
+}
