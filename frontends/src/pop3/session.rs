@@ -111,6 +111,7 @@ pub struct Session {
     closed: bool,
     skip_line: bool,
     scram: Option<(Exchange, Option<Vec<String>>)>,
+    auth_failed: bool,
 }
 
 fn ok(out: &mut Vec<u8>, text: &str) {
@@ -177,6 +178,7 @@ impl Session {
             closed: false,
             skip_line: false,
             scram: None,
+            auth_failed: false,
         }
     }
 
@@ -186,6 +188,11 @@ impl Session {
 
     pub fn input(&mut self, data: &[u8]) {
         self.input.extend_from_slice(data);
+    }
+
+    /// Whether an authentication failed since the last call (see the SMTP session).
+    pub fn take_auth_failure(&mut self) -> bool {
+        std::mem::take(&mut self.auth_failed)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -615,6 +622,7 @@ impl Session {
             Some(account) => self.state = State::OpenPending { account },
             None => {
                 self.auth_failures += 1;
+                self.auth_failed = true;
                 self.state = State::Authorization { user: None };
                 err(out, "[AUTH] invalid credentials");
                 if self.auth_failures >= self.cfg.max_auth_failures {

@@ -67,20 +67,10 @@ pub async fn serve(
                     let res = glommio::executor()
                         .spawn_blocking(move || users.authenticate(&user, &password.0))
                         .await;
-                    if res.is_none() {
-                        shared.metrics.auth_failure();
-                        glommio::timer::sleep(Duration::from_millis(
-                            cfg.limits.auth_failure_delay_ms,
-                        ))
-                        .await;
-                    }
                     session.auth_result(res, &mut out);
                 }
                 Event::ScramLookup { user } => {
                     let found = server.users().scram(&user);
-                    if found.is_none() {
-                        shared.metrics.auth_failure();
-                    }
                     let fake_salt = ringmail_engine::format::crc32(user.as_bytes())
                         .to_le_bytes()
                         .repeat(4);
@@ -128,6 +118,11 @@ pub async fn serve(
                     session.committed(r.map_err(|e: Error| e.to_string()), &mut out);
                 }
             }
+        }
+        if session.take_auth_failure() {
+            // Slow down guessing, whatever the mechanism; the session closes after too many.
+            shared.metrics.auth_failure();
+            glommio::timer::sleep(Duration::from_millis(cfg.limits.auth_failure_delay_ms)).await;
         }
         if !out.is_empty() {
             if conn.write_all(&out).await.is_err() {

@@ -66,21 +66,10 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, peer: SocketAddr,
                     let res = glommio::executor()
                         .spawn_blocking(move || users.authenticate(&user, &password.0))
                         .await;
-                    if res.is_none() {
-                        shared.metrics.auth_failure();
-                        // Slow down guessing; the session closes after too many failures.
-                        glommio::timer::sleep(Duration::from_millis(
-                            cfg.limits.auth_failure_delay_ms,
-                        ))
-                        .await;
-                    }
                     session.auth_result(res, &mut out);
                 }
                 Event::ScramLookup { user } => {
                     let found = server.users().scram(&user);
-                    if found.is_none() {
-                        shared.metrics.auth_failure();
-                    }
                     let nonce = random_b64(18);
                     // A salt for unknown users that is the same on every attempt, so probing
                     // cannot tell them from real ones.
@@ -94,6 +83,11 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, peer: SocketAddr,
                     session.deliver_result(res, &mut out);
                 }
             }
+        }
+        if session.take_auth_failure() {
+            // Slow down guessing, whatever the mechanism; the session closes after too many.
+            shared.metrics.auth_failure();
+            glommio::timer::sleep(Duration::from_millis(cfg.limits.auth_failure_delay_ms)).await;
         }
         if !out.is_empty() {
             if conn.write_all(&out).await.is_err() {

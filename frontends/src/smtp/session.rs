@@ -165,6 +165,8 @@ pub struct Session {
     closed: bool,
     skip_line: bool,
     scram: Option<(crate::sasl::scram::Exchange, Option<Vec<String>>)>,
+    /// An authentication failed since the I/O layer last asked (it delays the reply).
+    auth_failed: bool,
 }
 
 impl Session {
@@ -187,6 +189,7 @@ impl Session {
             closed: false,
             skip_line: false,
             scram: None,
+            auth_failed: false,
         }
     }
 
@@ -212,6 +215,12 @@ impl Session {
     /// timeout then).
     pub fn in_data(&self) -> bool {
         matches!(self.state, State::Data { .. } | State::Chunk { .. })
+    }
+
+    /// Whether an authentication failed since the last call: the I/O layer counts it and
+    /// delays the reply, whatever the mechanism.
+    pub fn take_auth_failure(&mut self) -> bool {
+        std::mem::take(&mut self.auth_failed)
     }
 
     pub fn authenticated_user(&self) -> Option<&str> {
@@ -943,6 +952,7 @@ impl Session {
             }
             None => {
                 self.auth_failures += 1;
+                self.auth_failed = true;
                 self.reply(out, r::auth_failed());
                 if self.auth_failures >= self.cfg.max_auth_failures {
                     self.reply(out, r::too_many_errors());
