@@ -169,6 +169,9 @@ pub struct Partition {
     hk: RefCell<Housekeeping>,
     poisoned: Cell<bool>,
     report: RecoveryReport,
+    /// While a checkpoint is taken: the mutations applied after its image (bodies left out),
+    /// replayed onto the state read back from it, so the index can be rebased under load.
+    since_image: RefCell<Option<Vec<(Mutation, crate::state::RecordLoc)>>>,
     /// Accounts whose maildrop a POP3 session holds (RFC 1939 section 8: exclusive access).
     maildrop_locks: RefCell<std::collections::HashSet<String>>,
 }
@@ -239,6 +242,7 @@ impl Partition {
             poisoned: Cell::new(false),
             report: rec.report,
             maildrop_locks: RefCell::new(std::collections::HashSet::new()),
+            since_image: RefCell::new(None),
             cfg,
         });
         // Make the new segment exist before anyone waits on it.
@@ -281,6 +285,9 @@ impl Partition {
                 self.poisoned.set(true);
                 tracing::error!(partition = self.id.0, error = %e, "mutation failed to apply");
                 return Err(Error::Poisoned(e.to_string()));
+            }
+            if let Some(rec) = self.since_image.borrow_mut().as_mut() {
+                rec.push((without_body(m), loc));
             }
         }
         Ok(bytes)
@@ -1020,6 +1027,7 @@ impl Partition {
         self.hk.borrow_mut().checkpointing = true;
         let r = self.checkpoint_inner().await;
         self.hk.borrow_mut().checkpointing = false;
+        *self.since_image.borrow_mut() = None;
         r
     }
 
@@ -1034,6 +1042,8 @@ impl Partition {
         // changes (expunges, relocations) that are not yet durable.
         let needed: std::collections::BTreeSet<u64> =
             image.blobs.iter().map(|b| b.segment as u64).collect();
+        // From here on (no await since the image), record what is applied after it.
+        *self.since_image.borrow_mut() = Some(Vec::new());
         self.log.wait_durable(end).await?;
         let seq = self.hk.borrow().checkpoint_seq + 1;
         let path = self.dir.join(checkpoint_file(seq));
@@ -1047,18 +1057,30 @@ impl Partition {
             hk.covered_below = end.segment.0;
             hk.bytes_since_checkpoint = 0;
         }
-        // Nothing changed while the checkpoint was written: read the index from it in place
-        // and drop the in-memory changes it now holds.
-        if self.log.end() == end {
-            let partition = self.id.0;
-            let p3 = path.clone();
-            let ck = glommio::executor()
-                .spawn_blocking(move || Checkpoint::load(&p3, seq, partition))
-                .await?;
-            if self.log.end() == end {
-                let ck = Rc::new(ck);
-                *self.state.borrow_mut() = PartitionState::from_checkpoint(ck.clone());
+        // Rebase: read the index from the new checkpoint in place, replay what was applied
+        // since its image, and drop the in-memory overlays it now holds. The replay and the
+        // swap happen with no await in between, so nothing is applied to the old state after
+        // the list was taken.
+        let partition = self.id.0;
+        let p3 = path.clone();
+        let ck = glommio::executor()
+            .spawn_blocking(move || Checkpoint::load(&p3, seq, partition))
+            .await?;
+        let ck = Rc::new(ck);
+        let recorded = self.since_image.borrow_mut().take().unwrap_or_default();
+        let mut rebased = PartitionState::from_checkpoint(ck.clone());
+        match recorded
+            .iter()
+            .try_for_each(|(m, loc)| rebased.apply(m, *loc))
+        {
+            Ok(()) => {
+                *self.state.borrow_mut() = rebased;
                 self.hk.borrow_mut().checkpoint = Some(ck);
+            }
+            Err(e) => {
+                // Should not happen (the same mutations applied to the same state); keep
+                // the current state, which is correct, just not compacted in memory.
+                tracing::warn!(partition, error = %e, "could not rebase the index on the new checkpoint");
             }
         }
         self.remove_unneeded(seq, end.segment.0, &needed).await
@@ -1278,6 +1300,22 @@ fn to_info(e: crate::checkpoint::Entry) -> MessageInfo {
         internal_date: e.internal_date,
         size: e.size,
         blob: BlobId(e.blob),
+    }
+}
+
+/// A mutation as replay needs it: message bodies are not part of the index.
+fn without_body(m: &Mutation) -> Mutation {
+    match m {
+        Mutation::Blob(b) => Mutation::Blob(BlobRecord {
+            blob: b.blob,
+            raw_len: b.raw_len,
+            meta: Vec::new(),
+            codec: b.codec,
+            dict: b.dict,
+            body: Vec::new(),
+            targets: b.targets.clone(),
+        }),
+        other => other.clone(),
     }
 }
 
