@@ -25,7 +25,7 @@ trap cleanup EXIT
 for i in $(seq 0 $((CONNS - 1))); do
   $BIN/ringmail user add "bench$i@example.org" --password bench --data "$W/ringmail" >/dev/null
 done
-printf '[smtp]\ndanger_auth_without_tls = true\n' > "$W/ringmail.toml"
+printf '[auth]\ndanger_plaintext_without_tls = true\n' > "$W/ringmail.toml"
 RUST_LOG=warn $BIN/ringmail serve --config "$W/ringmail.toml" --data "$W/ringmail" --lmtp 127.0.0.1:41124 \
   --pop3 127.0.0.1:41110 --smtp off --submission off --smtps off --pop3s off --imap off --imaps off --metrics off &
 

@@ -25,6 +25,7 @@ pub struct Config {
     pub tls: Tls,
     pub limits: Limits,
     pub smtp: Smtp,
+    pub auth: Auth,
 }
 
 /// Listener addresses; `None` (in TOML: `"off"`) disables one.
@@ -81,8 +82,15 @@ pub struct Limits {
 pub struct Smtp {
     /// Answer VRFY truthfully (off: 252 for everything, RFC 5321 section 3.5.3).
     pub vrfy: bool,
-    /// Offer AUTH on submission without TLS. Only for tests and trusted networks.
-    pub danger_auth_without_tls: bool,
+}
+
+/// Authentication policy shared by every protocol.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// Accept passwords without TLS (SMTP AUTH on submission, POP3 USER/PASS and SASL).
+    /// Only for tests, benchmarks and trusted networks.
+    pub danger_plaintext_without_tls: bool,
 }
 
 fn addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
@@ -147,6 +155,7 @@ impl Default for Config {
             tls: Tls::default(),
             limits: Limits::default(),
             smtp: Smtp::default(),
+            auth: Auth::default(),
         }
     }
 }

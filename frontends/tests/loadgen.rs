@@ -15,7 +15,7 @@ fn smtp_lmtp_and_pop3_workloads_then_verify() {
     let users: Vec<String> = (1..=10).map(|i| format!("bench{i}@example.org")).collect();
     let refs: Vec<&str> = users.iter().map(|s| s.as_str()).collect();
     // The workloads log in without TLS (the loadgen speaks plain TCP).
-    let srv = Server::with_config(&refs, "[smtp]\ndanger_auth_without_tls = true\n");
+    let srv = Server::with_config(&refs, "[auth]\ndanger_plaintext_without_tls = true\n");
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let users = Users::parse("bench%d@example.org:1-10").unwrap();
     let mut acked = std::collections::BTreeMap::<String, Vec<String>>::new();

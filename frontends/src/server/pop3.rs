@@ -35,7 +35,7 @@ pub async fn serve(
     let mut pcfg = Pop3Config::new(&cfg.hostname);
     pcfg.tls = conn.is_tls();
     pcfg.starttls = shared.tls.is_some();
-    pcfg.danger_auth_without_tls = cfg.smtp.danger_auth_without_tls;
+    pcfg.danger_auth_without_tls = cfg.auth.danger_plaintext_without_tls;
     pcfg.max_line = cfg.limits.max_line_length;
     pcfg.max_auth_failures = cfg.limits.max_auth_failures;
     pcfg.max_errors = cfg.limits.max_errors;

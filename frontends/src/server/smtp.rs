@@ -35,7 +35,7 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, peer: SocketAddr,
     scfg.tls = conn.is_tls();
     scfg.starttls = shared.tls.is_some();
     scfg.vrfy = cfg.smtp.vrfy;
-    scfg.danger_auth_without_tls = cfg.smtp.danger_auth_without_tls;
+    scfg.danger_auth_without_tls = cfg.auth.danger_plaintext_without_tls;
     scfg.max_errors = cfg.limits.max_errors;
     scfg.max_auth_failures = cfg.limits.max_auth_failures;
     let mut session = Session::new(scfg);
