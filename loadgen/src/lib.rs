@@ -15,6 +15,8 @@
 
 pub mod client;
 pub mod mailgen;
+pub mod null_server;
+pub mod plot;
 pub mod report;
 pub mod run;
 pub mod verify;

@@ -16,6 +16,10 @@ enum Kind {
     /// Check through POP3 that everything a previous run's report says was acknowledged is
     /// stored, byte-identical.
     Verify,
+    /// Draw a report (--report) as an SVG (--out): latency percentiles, throughput over time.
+    Plot,
+    /// Serve as a null SMTP server (LMTP with --lmtp) on --target, to measure the generator.
+    NullServer,
 }
 
 #[derive(Parser)]
@@ -26,9 +30,9 @@ enum Kind {
 )]
 struct Cli {
     workload: Kind,
-    /// The server, on loopback (127.0.0.0/8 or ::1).
+    /// The server, on loopback (127.0.0.0/8 or ::1); for null-server, where to listen.
     #[arg(long)]
-    target: SocketAddr,
+    target: Option<SocketAddr>,
     /// Users: a pattern with %d and a range (bench%d@example.org:1-100), or one address.
     #[arg(long, default_value = "bench%d@example.org:1-100")]
     users: String,
@@ -59,6 +63,12 @@ struct Cli {
     /// POP3: delete retrieved messages.
     #[arg(long)]
     delete: bool,
+    /// plot: the SVG file to write.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// null-server: speak LMTP (one reply per recipient).
+    #[arg(long)]
+    lmtp: bool,
 }
 
 fn load_messages(p: &PathBuf) -> Result<Vec<Vec<u8>>, String> {
@@ -113,7 +123,14 @@ fn load_messages(p: &PathBuf) -> Result<Vec<Vec<u8>>, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !cli.target.ip().is_loopback() {
+    if let Kind::Plot = cli.workload {
+        return plot(&cli);
+    }
+    let Some(target) = cli.target else {
+        eprintln!("ringmail-loadgen: --target IP:PORT is required");
+        return ExitCode::from(2);
+    };
+    if !target.ip().is_loopback() {
         eprintln!("ringmail-loadgen: load is only sent to loopback addresses (127.0.0.0/8, ::1)");
         return ExitCode::from(2);
     }
@@ -128,6 +145,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Kind::NullServer = cli.workload {
+        match std::net::TcpListener::bind(target) {
+            Ok(l) => {
+                eprintln!("ringmail-loadgen: null server on {}", target);
+                ringmail_loadgen::null_server::serve(l, cli.lmtp);
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("ringmail-loadgen: cannot listen on {}: {e}", target);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if let Kind::Verify = cli.workload {
         let Some(path) = &cli.report else {
             eprintln!("ringmail-loadgen: verify needs --report FILE from the run to check");
@@ -144,7 +174,7 @@ fn main() -> ExitCode {
             }
         };
         let acked = serde_json::from_value(report["acked"].clone()).unwrap_or_default();
-        let v = verify::verify(cli.target, &cli.password, &acked, Duration::from_secs(10));
+        let v = verify::verify(target, &cli.password, &acked, Duration::from_secs(10));
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         println!(
             "verify: {} checked, {} lost, {} corrupted, {} errors",
@@ -164,7 +194,7 @@ fn main() -> ExitCode {
         Kind::Lmtp => Workload::Lmtp,
         _ => Workload::Pop3,
     };
-    let mut cfg = Config::new(workload, cli.target);
+    let mut cfg = Config::new(workload, target);
     cfg.users = users;
     cfg.password = cli.password;
     cfg.connections = cli.connections.max(1);
@@ -191,6 +221,28 @@ fn main() -> ExitCode {
             eprintln!("ringmail-loadgen: writing {}: {e}", p.display());
             return ExitCode::FAILURE;
         }
+    }
+    ExitCode::SUCCESS
+}
+
+fn plot(cli: &Cli) -> ExitCode {
+    let (Some(input), Some(out)) = (&cli.report, &cli.out) else {
+        eprintln!("ringmail-loadgen: plot needs --report FILE and --out FILE.svg");
+        return ExitCode::from(2);
+    };
+    let report: Report = match std::fs::read(input)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ringmail-loadgen: reading {}: {e}", input.display());
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = std::fs::write(out, ringmail_loadgen::plot::svg(&report)) {
+        eprintln!("ringmail-loadgen: writing {}: {e}", out.display());
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::run::{Config, WorkerResult};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CommandStats {
     pub count: u64,
     pub rate: f64,
@@ -19,7 +19,7 @@ pub struct CommandStats {
     pub max_ms: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub workload: String,
     pub target: String,
@@ -30,6 +30,12 @@ pub struct Report {
     pub commands: BTreeMap<String, CommandStats>,
     pub errors: BTreeMap<String, u64>,
     pub bytes: u64,
+    /// Completions in each second of the run.
+    pub timeline: Vec<u64>,
+    /// Latency percentile curves: command → (percentile, ms) points.
+    pub percentiles: BTreeMap<String, Vec<(f64, f64)>>,
+    /// The load generator's own CPU time per request (user + system), in microseconds.
+    pub client_cpu_us_per_request: f64,
     /// Every acknowledged message: recipient → ids (for `verify`).
     pub acked: BTreeMap<String, Vec<String>>,
 }
@@ -61,6 +67,23 @@ impl Report {
         }
         let secs = elapsed.as_secs_f64();
         let ms = |us: u64| us as f64 / 1000.0;
+        // Percentiles 0, 50, 90, 99, 99.9, … 99.9999, as on HdrHistogram's own plots.
+        let points: Vec<f64> = [
+            0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.999, 99.9999,
+        ]
+        .to_vec();
+        let percentiles = hists
+            .iter()
+            .map(|(k, h)| {
+                (
+                    k.to_string(),
+                    points
+                        .iter()
+                        .map(|&p| (p, ms(h.value_at_percentile(p))))
+                        .collect(),
+                )
+            })
+            .collect();
         let commands = hists
             .into_iter()
             .map(|(k, h)| {
@@ -88,6 +111,9 @@ impl Report {
             commands,
             errors,
             bytes,
+            timeline: Vec::new(),
+            percentiles,
+            client_cpu_us_per_request: 0.0,
             acked,
         }
     }
@@ -107,6 +133,10 @@ impl Report {
                 c.count, c.rate, c.p50_ms, c.p90_ms, c.p99_ms, c.p999_ms, c.max_ms
             ));
         }
+        s.push_str(&format!(
+            "load generator CPU per request: {:.1} µs\n",
+            self.client_cpu_us_per_request
+        ));
         if self.errors.is_empty() {
             s.push_str("errors: none\n");
         } else {

@@ -176,12 +176,22 @@ pub fn run(cfg: &Config) -> Report {
         })
         .collect();
     let mut last = 0;
+    // Completions per second, for the throughput-over-time plot.
+    let mut timeline = Vec::new();
+    let mut counted = 0;
+    let cpu0 = cpu_time();
     while start.elapsed() < cfg.duration {
         std::thread::sleep(
             Duration::from_millis(100).min(cfg.duration.saturating_sub(start.elapsed())),
         );
-        if cfg.progress && start.elapsed().as_secs() > last {
-            last = start.elapsed().as_secs();
+        let secs = start.elapsed().as_secs();
+        while timeline.len() < secs as usize {
+            let done = shared.done.load(Ordering::Relaxed);
+            timeline.push(done - counted);
+            counted = done;
+        }
+        if cfg.progress && secs > last {
+            last = secs;
             eprintln!(
                 "t={last}s done={} rate={:.0}/s errors={}",
                 shared.done.load(Ordering::Relaxed),
@@ -195,8 +205,25 @@ pub fn run(cfg: &Config) -> Report {
         let _ = t.join();
     }
     let elapsed = start.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu0);
     let results = std::mem::take(&mut *results.lock().expect("threads joined"));
-    Report::merge(cfg, results, elapsed)
+    let mut report = Report::merge(cfg, results, elapsed);
+    report.timeline = timeline;
+    let requests = shared.done.load(Ordering::Relaxed) + shared.errors.load(Ordering::Relaxed);
+    report.client_cpu_us_per_request = cpu.as_secs_f64() * 1e6 / requests.max(1) as f64;
+    report
+}
+
+/// CPU time (user + system) this process has used, from /proc/self/stat (Linux).
+pub fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after ") ".
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
 }
 
 fn worker(cfg: &Config, w: usize, shared: &Shared, start: Instant) -> WorkerResult {

@@ -126,3 +126,33 @@ fn a_server_answering_garbage_is_reported_and_the_run_ends() {
         r.table()
     );
 }
+
+/// Against the null server the generator measures its own cost per request, and the report
+/// can be drawn.
+#[test]
+fn own_cost_against_a_null_server_and_a_plot() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || ringmail_loadgen::null_server::serve(l, true));
+    let mut cfg = Config::new(Workload::Lmtp, addr);
+    cfg.connections = 4;
+    cfg.recipients = 2;
+    cfg.duration = Duration::from_secs(2);
+    let r = run(&cfg);
+    assert_eq!(r.total_errors(), 0, "{}", r.table());
+    assert!(r.commands["deliver"].count > 100, "{}", r.table());
+    assert!(
+        r.client_cpu_us_per_request > 0.0 && r.client_cpu_us_per_request < 10_000.0,
+        "{}",
+        r.table()
+    );
+    assert_eq!(r.timeline.len(), 2);
+    assert!(r.timeline.iter().all(|&c| c > 0));
+    let svg = ringmail_loadgen::plot::svg(&r);
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("<polyline").count(), r.percentiles.len() + 1);
+    // The report round-trips through JSON, which is what `plot --report` reads.
+    let back: ringmail_loadgen::Report =
+        serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    assert_eq!(ringmail_loadgen::plot::svg(&back), svg);
+}
