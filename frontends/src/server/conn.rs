@@ -7,6 +7,17 @@ use futures_rustls::server::TlsStream;
 use futures_rustls::TlsAcceptor;
 use glommio::net::TcpStream;
 
+/// What waiting for the client's next bytes ended with.
+pub enum Read {
+    Data(usize),
+    /// The client closed the connection or it failed.
+    Closed,
+    /// Nothing arrived within the limit.
+    TimedOut,
+    /// The server is shutting down.
+    Stopping,
+}
+
 pub enum Conn {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
@@ -42,6 +53,31 @@ impl Conn {
             Conn::Plain(s) => s.read(buf).await,
             Conn::Tls(s) => s.read(buf).await,
             Conn::Gone => Err(io::Error::from(io::ErrorKind::NotConnected)),
+        }
+    }
+
+    /// Reads with a time limit, giving up early when `stop` closes (shutdown).
+    pub async fn read_or_stop(
+        &mut self,
+        buf: &mut [u8],
+        limit: std::time::Duration,
+        stop: &async_channel::Receiver<()>,
+    ) -> Read {
+        let read = futures_lite::future::or(
+            async {
+                Some(glommio::timer::timeout(limit, async { Ok(self.read(buf).await) }).await)
+            },
+            async {
+                let _ = stop.recv().await;
+                None
+            },
+        )
+        .await;
+        match read {
+            Some(Ok(Ok(0))) | Some(Ok(Err(_))) => Read::Closed,
+            Some(Ok(Ok(n))) => Read::Data(n),
+            Some(Err(_)) => Read::TimedOut,
+            None => Read::Stopping,
         }
     }
 

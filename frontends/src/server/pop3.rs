@@ -10,7 +10,7 @@ use std::time::Duration;
 use glommio::net::TcpStream;
 use ringmail_engine::{Error, Uid};
 
-use super::conn::Conn;
+use super::conn::{Conn, Read};
 use super::smtp::random_b64;
 use super::ShardServer;
 use crate::pop3::{Event, MaildropEntry, Pop3Config, Session};
@@ -134,25 +134,15 @@ pub async fn serve(
             break;
         }
         let limit = Duration::from_secs(cfg.limits.command_timeout_secs);
-        let read = futures_lite::future::or(
-            async {
-                Some(glommio::timer::timeout(limit, async { Ok(conn.read(&mut buf).await) }).await)
-            },
-            async {
-                let _ = stop.recv().await;
-                None
-            },
-        )
-        .await;
-        match read {
-            Some(Ok(Ok(0))) | Some(Ok(Err(_))) => break,
-            Some(Ok(Ok(n))) => session.input(&buf[..n]),
-            Some(Err(_)) => {
+        match conn.read_or_stop(&mut buf, limit, &stop).await {
+            Read::Closed => break,
+            Read::Data(n) => session.input(&buf[..n]),
+            Read::TimedOut => {
                 session.timeout(&mut out);
                 let _ = conn.write_all(&out).await;
                 break;
             }
-            None => {
+            Read::Stopping => {
                 let _ = conn
                     .write_all(b"-ERR [SYS/TEMP] server shutting down\r\n")
                     .await;

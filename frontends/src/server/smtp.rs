@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use glommio::net::TcpStream;
 use ringmail_engine::{Error, NewMessage, Recipient, StoreError};
 
-use super::conn::Conn;
+use super::conn::{Conn, Read};
 use super::{received, Listener, ShardServer};
 use crate::smtp::reply::{r, Reply};
 use crate::smtp::{Envelope, Event, Mode, Session, SessionConfig};
@@ -103,25 +103,15 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, peer: SocketAddr,
         } else {
             cfg.limits.command_timeout_secs
         });
-        let read = futures_lite::future::or(
-            async {
-                Some(glommio::timer::timeout(limit, async { Ok(conn.read(&mut buf).await) }).await)
-            },
-            async {
-                let _ = stop.recv().await;
-                None
-            },
-        )
-        .await;
-        match read {
-            Some(Ok(Ok(0))) | Some(Ok(Err(_))) => break,
-            Some(Ok(Ok(n))) => session.input(&buf[..n]),
-            Some(Err(_)) => {
+        match conn.read_or_stop(&mut buf, limit, &stop).await {
+            Read::Closed => break,
+            Read::Data(n) => session.input(&buf[..n]),
+            Read::TimedOut => {
                 session.timeout(&mut out);
                 let _ = conn.write_all(&out).await;
                 break;
             }
-            None => {
+            Read::Stopping => {
                 let _ = conn.write_all(b"421 4.3.2 server shutting down\r\n").await;
                 break;
             }
