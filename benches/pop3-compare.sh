@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # POP3 retrievals: ringmail vs Dovecot POP3 (Maildir), on loopback, measured in one run by
-# the same client (pop3-bench: 50 connections, each its own account with 20 messages of
-# ~4 KiB, random RETRs). Both servers accept USER/PASS without TLS for the run. Prints a
-# Markdown table.
+# the same client (ringmail-loadgen pop3: 50 connections, each with its own accounts of 20
+# messages of ~4 KiB, 1,000 random RETRs per login). Both servers accept USER/PASS without
+# TLS for the run. Prints a Markdown table.
 #
 #   bash benches/pop3-compare.sh [SECONDS]        (default 10 s per server)
 set -euo pipefail
@@ -14,7 +14,7 @@ if [ ! -x /usr/lib/dovecot/pop3 ] || [ ! -x /usr/lib/dovecot/lmtp ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq dovecot-core dovecot-lmtpd dovecot-pop3d >/dev/null
 fi
-cargo build --release -q -p ringmail -p ringmail-benches --bin ringmail --bin pop3-bench
+cargo build --release -q -p ringmail -p ringmail-loadgen --bin ringmail --bin ringmail-loadgen
 BIN=target/release
 W=$(mktemp -d /var/tmp/ringmail-pop3.XXXXXX)
 chmod 755 "$W"
@@ -81,9 +81,13 @@ for port in (41124, 41224):
     l.quit()
 PY
 
-run() { $BIN/pop3-bench --connections "$CONNS" --seconds "$SECS" --user 'bench%d@example.org' --password bench "$@"; }
-RING=$(run --target 127.0.0.1:41110 --label ringmail-pop3)
-DOVE=$(run --target 127.0.0.1:41210 --label dovecot-pop3)
+run() { # LABEL PORT
+  $BIN/ringmail-loadgen pop3 --target "127.0.0.1:$2" --connections "$CONNS" --duration "$SECS" --password bench \
+    --users "bench%d@example.org:0-$((CONNS - 1))" --retrs-per-login 1000 --report "$W/$1.json" 2>/dev/null >/dev/null
+  python3 benches/loadgen_row.py "$W/$1.json" "$1" retr
+}
+RING=$(run ringmail-pop3 41110)
+DOVE=$(run dovecot-pop3 41210)
 rate() { echo "$1" | cut -f2; }
 echo "| server | retrievals/s | vs Dovecot | p50 ms | p99 ms | retrievals | errors |"
 echo "|---|---:|---:|---:|---:|---:|---:|"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Durable SMTP delivery: ringmail vs Postfix's smtp-sink (stores nothing) vs Dovecot LMTP
 # (Maildir, fsync on), all on loopback, measured in one run by the same client
-# (smtp-bench: 50 connections, ~4 KiB messages). Prints a Markdown table.
+# (ringmail-loadgen: 50 connections, ~4 KiB messages). Prints a Markdown table.
 #
 #   bash benches/smtp-compare.sh [SECONDS]        (default 10 s per server)
 set -euo pipefail
@@ -12,7 +12,7 @@ if ! command -v smtp-sink >/dev/null || [ ! -x /usr/lib/dovecot/lmtp ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq postfix dovecot-core dovecot-lmtpd >/dev/null
 fi
-cargo build --release -q -p ringmail -p ringmail-benches --bin ringmail --bin smtp-bench
+cargo build --release -q -p ringmail -p ringmail-loadgen --bin ringmail --bin ringmail-loadgen
 BIN=target/release
 W=$(mktemp -d /var/tmp/ringmail-compare.XXXXXX)
 chmod 755 "$W"
@@ -60,11 +60,15 @@ CONF
 dovecot -F -c "$W/dv/dovecot.conf" &
 sleep 3
 
-run() { $BIN/smtp-bench --connections "$CONNS" --seconds "$SECS" --size 4096 --rcpt 'bench%d@example.org' --users "$USERS" "$@"; }
-SINK=$(run --target 127.0.0.1:40025 --label smtp-sink)
-RING=$(run --target 127.0.0.1:40125 --label ringmail-smtp)
-RLMTP=$(run --target 127.0.0.1:40124 --lmtp --label ringmail-lmtp)
-DOVE=$(run --target 127.0.0.1:40224 --lmtp --label dovecot-lmtp)
+run() { # LABEL WORKLOAD PORT
+  $BIN/ringmail-loadgen "$2" --target "127.0.0.1:$3" --connections "$CONNS" --duration "$SECS" --size 4096 \
+    --users "bench%d@example.org:0-$((USERS - 1))" --report "$W/$1.json" 2>/dev/null >/dev/null
+  python3 benches/loadgen_row.py "$W/$1.json" "$1" deliver
+}
+SINK=$(run smtp-sink smtp 40025)
+RING=$(run ringmail-smtp smtp 40125)
+RLMTP=$(run ringmail-lmtp lmtp 40124)
+DOVE=$(run dovecot-lmtp lmtp 40224)
 
 rate() { echo "$1" | cut -f2; }
 echo "| server | messages/s | vs smtp-sink | vs Dovecot LMTP | p50 ms | p99 ms | delivered | errors |"

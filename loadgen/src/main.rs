@@ -63,6 +63,12 @@ struct Cli {
     /// POP3: delete retrieved messages.
     #[arg(long)]
     delete: bool,
+    /// POP3: RETRs per login.
+    #[arg(long, default_value_t = 5)]
+    retrs_per_login: usize,
+    /// Generated messages of about this many bytes (default: realistic sizes, median 3.5 KiB).
+    #[arg(long)]
+    size: Option<usize>,
     /// plot: the SVG file to write.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -203,6 +209,8 @@ fn main() -> ExitCode {
     cfg.seed = cli.seed;
     cfg.recipients = cli.recipients;
     cfg.pop3_delete = cli.delete;
+    cfg.pop3_retrs = cli.retrs_per_login;
+    cfg.size = cli.size;
     cfg.progress = true;
     if let Some(p) = &cli.messages {
         match load_messages(p) {

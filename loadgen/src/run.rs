@@ -82,6 +82,10 @@ pub struct Config {
     pub messages: Vec<Vec<u8>>,
     /// POP3: delete what was retrieved.
     pub pop3_delete: bool,
+    /// POP3: RETRs per session (login); logins are deliberately slow on real servers.
+    pub pop3_retrs: usize,
+    /// Generated messages of this size instead of the realistic size distribution.
+    pub size: Option<usize>,
     pub timeout: Duration,
     /// Print a progress line every second.
     pub progress: bool,
@@ -101,6 +105,8 @@ impl Config {
             recipients: 1,
             messages: Vec::new(),
             pop3_delete: false,
+            pop3_retrs: 5,
+            size: None,
             timeout: Duration::from_secs(10),
             progress: false,
         }
@@ -238,7 +244,12 @@ fn worker(cfg: &Config, w: usize, shared: &Shared, start: Instant) -> WorkerResu
     // path: each request only stamps one.
     let pool: Vec<Vec<u8>> = if cfg.messages.is_empty() && cfg.workload != Workload::Pop3 {
         let mut gen = MailGen::new(cfg.seed.wrapping_add(w as u64 * 7919));
-        (0..16).map(|_| gen.message()).collect()
+        (0..16)
+            .map(|_| match cfg.size {
+                Some(s) => gen.message_of_size(s),
+                None => gen.message(),
+            })
+            .collect()
     } else {
         cfg.messages.clone()
     };
@@ -342,8 +353,16 @@ fn pop3_session(
     c.pop3_login(&user, &cfg.password)?;
     record(res, "login", t.elapsed());
     let list = c.pop3_list()?;
-    for _ in 0..list.len().min(5) {
-        let (n, _) = list[rng.gen_range(0..list.len())];
+    for i in 0..cfg.pop3_retrs.max(1) {
+        if list.is_empty() || (cfg.pop3_delete && i >= list.len()) {
+            break;
+        }
+        // With DELE, take the messages in order (a deleted one cannot be read again).
+        let (n, _) = if cfg.pop3_delete {
+            list[i]
+        } else {
+            list[rng.gen_range(0..list.len())]
+        };
         let t = Instant::now();
         let m = c.pop3_retr(n)?;
         record(res, "retr", t.elapsed());
