@@ -34,6 +34,14 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
 }
 
+/// A user's SCRAM keys and sender addresses (if the user exists), a fresh server nonce, and
+/// the salt to show an unknown user.
+pub type ScramLookup = (
+    Option<(crate::sasl::scram::Credentials, Vec<String>)>,
+    String,
+    Vec<u8>,
+);
+
 /// One shard's server state. Lives on its shard only.
 pub struct ShardServer {
     pub shared: Arc<Shared>,
@@ -79,6 +87,39 @@ impl ShardServer {
             }
         }
         c.users.clone()
+    }
+
+    /// Checks a password on the blocking pool (argon2 is slow on purpose): on success, the
+    /// addresses the user may send as.
+    pub async fn check_password(
+        &self,
+        user: String,
+        password: crate::smtp::Secret,
+    ) -> Option<Vec<String>> {
+        let users = self.users();
+        glommio::executor()
+            .spawn_blocking(move || users.authenticate(&user, &password.0))
+            .await
+    }
+
+    /// What a SCRAM exchange needs from the server: the user's keys (if any), a fresh nonce,
+    /// and the salt shown for unknown users, the same on every attempt so probing cannot
+    /// tell them from real ones.
+    pub fn scram_lookup(&self, user: &str) -> ScramLookup {
+        let found = self.users().scram(user);
+        let fake_salt = ringmail_engine::format::crc32(user.as_bytes())
+            .to_le_bytes()
+            .repeat(4);
+        (found, smtp::random_b64(18), fake_salt)
+    }
+
+    /// After a failed authentication of any mechanism: count it and slow the client down.
+    pub async fn auth_failed(&self) {
+        self.shared.metrics.auth_failure();
+        glommio::timer::sleep(Duration::from_millis(
+            self.shared.cfg.limits.auth_failure_delay_ms,
+        ))
+        .await;
     }
 
     /// Runs `f` on the partition that owns `account`: directly when that partition is on this

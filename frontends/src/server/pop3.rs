@@ -11,7 +11,6 @@ use glommio::net::TcpStream;
 use ringmail_engine::{Error, Uid};
 
 use super::conn::{Conn, Read};
-use super::smtp::random_b64;
 use super::ShardServer;
 use crate::pop3::{Event, MaildropEntry, Pop3Config, Session};
 
@@ -63,18 +62,12 @@ pub async fn serve(
                     session.tls_started();
                 }
                 Event::Authenticate { user, password } => {
-                    let users = server.users();
-                    let res = glommio::executor()
-                        .spawn_blocking(move || users.authenticate(&user, &password.0))
-                        .await;
+                    let res = server.check_password(user, password).await;
                     session.auth_result(res, &mut out);
                 }
                 Event::ScramLookup { user } => {
-                    let found = server.users().scram(&user);
-                    let fake_salt = ringmail_engine::format::crc32(user.as_bytes())
-                        .to_le_bytes()
-                        .repeat(4);
-                    session.scram_credentials(found, &random_b64(18), &fake_salt, &mut out);
+                    let (found, nonce, fake_salt) = server.scram_lookup(&user);
+                    session.scram_credentials(found, &nonce, &fake_salt, &mut out);
                 }
                 Event::OpenMaildrop { account } => {
                     let r = open_maildrop(&server, &account).await;
@@ -120,9 +113,8 @@ pub async fn serve(
             }
         }
         if session.take_auth_failure() {
-            // Slow down guessing, whatever the mechanism; the session closes after too many.
-            shared.metrics.auth_failure();
-            glommio::timer::sleep(Duration::from_millis(cfg.limits.auth_failure_delay_ms)).await;
+            // Whatever the mechanism; the session closes after too many.
+            server.auth_failed().await;
         }
         if !out.is_empty() {
             if conn.write_all(&out).await.is_err() {

@@ -62,20 +62,11 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, peer: SocketAddr,
                     session.rcpt_result(res, &mut out);
                 }
                 Event::Authenticate { user, password } => {
-                    let users = server.users();
-                    let res = glommio::executor()
-                        .spawn_blocking(move || users.authenticate(&user, &password.0))
-                        .await;
+                    let res = server.check_password(user, password).await;
                     session.auth_result(res, &mut out);
                 }
                 Event::ScramLookup { user } => {
-                    let found = server.users().scram(&user);
-                    let nonce = random_b64(18);
-                    // A salt for unknown users that is the same on every attempt, so probing
-                    // cannot tell them from real ones.
-                    let fake_salt = ringmail_engine::format::crc32(user.as_bytes())
-                        .to_le_bytes()
-                        .repeat(4);
+                    let (found, nonce, fake_salt) = server.scram_lookup(&user);
                     session.scram_credentials(found, &nonce, &fake_salt, &mut out);
                 }
                 Event::Deliver { envelope, message } => {
@@ -85,9 +76,8 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, peer: SocketAddr,
             }
         }
         if session.take_auth_failure() {
-            // Slow down guessing, whatever the mechanism; the session closes after too many.
-            shared.metrics.auth_failure();
-            glommio::timer::sleep(Duration::from_millis(cfg.limits.auth_failure_delay_ms)).await;
+            // Whatever the mechanism; the session closes after too many.
+            server.auth_failed().await;
         }
         if !out.is_empty() {
             if conn.write_all(&out).await.is_err() {
