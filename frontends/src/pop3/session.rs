@@ -11,7 +11,7 @@
 
 use base64::Engine as _;
 
-use crate::sasl::scram::{Credentials, Exchange};
+use crate::sasl::scram::{Credentials, Finish, ServerExchange};
 use crate::smtp::Secret;
 
 #[derive(Clone, Debug)]
@@ -110,7 +110,7 @@ pub struct Session {
     errors: u32,
     closed: bool,
     skip_line: bool,
-    scram: Option<(Exchange, Option<Vec<String>>)>,
+    scram: Option<ServerExchange>,
     auth_failed: bool,
 }
 
@@ -521,18 +521,13 @@ impl Session {
     }
 
     fn scram_first(&mut self, b64: &str, out: &mut Vec<u8>) -> Option<Event> {
-        let first = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok());
-        match first.map(|f| Exchange::start(&f)) {
-            Some(Ok(ex)) => {
-                let user = ex.user.clone();
-                self.scram = Some((ex, None));
+        match ServerExchange::start(b64) {
+            Ok((ex, user)) => {
+                self.scram = Some(ex);
                 self.state = State::Wait(Wait::Scram);
                 Some(Event::ScramLookup { user })
             }
-            _ => {
+            Err(_) => {
                 self.state = State::Authorization { user: None };
                 self.error(out, "[AUTH] invalid SCRAM message");
                 None
@@ -551,23 +546,15 @@ impl Session {
             State::SaslPlain => self.plain(&text, out),
             State::ScramFirst => self.scram_first(&text, out),
             State::ScramFinal => {
-                let (ex, senders) = self.scram.take()?;
-                let fin = base64::engine::general_purpose::STANDARD
-                    .decode(&text)
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok());
-                match (fin.map(|f| ex.finish(&f)), senders) {
-                    (Some(Ok(server_final)), Some(senders)) => {
-                        out.extend_from_slice(
-                            format!(
-                                "+ {}\r\n",
-                                base64::engine::general_purpose::STANDARD.encode(server_final)
-                            )
-                            .as_bytes(),
-                        );
+                match self.scram.take()?.finish(&text) {
+                    Finish::Success {
+                        server_final,
+                        senders,
+                    } => {
+                        out.extend_from_slice(format!("+ {server_final}\r\n").as_bytes());
                         self.state = State::ScramDone { senders };
                     }
-                    _ => {
+                    Finish::BadBase64 | Finish::Failed => {
                         self.state = State::Wait(Wait::Auth);
                         self.auth_result(None, out);
                     }
@@ -594,22 +581,11 @@ impl Session {
         if !matches!(self.state, State::Wait(Wait::Scram)) {
             return;
         }
-        let Some((ex, senders)) = self.scram.as_mut() else {
+        let Some(ex) = self.scram.as_mut() else {
             return;
         };
-        let (creds, s) = match found {
-            Some((c, s)) => (Some(c), Some(s)),
-            None => (None, None),
-        };
-        *senders = s;
-        let first = ex.server_first(creds, nonce, fake_salt);
-        out.extend_from_slice(
-            format!(
-                "+ {}\r\n",
-                base64::engine::general_purpose::STANDARD.encode(first)
-            )
-            .as_bytes(),
-        );
+        let challenge = ex.challenge(found, nonce, fake_salt);
+        out.extend_from_slice(format!("+ {challenge}\r\n").as_bytes());
         self.state = State::ScramFinal;
     }
 

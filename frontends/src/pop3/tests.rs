@@ -212,3 +212,64 @@ fn dot_stuffing_and_top() {
     );
     assert_eq!(top(b"H: 1\r\n", 0), b"H: 1\r\n");
 }
+
+#[test]
+fn sasl_scram_sha_256() {
+    use crate::sasl::scram::{client_final, Credentials};
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let unb64 = |s: &str| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(s.trim())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    for (password, ok) in [("pw", true), ("nope", false)] {
+        let mut s = Session::new(tls());
+        let mut out = Vec::new();
+        let bare = "n=u@example.org,r=cn";
+        s.input(format!("AUTH SCRAM-SHA-256 {}\r\n", b64(&format!("n,,{bare}"))).as_bytes());
+        assert_eq!(
+            s.poll(&mut out),
+            Some(Event::ScramLookup {
+                user: "u@example.org".into()
+            })
+        );
+        let creds = Credentials::derive("pw", b"salt-salt-salt!!", 4096);
+        s.scram_credentials(
+            Some((creds, vec!["u@example.org".into()])),
+            "sn",
+            b"",
+            &mut out,
+        );
+        let line = String::from_utf8(std::mem::take(&mut out)).unwrap();
+        let server_first = unb64(line.strip_prefix("+ ").unwrap());
+        s.input(
+            format!(
+                "{}\r\n",
+                b64(&client_final(password, bare, &server_first, "n,,"))
+            )
+            .as_bytes(),
+        );
+        let ev = s.poll(&mut out);
+        let reply = String::from_utf8(std::mem::take(&mut out)).unwrap();
+        if ok {
+            assert!(
+                ev.is_none() && reply.starts_with("+ ") && unb64(&reply[2..]).starts_with("v="),
+                "{reply}"
+            );
+            s.input(b"\r\n");
+            assert_eq!(
+                s.poll(&mut out),
+                Some(Event::OpenMaildrop {
+                    account: "u@example.org".into()
+                })
+            );
+        } else {
+            assert!(reply.starts_with("-ERR [AUTH]"), "{reply}");
+            assert!(s.take_auth_failure());
+        }
+    }
+}

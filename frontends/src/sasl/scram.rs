@@ -238,6 +238,75 @@ impl Exchange {
     }
 }
 
+/// One SCRAM exchange as a protocol session drives it, over base64 messages. The session
+/// only adds its protocol's framing (`334 ` in SMTP, `+ ` in POP3) and its replies.
+pub struct ServerExchange {
+    ex: Exchange,
+    senders: Option<Vec<String>>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum StartError {
+    BadBase64,
+    Invalid(ScramError),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// Send `server_final` (base64); after the client's empty answer, the user is in.
+    Success {
+        server_final: String,
+        senders: Vec<String>,
+    },
+    BadBase64,
+    Failed,
+}
+
+fn unb64(s: &str) -> Option<String> {
+    B64.decode(s.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+}
+
+impl ServerExchange {
+    /// From the client's first message: the exchange, and the user to look up.
+    pub fn start(client_first_b64: &str) -> Result<(Self, String), StartError> {
+        let first = unb64(client_first_b64).ok_or(StartError::BadBase64)?;
+        let ex = Exchange::start(&first).map_err(StartError::Invalid)?;
+        let user = ex.user.clone();
+        Ok((Self { ex, senders: None }, user))
+    }
+
+    /// The server's first message (base64) from the lookup's answer.
+    pub fn challenge(
+        &mut self,
+        found: Option<(Credentials, Vec<String>)>,
+        nonce: &str,
+        fake_salt: &[u8],
+    ) -> String {
+        let (creds, senders) = match found {
+            Some((c, s)) => (Some(c), Some(s)),
+            None => (None, None),
+        };
+        self.senders = senders;
+        B64.encode(self.ex.server_first(creds, nonce, fake_salt))
+    }
+
+    /// Checks the client's final message (base64).
+    pub fn finish(self, client_final_b64: &str) -> Finish {
+        let Some(fin) = unb64(client_final_b64) else {
+            return Finish::BadBase64;
+        };
+        match (self.ex.finish(&fin), self.senders) {
+            (Ok(server_final), Some(senders)) => Finish::Success {
+                server_final: B64.encode(server_final),
+                senders,
+            },
+            _ => Finish::Failed,
+        }
+    }
+}
+
 /// The client's final message for `password` (tests act as the client with it).
 #[cfg(test)]
 pub fn client_final(

@@ -19,6 +19,7 @@ use base64::Engine as _;
 
 use super::command::{self, Command};
 use super::reply::{r, Reply};
+use crate::sasl::scram::{Finish, ServerExchange as ScramExchange, StartError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -164,7 +165,7 @@ pub struct Session {
     auth_failures: u32,
     closed: bool,
     skip_line: bool,
-    scram: Option<(crate::sasl::scram::Exchange, Option<Vec<String>>)>,
+    scram: Option<ScramExchange>,
     /// An authentication failed since the I/O layer last asked (it delays the reply).
     auth_failed: bool,
 }
@@ -804,18 +805,17 @@ impl Session {
     }
 
     fn scram_first(&mut self, b64: &str, out: &mut Vec<u8>) -> Option<Event> {
-        let Some(first) = decode_b64(b64) else {
-            self.error(out, r::bad_base64());
-            return None;
-        };
-        match crate::sasl::scram::Exchange::start(&first) {
-            Ok(ex) => {
-                let user = ex.user.clone();
-                self.scram = Some((ex, None));
+        match ScramExchange::start(b64) {
+            Ok((ex, user)) => {
+                self.scram = Some(ex);
                 self.state = State::Wait(Waiting::Scram);
                 Some(Event::ScramLookup { user })
             }
-            Err(e) => {
+            Err(StartError::BadBase64) => {
+                self.error(out, r::bad_base64());
+                None
+            }
+            Err(StartError::Invalid(e)) => {
                 self.error(out, Reply::new(501, Some((5, 5, 2)), e.to_string()));
                 None
             }
@@ -835,17 +835,11 @@ impl Session {
         if !matches!(self.state, State::Wait(Waiting::Scram)) {
             return;
         }
-        let Some((ex, senders)) = self.scram.as_mut() else {
+        let Some(ex) = self.scram.as_mut() else {
             return;
         };
-        let (creds, s) = match found {
-            Some((c, s)) => (Some(c), Some(s)),
-            None => (None, None),
-        };
-        *senders = s;
-        let first = ex.server_first(creds, nonce, fake_salt);
-        let b = base64::engine::general_purpose::STANDARD.encode(first);
-        self.reply(out, Reply::new(334, None, b));
+        let challenge = ex.challenge(found, nonce, fake_salt);
+        self.reply(out, Reply::new(334, None, challenge));
         self.state = State::ScramClientFinal;
     }
 
@@ -859,16 +853,16 @@ impl Session {
         match state {
             State::ScramClientFirst => self.scram_first(&text, out),
             State::ScramClientFinal => {
-                let (ex, senders) = self.scram.take()?;
-                let verified = decode_b64(&text).map(|f| ex.finish(&f));
-                match (verified, senders) {
-                    (Some(Ok(server_final)), Some(senders)) => {
-                        let b = base64::engine::general_purpose::STANDARD.encode(server_final);
-                        self.reply(out, Reply::new(334, None, b));
+                match self.scram.take()?.finish(&text) {
+                    Finish::Success {
+                        server_final,
+                        senders,
+                    } => {
+                        self.reply(out, Reply::new(334, None, server_final));
                         self.state = State::ScramDone { senders };
                     }
-                    (None, _) => self.error(out, r::bad_base64()),
-                    _ => {
+                    Finish::BadBase64 => self.error(out, r::bad_base64()),
+                    Finish::Failed => {
                         self.state = State::Wait(Waiting::Auth);
                         self.auth_result(None, out);
                     }
