@@ -23,6 +23,12 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Check a data directory (the server must be stopped): recover every partition, then
+    /// read and verify every stored message. Exits non-zero if anything is wrong.
+    Fsck {
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Args)]
@@ -121,6 +127,7 @@ fn main() -> ExitCode {
     let r = match cli.command {
         Command::Serve(a) => serve(a),
         Command::User { action } => user(action),
+        Command::Fsck { common } => fsck(&common),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -183,6 +190,54 @@ fn user(action: UserAction) -> Result<(), String> {
     if f(&mut users)? {
         users.save(&cfg.data).map_err(|e| e.to_string())?;
     }
+    Ok(())
+}
+
+fn fsck(common: &Common) -> Result<(), String> {
+    let cfg = config(common)?;
+    if !cfg.data.join("SUPERBLOCK").exists() {
+        return Err(format!(
+            "{} is not a ringmail data directory",
+            cfg.data.display()
+        ));
+    }
+    let node = ringmail_engine::Node::start(ringmail_engine::NodeConfig::new(&cfg.data))
+        .map_err(|e| e.to_string())?;
+    let mut problems = 0;
+    for (p, r) in &node.reports {
+        if !r.is_clean() {
+            problems += 1;
+            println!("partition {p}: recovery found problems: {r:?}");
+        }
+    }
+    let reports = futures_lite::future::block_on(node.handle().on_all(|p| async move {
+        let rep = p.check_integrity().await;
+        Ok((p.id(), p.stats().messages, rep))
+    }));
+    for r in reports {
+        match r {
+            Ok((p, messages, rep)) => {
+                println!(
+                    "partition {p}: {messages} messages, {} stored bodies checked, {} errors",
+                    rep.blobs_checked,
+                    rep.errors.len()
+                );
+                for e in &rep.errors {
+                    println!("  {e}");
+                }
+                problems += rep.errors.len();
+            }
+            Err(e) => {
+                println!("a partition could not be checked: {e}");
+                problems += 1;
+            }
+        }
+    }
+    node.shutdown().map_err(|e| e.to_string())?;
+    if problems > 0 {
+        return Err(format!("{problems} problems found"));
+    }
+    println!("clean");
     Ok(())
 }
 

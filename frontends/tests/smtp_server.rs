@@ -343,3 +343,54 @@ print("bad", scram("wrong"))
     assert!(out.contains("good 235"), "{out}");
     assert!(out.contains("bad 535"), "{out}");
 }
+
+/// `ringmail fsck` reads back every stored message; it notices a damaged one.
+#[test]
+fn fsck_checks_every_stored_message() {
+    let mut srv = Server::new(&[ALICE]);
+    srv.python(
+        "import os, smtplib, base64\ns = smtplib.SMTP('127.0.0.1', int(os.environ['SMTP']))\nfor i in range(20):\n    body = base64.encodebytes(os.urandom(3000)).decode().replace('\\n', '\\r\\n')\n    s.sendmail('a@b.example', ['alice@example.org'], ('Subject: %d\\r\\n\\r\\n' % i + body).encode())\ns.quit()",
+    );
+    srv.stop();
+    let fsck = || {
+        std::process::Command::new(bin())
+            .args(["fsck", "--data"])
+            .arg(srv.data())
+            .output()
+            .unwrap()
+    };
+    let ok = fsck();
+    let text = String::from_utf8_lossy(&ok.stdout).to_string();
+    assert!(ok.status.success() && text.contains("clean"), "{text}");
+    assert!(
+        text.contains("20 messages") || text.matches("messages").count() >= 2,
+        "{text}"
+    );
+    // Damage the body of a stored message: fsck must say so and fail.
+    let mut damaged = false;
+    for part in std::fs::read_dir(srv.data()).unwrap() {
+        let part = part.unwrap().path();
+        if !part.is_dir() || !part.file_name().unwrap().to_string_lossy().starts_with('p') {
+            continue;
+        }
+        for f in std::fs::read_dir(&part).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_some_and(|e| e == "log")
+                && std::fs::metadata(&f).unwrap().len() > 8192
+                && !damaged
+            {
+                let mut b = std::fs::read(&f).unwrap();
+                // Inside the first message record's body (records start at 64; the first
+                // ones create the account, so go well past them).
+                let at = b.len() / 2;
+                b[at] ^= 0xff;
+                std::fs::write(&f, &b).unwrap();
+                damaged = true;
+            }
+        }
+    }
+    assert!(damaged, "no segment to damage");
+    let bad = fsck();
+    let text = String::from_utf8_lossy(&bad.stdout).to_string();
+    assert!(!bad.status.success(), "fsck missed the damage: {text}");
+}
