@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod imap;
+pub mod lines;
 pub mod mime;
 pub mod pop3;
 pub mod sasl;

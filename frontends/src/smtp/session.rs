@@ -259,37 +259,15 @@ impl Session {
     /// Overlong lines are answered with 500 and skipped up to their end.
     fn take_line(&mut self, out: &mut Vec<u8>) -> Option<Vec<u8>> {
         loop {
-            match memchr::memchr(b'\n', &self.input) {
-                Some(i) => {
-                    let mut line: Vec<u8> = self.input.drain(..=i).collect();
-                    line.pop();
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
+            match crate::lines::next_line(&mut self.input, &mut self.skip_line, self.cfg.max_line) {
+                crate::lines::Line::Line(l) => return Some(l),
+                crate::lines::Line::TooLong => {
+                    self.error(out, r::line_too_long());
+                    if self.closed {
+                        return None;
                     }
-                    if self.skip_line {
-                        self.skip_line = false;
-                        continue;
-                    }
-                    if line.len() > self.cfg.max_line {
-                        self.error(out, r::line_too_long());
-                        if self.closed {
-                            return None;
-                        }
-                        continue;
-                    }
-                    return Some(line);
                 }
-                None => {
-                    if self.input.len() > self.cfg.max_line {
-                        // Drop what we have and the rest of the line when it comes.
-                        self.input.clear();
-                        if !self.skip_line {
-                            self.skip_line = true;
-                            self.error(out, r::line_too_long());
-                        }
-                    }
-                    return None;
-                }
+                crate::lines::Line::Pending => return None,
             }
         }
     }
