@@ -30,6 +30,19 @@ impl Conn {
         Ok(Conn::Tls(Box::new(acceptor.accept(stream).await?)))
     }
 
+    /// The connection as the client first sees it: TLS at once on an implicit-TLS listener.
+    /// `None` when that handshake fails (or no certificate is configured).
+    pub async fn open(
+        stream: TcpStream,
+        implicit_tls: bool,
+        acceptor: Option<&TlsAcceptor>,
+    ) -> Option<Self> {
+        if !implicit_tls {
+            return Some(Conn::Plain(stream));
+        }
+        Conn::accept_tls(stream, acceptor?).await.ok()
+    }
+
     pub fn is_tls(&self) -> bool {
         matches!(self, Conn::Tls(_))
     }

@@ -22,14 +22,8 @@ pub async fn serve(
 ) {
     let shared = server.shared.clone();
     let cfg = &shared.cfg;
-    let mut conn = if implicit_tls {
-        let Some(acceptor) = &shared.tls else { return };
-        match Conn::accept_tls(stream, acceptor).await {
-            Ok(c) => c,
-            Err(_) => return,
-        }
-    } else {
-        Conn::Plain(stream)
+    let Some(mut conn) = Conn::open(stream, implicit_tls, shared.tls.as_ref()).await else {
+        return;
     };
     let mut pcfg = Pop3Config::new(&cfg.hostname);
     pcfg.tls = conn.is_tls();

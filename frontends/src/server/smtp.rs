@@ -18,14 +18,9 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, peer: SocketAddr, kind: Listener) {
     let shared = server.shared.clone();
     let cfg = &shared.cfg;
-    let mut conn = if kind == Listener::Smtps {
-        let Some(acceptor) = &shared.tls else { return };
-        match Conn::accept_tls(stream, acceptor).await {
-            Ok(c) => c,
-            Err(_) => return,
-        }
-    } else {
-        Conn::Plain(stream)
+    let Some(mut conn) = Conn::open(stream, kind == Listener::Smtps, shared.tls.as_ref()).await
+    else {
+        return;
     };
     let mode = kind.mode();
     let mut scfg = SessionConfig::new(mode, &cfg.hostname);
