@@ -174,6 +174,12 @@ pub struct Partition {
     since_image: RefCell<Option<Vec<(Mutation, crate::state::RecordLoc)>>>,
     /// Accounts whose maildrop a POP3 session holds (RFC 1939 section 8: exclusive access).
     maildrop_locks: RefCell<std::collections::HashSet<String>>,
+    /// Bumped after every durable commit; IMAP sessions wait on it (IDLE).
+    changes: crate::io::changes::Changes,
+    /// Per (account, mailbox): the highest UID some session was already told is \Recent
+    /// (RFC 3501 section 2.3.2). Kept in memory only: after a restart, messages are
+    /// \Recent to the first session again, as RFC 3501 allows of a server that cannot keep it.
+    recent: RefCell<HashMap<(String, String), u32>>,
 }
 
 fn now_unix() -> u64 {
@@ -242,6 +248,8 @@ impl Partition {
             poisoned: Cell::new(false),
             report: rec.report,
             maildrop_locks: RefCell::new(std::collections::HashSet::new()),
+            changes: Default::default(),
+            recent: RefCell::new(HashMap::new()),
             since_image: RefCell::new(None),
             cfg,
         });
@@ -301,6 +309,7 @@ impl Partition {
     }
 
     fn after_commit(self: &Rc<Self>, bytes: u64) {
+        self.changes.changed();
         let due = {
             let mut hk = self.hk.borrow_mut();
             hk.bytes_since_checkpoint += bytes;
@@ -410,6 +419,34 @@ impl Partition {
         self.maildrop_locks
             .borrow_mut()
             .remove(&crate::state::normalize_account(account));
+    }
+
+    /// A number that changes after every durable commit (see [`Partition::changed_after`]).
+    pub fn change_generation(&self) -> u64 {
+        self.changes.generation()
+    }
+
+    /// Waits until something was committed after generation `seen`; returns the new one.
+    pub async fn changed_after(&self, seen: u64) -> u64 {
+        self.changes.after(seen).await
+    }
+
+    /// Claims the mailbox's \Recent messages for one session (SELECT): returns the UID up
+    /// to which earlier sessions claimed them; every message above it is \Recent to the
+    /// caller, and to no later caller.
+    pub fn claim_recent(&self, account: &str, mailbox: &str) -> Result<Uid> {
+        let last = self.status(account, mailbox)?.uidnext.0.saturating_sub(1);
+        let key = (account.to_string(), normalize_mailbox(mailbox));
+        let mut r = self.recent.borrow_mut();
+        let old = r.get(&key).copied().unwrap_or(0);
+        r.insert(key, last.max(old));
+        Ok(Uid(old))
+    }
+
+    /// The \Recent boundary without claiming (EXAMINE, STATUS RECENT).
+    pub fn recent_boundary(&self, account: &str, mailbox: &str) -> Uid {
+        let key = (account.to_string(), normalize_mailbox(mailbox));
+        Uid(self.recent.borrow().get(&key).copied().unwrap_or(0))
     }
 
     pub fn has_account(&self, name: &str) -> bool {

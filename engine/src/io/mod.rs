@@ -3,6 +3,7 @@
 //! Everything above this module (format, state, index, recovery scan, compaction policy)
 //! is plain code over bytes; this is where it meets io_uring.
 
+pub mod changes;
 pub mod log_writer;
 pub mod notify;
 pub mod reader;

@@ -1,11 +1,15 @@
-//! A client connection: plain TCP, or TLS over it (implicit, or after STARTTLS).
+//! A client connection: plain TCP, or TLS over it (implicit, or after STARTTLS); and its
+//! hand-off to another shard.
 
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::sync::Arc;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use futures_rustls::server::TlsStream;
-use futures_rustls::TlsAcceptor;
 use glommio::net::TcpStream;
+use rustls::{ServerConfig, ServerConnection};
+
+use super::tls_stream::TlsStream;
 
 /// What waiting for the client's next bytes ended with.
 pub enum Read {
@@ -20,14 +24,22 @@ pub enum Read {
 
 pub enum Conn {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream>),
     /// Only during an upgrade.
     Gone,
 }
 
+/// A connection on its way to another shard: the socket and, for TLS, the TLS session.
+pub struct Detached {
+    fd: OwnedFd,
+    tls: Option<Box<ServerConnection>>,
+}
+
 impl Conn {
-    pub async fn accept_tls(stream: TcpStream, acceptor: &TlsAcceptor) -> io::Result<Self> {
-        Ok(Conn::Tls(Box::new(acceptor.accept(stream).await?)))
+    pub async fn accept_tls(stream: TcpStream, config: &Arc<ServerConfig>) -> io::Result<Self> {
+        Ok(Conn::Tls(Box::new(
+            TlsStream::accept(stream, config).await?,
+        )))
     }
 
     /// The connection as the client first sees it: TLS at once on an implicit-TLS listener.
@@ -35,12 +47,12 @@ impl Conn {
     pub async fn open(
         stream: TcpStream,
         implicit_tls: bool,
-        acceptor: Option<&TlsAcceptor>,
+        config: Option<&Arc<ServerConfig>>,
     ) -> Option<Self> {
         if !implicit_tls {
             return Some(Conn::Plain(stream));
         }
-        Conn::accept_tls(stream, acceptor?).await.ok()
+        Conn::accept_tls(stream, config?).await.ok()
     }
 
     pub fn is_tls(&self) -> bool {
@@ -48,16 +60,44 @@ impl Conn {
     }
 
     /// STARTTLS: the TLS handshake over the plain connection.
-    pub async fn upgrade(&mut self, acceptor: &TlsAcceptor) -> io::Result<()> {
+    pub async fn upgrade(&mut self, config: &Arc<ServerConfig>) -> io::Result<()> {
         match std::mem::replace(self, Conn::Gone) {
             Conn::Plain(s) => {
-                *self = Conn::accept_tls(s, acceptor).await?;
+                *self = Conn::accept_tls(s, config).await?;
                 Ok(())
             }
             other => {
                 *self = other;
                 Err(io::Error::other("connection is not plain"))
             }
+        }
+    }
+
+    /// Takes the connection off this shard. Only between reads and writes (nothing of the
+    /// socket's is in flight then).
+    pub fn detach(self) -> io::Result<Detached> {
+        let (tcp, tls) = match self {
+            Conn::Plain(s) => (s, None),
+            Conn::Tls(t) => {
+                let (s, c) = t.into_parts();
+                (s, Some(Box::new(c)))
+            }
+            Conn::Gone => return Err(io::ErrorKind::NotConnected.into()),
+        };
+        // SAFETY: `tcp` owns this descriptor and is alive for the whole borrow; the clone is
+        // a new descriptor (dup) for the same socket, which outlives `tcp`'s close below.
+        let fd = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) }.try_clone_to_owned()?;
+        drop(tcp);
+        Ok(Detached { fd, tls })
+    }
+
+    /// Brings a detached connection to life on the current shard.
+    pub fn attach(d: Detached) -> Self {
+        // SAFETY: the descriptor is ours (an `OwnedFd`) and handed over whole.
+        let tcp = unsafe { TcpStream::from_raw_fd(d.fd.into_raw_fd()) };
+        match d.tls {
+            None => Conn::Plain(tcp),
+            Some(c) => Conn::Tls(Box::new(TlsStream::from_parts(tcp, *c))),
         }
     }
 
@@ -100,10 +140,7 @@ impl Conn {
                 s.write_all(buf).await?;
                 s.flush().await
             }
-            Conn::Tls(s) => {
-                s.write_all(buf).await?;
-                s.flush().await
-            }
+            Conn::Tls(s) => s.write_all(buf).await,
             Conn::Gone => Err(io::Error::from(io::ErrorKind::NotConnected)),
         }
     }

@@ -10,6 +10,7 @@ mod metrics;
 mod pop3;
 pub mod received;
 mod smtp;
+mod tls_stream;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -18,7 +19,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures_rustls::TlsAcceptor;
 use glommio::net::TcpListener;
 use ringmail_engine::{AccountOptions, Node, NodeConfig, Service, ShardContext, StoreError};
 
@@ -30,7 +30,7 @@ pub use metrics::Metrics;
 /// What every shard shares: read-only configuration and relaxed atomic counters.
 pub struct Shared {
     pub cfg: Config,
-    pub tls: Option<TlsAcceptor>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -187,7 +187,7 @@ impl ShardServer {
 
 /// Starts the engine and every listener; returns the running node.
 pub fn start(cfg: Config) -> Result<Node, String> {
-    let tls = crate::tls::server_config(&cfg).map(TlsAcceptor::from)?;
+    let tls = crate::tls::server_config(&cfg)?;
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         tls: Some(tls),
