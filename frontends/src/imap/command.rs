@@ -68,6 +68,20 @@ pub enum FetchAttr {
     },
 }
 
+#[derive(Debug, PartialEq, Eq)]
+pub struct AppendMessage {
+    pub flags: Vec<String>,
+    pub date: Option<String>,
+    pub message: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Qresync {
+    pub uidvalidity: u32,
+    pub modseq: u64,
+    pub known_uids: Option<SequenceSet>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreOp {
     Add,
@@ -94,6 +108,8 @@ pub enum Command {
         mailbox: String,
         readonly: bool,
         condstore: bool,
+        /// QRESYNC (RFC 7162 section 3.2.5): known UIDVALIDITY, known modseq, known UIDs.
+        qresync: Option<Qresync>,
     },
     Create(String),
     Delete(String),
@@ -107,17 +123,23 @@ pub enum Command {
         reference: String,
         patterns: Vec<String>,
         lsub: bool,
+        /// LIST-EXTENDED selection options (RFC 5258), upper-case: SUBSCRIBED,
+        /// REMOTE, RECURSIVEMATCH, SPECIAL-USE.
+        select: Vec<String>,
+        /// Return options, upper-case: SUBSCRIBED, CHILDREN, SPECIAL-USE; STATUS
+        /// (RFC 5819) separately.
+        ret: Vec<String>,
+        status: Option<Vec<StatusItem>>,
     },
     Namespace,
     Status {
         mailbox: String,
         items: Vec<StatusItem>,
     },
+    /// One or more messages (MULTIAPPEND, RFC 3502), stored all or none.
     Append {
         mailbox: String,
-        flags: Vec<String>,
-        date: Option<String>,
-        message: Vec<u8>,
+        messages: Vec<AppendMessage>,
     },
     Idle,
     Check,
@@ -151,30 +173,39 @@ pub enum Command {
         mailbox: String,
     },
     Id(Vec<(String, Option<String>)>),
+    Search {
+        uid: bool,
+        search: crate::imap::search::SearchCommand,
+    },
+    GetQuotaRoot(String),
+    GetQuota(String),
+    Compress(String),
     /// A command this parser does not know the arguments of yet.
     Unsupported(String),
 }
 
-struct P<'a> {
-    b: &'a [u8],
-    i: usize,
-    tag: String,
+/// The grammar cursor over one framed command, shared by the command parsers of
+/// `imap/*` (SEARCH keys, SORT criteria).
+pub(crate) struct P<'a> {
+    pub(crate) b: &'a [u8],
+    pub(crate) i: usize,
+    pub(crate) tag: String,
 }
 
-type R<T> = Result<T, ParseError>;
+pub(crate) type R<T> = Result<T, ParseError>;
 
 impl<'a> P<'a> {
-    fn err<T>(&self, reason: impl Into<String>) -> R<T> {
+    pub(crate) fn err<T>(&self, reason: impl Into<String>) -> R<T> {
         Err(ParseError {
             tag: self.tag.clone(),
             at: self.i,
             reason: reason.into(),
         })
     }
-    fn peek(&self) -> Option<u8> {
+    pub(crate) fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
-    fn sp(&mut self) -> R<()> {
+    pub(crate) fn sp(&mut self) -> R<()> {
         if self.peek() == Some(b' ') {
             self.i += 1;
             Ok(())
@@ -182,17 +213,17 @@ impl<'a> P<'a> {
             self.err("expected a space")
         }
     }
-    fn at_end(&self) -> bool {
+    pub(crate) fn at_end(&self) -> bool {
         matches!(&self.b[self.i..], b"\r\n" | b"\n" | b"")
     }
-    fn end(&self) -> R<()> {
+    pub(crate) fn end(&self) -> R<()> {
         if self.at_end() {
             Ok(())
         } else {
             self.err("unexpected text at the end of the command")
         }
     }
-    fn eat(&mut self, c: u8) -> bool {
+    pub(crate) fn eat(&mut self, c: u8) -> bool {
         if self.peek() == Some(c) {
             self.i += 1;
             true
@@ -201,7 +232,7 @@ impl<'a> P<'a> {
         }
     }
     /// ATOM-CHAR run (RFC 9051: any CHAR except atom-specials).
-    fn atom(&mut self) -> R<String> {
+    pub(crate) fn atom(&mut self) -> R<String> {
         let start = self.i;
         while let Some(c) = self.peek() {
             if c <= b' ' || c >= 0x7f || b"(){%*\"\\]".contains(&c) {
@@ -215,7 +246,7 @@ impl<'a> P<'a> {
         Ok(String::from_utf8_lossy(&self.b[start..self.i]).to_string())
     }
     /// astring = 1*ASTRING-CHAR / string (atom, quoted or literal); `]` allowed in atoms.
-    fn astring(&mut self) -> R<Vec<u8>> {
+    pub(crate) fn astring(&mut self) -> R<Vec<u8>> {
         match self.peek() {
             Some(b'"') => self.quoted(),
             Some(b'{') => self.literal(),
@@ -234,16 +265,16 @@ impl<'a> P<'a> {
             }
         }
     }
-    fn astr(&mut self) -> R<String> {
+    pub(crate) fn astr(&mut self) -> R<String> {
         let b = self.astring()?;
         String::from_utf8(b).or_else(|_| self.err("string is not UTF-8"))
     }
     /// A mailbox name, with `INBOX` in any case normalized later by the store.
-    fn mailbox(&mut self) -> R<String> {
+    pub(crate) fn mailbox(&mut self) -> R<String> {
         self.astr()
     }
     /// list-mailbox: like astring but with `%` and `*` allowed.
-    fn list_mailbox(&mut self) -> R<String> {
+    pub(crate) fn list_mailbox(&mut self) -> R<String> {
         match self.peek() {
             Some(b'"') | Some(b'{') => self.astr(),
             _ => {
@@ -261,7 +292,7 @@ impl<'a> P<'a> {
             }
         }
     }
-    fn quoted(&mut self) -> R<Vec<u8>> {
+    pub(crate) fn quoted(&mut self) -> R<Vec<u8>> {
         self.i += 1;
         let mut out = Vec::new();
         loop {
@@ -289,7 +320,7 @@ impl<'a> P<'a> {
         }
     }
     /// `{n}` or `{n+}`, CRLF, then n octets (the framer guaranteed they are here).
-    fn literal(&mut self) -> R<Vec<u8>> {
+    pub(crate) fn literal(&mut self) -> R<Vec<u8>> {
         self.i += 1;
         let start = self.i;
         while self.peek().is_some_and(|c| c.is_ascii_digit()) {
@@ -314,7 +345,7 @@ impl<'a> P<'a> {
         self.i += n;
         Ok(v)
     }
-    fn number(&mut self) -> R<u64> {
+    pub(crate) fn number(&mut self) -> R<u64> {
         let start = self.i;
         while self.peek().is_some_and(|c| c.is_ascii_digit()) {
             self.i += 1;
@@ -324,14 +355,14 @@ impl<'a> P<'a> {
             .and_then(|s| s.parse().ok())
             .map_or_else(|| self.err("expected a number"), Ok)
     }
-    fn nz32(&mut self) -> R<u32> {
+    pub(crate) fn nz32(&mut self) -> R<u32> {
         match self.number()? {
             n @ 1..=0xffff_ffff => Ok(n as u32),
             _ => self.err("expected a non-zero 32-bit number"),
         }
     }
     /// sequence-set (RFC 9051 section 9).
-    fn seq_set(&mut self) -> R<SequenceSet> {
+    pub(crate) fn seq_set(&mut self) -> R<SequenceSet> {
         if self.eat(b'$') {
             return Ok(SequenceSet::Saved);
         }
@@ -345,7 +376,7 @@ impl<'a> P<'a> {
             }
         }
     }
-    fn seq_bound(&mut self) -> R<SeqBound> {
+    pub(crate) fn seq_bound(&mut self) -> R<SeqBound> {
         if self.eat(b'*') {
             Ok(SeqBound::Star)
         } else {
@@ -353,7 +384,7 @@ impl<'a> P<'a> {
         }
     }
     /// `(flag flag ...)` or a single flag.
-    fn flag_list(&mut self) -> R<Vec<String>> {
+    pub(crate) fn flag_list(&mut self) -> R<Vec<String>> {
         let paren = self.eat(b'(');
         let mut v = Vec::new();
         loop {
@@ -375,7 +406,7 @@ impl<'a> P<'a> {
             }
         }
     }
-    fn section(&mut self) -> R<String> {
+    pub(crate) fn section(&mut self) -> R<String> {
         let start = self.i;
         let mut depth = 0;
         while let Some(c) = self.peek() {
@@ -393,7 +424,7 @@ impl<'a> P<'a> {
         }
         Ok(String::from_utf8_lossy(&self.b[start..self.i - 1]).to_string())
     }
-    fn partial(&mut self) -> R<Option<(u32, u32)>> {
+    pub(crate) fn partial(&mut self) -> R<Option<(u32, u32)>> {
         if !self.eat(b'<') {
             return Ok(None);
         }
@@ -407,7 +438,7 @@ impl<'a> P<'a> {
         }
         Ok(Some((off, len)))
     }
-    fn fetch_att(&mut self) -> R<FetchAttr> {
+    pub(crate) fn fetch_att(&mut self) -> R<FetchAttr> {
         let name = {
             let start = self.i;
             while let Some(c) = self.peek() {
@@ -458,7 +489,7 @@ impl<'a> P<'a> {
             other => return self.err(format!("unknown FETCH item {other:?}")),
         })
     }
-    fn fetch_atts(&mut self) -> R<Vec<FetchAttr>> {
+    pub(crate) fn fetch_atts(&mut self) -> R<Vec<FetchAttr>> {
         if self.eat(b'(') {
             let mut v = vec![self.fetch_att()?];
             while !self.eat(b')') {
@@ -495,8 +526,32 @@ impl<'a> P<'a> {
             }
         }
     }
+    /// `"(" status-att *(SP status-att) ")"`
+    pub(crate) fn status_items(&mut self) -> R<Vec<StatusItem>> {
+        if !self.eat(b'(') {
+            return self.err("expected status items");
+        }
+        let mut items = Vec::new();
+        while !self.eat(b')') {
+            if !items.is_empty() {
+                self.sp()?;
+            }
+            items.push(match self.atom()?.to_ascii_uppercase().as_str() {
+                "MESSAGES" => StatusItem::Messages,
+                "RECENT" => StatusItem::Recent,
+                "UIDNEXT" => StatusItem::UidNext,
+                "UIDVALIDITY" => StatusItem::UidValidity,
+                "UNSEEN" => StatusItem::Unseen,
+                "DELETED" => StatusItem::Deleted,
+                "SIZE" => StatusItem::Size,
+                "HIGHESTMODSEQ" => StatusItem::HighestModSeq,
+                other => return self.err(format!("unknown status item {other}")),
+            });
+        }
+        Ok(items)
+    }
     /// `(NAME value ...)` modifiers such as `(CHANGEDSINCE 5)`.
-    fn modifier(&mut self, name: &str) -> R<Option<u64>> {
+    pub(crate) fn modifier(&mut self, name: &str) -> R<Option<u64>> {
         if self.peek() != Some(b' ') || self.b.get(self.i + 1) != Some(&b'(') {
             return Ok(None);
         }
@@ -583,6 +638,7 @@ pub fn parse_command(bytes: &[u8]) -> Result<(String, Command), ParseError> {
             p.sp()?;
             let mailbox = p.mailbox()?;
             let mut condstore = false;
+            let mut qresync = None;
             if p.eat(b' ') {
                 if !p.eat(b'(') {
                     return p.err("expected select parameters");
@@ -590,10 +646,48 @@ pub fn parse_command(bytes: &[u8]) -> Result<(String, Command), ParseError> {
                 while !p.eat(b')') {
                     p.eat(b' ');
                     let a = p.atom()?.to_ascii_uppercase();
-                    if a == "CONDSTORE" {
-                        condstore = true;
-                    } else {
-                        return p.err(format!("unsupported SELECT parameter {a}"));
+                    match a.as_str() {
+                        "CONDSTORE" => condstore = true,
+                        "QRESYNC" => {
+                            // "(" uidvalidity SP mod-sequence-value [SP known-uids] ")"
+                            p.sp()?;
+                            if !p.eat(b'(') {
+                                return p.err("QRESYNC takes a list");
+                            }
+                            let uidvalidity = p.nz32()?;
+                            p.sp()?;
+                            let modseq = p.number()?;
+                            let known_uids = if p.eat(b' ') {
+                                Some(p.seq_set()?)
+                            } else {
+                                None
+                            };
+                            // The optional sequence match data is accepted and not used:
+                            // known UIDs and the modseq already bound what we send.
+                            if p.eat(b' ') {
+                                let mut depth = 0;
+                                while let Some(c) = p.peek() {
+                                    if c == b'(' {
+                                        depth += 1;
+                                    } else if c == b')' {
+                                        if depth == 0 {
+                                            break;
+                                        }
+                                        depth -= 1;
+                                    }
+                                    p.i += 1;
+                                }
+                            }
+                            if !p.eat(b')') {
+                                return p.err("unterminated QRESYNC parameter");
+                            }
+                            qresync = Some(Qresync {
+                                uidvalidity,
+                                modseq,
+                                known_uids,
+                            });
+                        }
+                        _ => return p.err(format!("unsupported SELECT parameter {a}")),
                     }
                 }
             }
@@ -601,6 +695,7 @@ pub fn parse_command(bytes: &[u8]) -> Result<(String, Command), ParseError> {
                 mailbox,
                 readonly: verb == "EXAMINE",
                 condstore,
+                qresync,
             }
         }
         (false, "CREATE") => {
@@ -630,6 +725,14 @@ pub fn parse_command(bytes: &[u8]) -> Result<(String, Command), ParseError> {
         }
         (false, "LIST" | "LSUB") => {
             p.sp()?;
+            let mut select = Vec::new();
+            if verb == "LIST" && p.eat(b'(') {
+                while !p.eat(b')') {
+                    p.eat(b' ');
+                    select.push(p.atom()?.to_ascii_uppercase());
+                }
+                p.sp()?;
+            }
             let reference = p.mailbox()?;
             p.sp()?;
             let patterns = if p.eat(b'(') {
@@ -642,65 +745,77 @@ pub fn parse_command(bytes: &[u8]) -> Result<(String, Command), ParseError> {
             } else {
                 vec![p.list_mailbox()?]
             };
+            let mut ret = Vec::new();
+            let mut status = None;
+            // list-return-opts = "RETURN" SP "(" [return-option *(SP return-option)] ")"
+            if verb == "LIST" && p.eat(b' ') {
+                if !p.atom()?.eq_ignore_ascii_case("RETURN") {
+                    return p.err("expected RETURN");
+                }
+                p.sp()?;
+                if !p.eat(b'(') {
+                    return p.err("expected return options");
+                }
+                while !p.eat(b')') {
+                    p.eat(b' ');
+                    let o = p.atom()?.to_ascii_uppercase();
+                    if o == "STATUS" {
+                        p.sp()?;
+                        status = Some(p.status_items()?);
+                    } else {
+                        ret.push(o);
+                    }
+                }
+            }
             Command::List {
                 reference,
                 patterns,
                 lsub: verb == "LSUB",
+                select,
+                ret,
+                status,
             }
         }
         (false, "STATUS") => {
             p.sp()?;
             let mailbox = p.mailbox()?;
             p.sp()?;
-            if !p.eat(b'(') {
-                return p.err("expected status items");
-            }
-            let mut items = Vec::new();
-            while !p.eat(b')') {
-                if !items.is_empty() {
-                    p.sp()?;
-                }
-                items.push(match p.atom()?.to_ascii_uppercase().as_str() {
-                    "MESSAGES" => StatusItem::Messages,
-                    "RECENT" => StatusItem::Recent,
-                    "UIDNEXT" => StatusItem::UidNext,
-                    "UIDVALIDITY" => StatusItem::UidValidity,
-                    "UNSEEN" => StatusItem::Unseen,
-                    "DELETED" => StatusItem::Deleted,
-                    "SIZE" => StatusItem::Size,
-                    "HIGHESTMODSEQ" => StatusItem::HighestModSeq,
-                    other => return p.err(format!("unknown status item {other}")),
-                });
-            }
+            let items = p.status_items()?;
             Command::Status { mailbox, items }
         }
         (false, "APPEND") => {
             p.sp()?;
             let mailbox = p.mailbox()?;
-            p.sp()?;
-            let flags = if p.peek() == Some(b'(') {
-                let f = p.flag_list()?;
-                p.sp()?;
-                f
-            } else {
-                Vec::new()
-            };
-            let date = if p.peek() == Some(b'"') {
-                let d = String::from_utf8_lossy(&p.quoted()?).to_string();
-                p.sp()?;
-                Some(d)
-            } else {
-                None
-            };
-            if p.peek() != Some(b'{') {
-                return p.err("APPEND needs the message as a literal");
+            let mut messages = Vec::new();
+            // append = "APPEND" SP mailbox 1*append-message (RFC 3502)
+            while p.eat(b' ') {
+                let flags = if p.peek() == Some(b'(') {
+                    let f = p.flag_list()?;
+                    p.sp()?;
+                    f
+                } else {
+                    Vec::new()
+                };
+                let date = if p.peek() == Some(b'"') {
+                    let d = String::from_utf8_lossy(&p.quoted()?).to_string();
+                    p.sp()?;
+                    Some(d)
+                } else {
+                    None
+                };
+                if p.peek() != Some(b'{') {
+                    return p.err("APPEND needs the message as a literal");
+                }
+                messages.push(AppendMessage {
+                    flags,
+                    date,
+                    message: p.literal()?,
+                });
             }
-            Command::Append {
-                mailbox,
-                flags,
-                date,
-                message: p.literal()?,
+            if messages.is_empty() {
+                return p.err("APPEND needs a message");
             }
+            Command::Append { mailbox, messages }
         }
         (_, "FETCH") => {
             p.sp()?;
@@ -786,10 +901,26 @@ pub fn parse_command(bytes: &[u8]) -> Result<(String, Command), ParseError> {
             }
             Command::Id(v)
         }
-        (
-            _,
-            "SEARCH" | "SORT" | "THREAD" | "GETQUOTA" | "GETQUOTAROOT" | "SETQUOTA" | "COMPRESS",
-        ) => {
+        (false, "GETQUOTAROOT") => {
+            p.sp()?;
+            Command::GetQuotaRoot(p.mailbox()?)
+        }
+        (false, "GETQUOTA") => {
+            p.sp()?;
+            Command::GetQuota(p.astr()?)
+        }
+        (false, "COMPRESS") => {
+            p.sp()?;
+            Command::Compress(p.atom()?.to_ascii_uppercase())
+        }
+        (_, "SEARCH") => {
+            p.sp()?;
+            Command::Search {
+                uid,
+                search: crate::imap::search::parse_search(&mut p)?,
+            }
+        }
+        (_, "SORT" | "THREAD" | "SETQUOTA") => {
             // Arguments are not parsed yet; skip to the end.
             p.i = p.b.len();
             Command::Unsupported(verb.clone())
@@ -825,7 +956,8 @@ mod tests {
             Command::Select {
                 mailbox: "INBOX".into(),
                 readonly: false,
-                condstore: true
+                condstore: true,
+                qresync: None
             }
         );
         assert_eq!(
@@ -833,7 +965,10 @@ mod tests {
             Command::List {
                 reference: "".into(),
                 patterns: vec!["*".into()],
-                lsub: false
+                lsub: false,
+                select: vec![],
+                ret: vec![],
+                status: None
             }
         );
         assert_eq!(
@@ -841,7 +976,38 @@ mod tests {
             Command::List {
                 reference: "".into(),
                 patterns: vec!["%".into()],
-                lsub: false
+                lsub: false,
+                select: vec![],
+                ret: vec![],
+                status: None
+            }
+        );
+        assert_eq!(
+            ok(b"a5 LIST (SUBSCRIBED) \"\" (INBOX \"S*\") RETURN (CHILDREN STATUS (MESSAGES UNSEEN))\r\n"),
+            Command::List {
+                reference: "".into(),
+                patterns: vec!["INBOX".into(), "S*".into()],
+                lsub: false,
+                select: vec!["SUBSCRIBED".into()],
+                ret: vec!["CHILDREN".into()],
+                status: Some(vec![StatusItem::Messages, StatusItem::Unseen])
+            }
+        );
+        assert_eq!(
+            ok(b"a5 SELECT INBOX (QRESYNC (67890007 20050715194045000 41,43:211,214:541))\r\n"),
+            Command::Select {
+                mailbox: "INBOX".into(),
+                readonly: false,
+                condstore: false,
+                qresync: Some(Qresync {
+                    uidvalidity: 67890007,
+                    modseq: 20050715194045000,
+                    known_uids: Some(SequenceSet::Ranges(vec![
+                        (SeqBound::Num(41), SeqBound::Num(41)),
+                        (SeqBound::Num(43), SeqBound::Num(211)),
+                        (SeqBound::Num(214), SeqBound::Num(541))
+                    ]))
+                })
             }
         );
         assert_eq!(
@@ -853,7 +1019,25 @@ mod tests {
         );
         assert_eq!(
             ok(b"a7 APPEND Drafts (\\Seen $Draft) \" 7-Feb-1994 21:52:25 -0800\" {5+}\r\nhello\r\n"),
-            Command::Append { mailbox: "Drafts".into(), flags: vec!["\\Seen".into(), "$Draft".into()], date: Some(" 7-Feb-1994 21:52:25 -0800".into()), message: b"hello".to_vec() }
+            Command::Append { mailbox: "Drafts".into(), messages: vec![AppendMessage { flags: vec!["\\Seen".into(), "$Draft".into()], date: Some(" 7-Feb-1994 21:52:25 -0800".into()), message: b"hello".to_vec() }] }
+        );
+        assert_eq!(
+            ok(b"a7 APPEND Drafts {1+}\r\na (\\Seen) {2+}\r\nbc\r\n"),
+            Command::Append {
+                mailbox: "Drafts".into(),
+                messages: vec![
+                    AppendMessage {
+                        flags: vec![],
+                        date: None,
+                        message: b"a".to_vec()
+                    },
+                    AppendMessage {
+                        flags: vec!["\\Seen".into()],
+                        date: None,
+                        message: b"bc".to_vec()
+                    }
+                ]
+            }
         );
         assert_eq!(
             ok(b"a8 UID FETCH 1:*,5 (FLAGS BODY.PEEK[HEADER.FIELDS (From To)]<0.100> BINARY.SIZE[1]) (CHANGEDSINCE 9)\r\n"),
@@ -915,10 +1099,6 @@ mod tests {
                     SeqBound::Num(3)
                 )]))
             }
-        );
-        assert_eq!(
-            ok(b"b5 SEARCH UNSEEN\r\n"),
-            Command::Unsupported("SEARCH".into())
         );
         assert_eq!(
             ok(b"b6 AUTHENTICATE PLAIN =\r\n"),

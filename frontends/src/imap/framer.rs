@@ -73,6 +73,14 @@ impl Framer {
         self.buf.len() + self.pending.len()
     }
 
+    /// Takes the bytes received but not yet framed (to hand them to another framer, as when
+    /// a session moves to another shard). Only between commands: nothing is half-framed.
+    pub fn take_input(&mut self) -> Vec<u8> {
+        let mut v = std::mem::take(&mut self.pending);
+        v.append(&mut self.buf);
+        v
+    }
+
     /// Discards everything buffered (STARTTLS: no plaintext may carry over).
     pub fn reset(&mut self) {
         *self = Self::new(self.limits);
@@ -106,6 +114,11 @@ impl Framer {
                 }
             }
             let Some(i) = memchr::memchr(b'\n', &self.buf) else {
+                if self.skip_line {
+                    // Still inside a refused line: drop it as it arrives.
+                    self.buf.clear();
+                    return None;
+                }
                 if self.buf.len() + self.pending.len() > self.limits.max_line {
                     let tag = Self::tag_of(if self.pending.is_empty() {
                         &self.buf
@@ -299,9 +312,17 @@ mod tests {
                 }
             ]
         );
-        // A 10 MiB line without a newline is refused once and does not grow the buffer.
-        f.input(&vec![b'y'; 10 << 20]);
-        assert_eq!(all(&mut f).len(), 1);
-        assert!(f.buffered() == 0);
+        // A 10 MiB line without a newline, arriving in pieces, is refused once and does not
+        // grow the buffer; the command after it is found.
+        let mut frames = Vec::new();
+        for _ in 0..640 {
+            f.input(&[b'y'; 16 << 10]);
+            frames.extend(all(&mut f));
+            assert!(f.buffered() <= 100 + (16 << 10));
+        }
+        f.input(b"\r\na8 NOOP\r\n");
+        frames.extend(all(&mut f));
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[1], Frame::Command(b"a8 NOOP\r\n".to_vec()));
     }
 }

@@ -1,9 +1,18 @@
-//! IMAP4rev1/rev2 (RFC 3501, RFC 9051), sans I/O: the framer (lines and literals) and the
-//! command grammar. The session and the I/O layer are the next step (see issue 4).
+//! IMAP4rev1/rev2 (RFC 3501, RFC 9051), sans I/O: the framer (lines and literals), the
+//! command grammar, response encoding, and the pure pieces a session needs (message
+//! structure, sections, search, the selected mailbox's view).
 #![forbid(unsafe_code)]
 
 pub mod command;
+pub mod datetime;
+pub mod encode;
+pub mod fetch;
 pub mod framer;
+pub mod mutf7;
+pub mod search;
+pub mod section;
+pub mod structure;
+pub mod view;
 
 pub use command::{
     parse_command, Command, FetchAttr, ParseError, SeqBound, SequenceSet, StatusItem, StoreOp,

@@ -9,8 +9,6 @@
 //! section 6). Responses carry RFC 2449/3206 response codes (`[AUTH]`, `[IN-USE]`,
 //! `[SYS/TEMP]`).
 
-use base64::Engine as _;
-
 use crate::sasl::scram::{Credentials, Finish, ServerExchange};
 use crate::smtp::Secret;
 
@@ -476,21 +474,10 @@ impl Session {
     }
 
     fn plain(&mut self, b64: &str, out: &mut Vec<u8>) -> Option<Event> {
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .ok();
-        let parts: Option<Vec<String>> = raw.and_then(|r| {
-            r.split(|&b| b == 0)
-                .map(|p| String::from_utf8(p.to_vec()).ok())
-                .collect()
-        });
-        match parts.as_deref() {
-            Some([authz, user, pass]) if authz.is_empty() || authz == user => {
+        match crate::sasl::plain::decode(b64) {
+            Some((user, password)) => {
                 self.state = State::Wait(Wait::Auth);
-                Some(Event::Authenticate {
-                    user: user.clone(),
-                    password: Secret(pass.clone()),
-                })
+                Some(Event::Authenticate { user, password })
             }
             _ => {
                 self.state = State::Authorization { user: None };

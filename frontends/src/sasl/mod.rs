@@ -1,4 +1,5 @@
 //! SASL mechanisms shared by SMTP, IMAP and POP3, sans I/O.
 #![forbid(unsafe_code)]
 
+pub mod plain;
 pub mod scram;

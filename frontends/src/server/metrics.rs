@@ -12,9 +12,21 @@ use glommio::net::TcpListener;
 
 use super::{Listener, ShardServer};
 
+/// Listener names, in the order of `Listener`'s variants.
+const LISTENERS: [&str; 8] = [
+    "smtp",
+    "submission",
+    "smtps",
+    "lmtp",
+    "pop3",
+    "pop3s",
+    "imap",
+    "imaps",
+];
+
 #[derive(Default)]
 pub struct Metrics {
-    connections: [AtomicU64; 6],
+    connections: [AtomicU64; LISTENERS.len()],
     messages: AtomicU64,
     bytes: AtomicU64,
     auth_failures: AtomicU64,
@@ -37,10 +49,7 @@ async fn render(server: &ShardServer) -> String {
     let m = &server.shared.metrics;
     let mut s = String::new();
     let _ = writeln!(s, "# TYPE ringmail_connections_total counter");
-    for (i, name) in ["smtp", "submission", "smtps", "lmtp", "pop3", "pop3s"]
-        .iter()
-        .enumerate()
-    {
+    for (i, name) in LISTENERS.iter().enumerate() {
         let _ = writeln!(
             s,
             "ringmail_connections_total{{listener=\"{name}\"}} {}",

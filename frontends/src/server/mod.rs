@@ -6,6 +6,7 @@
 //! until every copy is durable.
 
 mod conn;
+mod imap;
 mod metrics;
 mod pop3;
 pub mod received;
@@ -65,6 +66,18 @@ pub enum Listener {
     Lmtp,
     Pop3,
     Pop3s,
+    Imap,
+    Imaps,
+}
+
+thread_local! {
+    /// This shard's server, for sessions handed over from another shard.
+    static LOCAL: RefCell<Option<Rc<ShardServer>>> = const { RefCell::new(None) };
+}
+
+/// The server of the shard this runs on.
+fn local_server() -> Option<Rc<ShardServer>> {
+    LOCAL.with(|l| l.borrow().clone())
 }
 
 impl ShardServer {
@@ -220,6 +233,7 @@ async fn run_shard(shared: Arc<Shared>, ctx: Rc<ShardContext>) {
         known_accounts: RefCell::new(HashSet::new()),
         per_ip: RefCell::new(HashMap::new()),
     });
+    LOCAL.with(|l| *l.borrow_mut() = Some(server.clone()));
     let l = &shared.cfg.listen;
     let mut tasks = Vec::new();
     for (addr, kind) in [
@@ -229,6 +243,8 @@ async fn run_shard(shared: Arc<Shared>, ctx: Rc<ShardContext>) {
         (l.lmtp, Listener::Lmtp),
         (l.pop3, Listener::Pop3),
         (l.pop3s, Listener::Pop3s),
+        (l.imap, Listener::Imap),
+        (l.imaps, Listener::Imaps),
     ] {
         if let Some(addr) = addr {
             tasks.push(glommio::spawn_local(accept_loop(
@@ -241,13 +257,6 @@ async fn run_shard(shared: Arc<Shared>, ctx: Rc<ShardContext>) {
     if ctx.shard.0 == 0 {
         if let Some(addr) = l.metrics {
             tasks.push(glommio::spawn_local(metrics::serve(server.clone(), addr)));
-        }
-        for (name, addr) in [("IMAP", l.imap), ("IMAPS", l.imaps)] {
-            if addr.is_some() {
-                tracing::warn!(
-                    "the {name} frontend is not available yet; its listener is not started"
-                );
-            }
         }
     }
     for t in tasks {
@@ -306,6 +315,9 @@ async fn accept_loop(server: Rc<ShardServer>, addr: SocketAddr, kind: Listener) 
                 Listener::Pop3 | Listener::Pop3s => {
                     pop3::serve(srv.clone(), stream, peer, kind == Listener::Pop3s).await
                 }
+                Listener::Imap | Listener::Imaps => {
+                    imap::serve(srv.clone(), stream, peer, kind == Listener::Imaps).await
+                }
                 _ => smtp::serve(srv.clone(), stream, peer, kind).await,
             }
             srv.release(peer.ip());
@@ -320,8 +332,8 @@ impl Listener {
             Listener::Smtp => Mode::Inbound,
             Listener::Submission | Listener::Smtps => Mode::Submission,
             Listener::Lmtp => Mode::Lmtp,
-            // POP3 listeners never reach the SMTP session.
-            Listener::Pop3 | Listener::Pop3s => Mode::Inbound,
+            // POP3 and IMAP listeners never reach the SMTP session.
+            Listener::Pop3 | Listener::Pop3s | Listener::Imap | Listener::Imaps => Mode::Inbound,
         }
     }
 }

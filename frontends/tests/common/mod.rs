@@ -17,6 +17,8 @@ pub struct Server {
     pub metrics: u16,
     pub pop3: u16,
     pub pop3s: u16,
+    pub imap: u16,
+    pub imaps: u16,
     /// Appended to the test configuration.
     pub extra_config: String,
 }
@@ -72,6 +74,8 @@ impl Server {
             metrics: free_port(),
             pop3: free_port(),
             pop3s: free_port(),
+            imap: free_port(),
+            imaps: free_port(),
             extra_config: extra.to_string(),
         };
         s.start();
@@ -107,9 +111,9 @@ impl Server {
             .args(["--lmtp", &a(self.lmtp), "--metrics", &a(self.metrics)])
             .args([
                 "--imap",
-                "off",
+                &a(self.imap),
                 "--imaps",
-                "off",
+                &a(self.imaps),
                 "--pop3",
                 &a(self.pop3),
                 "--pop3s",
@@ -167,6 +171,8 @@ impl Server {
             .env("LMTP", self.lmtp.to_string())
             .env("POP3", self.pop3.to_string())
             .env("POP3S", self.pop3s.to_string())
+            .env("IMAP", self.imap.to_string())
+            .env("IMAPS", self.imaps.to_string())
             .output()
             .expect("python3");
         let so = String::from_utf8_lossy(&out.stdout).to_string();
@@ -225,6 +231,12 @@ impl Raw {
     pub fn cmd(&mut self, c: &str) -> String {
         self.send(format!("{c}\r\n").as_bytes());
         self.reply()
+    }
+    /// One line.
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        let _ = self.s.read_line(&mut line);
+        line
     }
     /// True once the server closed the connection.
     pub fn closed(&mut self) -> bool {

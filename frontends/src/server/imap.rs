@@ -1,0 +1,1783 @@
+//! The IMAP connection: the pre-login exchange on the shard that accepted it, then the
+//! hand-off to the shard that owns the account, where the session runs next to its
+//! partition (every store call is local; IDLE waits on the partition's change signal).
+//!
+//! Grammar, framing, FETCH/SEARCH evaluation and the selected mailbox's view are the pure
+//! modules of `crate::imap`; this file only sequences them around the engine and socket.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::net::TcpStream;
+use ringmail_engine::{
+    Error, FlagOp, Flags, MailboxInfo, NewMessage, Partition, SpecialUse, StoreError, Uid,
+};
+
+use super::conn::{Conn, Detached, Read};
+use super::ShardServer;
+use crate::imap::command::{AppendMessage, Qresync};
+use crate::imap::encode::compress_set;
+use crate::imap::view::{Msg, SyncOptions, View};
+use crate::imap::{
+    datetime, encode, fetch, mutf7, parse_command, search, Command, Frame, Framer, Limits,
+    SequenceSet, StatusItem, StoreOp,
+};
+use crate::mime::MessageMeta;
+use crate::sasl::scram::{Finish, ServerExchange};
+
+/// Idle sessions are logged out after this long (RFC 9051 section 5.4: at least 30 minutes).
+const AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
+/// Before login a client gets less patience.
+const PREAUTH_TIMEOUT: Duration = Duration::from_secs(60);
+/// FETCH output is written to the socket in pieces of about this size.
+const FLUSH_AT: usize = 256 << 10;
+const DELIMITER: char = '/';
+
+/// What the client turned on with ENABLE.
+#[derive(Clone, Copy, Default)]
+struct Enabled {
+    condstore: bool,
+    qresync: bool,
+    utf8: bool,
+    rev2: bool,
+}
+
+/// The part of a logged-in session that moves with the connection.
+struct Handoff {
+    conn: Detached,
+    account: String,
+    /// Client bytes read but not yet handled (pipelined commands after LOGIN).
+    pending: Vec<u8>,
+    max_literal: u64,
+}
+
+struct Io {
+    conn: Conn,
+    framer: Framer,
+    out: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl Io {
+    async fn flush(&mut self) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        let ok = self.conn.write_all(&self.out).await.is_ok();
+        self.out.clear();
+        ok
+    }
+
+    /// The next whole frame from the client, reading as needed.
+    async fn frame(&mut self, server: &ShardServer, limit: Duration) -> Result<Frame, Read> {
+        loop {
+            if let Some(f) = self.framer.next_frame() {
+                return Ok(f);
+            }
+            if !self.flush().await {
+                return Err(Read::Closed);
+            }
+            match self
+                .conn
+                .read_or_stop(&mut self.buf, limit, &server.ctx.stop)
+                .await
+            {
+                Read::Data(n) => self.framer.input(&self.buf[..n]),
+                other => return Err(other),
+            }
+        }
+    }
+
+    fn line(&mut self, s: &str) {
+        self.out.extend_from_slice(s.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+}
+
+fn limits(server: &ShardServer) -> Limits {
+    Limits {
+        max_line: server.shared.cfg.limits.max_line_length.max(8192),
+        max_literal: server.shared.cfg.limits.max_message_size,
+        max_nonsync_literal: server.shared.cfg.limits.max_message_size,
+    }
+}
+
+pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, _peer: SocketAddr, implicit: bool) {
+    let shared = server.shared.clone();
+    let Some(conn) = Conn::open(stream, implicit, shared.tls.as_ref()).await else {
+        return;
+    };
+    let mut io = Io {
+        conn,
+        framer: Framer::new(limits(&server)),
+        out: Vec::with_capacity(4096),
+        buf: vec![0; 16 << 10],
+    };
+    io.line(&format!(
+        "* OK [CAPABILITY {}] {} ringmail IMAP ready",
+        preauth_capabilities(&server, io.conn.is_tls()),
+        shared.cfg.hostname
+    ));
+    let account = match preauth(&server, &mut io).await {
+        Some(a) => a,
+        None => {
+            let _ = io.flush().await;
+            io.conn.close().await;
+            return;
+        }
+    };
+    if !io.flush().await {
+        return;
+    }
+    let p = server.ctx.node.partition_of(&account);
+    let max_literal = limits(&server).max_literal;
+    if let Some(part) = server.ctx.partitions.get(&p).cloned() {
+        let pending = take_pending(&mut io.framer);
+        authenticated(server, part, io.conn, account, pending, max_literal).await;
+        return;
+    }
+    // The account lives on another core: the connection moves there.
+    let pending = take_pending(&mut io.framer);
+    let conn = match io.conn.detach() {
+        Ok(c) => c,
+        Err(_) => return,
+    };
+    let h = Handoff {
+        conn,
+        account,
+        pending,
+        max_literal,
+    };
+    let r = server
+        .ctx
+        .node
+        .on_partition(p, move |part| async move {
+            match super::local_server() {
+                Some(srv) => {
+                    glommio::spawn_local(async move {
+                        let conn = Conn::attach(h.conn);
+                        authenticated(srv, part, conn, h.account, h.pending, h.max_literal).await
+                    })
+                    .detach();
+                    Ok(())
+                }
+                None => Err(Error::Config("no server on the owning shard".into())),
+            }
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "IMAP hand-off failed; the connection is dropped");
+    }
+}
+
+fn take_pending(f: &mut Framer) -> Vec<u8> {
+    f.take_input()
+}
+
+fn preauth_capabilities(server: &ShardServer, tls: bool) -> String {
+    let mut c = String::from("IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE");
+    if !tls && server.shared.tls.is_some() {
+        c.push_str(" STARTTLS");
+    }
+    if tls || server.shared.cfg.auth.danger_plaintext_without_tls {
+        c.push_str(" AUTH=PLAIN AUTH=SCRAM-SHA-256");
+    } else {
+        c.push_str(" LOGINDISABLED");
+    }
+    c
+}
+
+fn capabilities(server: &ShardServer) -> String {
+    format!(
+        "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS \
+         CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE STATUS=SIZE MOVE CONDSTORE QRESYNC \
+         ESEARCH SEARCHRES MULTIAPPEND BINARY UTF8=ACCEPT QUOTA QUOTA=RES-STORAGE \
+         QUOTA=RES-MESSAGE OBJECTID APPENDLIMIT={}",
+        server.shared.cfg.limits.max_message_size
+    )
+}
+
+/// Not authenticated state (RFC 9051 section 3.1): until a login succeeds.
+async fn preauth(server: &ShardServer, io: &mut Io) -> Option<String> {
+    let mut failures = 0;
+    loop {
+        let frame = match io.frame(server, PREAUTH_TIMEOUT).await {
+            Ok(f) => f,
+            Err(Read::TimedOut) => {
+                io.line("* BYE autologout: idle too long");
+                return None;
+            }
+            Err(Read::Stopping) => {
+                io.line("* BYE server shutting down");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let bytes = match frame {
+            Frame::NeedContinuation => {
+                io.line("+ go ahead");
+                continue;
+            }
+            Frame::Refused { tag, reason } => {
+                io.line(&format!("{} BAD {reason}", tag_or_star(&tag)));
+                continue;
+            }
+            Frame::Command(b) => b,
+        };
+        let (tag, cmd) = match parse_command(&bytes) {
+            Ok(x) => x,
+            Err(e) => {
+                io.line(&format!("{} BAD {}", tag_or_star(&e.tag), e.reason));
+                continue;
+            }
+        };
+        let tls = io.conn.is_tls();
+        let may_login = tls || server.shared.cfg.auth.danger_plaintext_without_tls;
+        let login = match cmd {
+            Command::Capability => {
+                io.line(&format!(
+                    "* CAPABILITY {}",
+                    preauth_capabilities(server, tls)
+                ));
+                io.line(&format!("{tag} OK CAPABILITY completed"));
+                None
+            }
+            Command::Noop => {
+                io.line(&format!("{tag} OK NOOP completed"));
+                None
+            }
+            Command::Logout => {
+                io.line("* BYE logging out");
+                io.line(&format!("{tag} OK LOGOUT completed"));
+                return None;
+            }
+            Command::Id(_) => {
+                io.line("* ID (\"name\" \"ringmail\")");
+                io.line(&format!("{tag} OK ID completed"));
+                None
+            }
+            Command::StartTls => {
+                let Some(cfg) = server.shared.tls.clone().filter(|_| !tls) else {
+                    io.line(&format!("{tag} BAD STARTTLS not available"));
+                    continue;
+                };
+                io.line(&format!("{tag} OK begin TLS negotiation now"));
+                if !io.flush().await {
+                    return None;
+                }
+                // Nothing sent before the handshake may count after it (RFC 9051 section 11.1).
+                io.framer.reset();
+                if io.conn.upgrade(&cfg).await.is_err() {
+                    return None;
+                }
+                None
+            }
+            Command::Login { .. } | Command::Authenticate { .. } if !may_login => {
+                io.line(&format!(
+                    "{tag} NO [PRIVACYREQUIRED] use STARTTLS or the implicit-TLS port first"
+                ));
+                None
+            }
+            Command::Login { user, password } => {
+                Some((tag, server.check_password(user, password).await))
+            }
+            Command::Authenticate { mechanism, initial } => {
+                let r = authenticate(server, io, &tag, &mechanism, initial).await?;
+                r.map(|res| (tag, res))
+            }
+            Command::Select { .. }
+            | Command::Create(_)
+            | Command::Delete(_)
+            | Command::Rename { .. }
+            | Command::Subscribe(_)
+            | Command::Unsubscribe(_)
+            | Command::List { .. }
+            | Command::Namespace
+            | Command::Status { .. }
+            | Command::Append { .. }
+            | Command::Idle
+            | Command::Enable(_)
+            | Command::GetQuota(_)
+            | Command::GetQuotaRoot(_) => {
+                io.line(&format!("{tag} BAD log in first"));
+                None
+            }
+            _ => {
+                io.line(&format!("{tag} BAD not valid in this state"));
+                None
+            }
+        };
+        if let Some((tag, result)) = login {
+            match result.and_then(|v| v.into_iter().next()) {
+                Some(account) => {
+                    io.line(&format!(
+                        "{tag} OK [CAPABILITY {}] logged in",
+                        capabilities(server)
+                    ));
+                    return Some(account);
+                }
+                None => {
+                    failures += 1;
+                    server.auth_failed().await;
+                    io.line(&format!(
+                        "{tag} NO [AUTHENTICATIONFAILED] invalid credentials"
+                    ));
+                    if failures >= server.shared.cfg.limits.max_auth_failures {
+                        io.line("* BYE too many failed logins");
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn tag_or_star(tag: &str) -> &str {
+    if tag.is_empty() {
+        "*"
+    } else {
+        tag
+    }
+}
+
+/// One client line of a SASL exchange: `None` when the connection is gone, `Some(None)`
+/// when the client cancelled (`*`).
+async fn sasl_line(server: &ShardServer, io: &mut Io) -> Option<Option<String>> {
+    io.flush().await;
+    let f = io.frame(server, PREAUTH_TIMEOUT).await.ok()?;
+    let Frame::Command(line) = f else {
+        return Some(None);
+    };
+    let text = String::from_utf8_lossy(&line).trim().to_string();
+    Some(if text == "*" { None } else { Some(text) })
+}
+
+/// AUTHENTICATE (RFC 9051 section 6.2.2) with SASL-IR. `None`: the connection is gone.
+/// `Some(None)`: answered already (cancelled, bad mechanism). `Some(Some(r))`: the result of
+/// checking the credentials, for the caller to answer.
+async fn authenticate(
+    server: &ShardServer,
+    io: &mut Io,
+    tag: &str,
+    mechanism: &str,
+    initial: Option<String>,
+) -> Option<Option<Option<Vec<String>>>> {
+    let cancelled = |io: &mut Io| {
+        io.line(&format!("{tag} BAD authentication cancelled"));
+        Some(None)
+    };
+    if mechanism != "PLAIN" && mechanism != "SCRAM-SHA-256" {
+        io.line(&format!("{tag} NO [CANNOT] unsupported mechanism"));
+        return Some(None);
+    }
+    let first = match initial {
+        Some(r) => r,
+        None => {
+            io.line("+ ");
+            match sasl_line(server, io).await? {
+                Some(r) => r,
+                None => return cancelled(io),
+            }
+        }
+    };
+    match mechanism {
+        "PLAIN" => match crate::sasl::plain::decode(&first) {
+            Some((user, pass)) => Some(Some(server.check_password(user, pass).await)),
+            None => {
+                io.line(&format!("{tag} BAD invalid PLAIN response"));
+                Some(None)
+            }
+        },
+        _ => {
+            let Ok((mut ex, user)) = ServerExchange::start(&first) else {
+                io.line(&format!("{tag} BAD invalid SCRAM message"));
+                return Some(None);
+            };
+            let (found, nonce, fake_salt) = server.scram_lookup(&user);
+            io.line(&format!("+ {}", ex.challenge(found, &nonce, &fake_salt)));
+            let Some(fin) = sasl_line(server, io).await? else {
+                return cancelled(io);
+            };
+            match ex.finish(&fin) {
+                Finish::Success {
+                    server_final,
+                    senders,
+                } => {
+                    io.line(&format!("+ {server_final}"));
+                    // The client's empty answer to the server's final message.
+                    sasl_line(server, io).await?;
+                    Some(Some(Some(senders)))
+                }
+                Finish::BadBase64 | Finish::Failed => Some(Some(None)),
+            }
+        }
+    }
+}
+
+// ---- the logged-in session ----------------------------------------------------------------
+
+struct Session {
+    server: Rc<ShardServer>,
+    part: Rc<Partition>,
+    account: String,
+    io: Io,
+    enabled: Enabled,
+    view: Option<View>,
+    /// The saved search result (`$`, RFC 5182), as UIDs.
+    saved: Vec<u32>,
+    keywords: Vec<String>,
+    closing: bool,
+}
+
+async fn authenticated(
+    server: Rc<ShardServer>,
+    part: Rc<Partition>,
+    conn: Conn,
+    account: String,
+    pending: Vec<u8>,
+    max_literal: u64,
+) {
+    let mut framer = Framer::new(Limits {
+        max_literal,
+        max_nonsync_literal: max_literal,
+        ..limits(&server)
+    });
+    framer.input(&pending);
+    let mut s = Session {
+        server,
+        part,
+        account,
+        io: Io {
+            conn,
+            framer,
+            out: Vec::with_capacity(4096),
+            buf: vec![0; 16 << 10],
+        },
+        enabled: Enabled::default(),
+        view: None,
+        saved: Vec::new(),
+        keywords: Vec::new(),
+        closing: false,
+    };
+    if let Err(e) = s.ensure_account().await {
+        s.io.line(&format!("* BYE [UNAVAILABLE] {e}"));
+        let _ = s.io.flush().await;
+        s.io.conn.close().await;
+        return;
+    }
+    s.run().await;
+    let _ = s.io.flush().await;
+    s.io.conn.close().await;
+}
+
+type Res = Result<(), String>;
+
+fn no(e: Error) -> String {
+    let code = match e.store() {
+        Some(StoreError::NoSuchMailbox) => "[NONEXISTENT] ",
+        Some(StoreError::MailboxExists) => "[ALREADYEXISTS] ",
+        Some(StoreError::OverQuota { .. }) => "[OVERQUOTA] ",
+        Some(StoreError::MessageTooLarge { .. }) => "[TOOBIG] ",
+        Some(StoreError::TooManyKeywords { .. }) => "[LIMIT] ",
+        Some(StoreError::CannotDeleteInbox) | Some(StoreError::InvalidName(_)) => "[CANNOT] ",
+        Some(StoreError::ShuttingDown) | None => "[UNAVAILABLE] ",
+        _ => "",
+    };
+    format!("NO {code}{e}")
+}
+
+impl Session {
+    async fn ensure_account(&self) -> Result<(), Error> {
+        if self.part.has_account(&self.account) {
+            return Ok(());
+        }
+        match self
+            .part
+            .create_account(&self.account, &ringmail_engine::AccountOptions::standard())
+            .await
+        {
+            Err(e) if e.store() == Some(&StoreError::AccountExists) => Ok(()),
+            r => r,
+        }
+    }
+
+    async fn run(&mut self) {
+        loop {
+            let frame = match self.io.frame(&self.server, AUTOLOGOUT).await {
+                Ok(f) => f,
+                Err(Read::TimedOut) => {
+                    self.io.line("* BYE autologout: idle too long");
+                    return;
+                }
+                Err(Read::Stopping) => {
+                    self.io.line("* BYE [UNAVAILABLE] server shutting down");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let bytes = match frame {
+                Frame::NeedContinuation => {
+                    self.io.line("+ go ahead");
+                    continue;
+                }
+                Frame::Refused { tag, reason } => {
+                    let code = if reason.contains("literal") {
+                        "[TOOBIG] "
+                    } else {
+                        ""
+                    };
+                    let verdict = if code.is_empty() { "BAD" } else { "NO" };
+                    self.io
+                        .line(&format!("{} {verdict} {code}{reason}", tag_or_star(&tag)));
+                    continue;
+                }
+                Frame::Command(b) => b,
+            };
+            let (tag, cmd) = match parse_command(&bytes) {
+                Ok(x) => x,
+                Err(e) => {
+                    self.io
+                        .line(&format!("{} BAD {}", tag_or_star(&e.tag), e.reason));
+                    continue;
+                }
+            };
+            let r = self.command(&tag, cmd).await;
+            if let Err(text) = r {
+                self.sync(true).await;
+                self.io.line(&format!("{tag} {text}"));
+            }
+            if self.closing {
+                return;
+            }
+        }
+    }
+
+    fn mailbox_name(&self, raw: &str) -> Result<String, String> {
+        let name = if self.enabled.utf8 {
+            raw.to_string()
+        } else {
+            mutf7::decode(raw)
+                .ok_or_else(|| "BAD mailbox name is not modified UTF-7".to_string())?
+        };
+        let name = name.trim_end_matches(DELIMITER).to_string();
+        if name.eq_ignore_ascii_case("INBOX") {
+            return Ok("INBOX".into());
+        }
+        Ok(name)
+    }
+
+    fn show_name(&self, name: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let s = if self.enabled.utf8 {
+            name.to_string()
+        } else {
+            mutf7::encode(name)
+        };
+        encode::astring(&mut out, s.as_bytes());
+        out
+    }
+
+    fn refresh_keywords(&mut self) {
+        if let Ok(k) = self.part.keywords(&self.account) {
+            self.keywords = k;
+        }
+    }
+
+    fn render_flags(keywords: &[String], f: u64, recent: bool, out: &mut Vec<u8>) {
+        let flags = Flags(f);
+        let mut names: Vec<&str> = flags.system_names().collect();
+        for k in flags.keywords() {
+            if let Some(n) = keywords.get(k as usize) {
+                names.push(n);
+            }
+        }
+        if recent {
+            names.push("\\Recent");
+        }
+        encode::flag_list(out, names);
+    }
+
+    /// Brings the client's view of the selected mailbox up to date (untagged responses).
+    async fn sync(&mut self, expunge: bool) {
+        let Some(view) = self.view.as_mut() else {
+            return;
+        };
+        let Ok(st) = self.part.status(&self.account, &view.mailbox) else {
+            return;
+        };
+        if st.highest_modseq.0 == view.highest_modseq
+            && st.uidnext.0 == view.uidnext
+            && st.messages == view.len()
+            && !(expunge && view.messages().iter().any(|m| view.is_gone(m.uid)))
+        {
+            return;
+        }
+        let Ok(cur) = mailbox_msgs(&self.part, &self.account, &view.mailbox) else {
+            return;
+        };
+        let claimed = if view.readonly {
+            Some(self.part.recent_boundary(&self.account, &view.mailbox).0)
+        } else {
+            self.part
+                .claim_recent(&self.account, &view.mailbox)
+                .ok()
+                .map(|u| u.0)
+        };
+        let opt = SyncOptions {
+            expunge,
+            vanished: self.enabled.qresync,
+            modseq: self.enabled.condstore,
+            uid: self.enabled.qresync,
+        };
+        self.keywords = self.part.keywords(&self.account).unwrap_or_default();
+        let kw = &self.keywords;
+        let render = |f: u64, out: &mut Vec<u8>| Self::render_flags(kw, f, false, out);
+        view.sync(
+            &cur,
+            st.uidnext.0,
+            st.highest_modseq.0,
+            claimed,
+            opt,
+            &render,
+            &mut self.io.out,
+        );
+    }
+
+    async fn command(&mut self, tag: &str, cmd: Command) -> Res {
+        match cmd {
+            Command::Capability => {
+                let c = capabilities(&self.server);
+                self.io.line(&format!("* CAPABILITY {c}"));
+                self.ok(tag, "CAPABILITY completed").await
+            }
+            Command::Noop | Command::Check => self.ok(tag, "NOOP completed").await,
+            Command::Logout => {
+                self.io.line("* BYE logging out");
+                self.io.line(&format!("{tag} OK LOGOUT completed"));
+                self.closing = true;
+                Ok(())
+            }
+            Command::Id(_) => {
+                self.io.line("* ID (\"name\" \"ringmail\")");
+                self.ok(tag, "ID completed").await
+            }
+            Command::StartTls => Err("BAD already authenticated".into()),
+            Command::Login { .. } | Command::Authenticate { .. } => {
+                Err("BAD already authenticated".into())
+            }
+            Command::Enable(caps) => {
+                let mut on = Vec::new();
+                for c in caps {
+                    let hit = match c.as_str() {
+                        "CONDSTORE" => {
+                            self.enabled.condstore = true;
+                            true
+                        }
+                        "QRESYNC" => {
+                            self.enabled.qresync = true;
+                            self.enabled.condstore = true;
+                            true
+                        }
+                        "UTF8=ACCEPT" => {
+                            self.enabled.utf8 = true;
+                            true
+                        }
+                        "IMAP4REV2" => {
+                            self.enabled.rev2 = true;
+                            true
+                        }
+                        _ => false,
+                    };
+                    if hit {
+                        on.push(c);
+                    }
+                }
+                self.io
+                    .line(format!("* ENABLED {}", on.join(" ")).trim_end());
+                self.ok(tag, "ENABLE completed").await
+            }
+            Command::Select {
+                mailbox,
+                readonly,
+                condstore,
+                qresync,
+            } => {
+                if condstore {
+                    self.enabled.condstore = true;
+                }
+                if qresync.is_some() && !self.enabled.qresync {
+                    return Err("BAD QRESYNC must be enabled first".into());
+                }
+                self.select(tag, &mailbox, readonly, qresync).await
+            }
+            Command::Create(name) => {
+                let name = self.mailbox_name(&name)?;
+                // Superiors are created too (RFC 9051 section 6.3.4).
+                let mut prefix = String::new();
+                for (i, seg) in name.split(DELIMITER).enumerate() {
+                    if i > 0 {
+                        prefix.push(DELIMITER);
+                    }
+                    prefix.push_str(seg);
+                    if prefix != name && self.part.status(&self.account, &prefix).is_err() {
+                        let _ = self
+                            .part
+                            .create_mailbox(&self.account, &prefix, SpecialUse::None)
+                            .await;
+                    }
+                }
+                self.part
+                    .create_mailbox(&self.account, &name, SpecialUse::None)
+                    .await
+                    .map_err(no)?;
+                self.ok(tag, "CREATE completed").await
+            }
+            Command::Delete(name) => {
+                let name = self.mailbox_name(&name)?;
+                if self.view.as_ref().is_some_and(|v| v.mailbox == name) {
+                    self.view = None;
+                }
+                self.part
+                    .delete_mailbox(&self.account, &name)
+                    .await
+                    .map_err(no)?;
+                self.ok(tag, "DELETE completed").await
+            }
+            Command::Rename { from, to } => {
+                let (from, to) = (self.mailbox_name(&from)?, self.mailbox_name(&to)?);
+                if from == "INBOX" {
+                    return Err("NO [CANNOT] renaming INBOX is not supported".into());
+                }
+                self.part
+                    .rename_mailbox(&self.account, &from, &to)
+                    .await
+                    .map_err(no)?;
+                self.ok(tag, "RENAME completed").await
+            }
+            Command::Subscribe(name) | Command::Unsubscribe(name)
+                if self.mailbox_name(&name).is_err() =>
+            {
+                Err("BAD mailbox name is not modified UTF-7".into())
+            }
+            Command::Subscribe(name) => {
+                let name = self.mailbox_name(&name)?;
+                self.part
+                    .subscribe(&self.account, &name, true)
+                    .await
+                    .map_err(no)?;
+                self.ok(tag, "SUBSCRIBE completed").await
+            }
+            Command::Unsubscribe(name) => {
+                let name = self.mailbox_name(&name)?;
+                self.part
+                    .subscribe(&self.account, &name, false)
+                    .await
+                    .map_err(no)?;
+                self.ok(tag, "UNSUBSCRIBE completed").await
+            }
+            Command::Namespace => {
+                self.io.line("* NAMESPACE ((\"\" \"/\")) NIL NIL");
+                self.ok(tag, "NAMESPACE completed").await
+            }
+            Command::List {
+                reference,
+                patterns,
+                lsub,
+                select,
+                ret,
+                status,
+            } => {
+                self.list(
+                    &reference,
+                    &patterns,
+                    lsub,
+                    &select,
+                    &ret,
+                    status.as_deref(),
+                )?;
+                self.ok(
+                    tag,
+                    if lsub {
+                        "LSUB completed"
+                    } else {
+                        "LIST completed"
+                    },
+                )
+                .await
+            }
+            Command::Status { mailbox, items } => {
+                let name = self.mailbox_name(&mailbox)?;
+                let st = self.part.status(&self.account, &name).map_err(no)?;
+                let line = self.status_line(&st, &items);
+                self.io.out.extend_from_slice(&line);
+                self.ok(tag, "STATUS completed").await
+            }
+            Command::Append { mailbox, messages } => self.append(tag, &mailbox, messages).await,
+            Command::Idle => self.idle(tag).await,
+            Command::GetQuotaRoot(mailbox) => {
+                let name = self.mailbox_name(&mailbox)?;
+                self.part.status(&self.account, &name).map_err(no)?;
+                let mut l = b"* QUOTAROOT ".to_vec();
+                l.extend_from_slice(&self.show_name(&name));
+                l.extend_from_slice(b" \"\"\r\n");
+                self.io.out.extend_from_slice(&l);
+                self.quota_line()?;
+                self.ok(tag, "GETQUOTAROOT completed").await
+            }
+            Command::GetQuota(root) => {
+                if !root.is_empty() {
+                    return Err("NO [NONEXISTENT] no such quota root".into());
+                }
+                self.quota_line()?;
+                self.ok(tag, "GETQUOTA completed").await
+            }
+            Command::Compress(_) => Err("NO [CANNOT] COMPRESS is not available".into()),
+            Command::Unsupported(v) => Err(format!("BAD {v} is not supported")),
+            // Selected state only from here on.
+            _ if self.view.is_none() => Err("BAD no mailbox selected".into()),
+            Command::Close | Command::Unselect => {
+                let close = matches!(cmd, Command::Close);
+                let view = self.view.take().expect("checked above");
+                if close && !view.readonly {
+                    // CLOSE expunges silently (RFC 9051 section 6.4.1).
+                    self.part
+                        .expunge(&self.account, &view.mailbox, None)
+                        .await
+                        .map_err(no)?;
+                }
+                if self.enabled.qresync {
+                    self.io.line("* OK [CLOSED] previous mailbox is now closed");
+                }
+                self.io.line(&format!("{tag} OK completed"));
+                Ok(())
+            }
+            Command::Expunge { uids } => self.expunge(tag, uids).await,
+            Command::Fetch {
+                uid,
+                set,
+                attrs,
+                changed_since,
+            } => self.fetch(tag, uid, &set, &attrs, changed_since).await,
+            Command::Store {
+                uid,
+                set,
+                op,
+                silent,
+                flags,
+                unchanged_since,
+            } => {
+                self.store(tag, uid, &set, op, silent, &flags, unchanged_since)
+                    .await
+            }
+            Command::Copy { uid, set, mailbox } => self.copy(tag, uid, &set, &mailbox, false).await,
+            Command::Move { uid, set, mailbox } => self.copy(tag, uid, &set, &mailbox, true).await,
+            Command::Search { uid, search } => self.search(tag, uid, search).await,
+        }
+    }
+
+    async fn ok(&mut self, tag: &str, text: &str) -> Res {
+        self.sync(true).await;
+        self.io.line(&format!("{tag} OK {text}"));
+        Ok(())
+    }
+
+    fn quota_line(&mut self) -> Res {
+        let a = self.part.account_info(&self.account).map_err(no)?;
+        let mut parts = Vec::new();
+        if a.quota_bytes > 0 {
+            parts.push(format!(
+                "STORAGE {} {}",
+                a.used_bytes.div_ceil(1024),
+                a.quota_bytes / 1024
+            ));
+        }
+        if a.quota_messages > 0 {
+            parts.push(format!("MESSAGE {} {}", a.used_messages, a.quota_messages));
+        }
+        if !parts.is_empty() {
+            self.io.line(&format!("* QUOTA \"\" ({})", parts.join(" ")));
+        }
+        Ok(())
+    }
+
+    fn status_line(&self, st: &MailboxInfo, items: &[StatusItem]) -> Vec<u8> {
+        let mut l = b"* STATUS ".to_vec();
+        l.extend_from_slice(&self.show_name(&st.name));
+        l.extend_from_slice(b" (");
+        let mut first = true;
+        for it in items {
+            if !std::mem::take(&mut first) {
+                l.push(b' ');
+            }
+            let (name, v) = match it {
+                StatusItem::Messages => ("MESSAGES", st.messages as u64),
+                StatusItem::Recent => {
+                    let b = self.part.recent_boundary(&self.account, &st.name).0;
+                    let n = self
+                        .part
+                        .messages(
+                            &self.account,
+                            &st.name,
+                            Uid(b.saturating_add(1)),
+                            Uid(u32::MAX),
+                        )
+                        .map(|v| v.len())
+                        .unwrap_or(0);
+                    ("RECENT", n as u64)
+                }
+                StatusItem::UidNext => ("UIDNEXT", st.uidnext.0 as u64),
+                StatusItem::UidValidity => ("UIDVALIDITY", st.uidvalidity.0 as u64),
+                StatusItem::Unseen => ("UNSEEN", st.unseen as u64),
+                StatusItem::Deleted => {
+                    let n = self
+                        .part
+                        .messages(&self.account, &st.name, Uid(1), Uid(u32::MAX))
+                        .map(|v| {
+                            v.iter()
+                                .filter(|m| m.flags.contains(Flags::DELETED))
+                                .count()
+                        })
+                        .unwrap_or(0);
+                    ("DELETED", n as u64)
+                }
+                StatusItem::Size => ("SIZE", st.size),
+                StatusItem::HighestModSeq => ("HIGHESTMODSEQ", st.highest_modseq.0),
+            };
+            l.extend_from_slice(name.as_bytes());
+            l.push(b' ');
+            encode::number(&mut l, v);
+        }
+        l.extend_from_slice(b")\r\n");
+        l
+    }
+
+    fn list(
+        &mut self,
+        reference: &str,
+        patterns: &[String],
+        lsub: bool,
+        select: &[String],
+        ret: &[String],
+        status: Option<&[StatusItem]>,
+    ) -> Res {
+        let decode = |s: &str| {
+            if self.enabled.utf8 {
+                Some(s.to_string())
+            } else {
+                mutf7::decode(s)
+            }
+        };
+        let reference = decode(reference).ok_or("BAD reference is not modified UTF-7")?;
+        if patterns.len() == 1 && patterns[0].is_empty() && !lsub {
+            // The hierarchy delimiter and root (RFC 9051 section 6.3.9).
+            self.io.line("* LIST (\\Noselect) \"/\" \"\"");
+            return Ok(());
+        }
+        let boxes = self.part.mailboxes(&self.account).map_err(no)?;
+        let subs = self.part.subscriptions(&self.account).unwrap_or_default();
+        let only_subscribed = lsub || select.iter().any(|s| s == "SUBSCRIBED");
+        let only_special = select.iter().any(|s| s == "SPECIAL-USE");
+        let show_subscribed = lsub || only_subscribed || ret.iter().any(|r| r == "SUBSCRIBED");
+        let pats: Vec<String> = patterns
+            .iter()
+            .map(|p| decode(p).map(|p| format!("{reference}{p}")))
+            .collect::<Option<_>>()
+            .ok_or("BAD pattern is not modified UTF-7")?;
+        for b in &boxes {
+            if !pats.iter().any(|p| list_match(p, &b.name)) {
+                continue;
+            }
+            if only_subscribed && !subs.contains(&b.name) {
+                continue;
+            }
+            if only_special && b.special_use == SpecialUse::None {
+                continue;
+            }
+            let children = boxes.iter().any(|c| {
+                c.name.len() > b.name.len()
+                    && c.name.starts_with(&b.name)
+                    && c.name[b.name.len()..].starts_with(DELIMITER)
+            });
+            let mut attrs: Vec<&str> = vec![if children {
+                "\\HasChildren"
+            } else {
+                "\\HasNoChildren"
+            }];
+            if show_subscribed && subs.contains(&b.name) {
+                attrs.push("\\Subscribed");
+            }
+            if let Some(a) = b.special_use.attribute() {
+                attrs.push(a);
+            }
+            let mut l = if lsub {
+                b"* LSUB ".to_vec()
+            } else {
+                b"* LIST ".to_vec()
+            };
+            encode::flag_list(&mut l, attrs);
+            l.extend_from_slice(b" \"/\" ");
+            l.extend_from_slice(&self.show_name(&b.name));
+            l.extend_from_slice(b"\r\n");
+            if let Some(items) = status {
+                l.extend_from_slice(&self.status_line(b, items));
+            }
+            self.io.out.extend_from_slice(&l);
+        }
+        Ok(())
+    }
+
+    async fn select(
+        &mut self,
+        tag: &str,
+        mailbox: &str,
+        readonly: bool,
+        qresync: Option<Qresync>,
+    ) -> Res {
+        // A new SELECT closes the old mailbox even when it fails (RFC 9051 section 6.3.2).
+        let had = self.view.take().is_some();
+        if had && self.enabled.qresync {
+            self.io.line("* OK [CLOSED] previous mailbox is now closed");
+        }
+        let name = self.mailbox_name(mailbox)?;
+        let st = self.part.status(&self.account, &name).map_err(no)?;
+        let msgs = mailbox_msgs(&self.part, &self.account, &name).map_err(no)?;
+        let recent_above = if readonly {
+            self.part.recent_boundary(&self.account, &name)
+        } else {
+            self.part.claim_recent(&self.account, &name).map_err(no)?
+        };
+
+        let view = View::new(
+            st.name.clone(),
+            readonly,
+            st.uidvalidity.0,
+            st.uidnext.0,
+            st.highest_modseq.0,
+            msgs,
+            recent_above.0,
+        );
+        self.refresh_keywords();
+        let mut l = b"* FLAGS ".to_vec();
+        let mut names: Vec<&str> =
+            vec!["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"];
+        names.extend(self.keywords.iter().map(|s| s.as_str()));
+        encode::flag_list(&mut l, names.iter().copied());
+        l.extend_from_slice(b"\r\n* OK [PERMANENTFLAGS ");
+        names.push("\\*");
+        encode::flag_list(&mut l, if readonly { vec![] } else { names });
+        l.extend_from_slice(b"] flags permitted\r\n");
+        self.io.out.extend_from_slice(&l);
+        self.io.line(&format!("* {} EXISTS", view.len()));
+        if !self.enabled.rev2 {
+            self.io.line(&format!("* {} RECENT", view.recent_count()));
+            if let Some(u) = view.first_unseen(Flags::SEEN.0) {
+                self.io.line(&format!("* OK [UNSEEN {u}] first unseen"));
+            }
+        }
+        self.io.line(&format!(
+            "* OK [UIDVALIDITY {}] UIDs valid",
+            view.uidvalidity
+        ));
+        self.io.line(&format!(
+            "* OK [UIDNEXT {}] predicted next UID",
+            view.uidnext
+        ));
+        self.io.line(&format!(
+            "* OK [HIGHESTMODSEQ {}] highest",
+            view.highest_modseq
+        ));
+        if let Some(q) = qresync.filter(|q| q.uidvalidity == view.uidvalidity) {
+            // What changed since the client's modseq: messages gone (we keep no tombstones,
+            // so every known UID that is not here; clients ignore UIDs they never had), then
+            // flags changed since.
+            let known: Vec<u32> = match &q.known_uids {
+                Some(SequenceSet::Ranges(r)) => r
+                    .iter()
+                    .flat_map(|&(a, b)| {
+                        let n = |x| match x {
+                            crate::imap::SeqBound::Num(n) => n,
+                            crate::imap::SeqBound::Star => view.uidnext.saturating_sub(1),
+                        };
+                        let (a, b) = (n(a), n(b));
+                        a.min(b)..=a.max(b).min(view.uidnext.saturating_sub(1))
+                    })
+                    .take(1 << 20)
+                    .collect(),
+                _ => (1..view.uidnext).take(1 << 20).collect(),
+            };
+            let mut gone: Vec<u32> = known
+                .into_iter()
+                .filter(|u| view.seq_of(*u).is_none())
+                .collect();
+            gone.sort_unstable();
+            gone.dedup();
+            if !gone.is_empty() {
+                self.io
+                    .line(&format!("* VANISHED (EARLIER) {}", compress_set(&gone)));
+            }
+            let kw = self.keywords.clone();
+            for (i, m) in view.messages().iter().enumerate() {
+                if m.modseq > q.modseq {
+                    let mut l = format!("* {} FETCH (UID {} FLAGS ", i + 1, m.uid).into_bytes();
+                    Self::render_flags(&kw, m.flags, false, &mut l);
+                    l.extend_from_slice(format!(" MODSEQ ({}))\r\n", m.modseq).as_bytes());
+                    self.io.out.extend_from_slice(&l);
+                }
+            }
+        }
+        self.view = Some(view);
+        let mode = if readonly { "READ-ONLY" } else { "READ-WRITE" };
+        self.io.line(&format!("{tag} OK [{mode}] SELECT completed"));
+        Ok(())
+    }
+
+    fn parse_flags(flags: &[String]) -> Result<(Flags, Vec<String>), String> {
+        let mut sys = Flags::empty();
+        let mut kws = Vec::new();
+        for f in flags {
+            if let Some(s) = Flags::system(f) {
+                sys = sys.union(s);
+            } else if f.starts_with('\\') {
+                if f.eq_ignore_ascii_case("\\Recent") {
+                    continue;
+                }
+                return Err(format!("BAD unknown system flag {f}"));
+            } else {
+                kws.push(f.clone());
+            }
+        }
+        Ok((sys, kws))
+    }
+
+    async fn append(&mut self, tag: &str, mailbox: &str, messages: Vec<AppendMessage>) -> Res {
+        let name = self.mailbox_name(mailbox)?;
+        let st = match self.part.status(&self.account, &name) {
+            Ok(st) => st,
+            Err(e) if e.store() == Some(&StoreError::NoSuchMailbox) => {
+                return Err("NO [TRYCREATE] no such mailbox".into())
+            }
+            Err(e) => return Err(no(e)),
+        };
+        let limit = self.server.shared.cfg.limits.max_message_size;
+        let mut prepared = Vec::with_capacity(messages.len());
+        for m in messages {
+            if m.message.len() as u64 > limit {
+                return Err(format!("NO [TOOBIG] message larger than {limit} bytes"));
+            }
+            let date = match &m.date {
+                Some(d) => Some(datetime::parse(d).ok_or("BAD invalid date-time")?),
+                None => None,
+            };
+            let (flags, keywords) = Self::parse_flags(&m.flags)?;
+            let meta = MessageMeta::parse(&m.message).encode();
+            prepared.push(NewMessage {
+                body: m.message,
+                meta,
+                flags,
+                keywords,
+                internal_date: date,
+            });
+        }
+        // MULTIAPPEND stores all or none (RFC 3502): on a failure, the ones stored are
+        // expunged again.
+        let mut uids = Vec::new();
+        for m in &prepared {
+            match self.part.append(&self.account, &name, m).await {
+                Ok(a) => uids.push(a.uid.0),
+                Err(e) => {
+                    if !uids.is_empty() {
+                        let done: Vec<Uid> = uids.iter().map(|&u| Uid(u)).collect();
+                        let _ = self.part.expunge(&self.account, &name, Some(&done)).await;
+                    }
+                    return Err(no(e));
+                }
+            }
+        }
+        self.sync(true).await;
+        self.io.line(&format!(
+            "{tag} OK [APPENDUID {} {}] APPEND completed",
+            st.uidvalidity.0,
+            compress_set(&uids)
+        ));
+        Ok(())
+    }
+
+    async fn idle(&mut self, tag: &str) -> Res {
+        self.io.line("+ idling");
+        self.sync(true).await;
+        if !self.io.flush().await {
+            self.closing = true;
+            return Ok(());
+        }
+        let part = self.part.clone();
+        loop {
+            let seen = part.change_generation();
+            // Input first: DONE (or anything else) ends the IDLE.
+            if let Some(f) = self.io.framer.next_frame() {
+                return match f {
+                    Frame::Command(b) if b.trim_ascii().eq_ignore_ascii_case(b"DONE") => {
+                        self.ok(tag, "IDLE terminated").await
+                    }
+                    _ => {
+                        self.io.line(&format!("{tag} BAD expected DONE"));
+                        Ok(())
+                    }
+                };
+            }
+            let stop = self.server.ctx.stop.clone();
+            enum Woke {
+                Input(Read),
+                Changed,
+            }
+            let woke = {
+                let conn = &mut self.io.conn;
+                let buf = &mut self.io.buf;
+                futures_lite::future::or(
+                    async { Woke::Input(conn.read_or_stop(buf, AUTOLOGOUT, &stop).await) },
+                    async {
+                        part.changed_after(seen).await;
+                        Woke::Changed
+                    },
+                )
+                .await
+            };
+            match woke {
+                Woke::Changed => self.sync(true).await,
+                Woke::Input(Read::Data(n)) => {
+                    let data = self.io.buf[..n].to_vec();
+                    self.io.framer.input(&data);
+                }
+                Woke::Input(Read::TimedOut) => {
+                    self.io.line("* BYE autologout: idle too long");
+                    self.closing = true;
+                    return Ok(());
+                }
+                Woke::Input(Read::Stopping) => {
+                    self.io.line("* BYE [UNAVAILABLE] server shutting down");
+                    self.closing = true;
+                    return Ok(());
+                }
+                Woke::Input(Read::Closed) => {
+                    self.closing = true;
+                    return Ok(());
+                }
+            }
+            if !self.io.flush().await {
+                self.closing = true;
+                return Ok(());
+            }
+        }
+    }
+
+    fn view(&self) -> &View {
+        self.view.as_ref().expect("selected state")
+    }
+
+    /// The (seq, Msg) pairs a set names; by sequence number, an invalid set is `BAD`.
+    fn resolve(&self, set: &SequenceSet, uid: bool) -> Result<Vec<(u32, Msg)>, String> {
+        let v = self.view();
+        let seqs = v
+            .resolve(set, uid, &self.saved)
+            .map_err(|_| "BAD invalid message sequence number".to_string())?;
+        Ok(seqs
+            .into_iter()
+            .filter_map(|s| v.get(s).map(|m| (s, m)))
+            .collect())
+    }
+
+    async fn expunge(&mut self, tag: &str, uids: Option<SequenceSet>) -> Res {
+        let v = self.view();
+        if v.readonly {
+            return Err("NO [READ-ONLY] mailbox is read-only".into());
+        }
+        let mailbox = v.mailbox.clone();
+        let only: Option<Vec<Uid>> = match &uids {
+            Some(set) => {
+                let deleted: Vec<Uid> = self
+                    .resolve(set, true)?
+                    .into_iter()
+                    .filter(|(_, m)| Flags(m.flags).contains(Flags::DELETED))
+                    .map(|(_, m)| Uid(m.uid))
+                    .collect();
+                Some(deleted)
+            }
+            None => None,
+        };
+        if only.as_ref().is_some_and(|v| v.is_empty()) {
+            return self.ok(tag, "EXPUNGE completed").await;
+        }
+        self.part
+            .expunge(&self.account, &mailbox, only.as_deref())
+            .await
+            .map_err(no)?;
+        self.ok(tag, "EXPUNGE completed").await
+    }
+
+    async fn fetch(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        set: &SequenceSet,
+        attrs: &[crate::imap::FetchAttr],
+        changed_since: Option<u64>,
+    ) -> Res {
+        let items = fetch::prepare(attrs).map_err(|e| format!("BAD {e}"))?;
+        let needs = fetch::needs(&items);
+        if changed_since.is_some() {
+            self.enabled.condstore = true;
+        }
+        let mut targets = self.resolve(set, uid)?;
+        if let Some(since) = changed_since {
+            targets.retain(|(_, m)| m.modseq > since);
+        }
+        let v = self.view();
+        let mailbox = v.mailbox.clone();
+        // Reading a body sets \Seen (RFC 9051 section 6.4.5), once for the whole set.
+        if needs.sets_seen && !v.readonly {
+            let unseen: Vec<Uid> = targets
+                .iter()
+                .filter(|(_, m)| !Flags(m.flags).contains(Flags::SEEN) && !v.is_gone(m.uid))
+                .map(|(_, m)| Uid(m.uid))
+                .collect();
+            if !unseen.is_empty() {
+                let r = self
+                    .part
+                    .store(
+                        &self.account,
+                        &mailbox,
+                        &unseen,
+                        FlagOp::Add,
+                        Flags::SEEN,
+                        &[],
+                        None,
+                    )
+                    .await
+                    .map_err(no)?;
+                let view = self.view.as_mut().expect("selected");
+                for c in &r.changed {
+                    view.set_flags(c.uid.0, c.flags.0, c.modseq.0);
+                }
+                for t in targets.iter_mut() {
+                    if let Some(c) = r.changed.iter().find(|c| c.uid.0 == t.1.uid) {
+                        t.1.flags = c.flags.0;
+                        t.1.modseq = c.modseq.0;
+                    }
+                }
+            }
+        }
+        self.refresh_keywords();
+        let add_modseq = self.enabled.condstore;
+        let mut unknown_cte = false;
+        for (seq, m) in targets {
+            let gone = self.view().is_gone(m.uid);
+            let info = match self.part.message(&self.account, &mailbox, Uid(m.uid)) {
+                Ok(i) => i,
+                Err(_) if gone => continue,
+                Err(e) => return Err(no(e)),
+            };
+            let meta_bytes = if needs.meta && !needs.body {
+                Some(
+                    self.part
+                        .fetch_meta(&self.account, &mailbox, Uid(m.uid))
+                        .await,
+                )
+            } else {
+                None
+            };
+            let raw = if needs.body {
+                match self.part.fetch(&self.account, &mailbox, Uid(m.uid)).await {
+                    Ok(b) => Some(b),
+                    Err(_) if gone => continue,
+                    Err(e) => return Err(no(e)),
+                }
+            } else {
+                None
+            };
+            // Metadata: what delivery stored; parsed again only if it is missing or from an
+            // older version.
+            let meta = if needs.meta {
+                let stored = match meta_bytes {
+                    Some(Ok(b)) => MessageMeta::decode(&b).ok(),
+                    Some(Err(_)) => None,
+                    None => match self
+                        .part
+                        .fetch_meta(&self.account, &mailbox, Uid(m.uid))
+                        .await
+                    {
+                        Ok(b) => MessageMeta::decode(&b).ok(),
+                        Err(_) => None,
+                    },
+                };
+                match (stored, &raw) {
+                    (Some(x), _) => Some(x),
+                    (None, Some(r)) => Some(MessageMeta::parse(r)),
+                    (None, None) => {
+                        let r = self
+                            .part
+                            .fetch(&self.account, &mailbox, Uid(m.uid))
+                            .await
+                            .map_err(no)?;
+                        Some(MessageMeta::parse(&r))
+                    }
+                }
+            } else {
+                None
+            };
+            let recent = self.view().is_recent(m.uid);
+            let kw = &self.keywords;
+            let flags = |out: &mut Vec<u8>| Self::render_flags(kw, m.flags, recent, out);
+            let msg = fetch::Message {
+                seq,
+                uid: m.uid,
+                internal_date: info.internal_date,
+                size: info.size,
+                modseq: m.modseq,
+                email_id: info.blob.0,
+                meta: meta.as_ref(),
+                raw: raw.as_deref().map(|r| r.as_slice()),
+            };
+            let mut line = Vec::new();
+            match fetch::write(&mut line, &msg, &items, &flags, uid, add_modseq) {
+                Ok(()) => self.io.out.extend_from_slice(&line),
+                Err(_) => unknown_cte = true,
+            }
+            if self.io.out.len() >= FLUSH_AT && !self.io.flush().await {
+                self.closing = true;
+                return Ok(());
+            }
+        }
+        if unknown_cte {
+            return Err("NO [UNKNOWN-CTE] cannot decode a part's transfer encoding".into());
+        }
+        self.sync(false).await;
+        self.io.line(&format!("{tag} OK FETCH completed"));
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn store(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        set: &SequenceSet,
+        op: StoreOp,
+        silent: bool,
+        flags: &[String],
+        unchanged_since: Option<u64>,
+    ) -> Res {
+        if self.view().readonly {
+            return Err("NO [READ-ONLY] mailbox is read-only".into());
+        }
+        if unchanged_since.is_some() {
+            self.enabled.condstore = true;
+        }
+        let (sys, kws) = Self::parse_flags(flags)?;
+        let targets = self.resolve(set, uid)?;
+        let mailbox = self.view().mailbox.clone();
+        let uids: Vec<Uid> = targets
+            .iter()
+            .filter(|(_, m)| !self.view().is_gone(m.uid))
+            .map(|(_, m)| Uid(m.uid))
+            .collect();
+        let op = match op {
+            StoreOp::Add => FlagOp::Add,
+            StoreOp::Remove => FlagOp::Remove,
+            StoreOp::Replace => FlagOp::Replace,
+        };
+        let r = self
+            .part
+            .store(
+                &self.account,
+                &mailbox,
+                &uids,
+                op,
+                sys,
+                &kws,
+                unchanged_since,
+            )
+            .await
+            .map_err(no)?;
+        self.refresh_keywords();
+        let condstore = self.enabled.condstore;
+        let view = self.view.as_mut().expect("selected");
+        for c in &r.changed {
+            view.set_flags(c.uid.0, c.flags.0, c.modseq.0);
+        }
+        // Report the flags of every message named (changed or not), unless .SILENT; with
+        // CONDSTORE, .SILENT still reports the new MODSEQ (RFC 7162 section 3.1.3).
+        for (seq, m) in &targets {
+            let now = view.get(*seq).unwrap_or(*m);
+            let changed = r.changed.iter().any(|c| c.uid.0 == m.uid);
+            if silent && !(condstore && changed) {
+                continue;
+            }
+            if r.modified.iter().any(|u| u.0 == m.uid) {
+                continue;
+            }
+            let mut l = format!("* {seq} FETCH (").into_bytes();
+            if uid {
+                l.extend_from_slice(format!("UID {} ", m.uid).as_bytes());
+            }
+            if !silent {
+                l.extend_from_slice(b"FLAGS ");
+                Self::render_flags(&self.keywords, now.flags, view.is_recent(m.uid), &mut l);
+            }
+            if condstore {
+                if !silent {
+                    l.push(b' ');
+                }
+                l.extend_from_slice(format!("MODSEQ ({})", now.modseq).as_bytes());
+            }
+            if l.ends_with(b" ") {
+                l.pop();
+            }
+            l.extend_from_slice(b")\r\n");
+            self.io.out.extend_from_slice(&l);
+        }
+        self.sync(false).await;
+        if r.modified.is_empty() {
+            self.io.line(&format!("{tag} OK STORE completed"));
+        } else {
+            let mut nums: Vec<u32> = r
+                .modified
+                .iter()
+                .filter_map(|u| {
+                    if uid {
+                        Some(u.0)
+                    } else {
+                        self.view().seq_of(u.0)
+                    }
+                })
+                .collect();
+            nums.sort_unstable();
+            self.io.line(&format!(
+                "{tag} OK [MODIFIED {}] conditional STORE failed for some",
+                compress_set(&nums)
+            ));
+        }
+        Ok(())
+    }
+
+    async fn copy(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        set: &SequenceSet,
+        mailbox: &str,
+        is_move: bool,
+    ) -> Res {
+        if is_move && self.view().readonly {
+            return Err("NO [READ-ONLY] mailbox is read-only".into());
+        }
+        let to = self.mailbox_name(mailbox)?;
+        let from = self.view().mailbox.clone();
+        if self.part.status(&self.account, &to).is_err() {
+            return Err("NO [TRYCREATE] no such mailbox".into());
+        }
+        let uids: Vec<Uid> = self
+            .resolve(set, uid)?
+            .into_iter()
+            .filter(|(_, m)| !self.view().is_gone(m.uid))
+            .map(|(_, m)| Uid(m.uid))
+            .collect();
+        if uids.is_empty() {
+            return self.ok(tag, "nothing to do").await;
+        }
+        if is_move && to == from {
+            return Err("NO [CANNOT] source and destination are the same mailbox".into());
+        }
+        let (uv, pairs) = if is_move {
+            self.part
+                .move_messages(&self.account, &from, &to, &uids)
+                .await
+                .map_err(no)?
+        } else {
+            self.part
+                .copy(&self.account, &from, &to, &uids)
+                .await
+                .map_err(no)?
+        };
+        let src: Vec<u32> = pairs.iter().map(|p| p.0 .0).collect();
+        let dst: Vec<u32> = pairs.iter().map(|p| p.1 .0).collect();
+        let code = format!(
+            "COPYUID {} {} {}",
+            uv.0,
+            compress_set(&src),
+            compress_set(&dst)
+        );
+        if is_move {
+            // RFC 6851: COPYUID in an untagged OK before the expunges.
+            self.io.line(&format!("* OK [{code}] moved"));
+            self.ok(tag, "MOVE completed").await
+        } else {
+            self.sync(true).await;
+            self.io.line(&format!("{tag} OK [{code}] COPY completed"));
+            Ok(())
+        }
+    }
+
+    async fn search(&mut self, tag: &str, uid: bool, cmd: search::SearchCommand) -> Res {
+        if let Some(cs) = &cmd.charset {
+            if !search::charset_supported(cs) {
+                return Err("NO [BADCHARSET (UTF-8 US-ASCII)] unsupported charset".into());
+            }
+        }
+        let needs = search::needs(&cmd.keys);
+        if needs.modseq {
+            self.enabled.condstore = true;
+        }
+        self.refresh_keywords();
+        let v = self.view();
+        let mailbox = v.mailbox.clone();
+        let msgs: Vec<Msg> = v.messages().to_vec();
+        let max_uid = msgs.last().map_or(0, |m| m.uid);
+        let max_seq = msgs.len() as u32;
+        let saved = self.saved.clone();
+        let mut hits_seq = Vec::new();
+        let mut hits_uid = Vec::new();
+        let mut top_modseq = 0;
+        let mut infos = self
+            .part
+            .messages(&self.account, &mailbox, Uid(1), Uid(u32::MAX))
+            .map_err(no)?
+            .into_iter()
+            .peekable();
+        for (i, m) in msgs.iter().enumerate() {
+            let seq = i as u32 + 1;
+            let info = loop {
+                match infos.peek() {
+                    Some(x) if x.uid.0 < m.uid => {
+                        infos.next();
+                    }
+                    Some(x) if x.uid.0 == m.uid => break infos.next(),
+                    _ => break None,
+                }
+            };
+            let Some(info) = info else {
+                continue; // expunged meanwhile: matches nothing
+            };
+            let raw = if needs.raw {
+                self.part
+                    .fetch(&self.account, &mailbox, Uid(m.uid))
+                    .await
+                    .ok()
+            } else {
+                None
+            };
+            let meta = if needs.meta && raw.is_none() {
+                self.part
+                    .fetch_meta(&self.account, &mailbox, Uid(m.uid))
+                    .await
+                    .ok()
+                    .and_then(|b| MessageMeta::decode(&b).ok())
+            } else {
+                None
+            };
+            let f = Flags(info.flags.0);
+            let mut names: Vec<&str> = f.system_names().collect();
+            for k in f.keywords() {
+                if let Some(n) = self.keywords.get(k as usize) {
+                    names.push(n);
+                }
+            }
+            let c = search::Candidate {
+                seq,
+                uid: m.uid,
+                flags: &names,
+                recent: self.view().is_recent(m.uid),
+                internal_date: info.internal_date,
+                size: info.size,
+                modseq: info.modseq.0,
+                meta: meta.as_ref(),
+                raw: raw.as_deref().map(|r| r.as_slice()),
+            };
+            let ctx = search::Context {
+                max_seq,
+                max_uid,
+                saved: &saved,
+            };
+            if search::matches(&cmd.keys, &c, &ctx) {
+                hits_seq.push(seq);
+                hits_uid.push(m.uid);
+                top_modseq = top_modseq.max(info.modseq.0);
+            }
+        }
+        let hits = if uid { &hits_uid } else { &hits_seq };
+        let modseq = needs.modseq.then_some(top_modseq);
+        match &cmd.ret {
+            None => search::write_search(&mut self.io.out, hits, modseq),
+            Some(ret) => {
+                if ret.contains(&search::ReturnOpt::Save) {
+                    let kept = search::returned_hits(&hits_uid, ret);
+                    self.saved = kept;
+                }
+                search::write_esearch(&mut self.io.out, tag, uid, hits, ret, modseq);
+            }
+        }
+        self.sync(uid).await;
+        self.io.line(&format!("{tag} OK SEARCH completed"));
+        Ok(())
+    }
+}
+
+/// Every message of the mailbox as the view keeps them.
+fn mailbox_msgs(part: &Partition, account: &str, mailbox: &str) -> Result<Vec<Msg>, Error> {
+    Ok(part
+        .messages(account, mailbox, Uid(1), Uid(u32::MAX))?
+        .iter()
+        .map(|m| Msg {
+            uid: m.uid.0,
+            flags: m.flags.0,
+            modseq: m.modseq.0,
+        })
+        .collect())
+}
+
+/// LIST pattern matching (RFC 9051 section 6.3.9): `*` matches anything, `%` anything but
+/// the delimiter. INBOX matches case-insensitively.
+fn list_match(pattern: &str, name: &str) -> bool {
+    fn m(p: &[char], n: &[char]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some(('*', rest)) => (0..=n.len()).any(|i| m(rest, &n[i..])),
+            Some(('%', rest)) => {
+                let stop = n.iter().position(|&c| c == DELIMITER).unwrap_or(n.len());
+                (0..=stop).any(|i| m(rest, &n[i..]))
+            }
+            Some((c, rest)) => n.first() == Some(c) && m(rest, &n[1..]),
+        }
+    }
+    let (p, n): (Vec<char>, Vec<char>) = if name == "INBOX" {
+        let upper = pattern.to_string();
+        let fixed = if upper.len() >= 5 && upper[..5].eq_ignore_ascii_case("INBOX") {
+            format!("INBOX{}", &upper[5..])
+        } else {
+            upper
+        };
+        (fixed.chars().collect(), name.chars().collect())
+    } else {
+        (pattern.chars().collect(), name.chars().collect())
+    };
+    // Bound the backtracking: patterns are short in practice; refuse absurd ones.
+    if p.iter().filter(|c| **c == '*' || **c == '%').count() > 8 {
+        return false;
+    }
+    m(&p, &n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::list_match;
+
+    #[test]
+    fn list_patterns() {
+        assert!(list_match("*", "a/b/c"));
+        assert!(list_match("%", "Sent"));
+        assert!(!list_match("%", "a/b"));
+        assert!(list_match("a/%", "a/b"));
+        assert!(list_match("inbox", "INBOX"));
+        assert!(list_match("S*", "Sent"));
+        assert!(!list_match("S*", "Trash"));
+    }
+}

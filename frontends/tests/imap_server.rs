@@ -1,0 +1,254 @@
+//! IMAP against the real binary: Python's imaplib for whole sessions (over STARTTLS and
+//! implicit TLS, so sessions are handed from the accepting core to the owning one with
+//! their TLS state), raw sockets for bad input.
+
+mod common;
+
+use common::*;
+
+const USERS: [&str; 4] = [
+    "alice@example.org",
+    "bob@example.org",
+    "carol@example.org",
+    "dave@example.org",
+];
+
+/// Python prelude: TLS context, a login helper, and a check helper.
+const PRELUDE: &str = r#"
+import os, imaplib, ssl, time, re
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+IMAP = int(os.environ["IMAP"]); IMAPS = int(os.environ["IMAPS"])
+def login(user, tls="implicit"):
+    if tls == "implicit":
+        c = imaplib.IMAP4_SSL("127.0.0.1", IMAPS, ssl_context=ctx)
+    else:
+        c = imaplib.IMAP4("127.0.0.1", IMAP)
+        c.starttls(ssl_context=ctx)
+    c.login(user, "secret")
+    return c
+def check(cond, what):
+    if not cond:
+        raise SystemExit("FAILED: " + what)
+"#;
+
+fn py(srv: &Server, body: &str) -> String {
+    srv.python(&format!("{PRELUDE}\n{body}"))
+}
+
+#[test]
+fn imaplib_append_fetch_flags_copy_move_expunge_for_accounts_on_every_core() {
+    let srv = Server::new(&USERS);
+    let out = py(
+        &srv,
+        r#"
+msg = b"From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nDate: Mon, 7 Feb 1994 21:52:25 -0800\r\nMessage-ID: <1@x>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello \xc3\xbc\r\nsecond line\r\n"
+for user in ["alice@example.org", "bob@example.org", "carol@example.org", "dave@example.org"]:
+    c = login(user, "starttls" if user.startswith("a") else "implicit")
+    typ, boxes = c.list()
+    names = sorted(b.decode().split(' "/" ')[1] for b in boxes)
+    check(names == ["Archive", "Drafts", "INBOX", "Junk", "Sent", "Trash"], "default mailboxes %r" % names)
+    check(any(b'\\Sent' in b and b'Sent' in b for b in boxes), "special-use")
+    typ, data = c.append("INBOX", r"(\Flagged $Work)", imaplib.Time2Internaldate(760686745), msg)
+    check(typ == "OK" and b"APPENDUID" in data[0], "append %r" % data)
+    c.append("INBOX", None, None, b"Subject: two\r\n\r\nsecond message\r\n")
+    typ, data = c.select("INBOX")
+    check(data == [b"2"], "select exists %r" % data)
+    typ, data = c.fetch("1", "(FLAGS INTERNALDATE RFC822.SIZE UID BODY.PEEK[])")
+    raw = data[0][1]
+    check(raw == msg, "byte-identical round trip")
+    head = data[0][0]
+    check(b"\\Flagged" in head and b"$Work" in head and b"\\Seen" not in head, "flags %r" % head)
+    check(b'INTERNALDATE "08-Feb-1994 05:52:25 +0000"' in head, "internaldate %r" % head)
+    check(b"RFC822.SIZE %d" % len(msg) in head, "size")
+    typ, data = c.fetch("1", "(ENVELOPE BODYSTRUCTURE)")
+    env = data[0]
+    check(b'"Mon, 7 Feb 1994 21:52:25 -0800" "=?utf-8?q?Gr=C3=BC=C3=9Fe?=" (("Alice" NIL "alice" "example.org"))' in env, "envelope %r" % env)
+    check(b'BODYSTRUCTURE ("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 23 2 NIL NIL NIL NIL)' in env, "bodystructure %r" % env)
+    typ, data = c.fetch("1", "(BODY[HEADER.FIELDS (SUBJECT)] BODY[TEXT])")
+    check(data[0][1] == b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n\r\n", "header fields %r" % (data,))
+    check(data[1][1] == b"Hello \xc3\xbc\r\nsecond line\r\n", "text %r" % (data,))
+    # A non-peek fetch sets \Seen.
+    typ, data = c.fetch("2", "(BODY[])")
+    typ, data = c.fetch("2", "(FLAGS)")
+    check(b"\\Seen" in data[0], "implicit seen %r" % data)
+    typ, data = c.store("1", "+FLAGS", r"(\Deleted)")
+    check(b"\\Deleted" in data[0], "store echo %r" % data)
+    typ, data = c.uid("SEARCH", None, "DELETED")
+    check(data[0].split() != [], "search deleted")
+    typ, data = c.search(None, "UNDELETED")
+    check(data == [b"2"], "search undeleted %r" % data)
+    typ, data = c.copy("2", "Archive")
+    check(b"COPYUID" in data[0], "copyuid %r" % data)
+    typ, data = c.uid("SEARCH", None, "SUBJECT", "two")
+    uid2 = data[0].decode()
+    typ, data = c.uid("MOVE", uid2, "Trash")
+    check(typ == "OK", "move %r" % data)
+    check(c.untagged_responses.pop("EXPUNGE") == [b"2"], "move expunged message 2: %r" % c.untagged_responses)
+    typ, data = c.expunge()
+    check(data == [b"1"], "expunge %r" % data)
+    typ, data = c.status("Trash", "(MESSAGES UIDNEXT UNSEEN SIZE)")
+    check(b"MESSAGES 1" in data[0], "moved to Trash %r" % data)
+    typ, data = c.status("Archive", "(MESSAGES)")
+    check(b"MESSAGES 1" in data[0], "copied to Archive %r" % data)
+    typ, data = c.select("INBOX")
+    check(data == [b"0"], "inbox empty after move and expunge %r" % data)
+    c.logout()
+print("ok")
+"#,
+    );
+    assert!(out.contains("ok"), "{out}");
+}
+
+#[test]
+fn two_sessions_see_each_others_changes_and_idle_wakes() {
+    let srv = Server::new(&USERS);
+    let out = py(
+        &srv,
+        r#"
+import socket, threading
+a = login("carol@example.org")
+b = login("carol@example.org", "starttls")
+a.append("INBOX", None, None, b"Subject: one\r\n\r\n1\r\n")
+a.select("INBOX"); b.select("INBOX")
+# b changes flags; a hears of it at its next command.
+b.store("1", "+FLAGS", r"(\Answered)")
+typ, data = a.noop()
+check(any(b"FETCH" in d and b"\\Answered" in d for d in a.untagged_responses.get("FETCH", [])) or "FETCH" in a.untagged_responses, "flag update reached a: %r" % a.untagged_responses)
+# a IDLEs; b appends; a is woken with EXISTS.
+tag = a._new_tag()
+a.send(tag + b" IDLE\r\n")
+line = a.readline()
+check(line.startswith(b"+"), "idle continuation %r" % line)
+def later():
+    time.sleep(0.3)
+    b.append("INBOX", None, None, b"Subject: two\r\n\r\n2\r\n")
+threading.Thread(target=later).start()
+a.sock.settimeout(10)
+line = a.readline()
+check(line.strip() == b"* 2 EXISTS", "idle woke with %r" % line)
+a.send(b"DONE\r\n")
+rest = a.readline()
+while not rest.startswith(tag):
+    rest = a.readline()
+check(b"OK" in rest, "idle done %r" % rest)
+# b expunges; a, idle again, sees EXPUNGE.
+b.store("1", "+FLAGS", r"(\Deleted)")
+tag = a._new_tag()
+a.send(tag + b" IDLE\r\n")
+a.readline()
+b.expunge()
+seen = []
+while True:
+    l = a.readline()
+    seen.append(l)
+    if b"EXPUNGE" in l:
+        break
+check(any(l.strip() == b"* 1 EXPUNGE" for l in seen), "expunge seen %r" % seen)
+a.send(b"DONE\r\n")
+while not a.readline().startswith(tag):
+    pass
+a.logout(); b.logout()
+print("ok")
+"#,
+    );
+    assert!(out.contains("ok"), "{out}");
+}
+
+#[test]
+fn uidvalidity_and_uidnext_survive_a_restart() {
+    let mut srv = Server::new(&USERS);
+    let first = py(
+        &srv,
+        r#"
+c = login("dave@example.org")
+for i in range(3):
+    c.append("INBOX", None, None, b"Subject: %d\r\n\r\nbody\r\n" % i)
+typ, data = c.status("INBOX", "(UIDVALIDITY UIDNEXT MESSAGES)")
+print(data[0].decode())
+c.logout()
+"#,
+    );
+    srv.stop();
+    srv.start();
+    let second = py(
+        &srv,
+        r#"
+c = login("dave@example.org")
+typ, data = c.status("INBOX", "(UIDVALIDITY UIDNEXT MESSAGES)")
+print(data[0].decode())
+c.logout()
+"#,
+    );
+    assert_eq!(first.trim(), second.trim());
+    assert!(
+        first.contains("UIDNEXT 4") && first.contains("MESSAGES 3"),
+        "{first}"
+    );
+}
+
+#[test]
+fn bad_input_gets_bad_or_no_and_other_sessions_carry_on() {
+    let srv = Server::new(&USERS);
+    let mut r = Raw::connect_with(srv.imap, "* OK");
+    r.send(b"a1 FROB\r\n");
+    assert!(r.line().starts_with("a1 BAD"));
+    r.send(b"a2 LOGIN alice@example.org secret\r\n");
+    let l = r.line();
+    assert!(l.starts_with("a2 NO [PRIVACYREQUIRED]"), "{l}");
+    r.send(b"a3 SELECT INBOX\r\n");
+    assert!(r.line().starts_with("a3 BAD"));
+    r.send(b"a4 FETCH 1:* FLAGS\r\n");
+    assert!(r.line().starts_with("a4 BAD"));
+    r.send(b"a5 APPEND INBOX {999999999999}\r\n");
+    let l = r.line();
+    assert!(
+        l.starts_with("a5 NO [TOOBIG]") || l.starts_with("a5 BAD"),
+        "{l}"
+    );
+    // A 10 MiB line is refused once, and the session goes on.
+    let long = format!("a6 {}\r\na7 NOOP\r\n", "x".repeat(10 << 20));
+    r.send(long.as_bytes());
+    assert!(r.line().starts_with("a6 BAD"));
+    assert!(r.line().starts_with("a7 OK"));
+    // Authenticated bad input, over TLS via Python (raw TLS is easier there).
+    let out = py(
+        &srv,
+        r#"
+c = login("alice@example.org")
+def raw(cmd):
+    tag = c._new_tag()
+    c.send(tag + b" " + cmd + b"\r\n")
+    while True:
+        l = c.readline()
+        if l.startswith(tag):
+            return l
+c.append("INBOX", None, None, b"Subject: x\r\n\r\nx\r\n")
+check(b"BAD" in raw(b"FETCH 1 FLAGS"), "fetch before select")
+c.select("INBOX")
+check(b"BAD" in raw(b"FETCH 0 FLAGS"), "seq 0")
+check(b"BAD" in raw(b"FETCH 5 FLAGS"), "seq past the end")
+check(b"BAD" in raw(b"FETCH 1:x FLAGS"), "bad set")
+check(b"OK" in raw(b"UID FETCH 100:200 FLAGS"), "uid set outside is fine")
+check(b"BAD" in raw(b"FETCH 1 (FLAGS BODY[1.x])"), "bad section")
+check(b"BAD" in raw(b"STORE 1 +FLAGS (\\Bogus)"), "unknown system flag")
+check(b"NO [TRYCREATE]" in raw(b"COPY 1 Nowhere"), "trycreate")
+check(b"BAD" in raw(b"SEARCH FROB"), "bad search key")
+check(b"NO [BADCHARSET" in raw(b"SEARCH CHARSET KOI8-R ALL"), "charset")
+check(b"NO [NONEXISTENT]" in raw(b"SELECT Nowhere"), "no such mailbox")
+# A failed SELECT leaves no mailbox selected (RFC 9051 section 6.3.2).
+check(b"BAD" in raw(b"FETCH 1 FLAGS"), "deselected")
+check(b"OK" in raw(b"NOOP"), "still fine")
+c.logout()
+print("ok")
+"#,
+    );
+    assert!(out.contains("ok"), "{out}");
+    // A client that announces a literal and never sends it: its session times out (5 s in
+    // tests), others are unaffected meanwhile.
+    let mut stuck = Raw::connect_with(srv.imap, "* OK");
+    stuck.send(b"b1 ID {100}\r\n");
+    assert!(stuck.line().starts_with('+'));
+    let mut other = Raw::connect_with(srv.imap, "* OK");
+    other.send(b"c1 NOOP\r\n");
+    assert!(other.line().starts_with("c1 OK"));
+}
