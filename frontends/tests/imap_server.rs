@@ -252,3 +252,106 @@ print("ok")
     other.send(b"c1 NOOP\r\n");
     assert!(other.line().starts_with("c1 OK"));
 }
+
+#[test]
+fn commands_pipelined_after_login_follow_the_session_to_its_core() {
+    let srv = Server::new(&USERS);
+    let out = py(
+        &srv,
+        r#"
+import socket
+for user in ["alice@example.org", "bob@example.org", "carol@example.org", "dave@example.org"]:
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", IMAPS)))
+    f = s.makefile("rb")
+    check(f.readline().startswith(b"* OK"), "greeting")
+    s.sendall(("a1 LOGIN %s secret\r\na2 SELECT INBOX\r\na3 APPEND Drafts {5+}\r\nhello\r\na4 STATUS Drafts (MESSAGES)\r\na5 LOGOUT\r\n" % user).encode())
+    lines = []
+    while True:
+        l = f.readline()
+        if not l:
+            break
+        lines.append(l)
+    text = b"".join(lines)
+    for t in [b"a1 OK", b"a2 OK [READ-WRITE]", b"a3 OK [APPENDUID", b"a4 OK", b"a5 OK"]:
+        check(t in text, "%s in %r" % (t, text))
+    check(b"* STATUS Drafts (MESSAGES 1)" in text, "status %r" % text)
+print("ok")
+"#,
+    );
+    assert!(out.contains("ok"), "{out}");
+}
+
+#[test]
+fn condstore_and_qresync_resync_after_changes_from_another_session() {
+    let srv = Server::new(&USERS);
+    let out = py(
+        &srv,
+        r#"
+a = login("bob@example.org")
+for i in range(5):
+    a.append("INBOX", None, None, b"Subject: m%d\r\n\r\nbody %d\r\n" % (i, i))
+typ, data = a._simple_command("ENABLE", "QRESYNC")
+check(typ == "OK" and a.untagged_responses.get("ENABLED") == [b"QRESYNC"], "enable %r" % a.untagged_responses)
+typ, data = a.select("INBOX")
+uv = int(a.untagged_responses["UIDVALIDITY"][0]); hms = int(a.untagged_responses["HIGHESTMODSEQ"][0])
+a.logout()
+# Another session changes flags and expunges while the first is away.
+b = login("bob@example.org", "starttls")
+b.select("INBOX")
+b.uid("STORE", "2", "+FLAGS", r"(\Flagged)")
+b.uid("STORE", "4", "+FLAGS", r"(\Deleted)")
+b.expunge()
+# Conditional STORE: message 1 was not modified since hms, message 2 was.
+tag = b._new_tag()
+b.send(tag + b" UID STORE 1,2 (UNCHANGEDSINCE %d) +FLAGS (\\Seen)\r\n" % hms)
+lines = []
+while True:
+    l = b.readline(); lines.append(l)
+    if l.startswith(tag): break
+check(b"[MODIFIED 2]" in lines[-1], "unchangedsince %r" % lines)
+check(any(b"UID 1" in l and b"MODSEQ" in l for l in lines), "modseq reported %r" % lines)
+b.logout()
+# The first client comes back with QRESYNC: it learns of the expunge and the flag changes.
+c = login("bob@example.org")
+c._simple_command("ENABLE", "QRESYNC")
+tag = c._new_tag()
+c.send(tag + b" SELECT INBOX (QRESYNC (%d %d 1:5))\r\n" % (uv, hms))
+lines = []
+while True:
+    l = c.readline(); lines.append(l)
+    if l.startswith(tag): break
+text = b"".join(lines)
+check(b"* VANISHED (EARLIER) 4" in text, "vanished %r" % text)
+check(re.search(rb"FETCH \(UID 2 FLAGS \(\\Flagged\) MODSEQ \(\d+\)\)", text), "flag change %r" % text)
+check(re.search(rb"FETCH \(UID 1 FLAGS \(\\Seen\) MODSEQ", text), "seen change %r" % text)
+check(not re.search(rb"FETCH \(UID [35] ", text), "unchanged ones are not sent %r" % text)
+# CHANGEDSINCE on FETCH.
+tag = c._new_tag()
+c.send(tag + b" UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d)\r\n" % hms)
+lines = []
+while True:
+    l = c.readline(); lines.append(l)
+    if l.startswith(tag): break
+fetches = [l for l in lines if l.startswith(b"* ") and b" FETCH " in l]
+check(all(b"UID" in l for l in fetches), "uid in every FETCH %r" % lines)
+got = sorted(int(re.search(rb"UID (\d+)", l).group(1)) for l in fetches)
+check(got == [1, 2], "changedsince %r" % lines)
+# A session with QRESYNC sees another session's expunge as VANISHED.
+d = login("bob@example.org", "starttls")
+d.select("INBOX")
+d.uid("STORE", "5", "+FLAGS", r"(\Deleted)")
+d.expunge()
+d.logout()
+tag = c._new_tag()
+c.send(tag + b" NOOP\r\n")
+lines = []
+while True:
+    l = c.readline(); lines.append(l)
+    if l.startswith(tag): break
+check(any(l.strip() == b"* VANISHED 5" for l in lines), "vanished on noop %r" % lines)
+c.logout()
+print("ok")
+"#,
+    );
+    assert!(out.contains("ok"), "{out}");
+}

@@ -225,3 +225,44 @@ fn fetchmail_fetches_the_mailbox() {
         "fetched messages are deleted"
     );
 }
+
+/// Accounts on every core: each session is handed to the core that owns its account, with
+/// its TLS state (STLS and implicit TLS), and pipelined commands sent right after PASS.
+#[test]
+fn sessions_move_to_the_owning_core_with_their_tls_state() {
+    let users = [
+        "u1@example.org",
+        "u2@example.org",
+        "u3@example.org",
+        "u4@example.org",
+        "u5@example.org",
+        "u6@example.org",
+    ];
+    let srv = Server::new(&users);
+    let out = srv.python(
+        r#"
+import os, poplib, smtplib, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+users = ["u%d@example.org" % i for i in range(1, 7)]
+l = smtplib.LMTP("127.0.0.1", int(os.environ["LMTP"]))
+for u in users:
+    l.sendmail("a@remote.example", [u], ("Subject: for %s\r\n\r\nhello %s\r\n" % (u, u)).encode())
+l.quit()
+for i, u in enumerate(users):
+    if i % 2:
+        p = poplib.POP3_SSL("127.0.0.1", int(os.environ["POP3S"]), context=ctx)
+    else:
+        p = poplib.POP3("127.0.0.1", int(os.environ["POP3"])); p.stls(context=ctx)
+    p.user(u)
+    # PASS and STAT in one write: STAT arrives before the session moves.
+    p.sock.sendall(b"PASS secret\r\nSTAT\r\n")
+    assert p._getresp().startswith(b"+OK"), u
+    assert p._getresp().startswith(b"+OK 1 "), u
+    body = b"\n".join(p.retr(1)[1])
+    assert b"hello " + u.encode() in body, (u, body)
+    p.quit()
+print("ok")
+"#,
+    );
+    assert!(out.contains("ok"), "{out}");
+}

@@ -1,7 +1,8 @@
 //! The POP3 connection loop around the sans-I/O session.
 //!
-//! The session runs on the shard that accepted it and reaches the account's partition
-//! through the node (a POP3 session makes a handful of requests, each a whole message).
+//! The session starts on the shard that accepted it; once the user is authenticated it
+//! moves, connection and TLS state included, to the shard that owns the account, so the
+//! maildrop lock and every RETR are local to the partition.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -22,7 +23,7 @@ pub async fn serve(
 ) {
     let shared = server.shared.clone();
     let cfg = &shared.cfg;
-    let Some(mut conn) = Conn::open(stream, implicit_tls, shared.tls.as_ref()).await else {
+    let Some(conn) = Conn::open(stream, implicit_tls, shared.tls.as_ref()).await else {
         return;
     };
     let mut pcfg = Pop3Config::new(&cfg.hostname);
@@ -32,15 +33,29 @@ pub async fn serve(
     pcfg.max_line = cfg.limits.max_line_length;
     pcfg.max_auth_failures = cfg.limits.max_auth_failures;
     pcfg.max_errors = cfg.limits.max_errors;
-    let mut session = Session::new(pcfg);
+    let session = Session::new(pcfg);
     let mut out = Vec::with_capacity(4096);
-    let mut buf = vec![0u8; 16 << 10];
     session.greeting(&mut out);
+    run(server, conn, session, out, None).await;
+}
+
+/// The session loop. `resume`: an event to handle before anything else (the maildrop to
+/// open, when the session was just handed over from another shard).
+async fn run(
+    server: Rc<ShardServer>,
+    mut conn: Conn,
+    mut session: Session,
+    mut out: Vec<u8>,
+    mut resume: Option<Event>,
+) {
+    let shared = server.shared.clone();
+    let cfg = &shared.cfg;
+    let mut buf = vec![0u8; 16 << 10];
     let stop = server.ctx.stop.clone();
     // The account whose maildrop lock this session holds.
     let mut locked: Option<String> = None;
     'session: loop {
-        while let Some(ev) = session.poll(&mut out) {
+        while let Some(ev) = resume.take().or_else(|| session.poll(&mut out)) {
             match ev {
                 Event::StartTls => {
                     if conn.write_all(&out).await.is_err() {
@@ -64,6 +79,16 @@ pub async fn serve(
                     session.scram_credentials(found, &nonce, &fake_salt, &mut out);
                 }
                 Event::OpenMaildrop { account } => {
+                    let p = server.ctx.node.partition_of(&account);
+                    if !server.ctx.partitions.contains_key(&p) {
+                        // The session moves to the core that owns the account, so that
+                        // every RETR is a local read.
+                        if conn.write_all(&out).await.is_err() {
+                            break 'session;
+                        }
+                        hand_off(&server, conn, session, account).await;
+                        return;
+                    }
                     let r = open_maildrop(&server, &account).await;
                     if r.is_ok() {
                         locked = Some(account);
@@ -147,6 +172,28 @@ pub async fn serve(
             .await;
     }
     conn.close().await;
+}
+
+async fn hand_off(server: &ShardServer, conn: Conn, session: Session, account: String) {
+    let Ok(conn) = conn.detach() else {
+        return;
+    };
+    let p = server.ctx.node.partition_of(&account);
+    let r = server
+        .ctx
+        .node
+        .on_partition(p, move |_| async move {
+            let srv = super::local_server()
+                .ok_or_else(|| Error::Config("no server on the owning shard".into()))?;
+            let resume = Some(Event::OpenMaildrop { account });
+            glommio::spawn_local(run(srv, Conn::attach(conn), session, Vec::new(), resume))
+                .detach();
+            Ok(())
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "POP3 hand-off failed; the connection is dropped");
+    }
 }
 
 /// Locks the maildrop and lists INBOX. UIDL is `<UIDVALIDITY>.<UID>`: stable across
