@@ -355,3 +355,51 @@ print("ok")
     );
     assert!(out.contains("ok"), "{out}");
 }
+
+#[test]
+fn compress_deflate_carries_a_session() {
+    let srv = Server::new(&USERS);
+    let out = py(
+        &srv,
+        r#"
+import socket, zlib
+c = login("alice@example.org")
+big = b"Subject: big\r\n\r\n" + b"all work and no play\r\n" * 20000
+c.append("INBOX", None, None, big)
+c.logout()
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", IMAPS)))
+f = s.makefile("rb")
+f.readline()
+s.sendall(b"a1 LOGIN alice@example.org secret\r\n")
+while not f.readline().startswith(b"a1 "): pass
+s.sendall(b"a2 COMPRESS DEFLATE\r\n")
+l = f.readline()
+check(l.startswith(b"a2 OK"), "compress %r" % l)
+tx = zlib.compressobj(6, zlib.DEFLATED, -15); rx = zlib.decompressobj(-15)
+def send(b):
+    s.sendall(tx.compress(b) + tx.flush(zlib.Z_SYNC_FLUSH))
+buf = b""; wire = 0
+def until(tag):
+    global buf, wire
+    while tag not in buf:
+        d = s.recv(65536)
+        check(d, "connection closed: %r" % buf[-200:])
+        wire += len(d)
+        buf += rx.decompress(d)
+    out, buf = buf, b""
+    return out
+send(b"a3 SELECT INBOX\r\n")
+check(b"a3 OK" in until(b"a3 "), "select")
+send(b"a4 FETCH 1 BODY.PEEK[]\r\n")
+r = until(b"a4 OK")
+check(big in r, "body through deflate")
+check(wire < len(big) / 10, "compressed on the wire: %d of %d" % (wire, len(big)))
+send(b"a5 COMPRESS DEFLATE\r\n")
+check(b"a5 NO [COMPRESSIONACTIVE]" in until(b"a5 "), "twice")
+send(b"a6 LOGOUT\r\n")
+check(b"a6 OK" in until(b"a6 "), "logout")
+print("ok")
+"#,
+    );
+    assert!(out.contains("ok"), "{out}");
+}

@@ -48,6 +48,9 @@ pub struct Framer {
     buf: Vec<u8>,
     /// Bytes of the command assembled so far (lines and literals).
     pending: Vec<u8>,
+    /// Octets of the current command's lines so far (its literals do not count against
+    /// the line limit).
+    line_len: usize,
     /// Octets of a literal still to read into `pending`.
     literal_left: u64,
     /// Octets to throw away (a refused non-synchronizing literal).
@@ -76,6 +79,7 @@ impl Framer {
     /// Takes the bytes received but not yet framed (to hand them to another framer, as when
     /// a session moves to another shard). Only between commands: nothing is half-framed.
     pub fn take_input(&mut self) -> Vec<u8> {
+        self.line_len = 0;
         let mut v = std::mem::take(&mut self.pending);
         v.append(&mut self.buf);
         v
@@ -92,6 +96,11 @@ impl Framer {
             .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
             .unwrap_or(line.len());
         String::from_utf8_lossy(&line[..end.min(64)]).to_string()
+    }
+
+    fn drop_command(&mut self) {
+        self.pending.clear();
+        self.line_len = 0;
     }
 
     pub fn next_frame(&mut self) -> Option<Frame> {
@@ -119,14 +128,14 @@ impl Framer {
                     self.buf.clear();
                     return None;
                 }
-                if self.buf.len() + self.pending.len() > self.limits.max_line {
+                if self.buf.len() + self.line_len > self.limits.max_line {
                     let tag = Self::tag_of(if self.pending.is_empty() {
                         &self.buf
                     } else {
                         &self.pending
                     });
                     self.buf.clear();
-                    self.pending.clear();
+                    self.drop_command();
                     self.skip_line = true;
                     return Some(Frame::Refused {
                         tag,
@@ -139,24 +148,28 @@ impl Framer {
             if std::mem::take(&mut self.skip_line) {
                 continue;
             }
-            if line.len() + self.pending.len() > self.limits.max_line {
+            if line.len() + self.line_len > self.limits.max_line {
                 let tag = Self::tag_of(if self.pending.is_empty() {
                     &line
                 } else {
                     &self.pending
                 });
-                self.pending.clear();
+                self.drop_command();
                 return Some(Frame::Refused {
                     tag,
                     reason: "line too long",
                 });
             }
             self.pending.extend_from_slice(&line);
+            self.line_len += line.len();
             match literal_at_end(&line) {
-                None => return Some(Frame::Command(std::mem::take(&mut self.pending))),
+                None => {
+                    self.line_len = 0;
+                    return Some(Frame::Command(std::mem::take(&mut self.pending)));
+                }
                 Some(Err(())) => {
                     let tag = Self::tag_of(&self.pending);
-                    self.pending.clear();
+                    self.drop_command();
                     return Some(Frame::Refused {
                         tag,
                         reason: "invalid literal",
@@ -170,7 +183,7 @@ impl Framer {
                     };
                     if n > max {
                         let tag = Self::tag_of(&self.pending);
-                        self.pending.clear();
+                        self.drop_command();
                         if !sync {
                             // The client sends it regardless: skip it, and the line after.
                             self.skip = n;
@@ -257,6 +270,23 @@ mod tests {
         }
         assert_eq!(a, b);
         assert_eq!(a.len(), 4);
+    }
+
+    #[test]
+    fn literals_do_not_count_against_the_line_limit() {
+        let mut f = Framer::new(Limits {
+            max_line: 100,
+            max_literal: 1 << 20,
+            max_nonsync_literal: 1 << 20,
+        });
+        let body = vec![b'x'; 100_000];
+        let mut input = b"a1 APPEND INBOX {100000+}\r\n".to_vec();
+        input.extend_from_slice(&body);
+        input.extend_from_slice(b" {3+}\r\nabc\r\n");
+        f.input(&input);
+        let frames = all(&mut f);
+        assert_eq!(frames.len(), 1);
+        assert!(matches!(&frames[0], Frame::Command(c) if c.len() > 100_000));
     }
 
     #[test]

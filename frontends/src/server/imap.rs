@@ -15,6 +15,7 @@ use ringmail_engine::{
 };
 
 use super::conn::{Conn, Detached, Read};
+use super::deflate::Deflate;
 use super::ShardServer;
 use crate::imap::command::{AppendMessage, Qresync};
 use crate::imap::encode::compress_set;
@@ -57,16 +58,52 @@ struct Io {
     framer: Framer,
     out: Vec<u8>,
     buf: Vec<u8>,
+    /// COMPRESS=DEFLATE, once the client turned it on.
+    deflate: Option<Box<Deflate>>,
+    scratch: Vec<u8>,
 }
 
 impl Io {
+    fn new(conn: Conn, framer: Framer) -> Self {
+        Self {
+            conn,
+            framer,
+            out: Vec::with_capacity(4096),
+            buf: vec![0; 16 << 10],
+            deflate: None,
+            scratch: Vec::new(),
+        }
+    }
+
     async fn flush(&mut self) -> bool {
         if self.out.is_empty() {
             return true;
         }
-        let ok = self.conn.write_all(&self.out).await.is_ok();
+        let ok = match self.deflate.as_mut() {
+            Some(d) => {
+                self.scratch.clear();
+                d.compress(&self.out, &mut self.scratch);
+                self.conn.write_all(&self.scratch).await.is_ok()
+            }
+            None => self.conn.write_all(&self.out).await.is_ok(),
+        };
         self.out.clear();
         ok
+    }
+
+    /// Hands `n` bytes just read to the framer (inflating them first under COMPRESS).
+    fn received(&mut self, n: usize) -> bool {
+        match self.deflate.as_mut() {
+            Some(d) => {
+                self.scratch.clear();
+                if d.decompress(&self.buf[..n], &mut self.scratch).is_err() {
+                    return false;
+                }
+                self.framer.input(&self.scratch);
+            }
+            None => self.framer.input(&self.buf[..n]),
+        }
+        true
     }
 
     /// The next whole frame from the client, reading as needed.
@@ -83,7 +120,11 @@ impl Io {
                 .read_or_stop(&mut self.buf, limit, &server.ctx.stop)
                 .await
             {
-                Read::Data(n) => self.framer.input(&self.buf[..n]),
+                Read::Data(n) => {
+                    if !self.received(n) {
+                        return Err(Read::Closed);
+                    }
+                }
                 other => return Err(other),
             }
         }
@@ -108,12 +149,7 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, _peer: SocketAddr
     let Some(conn) = Conn::open(stream, implicit, shared.tls.as_ref()).await else {
         return;
     };
-    let mut io = Io {
-        conn,
-        framer: Framer::new(limits(&server)),
-        out: Vec::with_capacity(4096),
-        buf: vec![0; 16 << 10],
-    };
+    let mut io = Io::new(conn, Framer::new(limits(&server)));
     io.line(&format!(
         "* OK [CAPABILITY {}] {} ringmail IMAP ready",
         preauth_capabilities(&server, io.conn.is_tls()),
@@ -193,7 +229,7 @@ fn capabilities(server: &ShardServer) -> String {
         "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS \
          CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE STATUS=SIZE MOVE CONDSTORE QRESYNC \
          ESEARCH SEARCHRES MULTIAPPEND BINARY UTF8=ACCEPT QUOTA QUOTA=RES-STORAGE \
-         QUOTA=RES-MESSAGE OBJECTID APPENDLIMIT={}",
+         QUOTA=RES-MESSAGE OBJECTID COMPRESS=DEFLATE APPENDLIMIT={}",
         server.shared.cfg.limits.max_message_size
     )
 }
@@ -448,12 +484,7 @@ async fn authenticated(
         server,
         part,
         account,
-        io: Io {
-            conn,
-            framer,
-            out: Vec::with_capacity(4096),
-            buf: vec![0; 16 << 10],
-        },
+        io: Io::new(conn, framer),
         enabled: Enabled::default(),
         view: None,
         saved: Vec::new(),
@@ -832,7 +863,20 @@ impl Session {
                 self.quota_line()?;
                 self.ok(tag, "GETQUOTA completed").await
             }
-            Command::Compress(_) => Err("NO [CANNOT] COMPRESS is not available".into()),
+            Command::Compress(alg) => {
+                if self.io.deflate.is_some() {
+                    return Err("NO [COMPRESSIONACTIVE] already compressing".into());
+                }
+                if alg != "DEFLATE" {
+                    return Err(format!("BAD unknown compression {alg}"));
+                }
+                self.io.line(&format!("{tag} OK DEFLATE active"));
+                if !self.io.flush().await {
+                    self.closing = true;
+                }
+                self.io.deflate = Some(Box::default());
+                Ok(())
+            }
             Command::Unsupported(v) => Err(format!("BAD {v} is not supported")),
             // Selected state only from here on.
             _ if self.view.is_none() => Err("BAD no mailbox selected".into()),
@@ -1245,8 +1289,10 @@ impl Session {
             match woke {
                 Woke::Changed => self.sync(true).await,
                 Woke::Input(Read::Data(n)) => {
-                    let data = self.io.buf[..n].to_vec();
-                    self.io.framer.input(&data);
+                    if !self.io.received(n) {
+                        self.closing = true;
+                        return Ok(());
+                    }
                 }
                 Woke::Input(Read::TimedOut) => {
                     self.io.line("* BYE autologout: idle too long");

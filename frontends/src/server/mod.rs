@@ -6,6 +6,7 @@
 //! until every copy is durable.
 
 mod conn;
+mod deflate;
 mod imap;
 mod metrics;
 mod pop3;
