@@ -251,6 +251,61 @@ print("ok")
     let mut other = Raw::connect_with(srv.imap, "* OK");
     other.send(b"c1 NOOP\r\n");
     assert!(other.line().starts_with("c1 OK"));
+    // The stuck one is logged out after the command timeout (5 s in tests).
+    let started = std::time::Instant::now();
+    let bye = stuck.line();
+    assert!(bye.starts_with("* BYE"), "{bye}");
+    assert!(stuck.closed());
+    assert!(started.elapsed() < std::time::Duration::from_secs(9));
+}
+
+#[test]
+fn recent_goes_to_the_first_session_and_imap4rev2_drops_it() {
+    let srv = Server::new(&USERS);
+    let out = py(
+        &srv,
+        r#"
+a = login("dave@example.org")
+for i in range(3):
+    a.append("INBOX", None, None, b"Subject: r%d\r\n\r\nx\r\n" % i)
+typ, data = a.select("INBOX")
+check(a.untagged_responses.get("RECENT") == [b"3"], "first select gets 3 recent: %r" % a.untagged_responses)
+typ, data = a.fetch("1", "(FLAGS)")
+check(b"\\Recent" in data[0], "recent flag %r" % data)
+typ, data = a.search(None, "RECENT")
+check(data == [b"1 2 3"], "search recent %r" % data)
+b = login("dave@example.org", "starttls")
+b.select("INBOX")
+check(b.untagged_responses.get("RECENT") == [b"0"], "second select gets none: %r" % b.untagged_responses)
+typ, data = b.search(None, "NEW")
+check(data == [b""], "nothing new for b %r" % data)
+# A message delivered now is recent to exactly one of them: the first to look (a session
+# without INBOX selected appends it).
+x = login("dave@example.org")
+x.append("INBOX", None, None, b"Subject: r3\r\n\r\nx\r\n")
+b.noop()
+typ, data = b.search(None, "RECENT")
+check(data == [b"4"], "b saw it first %r" % data)
+a.noop()
+typ, data = a.search(None, "RECENT")
+check(data == [b"1 2 3"], "not recent for a %r" % data)
+# IMAP4rev2: no RECENT, no \Recent, SEARCH answered with ESEARCH.
+c = login("dave@example.org")
+typ, data = c._simple_command("ENABLE", "IMAP4rev2")
+check(c.untagged_responses.get("ENABLED") == [b"IMAP4REV2"], "enabled %r" % c.untagged_responses)
+c.untagged_responses.clear()
+c.select("INBOX")
+check("RECENT" not in c.untagged_responses, "rev2 select %r" % c.untagged_responses)
+typ, data = c.fetch("1", "(FLAGS)")
+check(b"Recent" not in data[0], "rev2 flags %r" % data)
+tag = c._new_tag()
+c.send(tag + b" SEARCH ALL\r\n")
+l = c.readline()
+check(l.startswith(b'* ESEARCH (TAG "') and l.rstrip().endswith(b"ALL 1:4"), "esearch %r" % l)
+print("ok")
+"#,
+    );
+    assert!(out.contains("ok"), "{out}");
 }
 
 #[test]

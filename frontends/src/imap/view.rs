@@ -30,6 +30,8 @@ pub struct SyncOptions {
     pub modseq: bool,
     /// Include `UID` in flag updates (QRESYNC requires it; harmless otherwise).
     pub uid: bool,
+    /// Send `RECENT` counts (IMAP4rev1; IMAP4rev2 has no \Recent).
+    pub recent: bool,
 }
 
 pub struct View {
@@ -265,7 +267,7 @@ impl View {
             out.extend_from_slice(b"* ");
             encode::number(out, next.len() as u64);
             out.extend_from_slice(b" EXISTS\r\n");
-            if self.recent.len() != old_recent {
+            if opt.recent && self.recent.len() != old_recent {
                 out.extend_from_slice(b"* ");
                 encode::number(out, self.recent.len() as u64);
                 out.extend_from_slice(b" RECENT\r\n");
@@ -338,6 +340,7 @@ mod tests {
         vanished: false,
         modseq: false,
         uid: false,
+        recent: true,
     };
 
     #[test]

@@ -29,8 +29,6 @@ use crate::sasl::scram::{Finish, ServerExchange};
 
 /// Idle sessions are logged out after this long (RFC 9051 section 5.4: at least 30 minutes).
 const AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
-/// Before login a client gets less patience.
-const PREAUTH_TIMEOUT: Duration = Duration::from_secs(60);
 /// FETCH output is written to the socket in pieces of about this size.
 const FLUSH_AT: usize = 256 << 10;
 const DELIMITER: char = '/';
@@ -136,6 +134,11 @@ impl Io {
     }
 }
 
+/// Before login a client gets the patience of any other protocol's command.
+fn preauth_timeout(server: &ShardServer) -> Duration {
+    Duration::from_secs(server.shared.cfg.limits.command_timeout_secs)
+}
+
 fn limits(server: &ShardServer) -> Limits {
     Limits {
         max_line: server.shared.cfg.limits.max_line_length.max(8192),
@@ -238,7 +241,7 @@ fn capabilities(server: &ShardServer) -> String {
 async fn preauth(server: &ShardServer, io: &mut Io) -> Option<String> {
     let mut failures = 0;
     loop {
-        let frame = match io.frame(server, PREAUTH_TIMEOUT).await {
+        let frame = match io.frame(server, preauth_timeout(server)).await {
             Ok(f) => f,
             Err(Read::TimedOut) => {
                 io.line("* BYE autologout: idle too long");
@@ -381,7 +384,7 @@ fn tag_or_star(tag: &str) -> &str {
 /// when the client cancelled (`*`).
 async fn sasl_line(server: &ShardServer, io: &mut Io) -> Option<Option<String>> {
     io.flush().await;
-    let f = io.frame(server, PREAUTH_TIMEOUT).await.ok()?;
+    let f = io.frame(server, preauth_timeout(server)).await.ok()?;
     let Frame::Command(line) = f else {
         return Some(None);
     };
@@ -660,6 +663,7 @@ impl Session {
             vanished: self.enabled.qresync,
             modseq: self.enabled.condstore,
             uid: self.enabled.qresync,
+            recent: !self.enabled.rev2,
         };
         self.keywords = self.part.keywords(&self.account).unwrap_or_default();
         let kw = &self.keywords;
@@ -1472,6 +1476,7 @@ impl Session {
             };
             let recent = self.view().is_recent(m.uid);
             let kw = &self.keywords;
+            let recent = recent && !self.enabled.rev2;
             let flags = |out: &mut Vec<u8>| Self::render_flags(kw, m.flags, recent, out);
             let msg = fetch::Message {
                 seq,
@@ -1546,6 +1551,7 @@ impl Session {
             .map_err(no)?;
         self.refresh_keywords();
         let condstore = self.enabled.condstore;
+        let rev2 = self.enabled.rev2;
         let view = self.view.as_mut().expect("selected");
         for c in &r.changed {
             view.set_flags(c.uid.0, c.flags.0, c.modseq.0);
@@ -1567,7 +1573,8 @@ impl Session {
             }
             if !silent {
                 l.extend_from_slice(b"FLAGS ");
-                Self::render_flags(&self.keywords, now.flags, view.is_recent(m.uid), &mut l);
+                let recent = view.is_recent(m.uid) && !rev2;
+                Self::render_flags(&self.keywords, now.flags, recent, &mut l);
             }
             if condstore {
                 if !silent {
@@ -1751,7 +1758,12 @@ impl Session {
         }
         let hits = if uid { &hits_uid } else { &hits_seq };
         let modseq = needs.modseq.then_some(top_modseq);
-        match &cmd.ret {
+        // IMAP4rev2 answers every SEARCH with ESEARCH (RFC 9051 section 6.4.4).
+        let ret = match cmd.ret {
+            None if self.enabled.rev2 => Some(vec![search::ReturnOpt::All]),
+            r => r,
+        };
+        match &ret {
             None => search::write_search(&mut self.io.out, hits, modseq),
             Some(ret) => {
                 if ret.contains(&search::ReturnOpt::Save) {
