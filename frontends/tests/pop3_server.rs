@@ -266,3 +266,39 @@ print("ok")
     );
     assert!(out.contains("ok"), "{out}");
 }
+
+/// POP3 and IMAP see one store: deletions committed at QUIT reach an IMAP session that has
+/// INBOX selected, and UIDL names the same messages as IMAP's UIDs.
+#[test]
+fn imap_sees_pop3_deletions_and_shares_its_uids() {
+    let srv = Server::new(&[ALICE]);
+    deliver(&srv, 4);
+    let out = srv.python(
+        r#"
+import os, poplib, imaplib, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+m = imaplib.IMAP4_SSL("127.0.0.1", int(os.environ["IMAPS"]), ssl_context=ctx)
+m.login("alice@example.org", "secret")
+m.select("INBOX")
+uv = int(m.untagged_responses["UIDVALIDITY"][0])
+typ, data = m.uid("SEARCH", None, "ALL")
+imap_uids = data[0].split()
+p = poplib.POP3_SSL("127.0.0.1", int(os.environ["POP3S"]), context=ctx)
+p.user("alice@example.org"); p.pass_("secret")
+uidls = [u.split()[1] for u in p.uidl()[1]]
+assert uidls == [b"%d.%s" % (uv, u) for u in imap_uids], (uidls, uv, imap_uids)
+p.dele(1); p.dele(3)
+# Not yet: deletions wait for QUIT.
+m.noop()
+assert "EXPUNGE" not in m.untagged_responses, m.untagged_responses
+p.quit()
+m.noop()
+assert m.untagged_responses.get("EXPUNGE") == [b"1", b"2"], m.untagged_responses
+typ, data = m.uid("SEARCH", None, "ALL")
+assert data[0].split() == [imap_uids[1], imap_uids[3]], data
+m.logout()
+print("ok")
+"#,
+    );
+    assert!(out.contains("ok"), "{out}");
+}

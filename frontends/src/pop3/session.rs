@@ -126,22 +126,53 @@ fn err(out: &mut Vec<u8>, text: &str) {
 
 /// Appends `body` as a multi-line response body: dot-stuffed, CRLF-terminated, then `.`.
 pub fn dot_stuff(body: &[u8], out: &mut Vec<u8>) {
-    let mut rest = body;
-    while !rest.is_empty() {
-        let (line, next) = match memchr::memchr(b'\n', rest) {
-            Some(i) => (&rest[..=i], &rest[i + 1..]),
-            None => (rest, &[][..]),
-        };
-        if line.first() == Some(&b'.') {
-            out.push(b'.');
+    let mut d = DotStuffer::default();
+    d.feed(body, out);
+    d.finish(out);
+}
+
+/// Dot-stuffing over a message given in pieces, so a large message can go out as it is
+/// read, never copied whole.
+pub struct DotStuffer {
+    at_line_start: bool,
+}
+
+impl Default for DotStuffer {
+    fn default() -> Self {
+        Self {
+            at_line_start: true,
         }
-        out.extend_from_slice(line);
-        if next.is_empty() && line.last() != Some(&b'\n') {
+    }
+}
+
+impl DotStuffer {
+    pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<u8>) {
+        while !chunk.is_empty() {
+            if self.at_line_start && chunk[0] == b'.' {
+                out.push(b'.');
+            }
+            match memchr::memchr(b'\n', chunk) {
+                Some(i) => {
+                    out.extend_from_slice(&chunk[..=i]);
+                    chunk = &chunk[i + 1..];
+                    self.at_line_start = true;
+                }
+                None => {
+                    out.extend_from_slice(chunk);
+                    self.at_line_start = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Ends the last line if it was open, then the terminating `.` line.
+    pub fn finish(self, out: &mut Vec<u8>) {
+        if !self.at_line_start {
             out.extend_from_slice(b"\r\n");
         }
-        rest = next;
+        out.extend_from_slice(b".\r\n");
     }
-    out.extend_from_slice(b".\r\n");
 }
 
 /// The header block, the empty line, and the first `lines` lines of the body (TOP).
@@ -605,15 +636,29 @@ impl Session {
 
     /// Answers `Retrieve` with the message's bytes.
     pub fn message_bytes(&mut self, result: Result<&[u8], String>, out: &mut Vec<u8>) {
+        let body = result.as_ref().ok().copied();
+        if let Some(n) = self.message_start(result, out) {
+            dot_stuff(&body.unwrap_or_default()[..n], out);
+        }
+    }
+
+    /// Answers `Retrieve` with the status line only; on success returns how many bytes of
+    /// the message to send (all, or what TOP keeps), which the caller sends dot-stuffed
+    /// ([`DotStuffer`]) as it goes.
+    pub fn message_start(
+        &mut self,
+        result: Result<&[u8], String>,
+        out: &mut Vec<u8>,
+    ) -> Option<usize> {
         let State::Wait(Wait::Retrieve { top: t }) = self.state else {
-            return;
+            return None;
         };
         self.state = State::Transaction;
         match result {
             Ok(body) => {
-                let body = match t {
-                    Some(lines) => top(body, lines),
-                    None => body,
+                let n = match t {
+                    Some(lines) => top(body, lines).len(),
+                    None => body.len(),
                 };
                 ok(
                     out,
@@ -623,9 +668,12 @@ impl Session {
                         "message follows"
                     },
                 );
-                dot_stuff(body, out);
+                Some(n)
             }
-            Err(e) => err(out, &format!("[SYS/TEMP] {e}")),
+            Err(e) => {
+                err(out, &format!("[SYS/TEMP] {e}"));
+                None
+            }
         }
     }
 

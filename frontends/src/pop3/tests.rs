@@ -1,6 +1,6 @@
 //! POP3 sessions as transcripts, fed whole and one byte at a time.
 
-use super::session::{dot_stuff, top, Event, MaildropEntry, Pop3Config, Session};
+use super::session::{dot_stuff, top, DotStuffer, Event, MaildropEntry, Pop3Config, Session};
 
 const MSGS: [&[u8]; 3] = [
     b"Subject: one\r\n\r\nfirst\r\n",
@@ -205,6 +205,14 @@ fn dot_stuffing_and_top() {
     let mut out = Vec::new();
     dot_stuff(b".a\r\nb\r\n..c\n.", &mut out);
     assert_eq!(out, b"..a\r\nb\r\n...c\n..\r\n.\r\n");
+    // Fed one byte at a time, the same bytes come out.
+    let mut pieces = Vec::new();
+    let mut d = DotStuffer::default();
+    for b in b".a\r\nb\r\n..c\n." {
+        d.feed(&[*b], &mut pieces);
+    }
+    d.finish(&mut pieces);
+    assert_eq!(pieces, out);
     assert_eq!(top(b"H: 1\r\n\r\nl1\r\nl2\r\n", 1), b"H: 1\r\n\r\nl1\r\n");
     assert_eq!(
         top(b"H: 1\r\n\r\nl1\r\nl2\r\n", 9),

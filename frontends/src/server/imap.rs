@@ -686,7 +686,9 @@ impl Session {
                 self.io.line(&format!("* CAPABILITY {c}"));
                 self.ok(tag, "CAPABILITY completed").await
             }
-            Command::Noop | Command::Check => self.ok(tag, "NOOP completed").await,
+            Command::Noop => self.ok(tag, "NOOP completed").await,
+            // Every change is durable when acknowledged: nothing to checkpoint.
+            Command::Check => self.ok(tag, "CHECK completed").await,
             Command::Logout => {
                 self.io.line("* BYE logging out");
                 self.io.line(&format!("{tag} OK LOGOUT completed"));

@@ -13,7 +13,7 @@ use ringmail_engine::{Error, Uid};
 
 use super::conn::{Conn, Read};
 use super::ShardServer;
-use crate::pop3::{Event, MaildropEntry, Pop3Config, Session};
+use crate::pop3::{DotStuffer, Event, MaildropEntry, Pop3Config, Session};
 
 pub async fn serve(
     server: Rc<ShardServer>,
@@ -99,15 +99,23 @@ async fn run(
                     let Some(account) = locked.clone() else {
                         break 'session;
                     };
-                    let a = account.clone();
-                    let r = server
-                        .on_account(&account, move |p| async move {
-                            Ok(p.fetch(&a, "INBOX", Uid(id)).await?.to_vec())
-                        })
-                        .await;
-                    match r {
-                        Ok(bytes) => session.message_bytes(Ok(&bytes), &mut out),
-                        Err(e) => session.message_bytes(Err(e.to_string()), &mut out),
+                    // The session is on the owning shard (see `hand_off`).
+                    let p = server.ctx.node.partition_of(&account);
+                    let Some(part) = server.ctx.partitions.get(&p).cloned() else {
+                        break 'session;
+                    };
+                    match part.fetch(&account, "INBOX", Uid(id)).await {
+                        Ok(body) => {
+                            let Some(n) = session.message_start(Ok(&body), &mut out) else {
+                                continue;
+                            };
+                            if !stream_message(&mut conn, &mut out, &body[..n]).await {
+                                break 'session;
+                            }
+                        }
+                        Err(e) => {
+                            session.message_start(Err(e.to_string()), &mut out);
+                        }
                     }
                 }
                 Event::Commit { delete } => {
@@ -172,6 +180,21 @@ async fn run(
             .await;
     }
     conn.close().await;
+}
+
+/// Sends what is in `out`, then `body` dot-stuffed in pieces (no second copy of a large
+/// message), leaving the terminating line in `out`.
+async fn stream_message(conn: &mut Conn, out: &mut Vec<u8>, body: &[u8]) -> bool {
+    let mut d = DotStuffer::default();
+    for chunk in body.chunks(64 << 10) {
+        d.feed(chunk, out);
+        if conn.write_all(out).await.is_err() {
+            return false;
+        }
+        out.clear();
+    }
+    d.finish(out);
+    true
 }
 
 async fn hand_off(server: &ShardServer, conn: Conn, session: Session, account: String) {
