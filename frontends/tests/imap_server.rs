@@ -458,3 +458,78 @@ print("ok")
     );
     assert!(out.contains("ok"), "{out}");
 }
+
+#[test]
+fn sort_and_thread_over_a_mailbox() {
+    let srv = Server::new(&USERS);
+    let out = py(
+        &srv,
+        r#"
+c = login("bob@example.org")
+msgs = [
+    b"From: Zed <zed@example.org>\r\nSubject: Re: lunch\r\nDate: Tue, 2 Jan 2024 10:00:00 +0000\r\nMessage-ID: <b@x>\r\nIn-Reply-To: <a@x>\r\nReferences: <a@x>\r\n\r\nyes\r\n",
+    b"From: Amy <amy@example.org>\r\nSubject: lunch\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\nMessage-ID: <a@x>\r\n\r\nlunch?\r\n",
+    b"From: Max <max@example.org>\r\nSubject: =?utf-8?q?Caf=C3=A9?= plans\r\nDate: Wed, 3 Jan 2024 10:00:00 +0000\r\nMessage-ID: <c@x>\r\n\r\n" + b"x" * 500 + b"\r\n",
+    b"From: Bea <bea@example.org>\r\nSubject: [list] Re: Fwd: lunch\r\nDate: Thu, 4 Jan 2024 10:00:00 +0000\r\nMessage-ID: <d@x>\r\nReferences: <a@x> <b@x>\r\n\r\nme too\r\n",
+]
+for m in msgs:
+    c.append("INBOX", None, None, m)
+c.select("INBOX")
+typ, data = c.sort("(DATE)", "UTF-8", "ALL")
+check(data == [b"2 1 3 4"], "sort date %r" % data)
+typ, data = c.sort("(REVERSE SIZE)", "UTF-8", "ALL")
+check(data[0].split()[0] == b"3", "sort size %r" % data)
+typ, data = c.sort("(FROM)", "UTF-8", "ALL")
+check(data == [b"2 4 3 1"], "sort from %r" % data)
+typ, data = c.sort("(SUBJECT DATE)", "UTF-8", "NOT FROM zed")
+check(data == [b"3 2 4"], "sort subject %r" % data)
+typ, data = c.uid("SORT", "(ARRIVAL)", "UTF-8", "ALL")
+check(data == [b"1 2 3 4"], "uid sort %r" % data)
+typ, data = c.thread("REFERENCES", "UTF-8", "ALL")
+check(data == [b"(2 1 4)(3)"], "thread references %r" % data)
+typ, data = c.thread("ORDEREDSUBJECT", "UTF-8", "ALL")
+check(data == [b"(2 (1)(4))(3)"], "thread orderedsubject %r" % data)
+typ, data = c.sort("(DATE)", "KOI8-R", "ALL")
+check(typ == "NO" and b"BADCHARSET" in data[0], "badcharset %r" % data)
+c.logout()
+print("ok")
+"#,
+    );
+    assert!(out.contains("ok"), "{out}");
+}
+
+#[test]
+fn objectid_mailboxid_survives_rename_and_binary_literal8_append() {
+    let srv = Server::new(&USERS);
+    let out = py(
+        &srv,
+        r#"
+c = login("alice@example.org")
+typ, data = c.create("Projects/2024")
+check(typ == "OK" and b"MAILBOXID (" in data[0], "create %r" % data)
+mid = re.search(rb"MAILBOXID \((\w+)\)", data[0]).group(1)
+typ, data = c.list('""', "Projects*")
+check(any(b"Projects/2024" in l for l in data) and any(b"\\HasChildren" in l and l.endswith(b"Projects") for l in data), "superior created %r" % data)
+c.rename("Projects/2024", "Archive/2024")
+typ, data = c.status("Archive/2024", "(MAILBOXID MESSAGES)")
+check(b"MAILBOXID (" + mid + b")" in data[0], "kept across rename %r" % data)
+typ, data = c.status("Sent", "(MAILBOXID)")
+check(mid not in data[0], "distinct ids %r" % data)
+# BINARY APPEND with literal8: NULs survive.
+raw = b"Subject: bin\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n\x00\x01\x02\xff\r\n"
+tag = c._new_tag()
+c.send(tag + b" APPEND INBOX ~{%d+}\r\n" % len(raw) + raw + b"\r\n")
+while True:
+    l = c.readline()
+    if l.startswith(tag): break
+check(b"OK [APPENDUID" in l, "literal8 append %r" % l)
+c.select("INBOX")
+typ, data = c.fetch("1", "(BINARY.PEEK[1] BODY.PEEK[])")
+check(data[0][1] == b"\x00\x01\x02\xff\r\n", "binary part %r" % data)
+check(data[1][1] == raw, "whole message %r" % data)
+c.logout()
+print("ok")
+"#,
+    );
+    assert!(out.contains("ok"), "{out}");
+}

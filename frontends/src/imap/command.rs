@@ -1,6 +1,6 @@
 //! The IMAP command grammar as types (RFC 9051 section 9), parsed from one framed command
-//! (literals inline). SEARCH, SORT and THREAD keys are not parsed yet: those commands are
-//! reported as `Unsupported` so the session can answer `BAD` honestly.
+//! (literals inline). Commands whose arguments are not parsed (SETQUOTA) are reported as
+//! `Unsupported` so the session can answer `BAD` honestly.
 
 use crate::smtp::Secret;
 
@@ -35,6 +35,8 @@ pub enum StatusItem {
     Deleted,
     Size,
     HighestModSeq,
+    /// OBJECTID (RFC 8474).
+    MailboxId,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,6 +178,16 @@ pub enum Command {
     Search {
         uid: bool,
         search: crate::imap::search::SearchCommand,
+    },
+    /// SORT (RFC 5256, RFC 5957 keys).
+    Sort {
+        uid: bool,
+        sort: crate::imap::sort::SortCommand,
+    },
+    /// THREAD (RFC 5256).
+    Thread {
+        uid: bool,
+        thread: crate::imap::thread::ThreadCommand,
     },
     GetQuotaRoot(String),
     GetQuota(String),
@@ -545,6 +557,7 @@ impl<'a> P<'a> {
                 "DELETED" => StatusItem::Deleted,
                 "SIZE" => StatusItem::Size,
                 "HIGHESTMODSEQ" => StatusItem::HighestModSeq,
+                "MAILBOXID" => StatusItem::MailboxId,
                 other => return self.err(format!("unknown status item {other}")),
             });
         }
@@ -803,6 +816,8 @@ pub fn parse_command(bytes: &[u8]) -> Result<(String, Command), ParseError> {
                 } else {
                     None
                 };
+                // literal8 (RFC 3516): the message may hold any octet.
+                p.eat(b'~');
                 if p.peek() != Some(b'{') {
                     return p.err("APPEND needs the message as a literal");
                 }
@@ -920,7 +935,21 @@ pub fn parse_command(bytes: &[u8]) -> Result<(String, Command), ParseError> {
                 search: crate::imap::search::parse_search(&mut p)?,
             }
         }
-        (_, "SORT" | "THREAD" | "SETQUOTA") => {
+        (_, "SORT") => {
+            p.sp()?;
+            Command::Sort {
+                uid,
+                sort: crate::imap::sort::parse_sort(&mut p)?,
+            }
+        }
+        (_, "THREAD") => {
+            p.sp()?;
+            Command::Thread {
+                uid,
+                thread: crate::imap::thread::parse_thread(&mut p)?,
+            }
+        }
+        (_, "SETQUOTA") => {
             // Arguments are not parsed yet; skip to the end.
             p.i = p.b.len();
             Command::Unsupported(verb.clone())
@@ -1107,6 +1136,63 @@ mod tests {
                 initial: Some(String::new())
             }
         );
+    }
+
+    #[test]
+    fn sort_and_thread_parse() {
+        use crate::imap::search::SearchKey;
+        use crate::imap::sort::{SortCommand, SortCriterion, SortKey};
+        use crate::imap::thread::{ThreadAlgorithm, ThreadCommand};
+        assert_eq!(
+            ok(b"a1 UID SORT (REVERSE ARRIVAL DISPLAYFROM) UTF-8 UNSEEN\r\n"),
+            Command::Sort {
+                uid: true,
+                sort: SortCommand {
+                    criteria: vec![
+                        SortCriterion {
+                            reverse: true,
+                            key: SortKey::Arrival
+                        },
+                        SortCriterion {
+                            reverse: false,
+                            key: SortKey::DisplayFrom
+                        }
+                    ],
+                    charset: "UTF-8".into(),
+                    keys: vec![SearchKey::Unseen]
+                }
+            }
+        );
+        assert_eq!(
+            ok(b"a2 thread references us-ascii ALL\r\n"),
+            Command::Thread {
+                uid: false,
+                thread: ThreadCommand {
+                    algorithm: ThreadAlgorithm::References,
+                    charset: "us-ascii".into(),
+                    keys: vec![SearchKey::All]
+                }
+            }
+        );
+        assert!(matches!(
+            ok(b"a3 UID THREAD ORDEREDSUBJECT UTF-8 SUBJECT {3}\r\nfoo\r\n"),
+            Command::Thread { uid: true, .. }
+        ));
+        assert_eq!(
+            ok(b"a4 SETQUOTA \"\" (STORAGE 512)\r\n"),
+            Command::Unsupported("SETQUOTA".into())
+        );
+        for bad in [
+            &b"b1 SORT\r\n"[..],
+            b"b2 SORT () UTF-8 ALL\r\n",
+            b"b3 SORT (DATE) ALL\r\n",
+            b"b4 SORT (COLOR) UTF-8 ALL\r\n",
+            b"b5 THREAD UTF-8 ALL\r\n",
+            b"b6 UID THREAD REFERENCES UTF-8\r\n",
+        ] {
+            let e = parse_command(bad).expect_err(&String::from_utf8_lossy(bad));
+            assert!(!e.reason.is_empty());
+        }
     }
 
     #[test]

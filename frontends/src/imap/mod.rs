@@ -11,7 +11,9 @@ pub mod framer;
 pub mod mutf7;
 pub mod search;
 pub mod section;
+pub mod sort;
 pub mod structure;
+pub mod thread;
 pub mod view;
 
 pub use command::{

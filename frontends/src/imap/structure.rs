@@ -41,11 +41,11 @@ pub fn write_envelope(out: &mut Vec<u8>, env: &EnvelopeMeta) {
 
 /// One `address` structure; group markers are addresses with a NIL host.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Address {
-    name: Option<String>,
-    adl: Option<String>,
-    mailbox: Option<String>,
-    host: Option<String>,
+pub(crate) struct Address {
+    pub(crate) name: Option<String>,
+    pub(crate) adl: Option<String>,
+    pub(crate) mailbox: Option<String>,
+    pub(crate) host: Option<String>,
 }
 
 /// `env-from = "(" 1*address ")" / nil`, `address = "(" addr-name SP addr-adl SP
@@ -105,21 +105,8 @@ fn tokens(s: &str) -> Vec<Token<'_>> {
                 out.push(Token::Quoted(String::from_utf8_lossy(&v).into_owned()));
             }
             b'(' => {
-                let (start, mut depth) = (i + 1, 0usize);
-                while i < b.len() {
-                    match b[i] {
-                        b'\\' => i += 1,
-                        b'(' => depth += 1,
-                        b')' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                break;
-                            }
-                        }
-                        _ => {}
-                    }
-                    i += 1;
-                }
+                let start = i + 1;
+                i = comment_end(b, i);
                 out.push(Token::Comment(&s[start..i.min(b.len())]));
                 i += 1;
             }
@@ -170,7 +157,7 @@ fn phrase(toks: &[Token<'_>]) -> Option<String> {
 ///
 /// Groups become a start marker `(NIL NIL "name" NIL)`, their members, and an end marker
 /// `(NIL NIL NIL NIL)`; an unterminated group is closed at the end.
-fn addresses(raw: Option<&str>) -> Vec<Address> {
+pub(crate) fn addresses(raw: Option<&str>) -> Vec<Address> {
     let Some(raw) = raw else { return Vec::new() };
     let toks = tokens(raw);
     let mut out = Vec::new();
@@ -452,6 +439,27 @@ fn write_ext_tail(out: &mut Vec<u8>, part: &PartMeta) {
     }
     out.push(b' ');
     encode::nstring(out, part.location.as_deref().map(str::as_bytes));
+}
+
+/// The index of the `)` closing the RFC 5322 comment that opens at `b[i]` (nested comments
+/// and quoted-pairs included), or `b.len()` when it is never closed.
+pub(crate) fn comment_end(b: &[u8], mut i: usize) -> usize {
+    let mut depth = 0usize;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 1,
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return i;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    b.len()
 }
 
 #[cfg(test)]

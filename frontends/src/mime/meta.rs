@@ -10,7 +10,7 @@ use ringmail_engine::format::{Reader, Writer};
 use ringmail_engine::FormatError;
 
 /// Version of the encoding below; a change bumps it (old metadata is then reparsed).
-pub const META_VERSION: u8 = 1;
+pub const META_VERSION: u8 = 2;
 /// Nesting beyond this is stored as an opaque leaf (a hostile message cannot recurse us).
 pub const MAX_DEPTH: usize = 32;
 const MAX_STR: u32 = 1 << 20;
@@ -27,6 +27,8 @@ pub struct EnvelopeMeta {
     pub bcc: Option<String>,
     pub in_reply_to: Option<String>,
     pub message_id: Option<String>,
+    /// References (for THREAD=REFERENCES); not part of ENVELOPE. Since version 2.
+    pub references: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -94,6 +96,7 @@ fn envelope(block: &[u8]) -> EnvelopeMeta {
         bcc: h("Bcc"),
         in_reply_to: h("In-Reply-To"),
         message_id: h("Message-ID"),
+        references: h("References"),
     }
 }
 
@@ -263,7 +266,7 @@ fn get_pairs(r: &mut Reader<'_>) -> Result<Vec<(String, String)>, FormatError> {
 }
 
 impl EnvelopeMeta {
-    fn fields(&self) -> [&Option<String>; 10] {
+    fn fields(&self) -> [&Option<String>; 11] {
         [
             &self.date,
             &self.subject,
@@ -275,6 +278,7 @@ impl EnvelopeMeta {
             &self.bcc,
             &self.in_reply_to,
             &self.message_id,
+            &self.references,
         ]
     }
     fn put(&self, w: &mut Writer<'_>) {
@@ -294,6 +298,7 @@ impl EnvelopeMeta {
             bcc: get_opt(r)?,
             in_reply_to: get_opt(r)?,
             message_id: get_opt(r)?,
+            references: get_opt(r)?,
         })
     }
 }
@@ -401,7 +406,7 @@ impl MessageMeta {
 mod tests {
     use super::*;
 
-    const NESTED: &[u8] = b"From: \"Ann\" <ann@example.org>\r\nTo: bob@example.net, carol@example.net\r\nSubject: =?UTF-8?B?w6l0w6k=?=\r\n long subject\r\nMessage-ID: <1@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"outer\"\r\n\r\npreamble\r\n--outer\r\nContent-Type: multipart/alternative; boundary=\"inner\"\r\n\r\n--inner\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhello\r\nworld\r\n--inner\r\nContent-Type: text/html\r\n\r\n<p>hello</p>\r\n--inner--\r\n--outer\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment; filename=\"fwd.eml\"\r\n\r\nFrom: dave@example.com\r\nSubject: inner\r\n\r\ninner body\r\n--outer\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\nContent-ID: <pdf@x>\r\n\r\nJVBERi0=\r\n--outer--\r\n";
+    const NESTED: &[u8] = b"From: \"Ann\" <ann@example.org>\r\nTo: bob@example.net, carol@example.net\r\nSubject: =?UTF-8?B?w6l0w6k=?=\r\n long subject\r\nMessage-ID: <1@example.org>\r\nReferences: <a@example.org>\r\n\t<b@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"outer\"\r\n\r\npreamble\r\n--outer\r\nContent-Type: multipart/alternative; boundary=\"inner\"\r\n\r\n--inner\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhello\r\nworld\r\n--inner\r\nContent-Type: text/html\r\n\r\n<p>hello</p>\r\n--inner--\r\n--outer\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment; filename=\"fwd.eml\"\r\n\r\nFrom: dave@example.com\r\nSubject: inner\r\n\r\ninner body\r\n--outer\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\nContent-ID: <pdf@x>\r\n\r\nJVBERi0=\r\n--outer--\r\n";
 
     #[test]
     fn nested_structure_with_offsets() {
@@ -416,6 +421,11 @@ mod tests {
             "raw and unfolded"
         );
         assert_eq!(m.envelope.message_id.as_deref(), Some("<1@example.org>"));
+        assert_eq!(
+            m.envelope.references.as_deref(),
+            Some("<a@example.org>\t<b@example.org>"),
+            "raw and unfolded"
+        );
         assert_eq!(m.envelope.date, None);
         let r = &m.root;
         assert_eq!(r.content_type, "multipart/mixed");
@@ -437,6 +447,7 @@ mod tests {
         assert_eq!(msg.disposition.as_ref().unwrap().0, "attachment");
         let (env, inner) = msg.embedded.as_deref().unwrap();
         assert_eq!(env.subject.as_deref(), Some("inner"));
+        assert_eq!(env.references, None);
         assert_eq!(
             &NESTED[inner.body_start as usize..inner.end as usize],
             b"inner body"
@@ -465,6 +476,26 @@ mod tests {
         let m = MessageMeta::parse(b"Subject: only\r\n\r\nbody\r\n");
         assert_eq!(m.root.content_type, "text/plain");
         assert_eq!(m.root.encoding, "7BIT");
+    }
+
+    #[test]
+    fn older_versions_are_refused() {
+        let m = MessageMeta::parse(NESTED);
+        let mut enc = m.encode();
+        assert_eq!(enc[0], META_VERSION);
+        // Version 1 had no References after the Message-ID: the caller reparses.
+        enc[0] = 1;
+        assert!(matches!(
+            MessageMeta::decode(&enc),
+            Err(FormatError::UnsupportedVersion {
+                got: 1,
+                supported: 2
+            })
+        ));
+        // A version-2 encoding of a message without References round-trips too.
+        let m = MessageMeta::parse(b"Subject: x\r\nMessage-ID: <x@y>\r\n\r\nbody\r\n");
+        assert_eq!(m.envelope.references, None);
+        assert_eq!(MessageMeta::decode(&m.encode()).unwrap(), m);
     }
 
     #[test]

@@ -21,8 +21,8 @@ use crate::imap::command::{AppendMessage, Qresync};
 use crate::imap::encode::compress_set;
 use crate::imap::view::{Msg, SyncOptions, View};
 use crate::imap::{
-    datetime, encode, fetch, mutf7, parse_command, search, Command, Frame, Framer, Limits,
-    SequenceSet, StatusItem, StoreOp,
+    datetime, encode, fetch, mutf7, parse_command, search, sort, thread, Command, Frame, Framer,
+    Limits, SequenceSet, StatusItem, StoreOp,
 };
 use crate::mime::MessageMeta;
 use crate::sasl::scram::{Finish, ServerExchange};
@@ -232,7 +232,8 @@ fn capabilities(server: &ShardServer) -> String {
         "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS \
          CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE STATUS=SIZE MOVE CONDSTORE QRESYNC \
          ESEARCH SEARCHRES MULTIAPPEND BINARY UTF8=ACCEPT QUOTA QUOTA=RES-STORAGE \
-         QUOTA=RES-MESSAGE OBJECTID COMPRESS=DEFLATE APPENDLIMIT={}",
+         QUOTA=RES-MESSAGE OBJECTID COMPRESS=DEFLATE SORT SORT=DISPLAY \
+         THREAD=ORDEREDSUBJECT THREAD=REFERENCES APPENDLIMIT={}",
         server.shared.cfg.limits.max_message_size
     )
 }
@@ -578,7 +579,8 @@ impl Session {
             };
             let r = self.command(&tag, cmd).await;
             if let Err(text) = r {
-                self.sync(true).await;
+                // A failed FETCH, STORE or SEARCH still may not announce expunges.
+                self.sync(false).await;
                 self.io.line(&format!("{tag} {text}"));
             }
             if self.closing {
@@ -764,11 +766,13 @@ impl Session {
                             .await;
                     }
                 }
-                self.part
+                let st = self
+                    .part
                     .create_mailbox(&self.account, &name, SpecialUse::None)
                     .await
                     .map_err(no)?;
-                self.ok(tag, "CREATE completed").await
+                let text = format!("[MAILBOXID ({})] CREATE completed", mailbox_id(&st));
+                self.ok(tag, &text).await
             }
             Command::Delete(name) => {
                 let name = self.mailbox_name(&name)?;
@@ -923,6 +927,8 @@ impl Session {
             Command::Copy { uid, set, mailbox } => self.copy(tag, uid, &set, &mailbox, false).await,
             Command::Move { uid, set, mailbox } => self.copy(tag, uid, &set, &mailbox, true).await,
             Command::Search { uid, search } => self.search(tag, uid, search).await,
+            Command::Sort { uid, sort } => self.sort(tag, uid, sort).await,
+            Command::Thread { uid, thread } => self.thread(tag, uid, thread).await,
         }
     }
 
@@ -960,6 +966,10 @@ impl Session {
             if !std::mem::take(&mut first) {
                 l.push(b' ');
             }
+            if *it == StatusItem::MailboxId {
+                l.extend_from_slice(format!("MAILBOXID ({})", mailbox_id(st)).as_bytes());
+                continue;
+            }
             let (name, v) = match it {
                 StatusItem::Messages => ("MESSAGES", st.messages as u64),
                 StatusItem::Recent => {
@@ -993,6 +1003,7 @@ impl Session {
                 }
                 StatusItem::Size => ("SIZE", st.size),
                 StatusItem::HighestModSeq => ("HIGHESTMODSEQ", st.highest_modseq.0),
+                StatusItem::MailboxId => unreachable!("written above"),
             };
             l.extend_from_slice(name.as_bytes());
             l.push(b' ');
@@ -1137,6 +1148,8 @@ impl Session {
             "* OK [HIGHESTMODSEQ {}] highest",
             view.highest_modseq
         ));
+        self.io
+            .line(&format!("* OK [MAILBOXID ({})] stable id", mailbox_id(&st)));
         if let Some(q) = qresync.filter(|q| q.uidvalidity == view.uidvalidity) {
             // What changed since the client's modseq: messages gone (we keep no tombstones,
             // so every known UID that is not here; clients ignore UIDs they never had), then
@@ -1672,13 +1685,20 @@ impl Session {
         }
     }
 
-    async fn search(&mut self, tag: &str, uid: bool, cmd: search::SearchCommand) -> Res {
-        if let Some(cs) = &cmd.charset {
+    /// The messages of the selected mailbox matching `keys`, in sequence order, with their
+    /// metadata when the keys (or `want_meta`, for SORT and THREAD) need it.
+    async fn matching(
+        &mut self,
+        charset: Option<&str>,
+        keys: &[search::SearchKey],
+        want_meta: bool,
+    ) -> Result<Vec<Hit>, String> {
+        if let Some(cs) = charset {
             if !search::charset_supported(cs) {
                 return Err("NO [BADCHARSET (UTF-8 US-ASCII)] unsupported charset".into());
             }
         }
-        let needs = search::needs(&cmd.keys);
+        let needs = search::needs(keys);
         if needs.modseq {
             self.enabled.condstore = true;
         }
@@ -1689,9 +1709,7 @@ impl Session {
         let max_uid = msgs.last().map_or(0, |m| m.uid);
         let max_seq = msgs.len() as u32;
         let saved = self.saved.clone();
-        let mut hits_seq = Vec::new();
-        let mut hits_uid = Vec::new();
-        let mut top_modseq = 0;
+        let mut hits = Vec::new();
         let mut infos = self
             .part
             .messages(&self.account, &mailbox, Uid(1), Uid(u32::MAX))
@@ -1720,7 +1738,7 @@ impl Session {
             } else {
                 None
             };
-            let meta = if needs.meta && raw.is_none() {
+            let mut meta = if (needs.meta && raw.is_none()) || want_meta {
                 self.part
                     .fetch_meta(&self.account, &mailbox, Uid(m.uid))
                     .await
@@ -1729,6 +1747,12 @@ impl Session {
             } else {
                 None
             };
+            if want_meta && meta.is_none() {
+                // Metadata of an older version: parse the message again.
+                if let Ok(r) = self.part.fetch(&self.account, &mailbox, Uid(m.uid)).await {
+                    meta = Some(MessageMeta::parse(&r));
+                }
+            }
             let f = Flags(info.flags.0);
             let mut names: Vec<&str> = f.system_names().collect();
             for k in f.keywords() {
@@ -1752,14 +1776,29 @@ impl Session {
                 max_uid,
                 saved: &saved,
             };
-            if search::matches(&cmd.keys, &c, &ctx) {
-                hits_seq.push(seq);
-                hits_uid.push(m.uid);
-                top_modseq = top_modseq.max(info.modseq.0);
+            if search::matches(keys, &c, &ctx) {
+                hits.push(Hit {
+                    seq,
+                    uid: m.uid,
+                    size: info.size,
+                    internal_date: info.internal_date,
+                    modseq: info.modseq.0,
+                    meta: if want_meta { meta } else { None },
+                });
             }
         }
+        Ok(hits)
+    }
+
+    async fn search(&mut self, tag: &str, uid: bool, cmd: search::SearchCommand) -> Res {
+        let found = self
+            .matching(cmd.charset.as_deref(), &cmd.keys, false)
+            .await?;
+        let hits_uid: Vec<u32> = found.iter().map(|h| h.uid).collect();
+        let hits_seq: Vec<u32> = found.iter().map(|h| h.seq).collect();
+        let top_modseq = found.iter().map(|h| h.modseq).max().unwrap_or(0);
         let hits = if uid { &hits_uid } else { &hits_seq };
-        let modseq = needs.modseq.then_some(top_modseq);
+        let modseq = search::needs(&cmd.keys).modseq.then_some(top_modseq);
         // IMAP4rev2 answers every SEARCH with ESEARCH (RFC 9051 section 6.4.4).
         let ret = match cmd.ret {
             None if self.enabled.rev2 => Some(vec![search::ReturnOpt::All]),
@@ -1779,6 +1818,60 @@ impl Session {
         self.io.line(&format!("{tag} OK SEARCH completed"));
         Ok(())
     }
+
+    async fn sort(&mut self, tag: &str, uid: bool, cmd: sort::SortCommand) -> Res {
+        let found = self.matching(Some(&cmd.charset), &cmd.keys, true).await?;
+        let empty = MessageMeta::default();
+        let mut items: Vec<sort::SortItem> = found
+            .iter()
+            .map(|h| sort::SortItem {
+                id: if uid { h.uid } else { h.seq },
+                size: h.size,
+                internal_date: h.internal_date,
+                meta: h.meta.as_ref().unwrap_or(&empty),
+            })
+            .collect();
+        sort::sort(&mut items, &cmd.criteria);
+        let ids: Vec<u32> = items.iter().map(|i| i.id).collect();
+        sort::write_sort(&mut self.io.out, &ids);
+        self.sync(uid).await;
+        self.io.line(&format!("{tag} OK SORT completed"));
+        Ok(())
+    }
+
+    async fn thread(&mut self, tag: &str, uid: bool, cmd: thread::ThreadCommand) -> Res {
+        let found = self.matching(Some(&cmd.charset), &cmd.keys, true).await?;
+        let empty = MessageMeta::default();
+        let items: Vec<thread::ThreadItem> = found
+            .iter()
+            .map(|h| thread::ThreadItem {
+                id: if uid { h.uid } else { h.seq },
+                internal_date: h.internal_date,
+                meta: h.meta.as_ref().unwrap_or(&empty),
+            })
+            .collect();
+        let threads = thread::thread(&items, cmd.algorithm);
+        thread::write_thread(&mut self.io.out, &threads);
+        self.sync(uid).await;
+        self.io.line(&format!("{tag} OK THREAD completed"));
+        Ok(())
+    }
+}
+
+/// A message a search matched.
+struct Hit {
+    seq: u32,
+    uid: u32,
+    size: u32,
+    internal_date: i64,
+    modseq: u64,
+    meta: Option<MessageMeta>,
+}
+
+/// OBJECTID's MAILBOXID (RFC 8474): the UIDVALIDITY, which a mailbox keeps for its life,
+/// renames included, and which no other mailbox of the account has.
+fn mailbox_id(st: &MailboxInfo) -> String {
+    format!("F{:08x}", st.uidvalidity.0)
 }
 
 /// Every message of the mailbox as the view keeps them.
