@@ -182,16 +182,19 @@ async fn run(
     conn.close().await;
 }
 
-/// Sends what is in `out`, then `body` dot-stuffed in pieces (no second copy of a large
-/// message), leaving the terminating line in `out`.
+/// Appends `body` dot-stuffed to `out`, sending `out` whenever it holds 64 KiB, so a large
+/// message is never copied whole; a small one goes out with its status line in one write.
 async fn stream_message(conn: &mut Conn, out: &mut Vec<u8>, body: &[u8]) -> bool {
+    const PIECE: usize = 64 << 10;
     let mut d = DotStuffer::default();
-    for chunk in body.chunks(64 << 10) {
+    for chunk in body.chunks(PIECE) {
         d.feed(chunk, out);
-        if conn.write_all(out).await.is_err() {
-            return false;
+        if out.len() >= PIECE {
+            if conn.write_all(out).await.is_err() {
+                return false;
+            }
+            out.clear();
         }
-        out.clear();
     }
     d.finish(out);
     true
