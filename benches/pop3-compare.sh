@@ -28,6 +28,7 @@ done
 printf '[auth]\ndanger_plaintext_without_tls = true\n' > "$W/ringmail.toml"
 RUST_LOG=warn $BIN/ringmail serve --config "$W/ringmail.toml" --data "$W/ringmail" --lmtp 127.0.0.1:41124 \
   --pop3 127.0.0.1:41110 --smtp off --submission off --smtps off --pop3s off --imap off --imaps off --metrics off &
+RING_PID=$!
 
 # Dovecot: LMTP to fill the maildirs, POP3 to read them.
 mkdir -p "$W/dv/run" "$W/dv/mail" && chown -R nobody "$W/dv/mail"
@@ -64,6 +65,7 @@ passdb {
 }
 CONF
 dovecot -F -c "$W/dv/dovecot.conf" &
+DOVE_PID=$!
 sleep 3
 
 python3 - "$CONNS" "$PER" <<'PY'
@@ -81,20 +83,27 @@ for port in (41124, 41224):
     l.quit()
 PY
 
-run() { # LABEL PORT
+run() { # LABEL PORT SERVER_PID: the row, then the server's CPU µs per retrieval
+  local before after
+  before=$(python3 benches/tree_cpu.py "$3")
   $BIN/ringmail-loadgen pop3 --target "127.0.0.1:$2" --connections "$CONNS" --duration "$SECS" --password bench \
     --users "bench%d@example.org:0-$((CONNS - 1))" --retrs-per-login 1000 --report "$W/$1.json" 2>/dev/null >/dev/null
-  python3 benches/loadgen_row.py "$W/$1.json" "$1" retr
+  after=$(python3 benches/tree_cpu.py "$3")
+  local row
+  row=$(python3 benches/loadgen_row.py "$W/$1.json" "$1" retr)
+  printf '%s\t%s\n' "$row" "$(python3 -c "n=int('$row'.split()[4]); print(f'{($after-$before)*1e6/max(n,1):.1f}')")"
 }
-RING=$(run ringmail-pop3 41110)
-DOVE=$(run dovecot-pop3 41210)
+RING=$(run ringmail-pop3 41110 "$RING_PID")
+DOVE=$(run dovecot-pop3 41210 "$DOVE_PID")
 rate() { echo "$1" | cut -f2; }
-echo "| server | retrievals/s | vs Dovecot | p50 ms | p99 ms | retrievals | errors |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+cpu() { echo "$1" | cut -f7; }
+echo "| server | retrievals/s | vs Dovecot | p50 ms | p99 ms | retrievals | errors | server CPU µs/retrieval | retrievals per server CPU-second vs Dovecot |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for row in "$RING" "$DOVE"; do
-  IFS=$'\t' read -r name r p50 p99 n err <<<"$row"
+  IFS=$'\t' read -r name r p50 p99 n err c <<<"$row"
   vs=$(python3 -c "print(f'{$r/max($(rate "$DOVE"),1):.1f}×')")
-  echo "| $name | $r | $vs | $p50 | $p99 | $n | $err |"
+  eff=$(python3 -c "print(f'{$(cpu "$DOVE")/max($c,0.001):.1f}×')")
+  echo "| $name | $r | $vs | $p50 | $p99 | $n | $err | $c | $eff |"
 done
 echo
 echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $CONNS connections (one account each, $PER messages of ~4 KiB), $SECS s per server, $(date -u +%F)."

@@ -85,12 +85,24 @@ pub struct Smtp {
 }
 
 /// Authentication policy shared by every protocol.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Auth {
     /// Accept passwords without TLS (SMTP AUTH on submission, POP3 USER/PASS and SASL).
     /// Only for tests, benchmarks and trusted networks.
     pub danger_plaintext_without_tls: bool,
+    /// How long a verified password is remembered (as a keyed hash, per core), so a client
+    /// that logs in again and again does not pay argon2 each time; 0 turns it off.
+    pub cache_ttl_secs: u64,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            danger_plaintext_without_tls: false,
+            cache_ttl_secs: 300,
+        }
+    }
 }
 
 fn addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {

@@ -5,6 +5,7 @@
 //! the shards that own the recipients' accounts (`NodeHandle::deliver`), and the reply waits
 //! until every copy is durable.
 
+mod auth_cache;
 mod conn;
 mod deflate;
 mod imap;
@@ -49,6 +50,7 @@ pub struct ShardServer {
     pub shared: Arc<Shared>,
     pub ctx: Rc<ShardContext>,
     users: RefCell<UsersCache>,
+    auth_cache: RefCell<auth_cache::AuthCache>,
     known_accounts: RefCell<HashSet<String>>,
     per_ip: RefCell<HashMap<IpAddr, usize>>,
 }
@@ -111,9 +113,20 @@ impl ShardServer {
         password: crate::smtp::Secret,
     ) -> Option<Vec<String>> {
         let users = self.users();
-        glommio::executor()
-            .spawn_blocking(move || users.authenticate(&user, &password.0))
-            .await
+        if let Some(s) = self.auth_cache.borrow_mut().get(&users, &user, &password.0) {
+            return Some(s);
+        }
+        let (u, p) = (users.clone(), password.0.clone());
+        let name = user.clone();
+        let r = glommio::executor()
+            .spawn_blocking(move || u.authenticate(&name, &p))
+            .await;
+        if let Some(s) = &r {
+            self.auth_cache
+                .borrow_mut()
+                .put(&users, &user, &password.0, s);
+        }
+        r
     }
 
     /// What a SCRAM exchange needs from the server: the user's keys (if any), a fresh nonce,
@@ -229,6 +242,9 @@ async fn run_shard(shared: Arc<Shared>, ctx: Rc<ShardContext>) {
             mtime: Users::mtime(&shared.cfg.data),
             checked: Instant::now(),
         }),
+        auth_cache: RefCell::new(auth_cache::AuthCache::new(Duration::from_secs(
+            shared.cfg.auth.cache_ttl_secs,
+        ))),
         shared: shared.clone(),
         ctx: ctx.clone(),
         known_accounts: RefCell::new(HashSet::new()),
