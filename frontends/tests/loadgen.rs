@@ -45,3 +45,38 @@ fn smtp_lmtp_and_pop3_workloads_then_verify() {
     assert!(v.clean(), "{v:?}");
     assert!(v.checked > 80, "{}", v.checked);
 }
+
+#[test]
+fn imap_workload_with_prefill() {
+    let users: Vec<String> = (1..=8).map(|i| format!("bench{i}@example.org")).collect();
+    let refs: Vec<&str> = users.iter().map(|s| s.as_str()).collect();
+    // LOGIN without TLS, as the loadgen speaks plain TCP.
+    let srv = Server::with_config(&refs, "[auth]\ndanger_plaintext_without_tls = true\n");
+    let mut cfg = Config::new(Workload::Imap, SocketAddr::from(([127, 0, 0, 1], srv.imap)));
+    cfg.users = Users::parse("bench%d@example.org:1-8").unwrap();
+    cfg.password = "secret".into();
+    cfg.connections = 4;
+    cfg.duration = Duration::from_secs(2);
+    cfg.imap_prefill = 20;
+    cfg.imap_commands = 50;
+    cfg.size = Some(4096);
+    let r = run(&cfg);
+    assert_eq!(r.total_errors(), 0, "{}", r.table());
+    assert!(r.commands["all"].count > 20, "{}", r.table());
+    for c in [
+        "login",
+        "select",
+        "fetch-flags",
+        "fetch-body",
+        "search-unseen",
+        "search-subject",
+        "store",
+        "noop",
+    ] {
+        assert!(
+            r.commands.get(c).is_some_and(|s| s.count > 0),
+            "{c}:\n{}",
+            r.table()
+        );
+    }
+}

@@ -13,6 +13,17 @@ pub enum ClientError {
     Rejected(String),
     /// The reply does not parse as the protocol's.
     Garbage(String),
+    /// IMAP: a command completed with NO or BAD, or the server said BYE.
+    Refused {
+        status: &'static str,
+        command: &'static str,
+        line: String,
+    },
+    /// The server answered, but not with what was asked for (a check on the content failed).
+    Wrong {
+        check: &'static str,
+        detail: String,
+    },
 }
 
 impl ClientError {
@@ -30,6 +41,10 @@ impl ClientError {
                 format!("rejected {}", l.chars().take(3).collect::<String>())
             }
             ClientError::Garbage(_) => "garbage reply".into(),
+            ClientError::Refused {
+                status, command, ..
+            } => format!("{status} {command}"),
+            ClientError::Wrong { check, .. } => check.to_string(),
         }
     }
 }
@@ -42,11 +57,15 @@ impl std::fmt::Display for ClientError {
             ClientError::Closed => write!(f, "the server closed the connection"),
             ClientError::Rejected(l) => write!(f, "the server refused: {l}"),
             ClientError::Garbage(l) => write!(f, "not a protocol reply: {l:?}"),
+            ClientError::Refused { command, line, .. } => {
+                write!(f, "{command}: the server answered {line:?}")
+            }
+            ClientError::Wrong { check, detail } => write!(f, "{check}: {detail}"),
         }
     }
 }
 
-fn io(e: std::io::Error) -> ClientError {
+pub(crate) fn io(e: std::io::Error) -> ClientError {
     match e.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => ClientError::Timeout,
         std::io::ErrorKind::UnexpectedEof

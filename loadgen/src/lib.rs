@@ -1,11 +1,11 @@
 //! ringmail-loadgen: a multi-protocol mail load generator.
 //!
-//! It drives SMTP, LMTP and POP3 servers (ringmail, Postfix, Dovecot, any standard one) on
+//! It drives SMTP, LMTP, POP3 and IMAP servers (ringmail, Postfix, Dovecot, any standard one) on
 //! loopback, measures per-command latency in HDR histograms, and checks afterwards that
 //! every message a server acknowledged is stored, byte for byte (`verify`).
 //!
 //! ```text
-//!  workers (one thread per connection) ─► client (blocking SMTP/LMTP/POP3) ─► server
+//!  workers (one thread per connection) ─► client (blocking SMTP/LMTP/POP3/IMAP) ─► server
 //!      │ closed loop: next request when the last is answered
 //!      │ open loop: requests at fixed intended times; latency counts from the intended
 //!      │            start, so a stalled server cannot hide its stall (no coordinated omission)
@@ -14,6 +14,7 @@
 //! ```
 
 pub mod client;
+pub mod imap;
 pub mod mailgen;
 pub mod null_server;
 pub mod plot;

@@ -13,6 +13,8 @@ enum Kind {
     Smtp,
     Lmtp,
     Pop3,
+    /// Log in, SELECT INBOX, run --commands-per-login commands from --imap-mix, log out.
+    Imap,
     /// Check through POP3 that everything a previous run's report says was acknowledged is
     /// stored, byte-identical.
     Verify,
@@ -26,7 +28,7 @@ enum Kind {
 #[command(
     name = "ringmail-loadgen",
     version,
-    about = "Mail load generator: SMTP, LMTP, POP3, verify"
+    about = "Mail load generator: SMTP, LMTP, POP3, IMAP, verify"
 )]
 struct Cli {
     workload: Kind,
@@ -46,6 +48,10 @@ struct Cli {
     rate: Option<f64>,
     #[arg(long, default_value_t = 10)]
     duration: u64,
+    /// Run this many seconds first without measuring (connections, logins, caches warm
+    /// up); errors in it still count.
+    #[arg(long, default_value_t = 0)]
+    warmup: u64,
     /// An mbox file or a Maildir directory of messages to send instead of generated ones.
     #[arg(long)]
     messages: Option<PathBuf>,
@@ -66,6 +72,17 @@ struct Cli {
     /// POP3: RETRs per login.
     #[arg(long, default_value_t = 5)]
     retrs_per_login: usize,
+    /// IMAP: commands and their weights, name:weight,… (fetch-flags, fetch-body,
+    /// search-unseen, search-subject, store, noop).
+    #[arg(long, default_value = ringmail_loadgen::imap::DEFAULT_MIX)]
+    imap_mix: String,
+    /// IMAP: commands per login (then LOGOUT and a new login).
+    #[arg(long, default_value_t = 100)]
+    commands_per_login: usize,
+    /// IMAP: before the run, APPEND to every account's INBOX until it holds this many
+    /// messages (generated, or from --messages; sized by --size).
+    #[arg(long, default_value_t = 0)]
+    prefill: usize,
     /// Generated messages of about this many bytes (default: realistic sizes, median 3.5 KiB).
     #[arg(long)]
     size: Option<usize>,
@@ -198,7 +215,15 @@ fn main() -> ExitCode {
     let workload = match cli.workload {
         Kind::Smtp => Workload::Smtp,
         Kind::Lmtp => Workload::Lmtp,
+        Kind::Imap => Workload::Imap,
         _ => Workload::Pop3,
+    };
+    let imap_mix = match ringmail_loadgen::imap::Mix::parse(&cli.imap_mix) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("ringmail-loadgen: --imap-mix: {e}");
+            return ExitCode::from(2);
+        }
     };
     let mut cfg = Config::new(workload, target);
     cfg.users = users;
@@ -206,11 +231,15 @@ fn main() -> ExitCode {
     cfg.connections = cli.connections.max(1);
     cfg.rate = cli.rate;
     cfg.duration = Duration::from_secs(cli.duration);
+    cfg.warmup = Duration::from_secs(cli.warmup);
     cfg.seed = cli.seed;
     cfg.recipients = cli.recipients;
     cfg.pop3_delete = cli.delete;
     cfg.pop3_retrs = cli.retrs_per_login;
     cfg.size = cli.size;
+    cfg.imap_mix = imap_mix;
+    cfg.imap_commands = cli.commands_per_login.max(1);
+    cfg.imap_prefill = cli.prefill;
     cfg.progress = true;
     if let Some(p) = &cli.messages {
         match load_messages(p) {

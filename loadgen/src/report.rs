@@ -124,12 +124,12 @@ impl Report {
 
     pub fn table(&self) -> String {
         let mut s = format!(
-            "{} against {}: {} connections, {:.1} s, seed {}\n{:<10} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+            "{} against {}: {} connections, {:.1} s, seed {}\n{:<14} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
             self.workload, self.target, self.connections, self.seconds, self.seed, "command", "count", "rate/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
         );
         for (k, c) in &self.commands {
             s.push_str(&format!(
-                "{k:<10} {:>9} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n",
+                "{k:<14} {:>9} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n",
                 c.count, c.rate, c.p50_ms, c.p90_ms, c.p99_ms, c.p999_ms, c.max_ms
             ));
         }

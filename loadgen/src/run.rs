@@ -11,6 +11,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::client::{dot_stuff, ClientError, Conn};
+use crate::imap::{self, Mix};
 use crate::mailgen::MailGen;
 use crate::report::Report;
 
@@ -19,6 +20,7 @@ pub enum Workload {
     Smtp,
     Lmtp,
     Pop3,
+    Imap,
 }
 
 /// Users from a pattern: `bench%d:1-100` is bench1 … bench100; without `%d`, one user.
@@ -75,6 +77,8 @@ pub struct Config {
     /// Requests per second over all connections (open loop); `None` is closed loop.
     pub rate: Option<f64>,
     pub duration: Duration,
+    /// Run this long first without measuring (logins, caches); errors still count.
+    pub warmup: Duration,
     pub seed: u64,
     /// Recipients per message (SMTP/LMTP).
     pub recipients: usize,
@@ -86,6 +90,12 @@ pub struct Config {
     pub pop3_retrs: usize,
     /// Generated messages of this size instead of the realistic size distribution.
     pub size: Option<usize>,
+    /// IMAP: the commands a selected session sends, with their weights.
+    pub imap_mix: Mix,
+    /// IMAP: mix commands per login (then LOGOUT and a new session).
+    pub imap_commands: usize,
+    /// IMAP: before the run, top up every account's INBOX to this many messages (APPEND).
+    pub imap_prefill: usize,
     pub timeout: Duration,
     /// Print a progress line every second.
     pub progress: bool,
@@ -101,12 +111,16 @@ impl Config {
             connections: 10,
             rate: None,
             duration: Duration::from_secs(10),
+            warmup: Duration::ZERO,
             seed: 1,
             recipients: 1,
             messages: Vec::new(),
             pop3_delete: false,
             pop3_retrs: 5,
             size: None,
+            imap_mix: Mix::default(),
+            imap_commands: 100,
+            imap_prefill: 0,
             timeout: Duration::from_secs(10),
             progress: false,
         }
@@ -162,9 +176,23 @@ fn record(r: &mut WorkerResult, what: &'static str, d: Duration) {
     let _ = r.hist.entry(what).or_insert_with(hist).record(us);
 }
 
-/// Runs the workload and returns the merged report. Bounded by `duration` plus one timeout.
+/// Runs the workload and returns the merged report. Bounded by `warmup` + `duration` plus
+/// one timeout, after the IMAP prefill (if any), which is not timed.
 pub fn run(cfg: &Config) -> Report {
     assert!(cfg.connections > 0);
+    let prefilled = (cfg.workload == Workload::Imap && cfg.imap_prefill > 0).then(|| {
+        let p = imap::prefill(cfg);
+        if cfg.progress {
+            eprintln!(
+                "prefill: {} messages appended to {} accounts in {:.1} s, {} errors",
+                p.appended,
+                p.accounts,
+                p.seconds,
+                p.errors.values().sum::<u64>()
+            );
+        }
+        p
+    });
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
         done: AtomicU64::new(0),
@@ -185,11 +213,23 @@ pub fn run(cfg: &Config) -> Report {
     // Completions per second, for the throughput-over-time plot.
     let mut timeline = Vec::new();
     let mut counted = 0;
-    let cpu0 = cpu_time();
-    while start.elapsed() < cfg.duration {
-        std::thread::sleep(
-            Duration::from_millis(100).min(cfg.duration.saturating_sub(start.elapsed())),
-        );
+    let total = cfg.warmup + cfg.duration;
+    // The generator's own CPU and requests, from the end of the warm-up.
+    let mut measured_from: Option<(Duration, u64)> = None;
+    let requests = |s: &Shared| s.done.load(Ordering::Relaxed) + s.errors.load(Ordering::Relaxed);
+    loop {
+        if measured_from.is_none() && start.elapsed() >= cfg.warmup {
+            measured_from = Some((cpu_time(), requests(&shared)));
+        }
+        if start.elapsed() >= total {
+            break;
+        }
+        let next = if measured_from.is_none() {
+            cfg.warmup
+        } else {
+            total
+        };
+        std::thread::sleep(Duration::from_millis(100).min(next.saturating_sub(start.elapsed())));
         let secs = start.elapsed().as_secs();
         while timeline.len() < secs as usize {
             let done = shared.done.load(Ordering::Relaxed);
@@ -210,12 +250,16 @@ pub fn run(cfg: &Config) -> Report {
     for t in threads {
         let _ = t.join();
     }
-    let elapsed = start.elapsed();
+    let elapsed = start.elapsed().saturating_sub(cfg.warmup);
+    let (cpu0, requests0) = measured_from.unwrap_or_default();
     let cpu = cpu_time().saturating_sub(cpu0);
     let results = std::mem::take(&mut *results.lock().expect("threads joined"));
     let mut report = Report::merge(cfg, results, elapsed);
+    for (k, n) in prefilled.map(|p| p.errors).unwrap_or_default() {
+        *report.errors.entry(format!("prefill: {k}")).or_default() += n;
+    }
     report.timeline = timeline;
-    let requests = shared.done.load(Ordering::Relaxed) + shared.errors.load(Ordering::Relaxed);
+    let requests = requests(&shared).saturating_sub(requests0);
     report.client_cpu_us_per_request = cpu.as_secs_f64() * 1e6 / requests.max(1) as f64;
     report
 }
@@ -242,7 +286,10 @@ fn worker(cfg: &Config, w: usize, shared: &Shared, start: Instant) -> WorkerResu
     let mut rng = SmallRng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(w as u64));
     // A small pool of generated messages per worker keeps the generator off the request
     // path: each request only stamps one.
-    let pool: Vec<Vec<u8>> = if cfg.messages.is_empty() && cfg.workload != Workload::Pop3 {
+    let delivers = matches!(cfg.workload, Workload::Smtp | Workload::Lmtp);
+    let pool: Vec<Vec<u8>> = if !delivers {
+        Vec::new()
+    } else if cfg.messages.is_empty() {
         let mut gen = MailGen::new(cfg.seed.wrapping_add(w as u64 * 7919));
         (0..16)
             .map(|_| match cfg.size {
@@ -259,6 +306,9 @@ fn worker(cfg: &Config, w: usize, shared: &Shared, start: Instant) -> WorkerResu
         .map(|r| Duration::from_secs_f64(cfg.connections as f64 / r.max(0.001)));
     let mut k: u64 = 0;
     let mut conn: Option<Conn> = None;
+    let mut imap_session = None;
+    let mut imap_logins = 0;
+    let measure_from = start + cfg.warmup;
     while !shared.stop.load(Ordering::Relaxed) {
         let intended = match interval {
             Some(iv) => {
@@ -280,13 +330,27 @@ fn worker(cfg: &Config, w: usize, shared: &Shared, start: Instant) -> WorkerResu
                 deliver(cfg, w, k, &mut conn, &pool, &mut rng, &mut res)
             }
             Workload::Pop3 => pop3_session(cfg, w, k, &mut rng, &mut res),
+            Workload::Imap => imap::workload::step(
+                cfg,
+                w,
+                &mut imap_logins,
+                &mut imap_session,
+                &mut rng,
+                &mut res,
+            ),
         };
         k += 1;
         match outcome {
             Ok(what) => {
                 // Latency from the intended start: a stall delays every request behind it,
                 // and each of them is charged for it.
-                record(&mut res, what, intended.elapsed());
+                let latency = intended.elapsed();
+                if intended >= measure_from {
+                    record(&mut res, what, latency);
+                    if cfg.workload == Workload::Imap && !imap::SESSION_STEPS.contains(&what) {
+                        record(&mut res, "all", latency);
+                    }
+                }
                 shared.done.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
@@ -302,6 +366,7 @@ fn worker(cfg: &Config, w: usize, shared: &Shared, start: Instant) -> WorkerResu
     if let Some(mut c) = conn {
         c.quit();
     }
+    imap::workload::finish(imap_session);
     res
 }
 
