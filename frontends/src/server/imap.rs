@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use glommio::net::TcpStream;
 use ringmail_engine::{
-    Error, FlagOp, Flags, MailboxInfo, NewMessage, Partition, SpecialUse, StoreError, Uid,
+    BlobId, Error, FlagOp, Flags, MailboxInfo, NewMessage, Partition, SpecialUse, StoreError, Uid,
 };
 
 use super::conn::{Conn, Detached, Read};
@@ -1335,6 +1335,42 @@ impl Session {
         }
     }
 
+    /// The message's metadata: from the shard's cache, else as stored at delivery, else (an
+    /// older version, or none) parsed from the message.
+    async fn meta_of(
+        &self,
+        mailbox: &str,
+        uid: Uid,
+        blob: BlobId,
+        raw: Option<&[u8]>,
+    ) -> Option<Rc<MessageMeta>> {
+        let key = (self.part.id().0, blob.0);
+        if let Some(m) = self.server.meta_cache.borrow().get(key) {
+            return Some(m);
+        }
+        let stored = self.part.fetch_meta(&self.account, mailbox, uid).await.ok();
+        let (meta, len) = match stored.as_deref().map(MessageMeta::decode) {
+            Some(Ok(m)) => (m, stored.as_ref().map_or(0, |b| b.len())),
+            _ => {
+                let m = match raw {
+                    Some(r) => MessageMeta::parse(r),
+                    None => MessageMeta::parse(
+                        &self.part.fetch(&self.account, mailbox, uid).await.ok()?,
+                    ),
+                };
+                // What a stored copy would weigh.
+                let len = m.encode().len();
+                (m, len)
+            }
+        };
+        let meta = Rc::new(meta);
+        self.server
+            .meta_cache
+            .borrow_mut()
+            .insert(key, meta.clone(), len);
+        Some(meta)
+    }
+
     fn view(&self) -> &View {
         self.view.as_ref().expect("selected state")
     }
@@ -1441,15 +1477,6 @@ impl Session {
                 Err(_) if gone => continue,
                 Err(e) => return Err(no(e)),
             };
-            let meta_bytes = if needs.meta && !needs.body {
-                Some(
-                    self.part
-                        .fetch_meta(&self.account, &mailbox, Uid(m.uid))
-                        .await,
-                )
-            } else {
-                None
-            };
             let raw = if needs.body {
                 match self.part.fetch(&self.account, &mailbox, Uid(m.uid)).await {
                     Ok(b) => Some(b),
@@ -1459,33 +1486,14 @@ impl Session {
             } else {
                 None
             };
-            // Metadata: what delivery stored; parsed again only if it is missing or from an
-            // older version.
             let meta = if needs.meta {
-                let stored = match meta_bytes {
-                    Some(Ok(b)) => MessageMeta::decode(&b).ok(),
-                    Some(Err(_)) => None,
-                    None => match self
-                        .part
-                        .fetch_meta(&self.account, &mailbox, Uid(m.uid))
-                        .await
-                    {
-                        Ok(b) => MessageMeta::decode(&b).ok(),
-                        Err(_) => None,
-                    },
-                };
-                match (stored, &raw) {
-                    (Some(x), _) => Some(x),
-                    (None, Some(r)) => Some(MessageMeta::parse(r)),
-                    (None, None) => {
-                        let r = self
-                            .part
-                            .fetch(&self.account, &mailbox, Uid(m.uid))
-                            .await
-                            .map_err(no)?;
-                        Some(MessageMeta::parse(&r))
-                    }
-                }
+                self.meta_of(
+                    &mailbox,
+                    Uid(m.uid),
+                    info.blob,
+                    raw.as_deref().map(|r| r.as_slice()),
+                )
+                .await
             } else {
                 None
             };
@@ -1500,7 +1508,7 @@ impl Session {
                 size: info.size,
                 modseq: m.modseq,
                 email_id: info.blob.0,
-                meta: meta.as_ref(),
+                meta: meta.as_deref(),
                 raw: raw.as_deref().map(|r| r.as_slice()),
             };
             let mut line = Vec::new();
@@ -1738,21 +1746,17 @@ impl Session {
             } else {
                 None
             };
-            let mut meta = if (needs.meta && raw.is_none()) || want_meta {
-                self.part
-                    .fetch_meta(&self.account, &mailbox, Uid(m.uid))
-                    .await
-                    .ok()
-                    .and_then(|b| MessageMeta::decode(&b).ok())
+            let meta = if (needs.meta && raw.is_none()) || want_meta {
+                self.meta_of(
+                    &mailbox,
+                    Uid(m.uid),
+                    info.blob,
+                    raw.as_deref().map(|r| r.as_slice()),
+                )
+                .await
             } else {
                 None
             };
-            if want_meta && meta.is_none() {
-                // Metadata of an older version: parse the message again.
-                if let Ok(r) = self.part.fetch(&self.account, &mailbox, Uid(m.uid)).await {
-                    meta = Some(MessageMeta::parse(&r));
-                }
-            }
             let f = Flags(info.flags.0);
             let mut names: Vec<&str> = f.system_names().collect();
             for k in f.keywords() {
@@ -1768,7 +1772,7 @@ impl Session {
                 internal_date: info.internal_date,
                 size: info.size,
                 modseq: info.modseq.0,
-                meta: meta.as_ref(),
+                meta: meta.as_deref(),
                 raw: raw.as_deref().map(|r| r.as_slice()),
             };
             let ctx = search::Context {
@@ -1828,7 +1832,7 @@ impl Session {
                 id: if uid { h.uid } else { h.seq },
                 size: h.size,
                 internal_date: h.internal_date,
-                meta: h.meta.as_ref().unwrap_or(&empty),
+                meta: h.meta.as_deref().unwrap_or(&empty),
             })
             .collect();
         sort::sort(&mut items, &cmd.criteria);
@@ -1847,7 +1851,7 @@ impl Session {
             .map(|h| thread::ThreadItem {
                 id: if uid { h.uid } else { h.seq },
                 internal_date: h.internal_date,
-                meta: h.meta.as_ref().unwrap_or(&empty),
+                meta: h.meta.as_deref().unwrap_or(&empty),
             })
             .collect();
         let threads = thread::thread(&items, cmd.algorithm);
@@ -1865,7 +1869,7 @@ struct Hit {
     size: u32,
     internal_date: i64,
     modseq: u64,
-    meta: Option<MessageMeta>,
+    meta: Option<Rc<MessageMeta>>,
 }
 
 /// OBJECTID's MAILBOXID (RFC 8474): the UIDVALIDITY, which a mailbox keeps for its life,

@@ -9,6 +9,7 @@ mod auth_cache;
 mod conn;
 mod deflate;
 mod imap;
+mod meta_cache;
 mod metrics;
 mod pop3;
 pub mod received;
@@ -51,6 +52,8 @@ pub struct ShardServer {
     pub ctx: Rc<ShardContext>,
     users: RefCell<UsersCache>,
     auth_cache: RefCell<auth_cache::AuthCache>,
+    /// Decoded message metadata, for IMAP (32 MiB per shard).
+    pub meta_cache: RefCell<meta_cache::MetaCache>,
     known_accounts: RefCell<HashSet<String>>,
     per_ip: RefCell<HashMap<IpAddr, usize>>,
 }
@@ -245,6 +248,7 @@ async fn run_shard(shared: Arc<Shared>, ctx: Rc<ShardContext>) {
         auth_cache: RefCell::new(auth_cache::AuthCache::new(Duration::from_secs(
             shared.cfg.auth.cache_ttl_secs,
         ))),
+        meta_cache: RefCell::new(meta_cache::MetaCache::new(32 << 20)),
         shared: shared.clone(),
         ctx: ctx.clone(),
         known_accounts: RefCell::new(HashSet::new()),
