@@ -404,6 +404,14 @@ while True:
     l = c.readline(); lines.append(l)
     if l.startswith(tag): break
 check(any(l.strip() == b"* VANISHED 5" for l in lines), "vanished on noop %r" % lines)
+tag = c._new_tag()
+c.send(tag + b" UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d VANISHED)\r\n" % hms)
+lines = []
+while True:
+    l = c.readline(); lines.append(l)
+    if l.startswith(tag): break
+check(lines[0].strip() == b"* VANISHED (EARLIER) 4:5", "fetch vanished %r" % lines)
+check(lines[-1].startswith(tag + b" OK"), "fetch vanished ok %r" % lines)
 c.logout()
 print("ok")
 "#,
@@ -511,6 +519,14 @@ mid = re.search(rb"MAILBOXID \((\w+)\)", data[0]).group(1)
 typ, data = c.list('""', "Projects*")
 check(any(b"Projects/2024" in l for l in data) and any(b"\\HasChildren" in l and l.endswith(b"Projects") for l in data), "superior created %r" % data)
 c.rename("Projects/2024", "Archive/2024")
+# Renaming INBOX moves its messages to the new mailbox and leaves INBOX empty.
+c.append("INBOX", None, None, b"Subject: old inbox\r\n\r\nx\r\n")
+typ, data = c.rename("INBOX", "Old")
+check(typ == "OK", "rename inbox %r" % data)
+typ, data = c.status("INBOX", "(MESSAGES)")
+check(b"MESSAGES 0" in data[0], "inbox emptied %r" % data)
+typ, data = c.status("Old", "(MESSAGES)")
+check(b"MESSAGES 1" in data[0], "moved %r" % data)
 typ, data = c.status("Archive/2024", "(MAILBOXID MESSAGES)")
 check(b"MAILBOXID (" + mid + b")" in data[0], "kept across rename %r" % data)
 typ, data = c.status("Sent", "(MAILBOXID)")

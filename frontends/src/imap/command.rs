@@ -155,6 +155,8 @@ pub enum Command {
         set: SequenceSet,
         attrs: Vec<FetchAttr>,
         changed_since: Option<u64>,
+        /// QRESYNC's VANISHED modifier (RFC 7162 section 3.2.6): report expunged UIDs too.
+        vanished: bool,
     },
     Store {
         uid: bool,
@@ -564,6 +566,32 @@ impl<'a> P<'a> {
         Ok(items)
     }
     /// `(NAME value ...)` modifiers such as `(CHANGEDSINCE 5)`.
+    /// fetch-modifiers (RFC 7162): `(CHANGEDSINCE n [VANISHED])`, in any order.
+    pub(crate) fn fetch_modifiers(&mut self) -> R<(Option<u64>, bool)> {
+        if self.peek() != Some(b' ') || self.b.get(self.i + 1) != Some(&b'(') {
+            return Ok((None, false));
+        }
+        self.i += 2;
+        let (mut since, mut vanished) = (None, false);
+        loop {
+            match self.atom()?.to_ascii_uppercase().as_str() {
+                "CHANGEDSINCE" => {
+                    self.sp()?;
+                    since = Some(self.number()?);
+                }
+                "VANISHED" => vanished = true,
+                m => return self.err(format!("unsupported modifier {m}")),
+            }
+            if self.eat(b')') {
+                break;
+            }
+            self.sp()?;
+        }
+        if vanished && since.is_none() {
+            return self.err("VANISHED needs CHANGEDSINCE");
+        }
+        Ok((since, vanished))
+    }
     pub(crate) fn modifier(&mut self, name: &str) -> R<Option<u64>> {
         if self.peek() != Some(b' ') || self.b.get(self.i + 1) != Some(&b'(') {
             return Ok(None);
@@ -837,12 +865,13 @@ pub fn parse_command(bytes: &[u8]) -> Result<(String, Command), ParseError> {
             let set = p.seq_set()?;
             p.sp()?;
             let attrs = p.fetch_atts()?;
-            let changed_since = p.modifier("CHANGEDSINCE")?;
+            let (changed_since, vanished) = p.fetch_modifiers()?;
             Command::Fetch {
                 uid,
                 set,
                 attrs,
                 changed_since,
+                vanished,
             }
         }
         (_, "STORE") => {
@@ -1078,7 +1107,8 @@ mod tests {
                     FetchAttr::BodySection { peek: true, section: "HEADER.FIELDS (From To)".into(), partial: Some((0, 100)) },
                     FetchAttr::Binary { peek: true, size_only: true, section: "1".into(), partial: None }
                 ],
-                changed_since: Some(9)
+                changed_since: Some(9),
+                vanished: false
             }
         );
         assert_eq!(
@@ -1091,7 +1121,8 @@ mod tests {
                     FetchAttr::InternalDate,
                     FetchAttr::Rfc822Size
                 ],
-                changed_since: None
+                changed_since: None,
+                vanished: false
             }
         );
         assert_eq!(

@@ -788,7 +788,25 @@ impl Session {
             Command::Rename { from, to } => {
                 let (from, to) = (self.mailbox_name(&from)?, self.mailbox_name(&to)?);
                 if from == "INBOX" {
-                    return Err("NO [CANNOT] renaming INBOX is not supported".into());
+                    // RFC 9051 section 6.3.6: INBOX stays, its messages move to the new one.
+                    self.part
+                        .create_mailbox(&self.account, &to, SpecialUse::None)
+                        .await
+                        .map_err(no)?;
+                    let uids: Vec<Uid> = self
+                        .part
+                        .messages(&self.account, "INBOX", Uid(1), Uid(u32::MAX))
+                        .map_err(no)?
+                        .iter()
+                        .map(|m| m.uid)
+                        .collect();
+                    if !uids.is_empty() {
+                        self.part
+                            .move_messages(&self.account, "INBOX", &to, &uids)
+                            .await
+                            .map_err(no)?;
+                    }
+                    return self.ok(tag, "RENAME completed").await;
                 }
                 self.part
                     .rename_mailbox(&self.account, &from, &to)
@@ -912,7 +930,17 @@ impl Session {
                 set,
                 attrs,
                 changed_since,
-            } => self.fetch(tag, uid, &set, &attrs, changed_since).await,
+                vanished,
+            } => {
+                if vanished {
+                    if !uid || !self.enabled.qresync {
+                        return Err("BAD VANISHED needs UID FETCH and QRESYNC enabled".into());
+                    }
+                    let view = self.view.as_ref().expect("selected");
+                    vanished_earlier(view, Some(&set), &mut self.io.out);
+                }
+                self.fetch(tag, uid, &set, &attrs, changed_since).await
+            }
             Command::Store {
                 uid,
                 set,
@@ -1154,31 +1182,7 @@ impl Session {
             // What changed since the client's modseq: messages gone (we keep no tombstones,
             // so every known UID that is not here; clients ignore UIDs they never had), then
             // flags changed since.
-            let known: Vec<u32> = match &q.known_uids {
-                Some(SequenceSet::Ranges(r)) => r
-                    .iter()
-                    .flat_map(|&(a, b)| {
-                        let n = |x| match x {
-                            crate::imap::SeqBound::Num(n) => n,
-                            crate::imap::SeqBound::Star => view.uidnext.saturating_sub(1),
-                        };
-                        let (a, b) = (n(a), n(b));
-                        a.min(b)..=a.max(b).min(view.uidnext.saturating_sub(1))
-                    })
-                    .take(1 << 20)
-                    .collect(),
-                _ => (1..view.uidnext).take(1 << 20).collect(),
-            };
-            let mut gone: Vec<u32> = known
-                .into_iter()
-                .filter(|u| view.seq_of(*u).is_none())
-                .collect();
-            gone.sort_unstable();
-            gone.dedup();
-            if !gone.is_empty() {
-                self.io
-                    .line(&format!("* VANISHED (EARLIER) {}", compress_set(&gone)));
-            }
+            vanished_earlier(&view, q.known_uids.as_ref(), &mut self.io.out);
             let kw = self.keywords.clone();
             for (i, m) in view.messages().iter().enumerate() {
                 if m.modseq > q.modseq {
@@ -1876,6 +1880,40 @@ struct Hit {
 /// renames included, and which no other mailbox of the account has.
 fn mailbox_id(st: &MailboxInfo) -> String {
     format!("F{:08x}", st.uidvalidity.0)
+}
+
+/// `* VANISHED (EARLIER)` for the UIDs of `set` (all UIDs when `None`) the mailbox does not
+/// hold. No tombstones are kept, so that is every such UID below UIDNEXT; clients ignore
+/// UIDs they never had (RFC 7162 section 3.2.5.1).
+fn vanished_earlier(v: &View, set: Option<&SequenceSet>, out: &mut Vec<u8>) {
+    let last = v.uidnext.saturating_sub(1);
+    let ranges: Vec<(u32, u32)> = match set {
+        Some(SequenceSet::Ranges(r)) => r
+            .iter()
+            .map(|&(a, b)| {
+                let n = |x| match x {
+                    crate::imap::SeqBound::Num(n) => n,
+                    crate::imap::SeqBound::Star => last,
+                };
+                (n(a).min(n(b)), n(a).max(n(b)).min(last))
+            })
+            .collect(),
+        Some(SequenceSet::Saved) => return,
+        None => vec![(1, last)],
+    };
+    let mut gone: Vec<u32> = ranges
+        .into_iter()
+        .flat_map(|(a, b)| a..=b)
+        .take(1 << 20)
+        .filter(|u| v.seq_of(*u).is_none())
+        .collect();
+    gone.sort_unstable();
+    gone.dedup();
+    if !gone.is_empty() {
+        out.extend_from_slice(
+            format!("* VANISHED (EARLIER) {}\r\n", compress_set(&gone)).as_bytes(),
+        );
+    }
 }
 
 /// Every message of the mailbox as the view keeps them.
