@@ -5,7 +5,7 @@
 //! Envelope fields are kept as the raw (unfolded) header text, as IMAP ENVELOPE returns them;
 //! address lists are parsed by the IMAP layer from that text.
 
-use mail_parser::{MessageParser, MimeHeaders, PartType};
+use mail_parser::{HeaderName, MessageParser, MimeHeaders, PartType};
 use ringmail_engine::format::{Reader, Writer};
 use ringmail_engine::FormatError;
 
@@ -61,42 +61,78 @@ pub struct MessageMeta {
     pub root: PartMeta,
 }
 
-/// The raw value of the first header `name` in `block`, unfolded, without the trailing CRLF.
-fn raw_header(block: &[u8], name: &str) -> Option<String> {
-    let text = String::from_utf8_lossy(block);
-    let mut found: Option<String> = None;
-    for line in text.split('\n') {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if let Some(v) = &mut found {
-            if line.starts_with(' ') || line.starts_with('\t') {
-                v.push_str(line);
-                continue;
+/// The raw values of the first header of each of `names` in `block`, unfolded, without the
+/// trailing CRLF: one pass over the header bytes, whatever the number of names.
+fn raw_headers<const N: usize>(block: &[u8], names: [&str; N]) -> [Option<String>; N] {
+    let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
+    // The header being collected (its index in `names`).
+    let mut current: Option<usize> = None;
+    for line in block.split(|&c| c == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.first().is_some_and(|c| *c == b' ' || *c == b'\t') {
+            if let Some(v) = current.and_then(|i| found[i].as_mut()) {
+                v.push_str(&String::from_utf8_lossy(line));
             }
+            continue;
+        }
+        current = None;
+        if line.is_empty() {
             break;
         }
-        if let Some((n, v)) = line.split_once(':') {
-            if n.trim_end().eq_ignore_ascii_case(name) {
-                found = Some(v.trim_start().to_string());
+        let Some(colon) = memchr::memchr(b':', line) else {
+            continue;
+        };
+        let name = line[..colon].trim_ascii_end();
+        if let Some(i) = names
+            .iter()
+            .position(|n| n.as_bytes().eq_ignore_ascii_case(name))
+        {
+            if found[i].is_none() {
+                found[i] = Some(
+                    String::from_utf8_lossy(line[colon + 1..].trim_ascii_start()).into_owned(),
+                );
+                current = Some(i);
             }
         }
     }
-    found.map(|v| v.trim_end().to_string())
+    found.map(|v| v.map(|v| v.trim_end().to_string()))
+}
+
+fn raw_header(block: &[u8], name: &str) -> Option<String> {
+    let [v] = raw_headers(block, [name]);
+    v
 }
 
 fn envelope(block: &[u8]) -> EnvelopeMeta {
-    let h = |n| raw_header(block, n);
+    let [date, subject, from, sender, reply_to, to, cc, bcc, in_reply_to, message_id, references] =
+        raw_headers(
+            block,
+            [
+                "Date",
+                "Subject",
+                "From",
+                "Sender",
+                "Reply-To",
+                "To",
+                "Cc",
+                "Bcc",
+                "In-Reply-To",
+                "Message-ID",
+                "References",
+            ],
+        );
     EnvelopeMeta {
-        date: h("Date"),
-        subject: h("Subject"),
-        from: h("From"),
-        sender: h("Sender"),
-        reply_to: h("Reply-To"),
-        to: h("To"),
-        cc: h("Cc"),
-        bcc: h("Bcc"),
-        in_reply_to: h("In-Reply-To"),
-        message_id: h("Message-ID"),
-        references: h("References"),
+        date,
+        subject,
+        from,
+        sender,
+        reply_to,
+        to,
+        cc,
+        bcc,
+        in_reply_to,
+        message_id,
+        references,
     }
 }
 
@@ -108,7 +144,13 @@ impl MessageMeta {
     /// Parses `raw` once. Broken MIME never fails: what cannot be parsed is described as
     /// a single text/plain part, as RFC 2045 says of missing headers.
     pub fn parse(raw: &[u8]) -> MessageMeta {
-        match MessageParser::default().parse(raw) {
+        // Only the MIME headers are parsed: the envelope is kept raw (see `envelope`), so
+        // addresses, dates and Received lines are not worth parsing here.
+        let parser = MessageParser::new()
+            .with_mime_headers()
+            .header_comma_separated(HeaderName::ContentLanguage)
+            .default_header_ignore();
+        match parser.parse(raw) {
             Some(m) => {
                 let root = part_meta(&m, 0, 0, raw, 0);
                 let header_end = (root.body_start as usize).min(raw.len());
