@@ -230,6 +230,9 @@ pub fn start(cfg: Config) -> Result<Node, String> {
     let mut ncfg = NodeConfig::new(cfg.data.clone());
     ncfg.shards = cfg.cores;
     ncfg.partitions = cfg.partitions;
+    if cfg.spin_before_park_us > 0 {
+        ncfg.spin_before_park = Some(Duration::from_micros(cfg.spin_before_park_us));
+    }
 
     Node::start_with(ncfg, Some(service)).map_err(|e| e.to_string())
 }
