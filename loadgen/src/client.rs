@@ -1,12 +1,19 @@
-//! Minimal blocking clients for SMTP/LMTP and POP3, with classified errors.
+//! Minimal blocking clients for SMTP/LMTP and POP3, with classified errors; TLS (implicit,
+//! or STARTTLS / STLS after the greeting) and SMTP AUTH PLAIN.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use base64::Engine as _;
+
+use crate::tls::{Stream, Tls};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientError {
     Connect(String),
+    /// The TLS handshake failed, or TLS was refused (STARTTLS not offered).
+    Tls(String),
     Timeout,
     Closed,
     /// The server answered with something other than success: the reply's first line.
@@ -31,6 +38,7 @@ impl ClientError {
     pub fn kind(&self) -> String {
         match self {
             ClientError::Connect(_) => "connect".into(),
+            ClientError::Tls(_) => "tls".into(),
             ClientError::Timeout => "timeout".into(),
             ClientError::Closed => "closed".into(),
             ClientError::Rejected(l) if l.starts_with("-ERR") => match (l.find('['), l.find(']')) {
@@ -53,6 +61,7 @@ impl std::fmt::Display for ClientError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ClientError::Connect(e) => write!(f, "cannot connect: {e}"),
+            ClientError::Tls(e) => write!(f, "TLS: {e}"),
             ClientError::Timeout => write!(f, "the server did not answer in time"),
             ClientError::Closed => write!(f, "the server closed the connection"),
             ClientError::Rejected(l) => write!(f, "the server refused: {l}"),
@@ -71,33 +80,68 @@ pub(crate) fn io(e: std::io::Error) -> ClientError {
         std::io::ErrorKind::UnexpectedEof
         | std::io::ErrorKind::ConnectionReset
         | std::io::ErrorKind::BrokenPipe => ClientError::Closed,
+        // rustls reports protocol errors and alerts as invalid data.
+        std::io::ErrorKind::InvalidData => ClientError::Tls(e.to_string()),
         _ => ClientError::Closed,
     }
 }
 
+/// Opens a TCP connection with the timeouts set, and TLS on it when `tls` is implicit.
+pub(crate) fn open(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&Tls>,
+) -> Result<Stream, ClientError> {
+    let s = TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| ClientError::Connect(e.to_string()))?;
+    s.set_nodelay(true).ok();
+    s.set_read_timeout(Some(timeout)).ok();
+    s.set_write_timeout(Some(timeout)).ok();
+    match tls {
+        Some(t) if !t.starttls => Stream::tls(s, t),
+        _ => Ok(Stream::Plain(s)),
+    }
+}
+
 pub struct Conn {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
+    r: BufReader<Stream>,
+    /// STARTTLS (or STLS) still to do, after the greeting.
+    starttls: Option<Tls>,
 }
 
 impl Conn {
+    /// A plain TCP connection.
     pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, ClientError> {
-        let s = TcpStream::connect_timeout(&addr, timeout)
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
-        s.set_nodelay(true).ok();
-        s.set_read_timeout(Some(timeout)).ok();
-        s.set_write_timeout(Some(timeout)).ok();
-        let w = s
-            .try_clone()
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        Self::connect_tls(addr, timeout, None)
+    }
+
+    /// A connection with `tls`: implicit TLS is up when this returns; STARTTLS happens in
+    /// [`Conn::smtp_hello`] or [`Conn::pop3_login`].
+    pub fn connect_tls(
+        addr: SocketAddr,
+        timeout: Duration,
+        tls: Option<&Tls>,
+    ) -> Result<Conn, ClientError> {
         Ok(Conn {
-            r: BufReader::new(s),
-            w,
+            r: BufReader::new(open(addr, timeout, tls)?),
+            starttls: tls.filter(|t| t.starttls).cloned(),
         })
     }
 
+    pub fn is_tls(&self) -> bool {
+        self.r.get_ref().is_tls()
+    }
+
+    fn upgrade(&mut self, tls: &Tls) -> Result<(), ClientError> {
+        let s = self.r.get_ref().upgrade(tls, self.r.buffer().len())?;
+        self.r = BufReader::new(s);
+        Ok(())
+    }
+
     pub fn send(&mut self, b: &[u8]) -> Result<(), ClientError> {
-        self.w.write_all(b).map_err(io)
+        let s = self.r.get_mut();
+        s.write_all(b).map_err(io)?;
+        s.flush().map_err(io)
     }
 
     pub fn line(&mut self) -> Result<String, ClientError> {
@@ -142,15 +186,35 @@ impl Conn {
         }
     }
 
-    /// Greeting and EHLO (or LHLO).
+    /// Greeting and EHLO (or LHLO); with STARTTLS pending, STARTTLS and EHLO again.
     pub fn smtp_hello(&mut self, lmtp: bool) -> Result<(), ClientError> {
         self.expect_smtp(|c| c == 220)?;
-        self.send(if lmtp {
+        let hello: &[u8] = if lmtp {
             b"LHLO loadgen.example\r\n"
         } else {
             b"EHLO loadgen.example\r\n"
-        })?;
-        self.expect_smtp(|c| c == 250)
+        };
+        self.send(hello)?;
+        self.expect_smtp(|c| c == 250)?;
+        if let Some(tls) = self.starttls.take() {
+            self.send(b"STARTTLS\r\n")?;
+            let (code, l) = self.smtp_reply()?;
+            if code != 220 {
+                return Err(ClientError::Tls(format!("STARTTLS refused: {l}")));
+            }
+            self.upgrade(&tls)?;
+            self.send(hello)?;
+            self.expect_smtp(|c| c == 250)?;
+        }
+        Ok(())
+    }
+
+    /// SMTP AUTH PLAIN with an initial response (RFC 4954); 235 is success.
+    pub fn smtp_auth_plain(&mut self, user: &str, password: &str) -> Result<(), ClientError> {
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        self.send(format!("AUTH PLAIN {token}\r\n").as_bytes())?;
+        self.expect_smtp(|c| c == 235)
     }
 
     /// One transaction, envelope pipelined (RFC 2920). `data` must be dot-stuffed and end
@@ -167,6 +231,7 @@ impl Conn {
             env.push_str(&format!("RCPT TO:<{r}>\r\n"));
         }
         env.push_str("DATA\r\n");
+        // (`data` is never empty: it ends with CRLF.)
         self.send(env.as_bytes())?;
         self.expect_smtp(|c| c == 250)?;
         for _ in rcpts {
@@ -192,8 +257,17 @@ impl Conn {
         }
     }
 
+    /// Greeting (then STLS, if pending), USER and PASS.
     pub fn pop3_login(&mut self, user: &str, password: &str) -> Result<(), ClientError> {
         self.pop_ok()?;
+        if let Some(tls) = self.starttls.take() {
+            self.send(b"STLS\r\n")?;
+            let l = self.line()?;
+            if !l.starts_with("+OK") {
+                return Err(ClientError::Tls(format!("STLS refused: {l}")));
+            }
+            self.upgrade(&tls)?;
+        }
         self.send(format!("USER {user}\r\n").as_bytes())?;
         self.pop_ok()?;
         self.send(format!("PASS {password}\r\n").as_bytes())?;
@@ -253,9 +327,16 @@ impl Conn {
         self.pop_ok().map(|_| ())
     }
 
+    /// QUIT, best effort (SMTP, or a POP3 session with nothing to commit).
     pub fn quit(&mut self) {
         let _ = self.send(b"QUIT\r\n");
         let _ = self.line();
+    }
+
+    /// POP3 QUIT, checked: the server's +OK says the deletions (if any) are committed.
+    pub fn pop3_quit(&mut self) -> Result<(), ClientError> {
+        self.send(b"QUIT\r\n")?;
+        self.pop_ok().map(|_| ())
     }
 }
 

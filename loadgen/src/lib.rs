@@ -5,7 +5,8 @@
 //! every message a server acknowledged is stored, byte for byte (`verify`).
 //!
 //! ```text
-//!  workers (one thread per connection) ─► client (blocking SMTP/LMTP/POP3/IMAP) ─► server
+//!  workers (one thread per connection) ─► client (blocking SMTP/LMTP/POP3/IMAP,
+//!      │                                   plain, implicit TLS or STARTTLS) ─► server
 //!      │ closed loop: next request when the last is answered
 //!      │ open loop: requests at fixed intended times; latency counts from the intended
 //!      │            start, so a stalled server cannot hide its stall (no coordinated omission)
@@ -14,13 +15,23 @@
 //! ```
 
 pub mod client;
+pub mod corpus;
 pub mod imap;
 pub mod mailgen;
+pub mod mixed;
 pub mod null_server;
 pub mod plot;
+mod pop3;
+mod progress;
 pub mod report;
 pub mod run;
+mod smtp;
+pub mod stamp;
+pub mod tls;
+pub mod users;
 pub mod verify;
 
+pub use mixed::Mixed;
 pub use report::Report;
 pub use run::{run, Config, Users, Workload};
+pub use tls::Tls;

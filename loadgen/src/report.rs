@@ -6,7 +6,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::run::{Config, WorkerResult};
+use crate::mixed;
+use crate::run::{Config, WorkerResult, Workload};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CommandStats {
@@ -42,13 +43,14 @@ pub struct Report {
 
 impl Report {
     pub(crate) fn merge(cfg: &Config, results: Vec<WorkerResult>, elapsed: Duration) -> Report {
-        let mut hists: BTreeMap<&'static str, Histogram<u64>> = BTreeMap::new();
+        let mut hists: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
         let mut errors = BTreeMap::new();
         let mut acked: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut bytes = 0;
         for r in results {
             for (k, h) in r.hist {
-                match hists.get_mut(k) {
+                let k = format!("{}{k}", r.prefix);
+                match hists.get_mut(&k) {
                     Some(m) => {
                         let _ = m.add(&h);
                     }
@@ -58,7 +60,7 @@ impl Report {
                 }
             }
             for (k, n) in r.errors {
-                *errors.entry(k).or_default() += n;
+                *errors.entry(format!("{}{k}", r.prefix)).or_default() += n;
             }
             for (u, id) in r.acked {
                 acked.entry(u).or_default().push(id);
@@ -88,7 +90,7 @@ impl Report {
             .into_iter()
             .map(|(k, h)| {
                 (
-                    k.to_string(),
+                    k,
                     CommandStats {
                         count: h.len(),
                         rate: h.len() as f64 / secs,
@@ -101,9 +103,19 @@ impl Report {
                 )
             })
             .collect();
+        let target = match &cfg.mixed {
+            Some(m) if cfg.workload == Workload::Mixed => m
+                .targets
+                .iter()
+                .filter(|(k, _)| m.shares.iter().any(|s| s.0 == *k))
+                .map(|(k, a)| format!("{} {a}", mixed::name(*k)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ => cfg.target.to_string(),
+        };
         Report {
             workload: format!("{:?}", cfg.workload).to_lowercase(),
-            target: cfg.target.to_string(),
+            target,
             connections: cfg.connections,
             rate: cfg.rate,
             seed: cfg.seed,
@@ -124,12 +136,12 @@ impl Report {
 
     pub fn table(&self) -> String {
         let mut s = format!(
-            "{} against {}: {} connections, {:.1} s, seed {}\n{:<14} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+            "{} against {}: {} connections, {:.1} s, seed {}\n{:<20} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
             self.workload, self.target, self.connections, self.seconds, self.seed, "command", "count", "rate/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
         );
         for (k, c) in &self.commands {
             s.push_str(&format!(
-                "{k:<14} {:>9} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n",
+                "{k:<20} {:>9} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n",
                 c.count, c.rate, c.p50_ms, c.p90_ms, c.p99_ms, c.p999_ms, c.max_ms
             ));
         }

@@ -1,4 +1,6 @@
-//! Workers, the open/closed-loop scheduler, and the message format that `verify` checks.
+//! The run: configuration, one worker thread per connection, the open/closed-loop
+//! scheduler, and the live progress line. The workloads themselves are in `smtp`, `pop3`,
+//! `imap` and (connections of several kinds) `mixed`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,63 +10,27 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
-use crate::client::{dot_stuff, ClientError, Conn};
+use crate::client::{ClientError, Conn};
 use crate::imap::{self, Mix};
 use crate::mailgen::MailGen;
+use crate::mixed::{self, Mixed};
+use crate::progress::{self, Live};
 use crate::report::Report;
+use crate::tls::Tls;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub use crate::stamp::{check_stamp, stamp};
+pub use crate::users::Users;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Workload {
     Smtp,
     Lmtp,
     Pop3,
     Imap,
-}
-
-/// Users from a pattern: `bench%d:1-100` is bench1 … bench100; without `%d`, one user.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Users {
-    pub pattern: String,
-    pub first: u64,
-    pub last: u64,
-}
-
-impl Users {
-    pub fn parse(s: &str) -> Result<Users, String> {
-        match s.rsplit_once(':') {
-            Some((p, range)) if p.contains("%d") => {
-                let (a, b) = range.split_once('-').ok_or("a user range is FIRST-LAST")?;
-                let (first, last) = (
-                    a.parse().map_err(|_| "bad range start")?,
-                    b.parse().map_err(|_| "bad range end")?,
-                );
-                if first > last {
-                    return Err("the user range is empty".into());
-                }
-                Ok(Users {
-                    pattern: p.to_string(),
-                    first,
-                    last,
-                })
-            }
-            _ => Ok(Users {
-                pattern: s.to_string(),
-                first: 0,
-                last: 0,
-            }),
-        }
-    }
-
-    pub fn count(&self) -> u64 {
-        self.last - self.first + 1
-    }
-
-    pub fn get(&self, i: u64) -> String {
-        self.pattern
-            .replace("%d", &(self.first + i % self.count()).to_string())
-    }
+    /// Connections of several kinds at once: see [`Config::mixed`].
+    Mixed,
 }
 
 #[derive(Clone, Debug)]
@@ -80,12 +46,19 @@ pub struct Config {
     /// Run this long first without measuring (logins, caches); errors still count.
     pub warmup: Duration,
     pub seed: u64,
-    /// Recipients per message (SMTP/LMTP).
+    /// Recipients per message (SMTP/LMTP), distinct users drawn from `users`.
     pub recipients: usize,
     /// Messages to send instead of generated ones.
     pub messages: Vec<Vec<u8>>,
+    /// TLS: implicit, or STARTTLS/STLS after the greeting; `None` is plain TCP.
+    pub tls: Option<Tls>,
+    /// SMTP: AUTH PLAIN as the connection's own account (user `w` for connection `w`),
+    /// sending from its address (submission ports).
+    pub smtp_auth: bool,
     /// POP3: delete what was retrieved.
     pub pop3_delete: bool,
+    /// POP3: DELE this many random messages per session (committed by QUIT).
+    pub pop3_dele: usize,
     /// POP3: RETRs per session (login); logins are deliberately slow on real servers.
     pub pop3_retrs: usize,
     /// Generated messages of this size instead of the realistic size distribution.
@@ -95,7 +68,12 @@ pub struct Config {
     /// IMAP: mix commands per login (then LOGOUT and a new session).
     pub imap_commands: usize,
     /// IMAP: before the run, top up every account's INBOX to this many messages (APPEND).
+    /// With `expunge` in the mix, mailboxes are not expunged below it.
     pub imap_prefill: usize,
+    /// IMAP `idle`: how long to wait for an EXISTS before DONE.
+    pub imap_idle: Duration,
+    /// For [`Workload::Mixed`]: the kinds of connections, their shares and targets.
+    pub mixed: Option<Mixed>,
     pub timeout: Duration,
     /// Print a progress line every second.
     pub progress: bool,
@@ -115,73 +93,105 @@ impl Config {
             seed: 1,
             recipients: 1,
             messages: Vec::new(),
+            tls: None,
+            smtp_auth: false,
             pop3_delete: false,
+            pop3_dele: 0,
             pop3_retrs: 5,
             size: None,
             imap_mix: Mix::default(),
             imap_commands: 100,
             imap_prefill: 0,
+            imap_idle: Duration::from_millis(100),
+            mixed: None,
             timeout: Duration::from_secs(10),
             progress: false,
         }
     }
-}
 
-/// Adds the id and checksum headers `verify` looks for.
-pub fn stamp(id: &str, msg: &[u8]) -> Vec<u8> {
-    let mut body = format!("X-Loadgen-Id: {id}\r\n").into_bytes();
-    body.extend_from_slice(msg);
-    let sum = crc32fast::hash(&body);
-    let mut out = format!("X-Loadgen-Sum: {sum:08x}\r\n").into_bytes();
-    out.extend_from_slice(&body);
-    out
-}
+    /// This configuration for the connections of one kind (of a mixed run): that
+    /// workload, against its target.
+    pub fn for_kind(&self, kind: Workload) -> Config {
+        let mut c = self.clone();
+        c.workload = kind;
+        if let Some(t) = self.mixed.as_ref().and_then(|m| m.target(kind)) {
+            c.target = t;
+        }
+        c
+    }
 
-/// Checks a retrieved message: its id, if the stamp is intact.
-pub fn check_stamp(stored: &[u8]) -> Option<Result<String, String>> {
-    let at = memfind(stored, b"X-Loadgen-Sum: ")?;
-    let rest = &stored[at + 15..];
-    let eol = memfind(rest, b"\r\n")?;
-    let sum = std::str::from_utf8(&rest[..eol]).ok()?.to_string();
-    let body = &rest[eol + 2..];
-    let id_line = memfind(body, b"\r\n").map(|e| &body[..e])?;
-    let id = String::from_utf8_lossy(id_line.strip_prefix(b"X-Loadgen-Id: ")?).to_string();
-    let got = format!("{:08x}", crc32fast::hash(body));
-    Some(if got == sum { Ok(id) } else { Err(id) })
-}
-
-fn memfind(h: &[u8], n: &[u8]) -> Option<usize> {
-    h.windows(n.len()).position(|w| w == n)
+    /// Each connection's workload, and the prefix of its rows in the report.
+    fn kinds(&self) -> Result<Vec<(Workload, &'static str)>, String> {
+        match (&self.mixed, self.workload) {
+            (Some(m), Workload::Mixed) => Ok(m
+                .roles(self.connections)?
+                .into_iter()
+                .map(|k| (k, mixed::prefix(k)))
+                .collect()),
+            (None, Workload::Mixed) => Err("a mixed run needs its kinds of connections".into()),
+            (_, w) => Ok(vec![(w, ""); self.connections]),
+        }
+    }
 }
 
 pub(crate) struct Shared {
     pub(crate) stop: AtomicBool,
     pub(crate) done: AtomicU64,
     pub(crate) errors: AtomicU64,
+    live: Live,
 }
 
 pub(crate) struct WorkerResult {
+    /// Put before every command and error name in the report (`imap.` in a mixed run).
+    pub(crate) prefix: &'static str,
     pub(crate) hist: BTreeMap<&'static str, Histogram<u64>>,
     pub(crate) errors: BTreeMap<String, u64>,
     pub(crate) acked: Vec<(String, String)>,
     pub(crate) bytes: u64,
 }
 
-fn hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
+pub(crate) fn record(r: &mut WorkerResult, what: &'static str, d: Duration) {
+    let h = r.hist.entry(what).or_insert_with(progress::hist);
+    let _ = h.record(progress::micros(d));
 }
 
-fn record(r: &mut WorkerResult, what: &'static str, d: Duration) {
-    let us = (d.as_micros() as u64).clamp(1, 3_600_000_000);
-    let _ = r.hist.entry(what).or_insert_with(hist).record(us);
+/// A request done: its name for the report, and how long of it was spent waiting on
+/// purpose (IMAP IDLE's wait for news), which is not latency.
+pub(crate) struct Step {
+    pub(crate) name: &'static str,
+    pub(crate) waited: Duration,
+}
+
+impl From<&'static str> for Step {
+    fn from(name: &'static str) -> Step {
+        Step {
+            name,
+            waited: Duration::ZERO,
+        }
+    }
 }
 
 /// Runs the workload and returns the merged report. Bounded by `warmup` + `duration` plus
 /// one timeout, after the IMAP prefill (if any), which is not timed.
 pub fn run(cfg: &Config) -> Report {
     assert!(cfg.connections > 0);
-    let prefilled = (cfg.workload == Workload::Imap && cfg.imap_prefill > 0).then(|| {
-        let p = imap::prefill(cfg);
+    let kinds = match cfg.kinds() {
+        Ok(k) => k,
+        Err(e) => {
+            let mut r = Report::merge(cfg, Vec::new(), Duration::ZERO);
+            r.errors.insert(format!("config: {e}"), 1);
+            return r;
+        }
+    };
+    let imap_cfg = match cfg.workload {
+        Workload::Mixed if kinds.iter().any(|k| k.0 == Workload::Imap) => {
+            Some(cfg.for_kind(Workload::Imap))
+        }
+        Workload::Imap => Some(cfg.clone()),
+        _ => None,
+    };
+    let prefilled = imap_cfg.filter(|c| c.imap_prefill > 0).map(|c| {
+        let p = imap::prefill(&c);
         if cfg.progress {
             eprintln!(
                 "prefill: {} messages appended to {} accounts in {:.1} s, {} errors",
@@ -197,14 +207,17 @@ pub fn run(cfg: &Config) -> Report {
         stop: AtomicBool::new(false),
         done: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        live: Live::new(if cfg.progress { cfg.connections } else { 0 }),
     });
     let results = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
-    let threads: Vec<_> = (0..cfg.connections)
-        .map(|w| {
-            let (cfg, shared, results) = (cfg.clone(), shared.clone(), results.clone());
+    let threads: Vec<_> = kinds
+        .into_iter()
+        .enumerate()
+        .map(|(w, (kind, prefix))| {
+            let (cfg, shared, results) = (cfg.for_kind(kind), shared.clone(), results.clone());
             std::thread::spawn(move || {
-                let r = worker(&cfg, w, &shared, start);
+                let r = worker(&cfg, w, prefix, &shared, start);
                 results.lock().expect("no panics while held").push(r);
             })
         })
@@ -238,12 +251,9 @@ pub fn run(cfg: &Config) -> Report {
         }
         if cfg.progress && secs > last {
             last = secs;
-            eprintln!(
-                "t={last}s done={} rate={:.0}/s errors={}",
-                shared.done.load(Ordering::Relaxed),
-                shared.done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(),
-                shared.errors.load(Ordering::Relaxed)
-            );
+            let done = shared.done.load(Ordering::Relaxed);
+            let errors = shared.errors.load(Ordering::Relaxed);
+            eprintln!("{}", shared.live.line(last, done, errors));
         }
     }
     shared.stop.store(true, Ordering::Relaxed);
@@ -276,18 +286,15 @@ pub fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-fn worker(cfg: &Config, w: usize, shared: &Shared, start: Instant) -> WorkerResult {
-    let mut res = WorkerResult {
-        hist: BTreeMap::new(),
-        errors: BTreeMap::new(),
-        acked: Vec::new(),
-        bytes: 0,
+/// A small pool of messages per worker keeps the generator off the request path: each
+/// request only stamps one.
+fn message_pool(cfg: &Config, w: usize) -> Vec<Vec<u8>> {
+    let sends = match cfg.workload {
+        Workload::Smtp | Workload::Lmtp => true,
+        Workload::Imap => cfg.imap_mix.commands().any(|c| c == imap::Command::Append),
+        _ => false,
     };
-    let mut rng = SmallRng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(w as u64));
-    // A small pool of generated messages per worker keeps the generator off the request
-    // path: each request only stamps one.
-    let delivers = matches!(cfg.workload, Workload::Smtp | Workload::Lmtp);
-    let pool: Vec<Vec<u8>> = if !delivers {
+    if !sends {
         Vec::new()
     } else if cfg.messages.is_empty() {
         let mut gen = MailGen::new(cfg.seed.wrapping_add(w as u64 * 7919));
@@ -299,15 +306,32 @@ fn worker(cfg: &Config, w: usize, shared: &Shared, start: Instant) -> WorkerResu
             .collect()
     } else {
         cfg.messages.clone()
+    }
+}
+
+fn worker(
+    cfg: &Config,
+    w: usize,
+    prefix: &'static str,
+    shared: &Shared,
+    start: Instant,
+) -> WorkerResult {
+    let mut res = WorkerResult {
+        prefix,
+        hist: BTreeMap::new(),
+        errors: BTreeMap::new(),
+        acked: Vec::new(),
+        bytes: 0,
     };
+    let mut rng = SmallRng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(w as u64));
+    let pool = message_pool(cfg, w);
     // Open loop: this worker's share of the rate, at fixed intended times.
     let interval = cfg
         .rate
         .map(|r| Duration::from_secs_f64(cfg.connections as f64 / r.max(0.001)));
     let mut k: u64 = 0;
     let mut conn: Option<Conn> = None;
-    let mut imap_session = None;
-    let mut imap_logins = 0;
+    let mut imap = imap::workload::Worker::default();
     let measure_from = start + cfg.warmup;
     while !shared.stop.load(Ordering::Relaxed) {
         let intended = match interval {
@@ -325,31 +349,27 @@ fn worker(cfg: &Config, w: usize, shared: &Shared, start: Instant) -> WorkerResu
             }
             None => Instant::now(),
         };
-        let outcome = match cfg.workload {
+        let outcome: Result<Step, ClientError> = match cfg.workload {
             Workload::Smtp | Workload::Lmtp => {
-                deliver(cfg, w, k, &mut conn, &pool, &mut rng, &mut res)
+                crate::smtp::deliver(cfg, w, k, &mut conn, &pool, &mut rng, &mut res)
+                    .map(Step::from)
             }
-            Workload::Pop3 => pop3_session(cfg, w, k, &mut rng, &mut res),
-            Workload::Imap => imap::workload::step(
-                cfg,
-                w,
-                &mut imap_logins,
-                &mut imap_session,
-                &mut rng,
-                &mut res,
-            ),
+            Workload::Pop3 => crate::pop3::session(cfg, w, k, &mut rng, &mut res).map(Step::from),
+            Workload::Imap => imap.step(cfg, w, &pool, &mut rng, &mut res),
+            Workload::Mixed => unreachable!("each connection has one kind"),
         };
         k += 1;
         match outcome {
-            Ok(what) => {
+            Ok(step) => {
                 // Latency from the intended start: a stall delays every request behind it,
                 // and each of them is charged for it.
-                let latency = intended.elapsed();
+                let latency = intended.elapsed().saturating_sub(step.waited);
                 if intended >= measure_from {
-                    record(&mut res, what, latency);
-                    if cfg.workload == Workload::Imap && !imap::SESSION_STEPS.contains(&what) {
+                    record(&mut res, step.name, latency);
+                    if cfg.workload == Workload::Imap && !imap::SESSION_STEPS.contains(&step.name) {
                         record(&mut res, "all", latency);
                     }
+                    shared.live.record(w, latency);
                 }
                 shared.done.fetch_add(1, Ordering::Relaxed);
             }
@@ -357,7 +377,8 @@ fn worker(cfg: &Config, w: usize, shared: &Shared, start: Instant) -> WorkerResu
                 *res.errors.entry(e.kind()).or_default() += 1;
                 shared.errors.fetch_add(1, Ordering::Relaxed);
                 conn = None;
-                if matches!(e, ClientError::Connect(_)) {
+                // (A target that refuses connections or TLS is not retried in a tight loop.)
+                if matches!(e, ClientError::Connect(_) | ClientError::Tls(_)) {
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
@@ -366,107 +387,6 @@ fn worker(cfg: &Config, w: usize, shared: &Shared, start: Instant) -> WorkerResu
     if let Some(mut c) = conn {
         c.quit();
     }
-    imap::workload::finish(imap_session);
+    imap.finish();
     res
-}
-
-fn deliver(
-    cfg: &Config,
-    w: usize,
-    k: u64,
-    conn: &mut Option<Conn>,
-    pool: &[Vec<u8>],
-    rng: &mut SmallRng,
-    res: &mut WorkerResult,
-) -> Result<&'static str, ClientError> {
-    let lmtp = cfg.workload == Workload::Lmtp;
-    if conn.is_none() {
-        let t = Instant::now();
-        let mut c = Conn::connect(cfg.target, cfg.timeout)?;
-        c.smtp_hello(lmtp)?;
-        record(res, "connect", t.elapsed());
-        *conn = Some(c);
-    }
-    let c = conn.as_mut().expect("connected above");
-    let rcpts: Vec<String> = (0..cfg.recipients.max(1))
-        .map(|_| cfg.users.get(rng.gen_range(0..cfg.users.count())))
-        .collect();
-    let id = format!("{}-{w}-{k}", cfg.seed);
-    let msg = stamp(&id, &pool[(k as usize + w) % pool.len()]);
-    c.smtp_send("loadgen@loadgen.example", &rcpts, &dot_stuff(&msg), lmtp)?;
-    res.bytes += msg.len() as u64;
-    for r in rcpts {
-        res.acked.push((r, id.clone()));
-    }
-    Ok("deliver")
-}
-
-fn pop3_session(
-    cfg: &Config,
-    w: usize,
-    k: u64,
-    rng: &mut SmallRng,
-    res: &mut WorkerResult,
-) -> Result<&'static str, ClientError> {
-    // Connection w only uses the users w, w + connections, …: POP3 locks a maildrop per
-    // session, so two connections never compete for one.
-    let n = cfg.connections as u64;
-    let slots = (cfg.users.count() / n).max(1);
-    let user = cfg.users.get(w as u64 + (k % slots) * n);
-    let t = Instant::now();
-    let mut c = Conn::connect(cfg.target, cfg.timeout)?;
-    c.pop3_login(&user, &cfg.password)?;
-    record(res, "login", t.elapsed());
-    let list = c.pop3_list()?;
-    for i in 0..cfg.pop3_retrs.max(1) {
-        if list.is_empty() || (cfg.pop3_delete && i >= list.len()) {
-            break;
-        }
-        // With DELE, take the messages in order (a deleted one cannot be read again).
-        let (n, _) = if cfg.pop3_delete {
-            list[i]
-        } else {
-            list[rng.gen_range(0..list.len())]
-        };
-        let t = Instant::now();
-        let m = c.pop3_retr(n)?;
-        record(res, "retr", t.elapsed());
-        res.bytes += m.len() as u64;
-        if cfg.pop3_delete {
-            c.pop3_dele(n)?;
-        }
-    }
-    c.quit();
-    Ok("session")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn users_and_stamps() {
-        let u = Users::parse("bench%d@example.org:1-3").unwrap();
-        assert_eq!(
-            (u.get(0).as_str(), u.get(2).as_str(), u.get(3).as_str()),
-            (
-                "bench1@example.org",
-                "bench3@example.org",
-                "bench1@example.org"
-            )
-        );
-        assert!(Users::parse("b%d:5-1").is_err());
-        assert_eq!(
-            Users::parse("one@example.org").unwrap().get(7),
-            "one@example.org"
-        );
-        let s = stamp("1-2-3", b"Subject: x\r\n\r\nbody\r\n");
-        let mut stored = b"Received: by server\r\n".to_vec();
-        stored.extend_from_slice(&s);
-        assert_eq!(check_stamp(&stored), Some(Ok("1-2-3".to_string())));
-        let n = stored.len();
-        stored[n - 3] = b'X';
-        assert_eq!(check_stamp(&stored), Some(Err("1-2-3".to_string())));
-        assert_eq!(check_stamp(b"no stamp"), None);
-    }
 }

@@ -1,41 +1,49 @@
 //! A blocking IMAP client connection: one command at a time, each read to its tagged
 //! completion, with the answers checked (the message asked for is there, a body has the
-//! size the server states and, when it carries the loadgen's stamp, its checksum).
+//! size the server states and, when it carries the loadgen's stamp, its checksum). The
+//! commands of the mix are in `commands.rs`.
+//!
+//! Every untagged `* n EXISTS` and `* n EXPUNGE` is noted on the way, whatever the command,
+//! so a session can keep its UID list in step with the mailbox.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use super::framer::{FrameError, Framer, Response, Status};
-use super::values::{self, Value};
-use crate::client::{io, ClientError};
-use crate::run::check_stamp;
+use super::values;
+use crate::client::{io, open, ClientError};
+use crate::tls::{Stream, Tls};
 
 /// The largest response accepted (a FETCH of a whole big message is one response).
 const MAX_RESPONSE: usize = 64 << 20;
 
 pub struct ImapConn {
-    stream: TcpStream,
+    stream: Stream,
     framer: Framer,
     buf: Vec<u8>,
     tag: u64,
-    /// The last `* n EXISTS` seen.
+    timeout: Duration,
+    /// The last `* n EXISTS` seen (less the EXPUNGEs since).
     pub exists: Option<u32>,
+    /// The message numbers of the `* n EXPUNGE`s seen, in order, until taken.
+    pub expunged: Vec<u32>,
+    /// The server's capabilities, upper-cased, as last announced.
+    pub caps: Option<Vec<String>>,
 }
 
-/// What a `UID FETCH … BODY.PEEK[]` returned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Body {
-    pub len: usize,
-    /// The stamp's id, when the message carries one (and its checksum matched).
-    pub stamp: Option<String>,
+/// The result of reading to a command's completion.
+pub(crate) struct Completion {
+    pub(crate) untagged: Vec<Response>,
+    /// The tagged completion (`None` when a `+` continuation ended the wait).
+    pub(crate) tagged: Option<Response>,
 }
 
-fn garbage(r: &Response) -> ClientError {
+pub(crate) fn garbage(r: &Response) -> ClientError {
     ClientError::Garbage(r.first_line())
 }
 
-fn wrong(check: &'static str, detail: impl Into<String>) -> ClientError {
+pub(crate) fn wrong(check: &'static str, detail: impl Into<String>) -> ClientError {
     ClientError::Wrong {
         check,
         detail: detail.into(),
@@ -43,7 +51,7 @@ fn wrong(check: &'static str, detail: impl Into<String>) -> ClientError {
 }
 
 /// A quoted string for LOGIN; anything that cannot be quoted is refused.
-fn quoted(s: &str) -> Result<String, ClientError> {
+pub(crate) fn quoted(s: &str) -> Result<String, ClientError> {
     if s.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
         return Err(wrong("unquotable", "a user or password with a line break"));
     }
@@ -54,42 +62,102 @@ fn quoted(s: &str) -> Result<String, ClientError> {
 }
 
 impl ImapConn {
-    /// Connects and reads the greeting (`* OK` or `* PREAUTH`).
+    /// Connects over plain TCP and reads the greeting (`* OK` or `* PREAUTH`).
     pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<ImapConn, ClientError> {
-        let s = TcpStream::connect_timeout(&addr, timeout)
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
-        s.set_nodelay(true).ok();
-        s.set_read_timeout(Some(timeout)).ok();
-        s.set_write_timeout(Some(timeout)).ok();
+        Self::connect_tls(addr, timeout, None)
+    }
+
+    /// Connects (TLS from the first byte when `tls` is implicit), reads the greeting, and
+    /// with STARTTLS, upgrades the connection.
+    pub fn connect_tls(
+        addr: SocketAddr,
+        timeout: Duration,
+        tls: Option<&Tls>,
+    ) -> Result<ImapConn, ClientError> {
         let mut c = ImapConn {
-            stream: s,
+            stream: open(addr, timeout, tls)?,
             framer: Framer::new(MAX_RESPONSE),
             buf: vec![0; 64 << 10],
             tag: 0,
+            timeout,
             exists: None,
+            expunged: Vec::new(),
+            caps: None,
         };
         let g = c.read()?;
         match (g.is_untagged(), g.status()) {
-            (true, Some(Status::Ok | Status::Preauth)) => Ok(c),
-            (true, Some(Status::Bye)) => Err(ClientError::Refused {
-                status: "BYE",
-                command: "greeting",
-                line: g.first_line(),
-            }),
-            _ => Err(garbage(&g)),
+            (true, Some(Status::Ok | Status::Preauth)) => {}
+            (true, Some(Status::Bye)) => {
+                return Err(ClientError::Refused {
+                    status: "BYE",
+                    command: "greeting",
+                    line: g.first_line(),
+                })
+            }
+            _ => return Err(garbage(&g)),
         }
+        c.caps = values::capabilities(&g.raw);
+        if let Some(t) = tls.filter(|t| t.starttls) {
+            c.command("starttls", "STARTTLS").map_err(|e| match e {
+                ClientError::Refused { line, .. } => {
+                    ClientError::Tls(format!("STARTTLS refused: {line}"))
+                }
+                e => e,
+            })?;
+            c.stream = c.stream.upgrade(t, c.framer.buffered())?;
+            c.caps = None; // announced again after TLS
+        }
+        Ok(c)
     }
 
-    fn read(&mut self) -> Result<Response, ClientError> {
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
+    }
+
+    /// Whether the server announced `cap` (upper case).
+    pub fn has_cap(&self, cap: &str) -> bool {
+        self.caps
+            .as_ref()
+            .is_some_and(|c| c.iter().any(|x| x == cap))
+    }
+
+    /// The next response; with a deadline, `None` once it passes with nothing complete.
+    pub(crate) fn read_by(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Response>, ClientError> {
         loop {
             match self.framer.next_response() {
-                Ok(Some(r)) => return Ok(r),
+                Ok(Some(r)) => return Ok(Some(r)),
                 Ok(None) => {}
                 Err(FrameError::TooLarge(n)) => {
                     return Err(ClientError::Garbage(format!("a response of {n} bytes")))
                 }
             }
-            let n = self.stream.read(&mut self.buf).map_err(io)?;
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(None);
+                }
+                self.stream.set_read_timeout(left.min(self.timeout));
+            }
+            let r = self.stream.read(&mut self.buf);
+            if deadline.is_some() {
+                self.stream.set_read_timeout(self.timeout);
+            }
+            let n = match r {
+                Ok(n) => n,
+                Err(e)
+                    if deadline.is_some()
+                        && matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                {
+                    continue; // the deadline check above decides
+                }
+                Err(e) => return Err(io(e)),
+            };
             if n == 0 {
                 return Err(ClientError::Closed);
             }
@@ -97,31 +165,60 @@ impl ImapConn {
         }
     }
 
-    fn next_tag(&mut self) -> String {
+    pub(crate) fn read(&mut self) -> Result<Response, ClientError> {
+        Ok(self.read_by(None)?.expect("no deadline"))
+    }
+
+    pub(crate) fn next_tag(&mut self) -> String {
         self.tag += 1;
         format!("a{}", self.tag)
     }
 
-    fn send(&mut self, b: &[u8]) -> Result<(), ClientError> {
-        self.stream.write_all(b).map_err(io)
+    pub(crate) fn send(&mut self, b: &[u8]) -> Result<(), ClientError> {
+        self.stream.write_all(b).map_err(io)?;
+        self.stream.flush().map_err(io)
+    }
+
+    /// Notes what an untagged response says about the mailbox; true for `* BYE`.
+    pub(crate) fn note(&mut self, r: &Response) -> bool {
+        if r.status() == Some(Status::Bye) {
+            return true;
+        }
+        if let Some(n) = values::exists(&r.raw) {
+            self.exists = Some(n);
+        } else if let Some(n) = values::expunge(&r.raw) {
+            self.expunged.push(n);
+            if let Some(e) = &mut self.exists {
+                *e = e.saturating_sub(1);
+            }
+        }
+        false
     }
 
     /// Sends `TAG cmd` and reads to its tagged completion; returns the untagged responses
     /// in between. NO, BAD and BYE are [`ClientError::Refused`] naming `name`.
     pub fn command(&mut self, name: &'static str, cmd: &str) -> Result<Vec<Response>, ClientError> {
+        self.command_completion(name, cmd).map(|c| c.untagged)
+    }
+
+    pub(crate) fn command_completion(
+        &mut self,
+        name: &'static str,
+        cmd: &str,
+    ) -> Result<Completion, ClientError> {
         let tag = self.next_tag();
         self.send(format!("{tag} {cmd}\r\n").as_bytes())?;
-        self.complete(name, &tag, false).map(|(u, _)| u)
+        self.complete(name, &tag, false)
     }
 
     /// Reads to the completion of `tag`. With `want_continuation`, a `+` ends the wait
-    /// (returned as `true`) instead of being an error.
-    fn complete(
+    /// (with `tagged` left `None`) instead of being an error.
+    pub(crate) fn complete(
         &mut self,
         name: &'static str,
         tag: &str,
         want_continuation: bool,
-    ) -> Result<(Vec<Response>, bool), ClientError> {
+    ) -> Result<Completion, ClientError> {
         let mut untagged = Vec::new();
         let mut bye = None;
         loop {
@@ -137,17 +234,18 @@ impl ImapConn {
                 Err(e) => return Err(e),
             };
             if r.is_untagged() {
-                if r.status() == Some(Status::Bye) {
+                if self.note(&r) {
                     bye = Some(r.first_line());
-                } else if let Some(n) = values::exists(&r.raw) {
-                    self.exists = Some(n);
                 }
                 untagged.push(r);
                 continue;
             }
             if r.is_continuation() {
                 if want_continuation {
-                    return Ok((untagged, true));
+                    return Ok(Completion {
+                        untagged,
+                        tagged: None,
+                    });
                 }
                 return Err(garbage(&r));
             }
@@ -158,7 +256,10 @@ impl ImapConn {
                 )));
             }
             return match r.status() {
-                Some(Status::Ok) => Ok((untagged, false)),
+                Some(Status::Ok) => Ok(Completion {
+                    untagged,
+                    tagged: Some(r),
+                }),
                 Some(s @ (Status::No | Status::Bad)) => Err(ClientError::Refused {
                     status: s.name(),
                     command: name,
@@ -169,17 +270,49 @@ impl ImapConn {
         }
     }
 
+    /// LOGIN; the capabilities the server announces with it replace those of the greeting.
     pub fn login(&mut self, user: &str, password: &str) -> Result<(), ClientError> {
         let cmd = format!("LOGIN {} {}", quoted(user)?, quoted(password)?);
-        self.command("login", &cmd).map(|_| ())
+        let c = self.command_completion("login", &cmd)?;
+        self.caps = c
+            .untagged
+            .iter()
+            .chain(&c.tagged)
+            .find_map(|r| values::capabilities(&r.raw));
+        Ok(())
+    }
+
+    /// CAPABILITY.
+    pub fn capability(&mut self) -> Result<(), ClientError> {
+        let untagged = self.command("capability", "CAPABILITY")?;
+        self.caps = untagged.iter().find_map(|r| values::capabilities(&r.raw));
+        if self.caps.is_none() {
+            return Err(wrong("no CAPABILITY response", "CAPABILITY"));
+        }
+        Ok(())
     }
 
     /// SELECT; the number of messages.
     pub fn select(&mut self, mailbox: &str) -> Result<u32, ClientError> {
+        self.open_mailbox("select", "SELECT", mailbox)
+    }
+
+    /// EXAMINE (read-only); the number of messages.
+    pub fn examine(&mut self, mailbox: &str) -> Result<u32, ClientError> {
+        self.open_mailbox("examine", "EXAMINE", mailbox)
+    }
+
+    fn open_mailbox(
+        &mut self,
+        name: &'static str,
+        verb: &str,
+        mailbox: &str,
+    ) -> Result<u32, ClientError> {
         self.exists = None;
-        self.command("select", &format!("SELECT {}", quoted(mailbox)?))?;
+        self.command(name, &format!("{verb} {}", quoted(mailbox)?))?;
+        self.expunged.clear();
         self.exists
-            .ok_or_else(|| wrong("no EXISTS", "SELECT completed without * n EXISTS"))
+            .ok_or_else(|| wrong("no EXISTS", format!("{verb} completed without * n EXISTS")))
     }
 
     /// `UID SEARCH criteria`: the UIDs found.
@@ -200,139 +333,6 @@ impl ImapConn {
         found.ok_or_else(|| wrong("no SEARCH response", format!("UID SEARCH {criteria}")))
     }
 
-    /// `UID FETCH uid (items)`: the items the server returned for that UID, merged over its
-    /// FETCH responses (another session's flag change can arrive as one more).
-    fn uid_fetch<T>(
-        &mut self,
-        name: &'static str,
-        uid: u32,
-        items: &str,
-        read: impl Fn(&values::Fetch<'_>, &mut Option<T>) -> Result<(), ClientError>,
-    ) -> Result<T, ClientError> {
-        let untagged = self.command(name, &format!("UID FETCH {uid} {items}"))?;
-        let mut out = None;
-        for r in &untagged {
-            let f = match values::fetch(&r.raw) {
-                Ok(Some(f)) => f,
-                Ok(None) => continue,
-                Err(e) => return Err(ClientError::Garbage(format!("{e}: {}", r.first_line()))),
-            };
-            if f.number("UID") == Some(uid as u64) {
-                read(&f, &mut out)?;
-            }
-        }
-        out.ok_or_else(|| wrong("message missing", format!("{name}: no FETCH of UID {uid}")))
-    }
-
-    /// `UID FETCH uid (FLAGS)`: the flags.
-    pub fn fetch_flags(&mut self, uid: u32) -> Result<Vec<String>, ClientError> {
-        self.uid_fetch("fetch-flags", uid, "(FLAGS)", |f, out| {
-            if let Some(v) = f.get("FLAGS") {
-                *out = Some(flag_list(v)?);
-            }
-            Ok(())
-        })
-    }
-
-    /// `UID FETCH uid (RFC822.SIZE BODY.PEEK[])`: the body must have the stated size, and
-    /// the stamp (if any) its checksum.
-    pub fn fetch_body(&mut self, uid: u32) -> Result<Body, ClientError> {
-        let (size, body) = self.uid_fetch(
-            "fetch-body",
-            uid,
-            "(RFC822.SIZE BODY.PEEK[])",
-            |f, out: &mut Option<(Option<u64>, Option<Body>)>| {
-                let (size, body) = out.get_or_insert((None, None));
-                if let Some(n) = f.number("RFC822.SIZE") {
-                    *size = Some(n);
-                }
-                match f.get("BODY[]") {
-                    Some(Value::Str(b)) => {
-                        let stamp = match check_stamp(b) {
-                            Some(Ok(id)) => Some(id),
-                            Some(Err(id)) => {
-                                return Err(wrong("checksum mismatch", format!("UID {uid}: {id}")))
-                            }
-                            None => None,
-                        };
-                        *body = Some(Body {
-                            len: b.len(),
-                            stamp,
-                        });
-                    }
-                    Some(Value::Nil) => return Err(wrong("message missing", "BODY[] NIL")),
-                    Some(_) => return Err(wrong("message missing", "BODY[] not a string")),
-                    None => {}
-                }
-                Ok(())
-            },
-        )?;
-        let body = body.ok_or_else(|| wrong("message missing", format!("UID {uid}: no BODY[]")))?;
-        match size {
-            Some(s) if s == body.len as u64 => Ok(body),
-            Some(s) => Err(wrong(
-                "size mismatch",
-                format!("UID {uid}: RFC822.SIZE {s}, BODY[] {} bytes", body.len),
-            )),
-            None => Err(wrong("no RFC822.SIZE", format!("UID {uid}"))),
-        }
-    }
-
-    /// `UID STORE uid ±FLAGS (flag)`. With `check_echo`, the flags the server echoes (it
-    /// should, without .SILENT) must show the change; only meaningful when no other session
-    /// changes the same message at the same time (the echo then may show its change too).
-    pub fn store(
-        &mut self,
-        uid: u32,
-        add: bool,
-        flag: &str,
-        check_echo: bool,
-    ) -> Result<(), ClientError> {
-        let sign = if add { '+' } else { '-' };
-        let untagged = self.command("store", &format!("UID STORE {uid} {sign}FLAGS ({flag})"))?;
-        if !check_echo {
-            return Ok(());
-        }
-        for r in &untagged {
-            let Ok(Some(f)) = values::fetch(&r.raw) else {
-                continue;
-            };
-            if f.number("UID") != Some(uid as u64) {
-                continue; // another message's update
-            }
-            if let Some(v) = f.get("FLAGS") {
-                let has = flag_list(v)?.iter().any(|x| x.eq_ignore_ascii_case(flag));
-                if has != add {
-                    return Err(wrong(
-                        "store not applied",
-                        format!("UID {uid} {sign}FLAGS ({flag}): {}", r.first_line()),
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    pub fn noop(&mut self) -> Result<(), ClientError> {
-        self.command("noop", "NOOP").map(|_| ())
-    }
-
-    /// APPEND with a synchronizing literal (every server supports it).
-    pub fn append(&mut self, mailbox: &str, msg: &[u8]) -> Result<(), ClientError> {
-        let tag = self.next_tag();
-        let head = format!("{tag} APPEND {} {{{}}}\r\n", quoted(mailbox)?, msg.len());
-        self.send(head.as_bytes())?;
-        let (_, go_on) = self.complete("append", &tag, true)?;
-        if !go_on {
-            return Err(wrong("append", "completed before the literal was sent"));
-        }
-        let mut data = Vec::with_capacity(msg.len() + 2);
-        data.extend_from_slice(msg);
-        data.extend_from_slice(b"\r\n");
-        self.send(&data)?;
-        self.complete("append", &tag, false).map(|_| ())
-    }
-
     /// LOGOUT: `* BYE` then the tagged OK, then the server closes.
     pub fn logout(mut self) -> Result<(), ClientError> {
         let tag = self.next_tag();
@@ -351,19 +351,6 @@ impl ImapConn {
             }
         }
     }
-}
-
-fn flag_list(v: &Value<'_>) -> Result<Vec<String>, ClientError> {
-    let Value::List(items) = v else {
-        return Err(ClientError::Garbage("FLAGS is not a list".into()));
-    };
-    items
-        .iter()
-        .map(|x| match x {
-            Value::Atom(a) => Ok(String::from_utf8_lossy(a).into_owned()),
-            _ => Err(ClientError::Garbage("a flag that is not an atom".into())),
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The IMAP command mix: which commands a logged-in session sends, with a weight each.
 //!
-//! `fetch-flags:30,fetch-body:30,search-unseen:10,search-subject:10,store:10,noop:10`
+//! `fetch-flags:30,fetch-body:30,search-unseen:10,search-subject:10,store:10,noop:10` (the
+//! default, read-mostly and unchanged so runs stay comparable), or `extended`, which adds
+//! the commands that change the mailbox and IDLE at small weights.
 
 use rand::Rng;
 
@@ -19,16 +21,29 @@ pub enum Command {
     /// `UID STORE u +FLAGS (\Flagged)` or `-FLAGS`, `\Flagged` or `\Seen`, at random.
     Store,
     Noop,
+    /// `APPEND INBOX {n}` of a generated, stamped message; with UIDPLUS, APPENDUID must
+    /// name the new UID.
+    Append,
+    /// `UID STORE u +FLAGS (\Deleted)`, then `UID EXPUNGE u` (UIDPLUS) or `EXPUNGE`, on one
+    /// of the session's own APPENDs if any; the message must be gone. Never below
+    /// `--prefill` messages (then only `expunge-held`: see the workload).
+    Expunge,
+    /// `IDLE` until an EXISTS or `--idle-ms`, then `DONE`; the latency is the round trip
+    /// without the wait.
+    Idle,
 }
 
 impl Command {
-    pub const ALL: [Command; 6] = [
+    pub const ALL: [Command; 9] = [
         Command::FetchFlags,
         Command::FetchBody,
         Command::SearchUnseen,
         Command::SearchSubject,
         Command::Store,
         Command::Noop,
+        Command::Append,
+        Command::Expunge,
+        Command::Idle,
     ];
 
     /// The name in `--imap-mix` and in reports.
@@ -40,6 +55,9 @@ impl Command {
             Command::SearchSubject => "search-subject",
             Command::Store => "store",
             Command::Noop => "noop",
+            Command::Append => "append",
+            Command::Expunge => "expunge",
+            Command::Idle => "idle",
         }
     }
 
@@ -47,7 +65,7 @@ impl Command {
     pub fn needs_message(self) -> bool {
         matches!(
             self,
-            Command::FetchFlags | Command::FetchBody | Command::Store
+            Command::FetchFlags | Command::FetchBody | Command::Store | Command::Expunge
         )
     }
 }
@@ -62,6 +80,10 @@ pub struct Mix {
 pub const DEFAULT_MIX: &str =
     "fetch-flags:30,fetch-body:30,search-unseen:10,search-subject:10,store:10,noop:10";
 
+/// `--imap-mix extended`: the default plus APPEND and EXPUNGE (equal weights, so mailboxes
+/// stay about their size) and a little IDLE.
+pub const EXTENDED_MIX: &str = "fetch-flags:30,fetch-body:30,search-unseen:10,search-subject:10,store:10,noop:10,append:5,expunge:5,idle:1";
+
 impl Default for Mix {
     fn default() -> Self {
         Mix::parse(DEFAULT_MIX).expect("the default mix parses")
@@ -69,8 +91,14 @@ impl Default for Mix {
 }
 
 impl Mix {
-    /// `name:weight,…`; a name without a weight counts 1.
+    /// `name:weight,…`; a name without a weight counts 1. `default` and `extended` name
+    /// [`DEFAULT_MIX`] and [`EXTENDED_MIX`].
     pub fn parse(s: &str) -> Result<Mix, String> {
+        let s = match s.trim() {
+            "default" => DEFAULT_MIX,
+            "extended" => EXTENDED_MIX,
+            s => s,
+        };
         let mut weights: Vec<(Command, u32)> = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, w) = match part.split_once(':') {
@@ -142,6 +170,17 @@ mod tests {
         assert!((29_000..31_000).contains(&bodies), "{bodies}");
         assert_eq!(Mix::parse("noop").unwrap().pick(&mut rng), Command::Noop);
         assert_eq!(Mix::default().commands().count(), 6);
+        assert_eq!(Mix::parse("default").unwrap(), Mix::default());
+        let ext = Mix::parse("extended").unwrap();
+        assert_eq!(ext.commands().count(), 9);
+        assert!(ext.commands().any(|c| c == Command::Idle));
+        assert_eq!(
+            Mix::parse("append:1,expunge:2,idle")
+                .unwrap()
+                .commands()
+                .collect::<Vec<_>>(),
+            [Command::Append, Command::Expunge, Command::Idle]
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@ use std::time::Instant;
 use super::conn::ImapConn;
 use crate::client::ClientError;
 use crate::mailgen::MailGen;
-use crate::run::{stamp, Config};
+use crate::run::Config;
+use crate::stamp::stamp;
 
 #[derive(Debug, Default)]
 pub struct Prefilled {
@@ -62,7 +63,7 @@ pub fn prefill(cfg: &Config) -> Prefilled {
 /// Appends to account `i` what it lacks; how many were appended.
 fn top_up(cfg: &Config, i: u64) -> Result<u64, ClientError> {
     let user = cfg.users.get(i);
-    let mut c = ImapConn::connect(cfg.target, cfg.timeout)?;
+    let mut c = ImapConn::connect_tls(cfg.target, cfg.timeout, cfg.tls.as_ref())?;
     c.login(&user, &cfg.password)?;
     let have = c.select("INBOX")? as usize;
     let want = cfg.imap_prefill;

@@ -60,6 +60,55 @@ pub fn exists(raw: &[u8]) -> Option<u32> {
     (kw.eq_ignore_ascii_case(b"EXISTS") && w.next().is_none()).then_some(n as u32)
 }
 
+/// `* n EXPUNGE` → n.
+pub fn expunge(raw: &[u8]) -> Option<u32> {
+    let mut w = words(raw)?;
+    let n = number(w.next()?)?;
+    let kw = w.next()?;
+    (kw.eq_ignore_ascii_case(b"EXPUNGE") && w.next().is_none()).then_some(n as u32)
+}
+
+/// The response code of a status response's first line: `OK [APPENDUID 1 5] done` →
+/// `["APPENDUID", "1", "5"]`.
+fn response_code(raw: &[u8]) -> Option<Vec<&[u8]>> {
+    let line = raw.split(|&b| b == b'\r' || b == b'\n').next()?;
+    let open = line.iter().position(|&b| b == b'[')?;
+    let close = open + line[open..].iter().position(|&b| b == b']')?;
+    Some(
+        line[open + 1..close]
+            .split(|&b| b == b' ')
+            .filter(|w| !w.is_empty())
+            .collect(),
+    )
+}
+
+/// The capabilities a response lists (`* CAPABILITY …`, or a `[CAPABILITY …]` code, as in
+/// greetings and LOGIN completions), upper-cased.
+pub fn capabilities(raw: &[u8]) -> Option<Vec<String>> {
+    let upper = |w: &[u8]| String::from_utf8_lossy(w).to_ascii_uppercase();
+    if let Some(mut w) = words(raw) {
+        if w.next()
+            .is_some_and(|x| x.eq_ignore_ascii_case(b"CAPABILITY"))
+        {
+            return Some(w.map(upper).collect());
+        }
+    }
+    let code = response_code(raw)?;
+    let (first, rest) = code.split_first()?;
+    first
+        .eq_ignore_ascii_case(b"CAPABILITY")
+        .then(|| rest.iter().map(|w| upper(w)).collect())
+}
+
+/// `[APPENDUID validity uid]` (RFC 4315) → the UID of the appended message.
+pub fn appenduid(raw: &[u8]) -> Option<u32> {
+    let code = response_code(raw)?;
+    if code.len() != 3 || !code[0].eq_ignore_ascii_case(b"APPENDUID") {
+        return None;
+    }
+    number(code[2]).and_then(|n| u32::try_from(n).ok())
+}
+
 /// `* SEARCH 1 5 9` → the numbers; `None` if this is not a SEARCH response or a number is
 /// malformed.
 pub fn search(raw: &[u8]) -> Option<Vec<u32>> {
@@ -236,6 +285,34 @@ impl<'a> Parser<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expunge_capabilities_and_appenduid() {
+        assert_eq!(expunge(b"* 3 EXPUNGE\r\n"), Some(3));
+        assert_eq!(expunge(b"* 3 EXISTS\r\n"), None);
+        assert_eq!(exists(b"* 3 EXPUNGE\r\n"), None);
+        let caps = |r: &[u8]| capabilities(r).unwrap_or_default().join(" ");
+        assert_eq!(
+            caps(b"* CAPABILITY IMAP4rev1 uidplus IDLE\r\n"),
+            "IMAP4REV1 UIDPLUS IDLE"
+        );
+        assert_eq!(
+            caps(b"a1 OK [CAPABILITY IMAP4rev1 UIDPLUS] logged in\r\n"),
+            "IMAP4REV1 UIDPLUS"
+        );
+        assert_eq!(
+            caps(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n"),
+            "IMAP4REV1 STARTTLS"
+        );
+        assert_eq!(capabilities(b"a1 OK [READ-WRITE] done\r\n"), None);
+        assert_eq!(capabilities(b"a1 OK logged in\r\n"), None);
+        assert_eq!(
+            appenduid(b"a2 OK [APPENDUID 38505 3955] APPEND completed\r\n"),
+            Some(3955)
+        );
+        assert_eq!(appenduid(b"a2 OK [APPENDUID 38505] x\r\n"), None);
+        assert_eq!(appenduid(b"a2 OK APPEND completed\r\n"), None);
+    }
 
     #[test]
     fn exists_and_search() {
