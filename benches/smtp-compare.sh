@@ -1,83 +1,49 @@
 #!/usr/bin/env bash
 # Durable SMTP delivery: ringmail vs Postfix's smtp-sink (stores nothing) vs Dovecot LMTP
 # (Maildir, fsync on), all on loopback, measured in one run by the same client
-# (ringmail-loadgen: 50 connections, ~4 KiB messages). Prints a Markdown table.
+# (ringmail-loadgen: 50 connections, ~4 KiB messages, 100 recipient accounts). Each run
+# warms up WARMUP s unmeasured; the server's CPU time is read over the measured window.
+# Prints a Markdown table.
 #
 #   bash benches/smtp-compare.sh [SECONDS]        (default 10 s per server)
+#
+# Environment: CONNS (50), USERS (100), SIZE (4096), WARMUP (2), PORT_OFFSET (0).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
 SECS=${1:-10}
 CONNS=${CONNS:-50}
-if ! command -v smtp-sink >/dev/null || [ ! -x /usr/lib/dovecot/lmtp ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq postfix dovecot-core dovecot-lmtpd >/dev/null
-fi
-cargo build --release -q -p ringmail -p ringmail-loadgen --bin ringmail --bin ringmail-loadgen
-BIN=target/release
-W=$(mktemp -d /var/tmp/ringmail-compare.XXXXXX)
-chmod 755 "$W"
 USERS=${USERS:-100}
-cleanup() { kill $(jobs -p) 2>/dev/null || true; sleep 1; rm -rf "$W"; }
-trap cleanup EXIT
+SIZE=${SIZE:-4096}
+WARMUP=${WARMUP:-2}
+SINK_PORT=$((20025 + PORT_OFFSET))
+RING_SMTP=$((20125 + PORT_OFFSET))
+RING_LMTP=$((20124 + PORT_OFFSET))
+DOVE_LMTP=$((20224 + PORT_OFFSET))
+rm_need_peers smtp-sink dovecot /usr/lib/dovecot/lmtp
+rm_build
+rm_workdir smtp
 
 # Postfix smtp-sink: accepts and discards.
-smtp-sink -u nobody 127.0.0.1:40025 1000 &
+rm_port_free $SINK_PORT
+smtp-sink -u nobody "127.0.0.1:$SINK_PORT" 1000 &
+SINK_PID=$!
+rm_wait_port $SINK_PORT
 
-# ringmail, embedded defaults on other ports.
-for i in $(seq 0 $((USERS - 1))); do
-  $BIN/ringmail user add "bench$i@example.org" --password bench --data "$W/ringmail" >/dev/null
-done
-RUST_LOG=warn $BIN/ringmail serve --data "$W/ringmail" --smtp 127.0.0.1:40125 --lmtp 127.0.0.1:40124 \
-  --submission off --smtps off --imap off --imaps off --pop3 off --pop3s off --metrics off &
+rm_ringmail "$W/ringmail" "$USERS" smtp=127.0.0.1:$RING_SMTP lmtp=127.0.0.1:$RING_LMTP
 
-# Dovecot LMTP, Maildir, fsync always.
-mkdir -p "$W/dv/run" "$W/dv/mail" && chown -R nobody "$W/dv/mail"
-cat > "$W/dv/dovecot.conf" <<CONF
-protocols = lmtp
-listen = 127.0.0.1
-base_dir = $W/dv/run
-state_dir = $W/dv/run
-log_path = $W/dv/log
-ssl = no
-mail_location = maildir:$W/dv/mail/%u
-mail_fsync = always
-first_valid_uid = 1
-service lmtp {
-  inet_listener lmtp {
-    address = 127.0.0.1
-    port = 40224
-  }
-}
-userdb {
-  driver = static
-  args = uid=nobody gid=nogroup home=$W/dv/mail/%u allow_all_users=yes
-}
-passdb {
-  driver = static
-  args = nopassword=y
-}
-CONF
-dovecot -F -c "$W/dv/dovecot.conf" &
-sleep 3
+# Dovecot LMTP, Maildir, fsync always (ringmail's 250 is after fdatasync too).
+rm_dovecot dovecot-lmtp maildir lmtp=$DOVE_LMTP <<<"mail_fsync = always"
 
-run() { # LABEL WORKLOAD PORT
-  $BIN/ringmail-loadgen "$2" --target "127.0.0.1:$3" --connections "$CONNS" --duration "$SECS" --size 4096 \
-    --users "bench%d@example.org:0-$((USERS - 1))" --report "$W/$1.json" 2>/dev/null >/dev/null
-  python3 benches/loadgen_row.py "$W/$1.json" "$1" deliver
-}
-SINK=$(run smtp-sink smtp 40025)
-RING=$(run ringmail-smtp smtp 40125)
-RLMTP=$(run ringmail-lmtp lmtp 40124)
-DOVE=$(run dovecot-lmtp lmtp 40224)
-
-rate() { echo "$1" | cut -f2; }
-echo "| server | messages/s | vs smtp-sink | vs Dovecot LMTP | p50 ms | p99 ms | delivered | errors |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|"
-for row in "$SINK" "$RING" "$RLMTP" "$DOVE"; do
-  IFS=$'\t' read -r name r p50 p99 n err <<<"$row"
-  vs_sink=$(python3 -c "print(f'{$r/max($(rate "$SINK"),1):.2f}×')")
-  vs_dove=$(python3 -c "print(f'{$r/max($(rate "$DOVE"),1):.1f}×')")
-  echo "| $name | $r | $vs_sink | $vs_dove | $p50 | $p99 | $n | $err |"
-done
+LG=(--connections "$CONNS" --duration "$SECS" --size "$SIZE" --users "bench%d@example.org:0-$((USERS - 1))")
+{
+  rm_run smtp-sink - $SINK_PID deliver smtp --target "127.0.0.1:$SINK_PORT" "${LG[@]}"
+  rm_run ringmail-smtp - "$RING_PID" deliver smtp --target "127.0.0.1:$RING_SMTP" "${LG[@]}"
+  rm_run ringmail-lmtp - "$RING_PID" deliver lmtp --target "127.0.0.1:$RING_LMTP" "${LG[@]}"
+  rm_run dovecot-lmtp - "$DOVE_PID" deliver lmtp --target "127.0.0.1:$DOVE_LMTP" "${LG[@]}"
+} >"$W/rows.tsv"
+python3 benches/table.py rows "$W/rows.tsv" --unit messages --per message --count delivered \
+  --vs smtp-sink --vs dovecot-lmtp --cpu-vs dovecot-lmtp
 echo
-echo "Machine: $(nproc) cores; $USERS recipient accounts, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $CONNS connections, ~4 KiB messages, $SECS s per server, $(date -u +%F)."
+echo "Settings: $CONNS connections, ~$SIZE B messages, $USERS recipient accounts; Dovecot $(dovecot --version | cut -d' ' -f1) LMTP (Maildir, \`mail_fsync = always\`); $WARMUP s warm-up then $SECS s measured per server."
+rm_machine_line
