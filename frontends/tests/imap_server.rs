@@ -549,3 +549,39 @@ print("ok")
     );
     assert!(out.contains("ok"), "{out}");
 }
+
+#[test]
+fn review_regressions_stale_flags_implicit_seen_failed_delete_and_umlaut_list() {
+    let srv = Server::new(&USERS);
+    let out = py(
+        &srv,
+        r#"
+a = login("carol@example.org")
+b = login("carol@example.org", "starttls")
+a.append("INBOX", None, None, b"Subject: keep me\r\n\r\nx\r\n")
+a.select("INBOX"); b.select("INBOX")
+a.store("1", "+FLAGS", r"(\Deleted)")
+b.store("1", "-FLAGS", r"(\Deleted)")
+# a still believes message 1 is \Deleted; its UID EXPUNGE must not remove it.
+typ, data = a.uid("EXPUNGE", "1")
+check(typ == "OK", "uid expunge %r" % data)
+typ, data = a.uid("SEARCH", None, "ALL")
+check(data == [b"1"], "message kept %r" % data)
+# A non-PEEK body fetch reports the \Seen it sets.
+typ, data = a.fetch("1", "(BODY[TEXT])")
+check(b"FLAGS (" in data[0][0] and b"\\Seen" in data[0][0], "implicit seen reported %r" % data)
+# A failed DELETE of the selected mailbox keeps it selected.
+typ, data = a.delete("INBOX")
+check(typ == "NO", "delete inbox refused %r" % data)
+typ, data = a.fetch("1", "(FLAGS)")
+check(typ == "OK", "still selected %r" % data)
+# A pattern with non-ASCII text (modified UTF-7) next to INBOX.
+typ, data = a.list('""', "Entw&APw-rfe")
+check(typ == "OK", "umlaut pattern %r" % data)
+typ, data = a.noop()
+check(typ == "OK", "session alive")
+print("ok")
+"#,
+    );
+    assert!(out.contains("ok"), "{out}");
+}

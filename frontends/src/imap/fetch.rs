@@ -155,15 +155,17 @@ pub struct Message<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct UnknownCte;
 
-/// Writes `* seq FETCH (...)`. `flags` renders the message's flags; `uid` adds UID when
-/// the command was a UID FETCH and the items did not ask for it; `modseq` likewise for
-/// CONDSTORE.
+/// Writes `* seq FETCH (...)`. `flags` renders the message's flags; `add_uid` adds UID when
+/// the command was a UID FETCH and the items did not ask for it; `add_flags` adds FLAGS (the
+/// fetch just set \Seen); `add_modseq` adds MODSEQ for CONDSTORE.
+#[allow(clippy::too_many_arguments)]
 pub fn write(
     out: &mut Vec<u8>,
     m: &Message,
     items: &[Item],
     flags: &dyn Fn(&mut Vec<u8>),
     add_uid: bool,
+    add_flags: bool,
     add_modseq: bool,
 ) -> Result<(), UnknownCte> {
     out.extend_from_slice(b"* ");
@@ -180,6 +182,11 @@ pub fn write(
         sep(out);
         out.extend_from_slice(b"UID ");
         encode::number(out, m.uid as u64);
+    }
+    if add_flags && !has(&|i| matches!(i, Item::Flags)) {
+        sep(out);
+        out.extend_from_slice(b"FLAGS ");
+        flags(out);
     }
     let empty = MessageMeta::default();
     let meta = m.meta.unwrap_or(&empty);
@@ -366,6 +373,7 @@ mod tests {
             &its,
             &|o| o.extend_from_slice(b"(\\Seen)"),
             add_uid,
+            false,
             false,
         )
         .unwrap();

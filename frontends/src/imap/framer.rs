@@ -18,6 +18,9 @@ pub struct Limits {
     pub max_literal: u64,
     /// LITERAL- (RFC 7888): non-synchronizing literals are limited to 4096 octets.
     pub max_nonsync_literal: u64,
+    /// All of one command, lines and literals: many literals in one command cannot add up
+    /// to more than this.
+    pub max_command: u64,
 }
 
 impl Default for Limits {
@@ -26,6 +29,7 @@ impl Default for Limits {
             max_line: 64 << 10,
             max_literal: 64 << 20,
             max_nonsync_literal: 64 << 20,
+            max_command: 64 << 20,
         }
     }
 }
@@ -51,6 +55,8 @@ pub struct Framer {
     /// Octets of the current command's lines so far (its literals do not count against
     /// the line limit).
     line_len: usize,
+    /// Octets of the current command's literals so far.
+    literal_total: u64,
     /// Octets of a literal still to read into `pending`.
     literal_left: u64,
     /// Octets to throw away (a refused non-synchronizing literal).
@@ -101,6 +107,7 @@ impl Framer {
     fn drop_command(&mut self) {
         self.pending.clear();
         self.line_len = 0;
+        self.literal_total = 0;
     }
 
     pub fn next_frame(&mut self) -> Option<Frame> {
@@ -155,6 +162,11 @@ impl Framer {
                     &self.pending
                 });
                 self.drop_command();
+                // A non-synchronizing literal at its end comes anyway: its octets are data,
+                // never commands.
+                if let Some(Ok((n, false))) = literal_at_end(&line) {
+                    self.skip = n;
+                }
                 return Some(Frame::Refused {
                     tag,
                     reason: "line too long",
@@ -165,6 +177,7 @@ impl Framer {
             match literal_at_end(&line) {
                 None => {
                     self.line_len = 0;
+                    self.literal_total = 0;
                     return Some(Frame::Command(std::mem::take(&mut self.pending)));
                 }
                 Some(Err(())) => {
@@ -181,7 +194,9 @@ impl Framer {
                     } else {
                         self.limits.max_nonsync_literal
                     };
-                    if n > max {
+                    if n > max
+                        || self.literal_total + n + self.line_len as u64 > self.limits.max_command
+                    {
                         let tag = Self::tag_of(&self.pending);
                         self.drop_command();
                         if !sync {
@@ -194,6 +209,7 @@ impl Framer {
                         });
                     }
                     self.literal_left = n;
+                    self.literal_total += n;
                     if sync && n > 0 {
                         return Some(Frame::NeedContinuation);
                     }
@@ -273,11 +289,52 @@ mod tests {
     }
 
     #[test]
+    fn many_literals_cannot_add_up_past_the_command_limit() {
+        let mut f = Framer::new(Limits {
+            max_line: 1000,
+            max_literal: 100,
+            max_nonsync_literal: 100,
+            max_command: 250,
+        });
+        let mut input = Vec::new();
+        for _ in 0..5 {
+            input.extend_from_slice(b"a1 X {100+}\r\n");
+            input.extend_from_slice(&[b'y'; 100]);
+        }
+        input.extend_from_slice(b"\r\na2 NOOP\r\n");
+        f.input(&input);
+        let frames = all(&mut f);
+        assert!(matches!(
+            &frames[0],
+            Frame::Refused {
+                reason: "literal too large",
+                ..
+            }
+        ));
+        assert_eq!(
+            frames.last(),
+            Some(&Frame::Command(b"a2 NOOP\r\n".to_vec()))
+        );
+        // An overlong line's literal is skipped, not run as commands.
+        let mut g = Framer::new(Limits {
+            max_line: 20,
+            max_literal: 100,
+            max_nonsync_literal: 100,
+            max_command: 1000,
+        });
+        g.input(b"a3 APPEND INBOX (\\Seen \\Flagged) {11+}\r\nx DELETE y\r\na4 NOOP\r\n");
+        let frames = all(&mut g);
+        assert_eq!(frames.len(), 2, "{frames:?}");
+        assert_eq!(frames[1], Frame::Command(b"a4 NOOP\r\n".to_vec()));
+    }
+
+    #[test]
     fn literals_do_not_count_against_the_line_limit() {
         let mut f = Framer::new(Limits {
             max_line: 100,
             max_literal: 1 << 20,
             max_nonsync_literal: 1 << 20,
+            max_command: 1 << 20,
         });
         let body = vec![b'x'; 100_000];
         let mut input = b"a1 APPEND INBOX {100000+}\r\n".to_vec();
@@ -295,6 +352,7 @@ mod tests {
             max_line: 100,
             max_literal: 10,
             max_nonsync_literal: 10,
+            max_command: 1 << 20,
         });
         f.input(b"a1 APPEND INBOX {50}\r\n");
         assert_eq!(

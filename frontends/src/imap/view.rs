@@ -158,6 +158,17 @@ impl View {
                 })
                 .collect(),
         };
+        // Merged first, so `1:*,1:*,...` costs one range, not one per repetition.
+        let mut ranges = ranges;
+        ranges.sort_unstable();
+        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+        for (lo, hi) in ranges {
+            match merged.last_mut() {
+                Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+                _ => merged.push((lo, hi)),
+            }
+        }
+        let ranges = merged;
         let mut out = Vec::new();
         if by_uid {
             for (lo, hi) in ranges {
@@ -173,8 +184,6 @@ impl View {
                 out.extend(lo..=hi);
             }
         }
-        out.sort_unstable();
-        out.dedup();
         Ok(out)
     }
 

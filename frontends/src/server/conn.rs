@@ -11,6 +11,12 @@ use rustls::{ServerConfig, ServerConnection};
 
 use super::tls_stream::TlsStream;
 
+/// A client that starts TLS and goes quiet is let go after this.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// A client that stops reading what we send is let go after this (a write waits for
+/// room in the socket buffer).
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// What waiting for the client's next bytes ended with.
 pub enum Read {
     Data(usize),
@@ -36,10 +42,14 @@ pub struct Detached {
 }
 
 impl Conn {
+    /// The TLS handshake as the server, given at most [`HANDSHAKE_TIMEOUT`].
     pub async fn accept_tls(stream: TcpStream, config: &Arc<ServerConfig>) -> io::Result<Self> {
-        Ok(Conn::Tls(Box::new(
-            TlsStream::accept(stream, config).await?,
-        )))
+        let t = glommio::timer::timeout(HANDSHAKE_TIMEOUT, async {
+            Ok(TlsStream::accept(stream, config).await)
+        })
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        Ok(Conn::Tls(Box::new(t)))
     }
 
     /// The connection as the client first sees it: TLS at once on an implicit-TLS listener.
@@ -135,6 +145,12 @@ impl Conn {
     }
 
     pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        glommio::timer::timeout(WRITE_TIMEOUT, async { Ok(self.write_all_now(buf).await) })
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
+    }
+
+    async fn write_all_now(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
             Conn::Plain(s) => {
                 s.write_all(buf).await?;

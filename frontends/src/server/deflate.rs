@@ -41,29 +41,39 @@ impl Deflate {
         }
     }
 
-    /// Decompresses `data`, appending the plaintext to `out`.
-    pub fn decompress(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Corrupt> {
+    /// Decompresses from `data`, appending at most about `limit` bytes of plaintext to
+    /// `out`; returns how much of `data` it used (the rest waits for the next call, so a
+    /// small stream that inflates to gigabytes is taken in bounded pieces).
+    pub fn decompress(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<usize, Corrupt> {
+        let start_in = self.rx.total_in();
+        let goal = out.len() + limit;
         let mut input = data;
-        loop {
-            out.reserve(input.len() * 4 + 256);
+        while out.len() < goal {
+            out.reserve((goal - out.len()).min(64 << 10));
+            let room = out.capacity().min(goal) - out.len();
             let before_in = self.rx.total_in();
             let before_out = out.len();
+            let mut piece = Vec::with_capacity(room);
             let st = self
                 .rx
-                .decompress_vec(input, out, FlushDecompress::Sync)
+                .decompress_vec(input, &mut piece, FlushDecompress::Sync)
                 .map_err(|_| Corrupt)?;
-            let used = (self.rx.total_in() - before_in) as usize;
-            input = &input[used..];
+            out.extend_from_slice(&piece);
+            input = &input[(self.rx.total_in() - before_in) as usize..];
             if st == Status::StreamEnd {
-                return Ok(());
+                // The client ended its stream: what follows cannot be read.
+                return Err(Corrupt);
             }
-            if input.is_empty() && out.len() < out.capacity() {
-                return Ok(());
-            }
-            if used == 0 && out.len() == before_out && out.len() < out.capacity() {
-                return Ok(());
+            if out.len() == before_out && self.rx.total_in() == before_in {
+                break; // needs more input
             }
         }
+        Ok((self.rx.total_in() - start_in) as usize)
     }
 }
 
@@ -84,11 +94,24 @@ mod tests {
         // The client decodes byte by byte, as data may arrive.
         let mut plain = Vec::new();
         for c in wire.chunks(7) {
-            client.decompress(c, &mut plain).unwrap();
+            let mut rest = c;
+            while !rest.is_empty() {
+                let used = client.decompress(rest, &mut plain, 1 << 20).unwrap();
+                rest = &rest[used..];
+            }
         }
         assert_eq!(&plain[..12], b"* OK hello\r\n");
         assert_eq!(&plain[12..], &big[..]);
         let mut junk = Deflate::default();
-        assert!(junk.decompress(&[0xff; 64], &mut Vec::new()).is_err());
+        assert!(junk.decompress(&[0xff; 64], &mut Vec::new(), 1024).is_err());
+        // A bomb: 10 MB of one byte, compressed to a few KB, comes out 64 KiB at a time.
+        let mut bomb = Vec::new();
+        Deflate::default().compress(&vec![b'a'; 10_000_000], &mut bomb);
+        assert!(bomb.len() < 100_000);
+        let mut d = Deflate::default();
+        let mut out = Vec::new();
+        let used = d.decompress(&bomb, &mut out, 64 << 10).unwrap();
+        assert!(out.len() <= 64 << 10, "{}", out.len());
+        assert!(used < bomb.len());
     }
 }

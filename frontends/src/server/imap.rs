@@ -5,6 +5,7 @@
 //! Grammar, framing, FETCH/SEARCH evaluation and the selected mailbox's view are the pure
 //! modules of `crate::imap`; this file only sequences them around the engine and socket.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -48,7 +49,6 @@ struct Handoff {
     account: String,
     /// Client bytes read but not yet handled (pipelined commands after LOGIN).
     pending: Vec<u8>,
-    max_literal: u64,
 }
 
 struct Io {
@@ -58,6 +58,8 @@ struct Io {
     buf: Vec<u8>,
     /// COMPRESS=DEFLATE, once the client turned it on.
     deflate: Option<Box<Deflate>>,
+    /// Compressed input not inflated yet (inflation goes in bounded pieces).
+    inflate_pending: Vec<u8>,
     scratch: Vec<u8>,
 }
 
@@ -69,6 +71,7 @@ impl Io {
             out: Vec::with_capacity(4096),
             buf: vec![0; 16 << 10],
             deflate: None,
+            inflate_pending: Vec::new(),
             scratch: Vec::new(),
         }
     }
@@ -91,24 +94,49 @@ impl Io {
 
     /// Hands `n` bytes just read to the framer (inflating them first under COMPRESS).
     fn received(&mut self, n: usize) -> bool {
-        match self.deflate.as_mut() {
-            Some(d) => {
-                self.scratch.clear();
-                if d.decompress(&self.buf[..n], &mut self.scratch).is_err() {
-                    return false;
-                }
-                self.framer.input(&self.scratch);
+        match self.deflate.is_some() {
+            true => {
+                self.inflate_pending.extend_from_slice(&self.buf[..n]);
+                self.inflate_some().is_some()
             }
-            None => self.framer.input(&self.buf[..n]),
+            false => {
+                self.framer.input(&self.buf[..n]);
+                true
+            }
         }
-        true
+    }
+
+    /// Inflates at most 64 KiB of pending compressed input into the framer. `None`: the
+    /// stream is corrupt; `Some(progress)`: whether anything was taken or produced.
+    fn inflate_some(&mut self) -> Option<bool> {
+        let Some(d) = self.deflate.as_mut() else {
+            return Some(false);
+        };
+        self.scratch.clear();
+        let used = d
+            .decompress(&self.inflate_pending, &mut self.scratch, 64 << 10)
+            .ok()?;
+        self.inflate_pending.drain(..used);
+        self.framer.input(&self.scratch);
+        Some(used > 0 || !self.scratch.is_empty())
     }
 
     /// The next whole frame from the client, reading as needed.
     async fn frame(&mut self, server: &ShardServer, limit: Duration) -> Result<Frame, Read> {
+        // Answers to pipelined commands go out as they pile up, not all at the end.
+        if self.out.len() >= FLUSH_AT && !self.flush().await {
+            return Err(Read::Closed);
+        }
         loop {
             if let Some(f) = self.framer.next_frame() {
                 return Ok(f);
+            }
+            if self.deflate.is_some() {
+                match self.inflate_some() {
+                    None => return Err(Read::Closed),
+                    Some(true) => continue,
+                    Some(false) => {}
+                }
             }
             if !self.flush().await {
                 return Err(Read::Closed);
@@ -139,11 +167,26 @@ fn preauth_timeout(server: &ShardServer) -> Duration {
     Duration::from_secs(server.shared.cfg.limits.command_timeout_secs)
 }
 
+/// The framer's limits after login: a literal (an APPEND) up to the message size limit,
+/// and a whole command (MULTIAPPEND included) up to that plus 64 KiB.
 fn limits(server: &ShardServer) -> Limits {
+    let max = server.shared.cfg.limits.max_message_size;
     Limits {
         max_line: server.shared.cfg.limits.max_line_length.max(8192),
-        max_literal: server.shared.cfg.limits.max_message_size,
-        max_nonsync_literal: server.shared.cfg.limits.max_message_size,
+        max_literal: max,
+        max_nonsync_literal: max,
+        max_command: max + (64 << 10),
+    }
+}
+
+/// Before login nothing needs more than a password or a SASL message: a client that has not
+/// authenticated cannot make the server hold megabytes.
+fn preauth_limits(server: &ShardServer) -> Limits {
+    Limits {
+        max_literal: 8 << 10,
+        max_nonsync_literal: 8 << 10,
+        max_command: 64 << 10,
+        ..limits(server)
     }
 }
 
@@ -152,7 +195,7 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, _peer: SocketAddr
     let Some(conn) = Conn::open(stream, implicit, shared.tls.as_ref()).await else {
         return;
     };
-    let mut io = Io::new(conn, Framer::new(limits(&server)));
+    let mut io = Io::new(conn, Framer::new(preauth_limits(&server)));
     io.line(&format!(
         "* OK [CAPABILITY {}] {} ringmail IMAP ready",
         preauth_capabilities(&server, io.conn.is_tls()),
@@ -170,10 +213,9 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, _peer: SocketAddr
         return;
     }
     let p = server.ctx.node.partition_of(&account);
-    let max_literal = limits(&server).max_literal;
     if let Some(part) = server.ctx.partitions.get(&p).cloned() {
         let pending = take_pending(&mut io.framer);
-        authenticated(server, part, io.conn, account, pending, max_literal).await;
+        authenticated(server, part, io.conn, account, pending).await;
         return;
     }
     // The account lives on another core: the connection moves there.
@@ -186,7 +228,6 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, _peer: SocketAddr
         conn,
         account,
         pending,
-        max_literal,
     };
     let r = server
         .ctx
@@ -196,7 +237,7 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, _peer: SocketAddr
                 Some(srv) => {
                     glommio::spawn_local(async move {
                         let conn = Conn::attach(h.conn);
-                        authenticated(srv, part, conn, h.account, h.pending, h.max_literal).await
+                        authenticated(srv, part, conn, h.account, h.pending).await
                     })
                     .detach();
                     Ok(())
@@ -476,13 +517,8 @@ async fn authenticated(
     conn: Conn,
     account: String,
     pending: Vec<u8>,
-    max_literal: u64,
 ) {
-    let mut framer = Framer::new(Limits {
-        max_literal,
-        max_nonsync_literal: max_literal,
-        ..limits(&server)
-    });
+    let mut framer = Framer::new(limits(&server));
     framer.input(&pending);
     let mut s = Session {
         server,
@@ -557,7 +593,7 @@ impl Session {
                     continue;
                 }
                 Frame::Refused { tag, reason } => {
-                    let code = if reason.contains("literal") {
+                    let code = if reason == "literal too large" {
                         "[TOOBIG] "
                     } else {
                         ""
@@ -776,13 +812,13 @@ impl Session {
             }
             Command::Delete(name) => {
                 let name = self.mailbox_name(&name)?;
-                if self.view.as_ref().is_some_and(|v| v.mailbox == name) {
-                    self.view = None;
-                }
                 self.part
                     .delete_mailbox(&self.account, &name)
                     .await
                     .map_err(no)?;
+                if self.view.as_ref().is_some_and(|v| v.mailbox == name) {
+                    self.view = None;
+                }
                 self.ok(tag, "DELETE completed").await
             }
             Command::Rename { from, to } => {
@@ -812,6 +848,10 @@ impl Session {
                     .rename_mailbox(&self.account, &from, &to)
                     .await
                     .map_err(no)?;
+                // The selected mailbox keeps being the selected one under its new name.
+                if let Some(v) = self.view.as_mut().filter(|v| v.mailbox == from) {
+                    v.mailbox = to.clone();
+                }
                 self.ok(tag, "RENAME completed").await
             }
             Command::Subscribe(name) | Command::Unsubscribe(name)
@@ -1164,6 +1204,13 @@ impl Session {
                 self.io.line(&format!("* OK [UNSEEN {u}] first unseen"));
             }
         }
+        if self.enabled.rev2 {
+            // IMAP4rev2 names the mailbox as selected (RFC 9051 section 6.3.2).
+            let mut l = b"* LIST () \"/\" ".to_vec();
+            l.extend_from_slice(&self.show_name(&view.mailbox));
+            l.extend_from_slice(b"\r\n");
+            self.io.out.extend_from_slice(&l);
+        }
         self.io.line(&format!(
             "* OK [UIDVALIDITY {}] UIDs valid",
             view.uidvalidity
@@ -1272,14 +1319,16 @@ impl Session {
 
     async fn idle(&mut self, tag: &str) -> Res {
         self.io.line("+ idling");
+        let part = self.part.clone();
+        // Taken before each sync and nowhere else: a commit made while we sync or write
+        // wakes the next wait.
+        let mut seen = part.change_generation();
         self.sync(true).await;
         if !self.io.flush().await {
             self.closing = true;
             return Ok(());
         }
-        let part = self.part.clone();
         loop {
-            let seen = part.change_generation();
             // Input first: DONE (or anything else) ends the IDLE.
             if let Some(f) = self.io.framer.next_frame() {
                 return match f {
@@ -1310,7 +1359,10 @@ impl Session {
                 .await
             };
             match woke {
-                Woke::Changed => self.sync(true).await,
+                Woke::Changed => {
+                    seen = part.change_generation();
+                    self.sync(true).await
+                }
                 Woke::Input(Read::Data(n)) => {
                     if !self.io.received(n) {
                         self.closing = true;
@@ -1399,11 +1451,21 @@ impl Session {
         let mailbox = v.mailbox.clone();
         let only: Option<Vec<Uid>> = match &uids {
             Some(set) => {
-                let deleted: Vec<Uid> = self
+                // The flags as stored now, not as this session last saw them: another
+                // session may have taken \Deleted off meanwhile. Nothing awaits between
+                // this read and the expunge's plan, so it cannot change in between.
+                let named: HashSet<u32> = self
                     .resolve(set, true)?
                     .into_iter()
-                    .filter(|(_, m)| Flags(m.flags).contains(Flags::DELETED))
-                    .map(|(_, m)| Uid(m.uid))
+                    .map(|(_, m)| m.uid)
+                    .collect();
+                let deleted: Vec<Uid> = self
+                    .part
+                    .messages(&self.account, &mailbox, Uid(1), Uid(u32::MAX))
+                    .map_err(no)?
+                    .into_iter()
+                    .filter(|m| named.contains(&m.uid.0) && m.flags.contains(Flags::DELETED))
+                    .map(|m| m.uid)
                     .collect();
                 Some(deleted)
             }
@@ -1438,6 +1500,7 @@ impl Session {
         }
         let v = self.view();
         let mailbox = v.mailbox.clone();
+        let mut seen_now: HashSet<u32> = HashSet::new();
         // Reading a body sets \Seen (RFC 9051 section 6.4.5), once for the whole set.
         if needs.sets_seen && !v.readonly {
             let unseen: Vec<Uid> = targets
@@ -1463,10 +1526,17 @@ impl Session {
                 for c in &r.changed {
                     view.set_flags(c.uid.0, c.flags.0, c.modseq.0);
                 }
+                let changed: HashMap<u32, (u64, u64)> = r
+                    .changed
+                    .iter()
+                    .map(|c| (c.uid.0, (c.flags.0, c.modseq.0)))
+                    .collect();
                 for t in targets.iter_mut() {
-                    if let Some(c) = r.changed.iter().find(|c| c.uid.0 == t.1.uid) {
-                        t.1.flags = c.flags.0;
-                        t.1.modseq = c.modseq.0;
+                    if let Some(&(f, ms)) = changed.get(&t.1.uid) {
+                        t.1.flags = f;
+                        t.1.modseq = ms;
+                        // The client learns of the new \Seen in this response.
+                        seen_now.insert(t.1.uid);
                     }
                 }
             }
@@ -1516,7 +1586,8 @@ impl Session {
                 raw: raw.as_deref().map(|r| r.as_slice()),
             };
             let mut line = Vec::new();
-            match fetch::write(&mut line, &msg, &items, &flags, uid, add_modseq) {
+            let add_flags = seen_now.contains(&m.uid);
+            match fetch::write(&mut line, &msg, &items, &flags, uid, add_flags, add_modseq) {
                 Ok(()) => self.io.out.extend_from_slice(&line),
                 Err(_) => unknown_cte = true,
             }
@@ -1583,15 +1654,17 @@ impl Session {
         for c in &r.changed {
             view.set_flags(c.uid.0, c.flags.0, c.modseq.0);
         }
+        let changed_set: HashSet<u32> = r.changed.iter().map(|c| c.uid.0).collect();
+        let modified_set: HashSet<u32> = r.modified.iter().map(|u| u.0).collect();
         // Report the flags of every message named (changed or not), unless .SILENT; with
         // CONDSTORE, .SILENT still reports the new MODSEQ (RFC 7162 section 3.1.3).
         for (seq, m) in &targets {
             let now = view.get(*seq).unwrap_or(*m);
-            let changed = r.changed.iter().any(|c| c.uid.0 == m.uid);
+            let changed = changed_set.contains(&m.uid);
             if silent && !(condstore && changed) {
                 continue;
             }
-            if r.modified.iter().any(|u| u.0 == m.uid) {
+            if modified_set.contains(&m.uid) {
                 continue;
             }
             let mut l = format!("* {seq} FETCH (").into_bytes();
@@ -1932,33 +2005,49 @@ fn mailbox_msgs(part: &Partition, account: &str, mailbox: &str) -> Result<Vec<Ms
 /// LIST pattern matching (RFC 9051 section 6.3.9): `*` matches anything, `%` anything but
 /// the delimiter. INBOX matches case-insensitively.
 fn list_match(pattern: &str, name: &str) -> bool {
-    fn m(p: &[char], n: &[char]) -> bool {
-        match p.split_first() {
-            None => n.is_empty(),
-            Some(('*', rest)) => (0..=n.len()).any(|i| m(rest, &n[i..])),
-            Some(('%', rest)) => {
-                let stop = n.iter().position(|&c| c == DELIMITER).unwrap_or(n.len());
-                (0..=stop).any(|i| m(rest, &n[i..]))
-            }
-            Some((c, rest)) => n.first() == Some(c) && m(rest, &n[1..]),
+    // INBOX matches whatever the case of its letters in the pattern.
+    let p: Vec<char> = match pattern.get(..5) {
+        Some(head) if name == "INBOX" && head.eq_ignore_ascii_case("INBOX") => {
+            "INBOX".chars().chain(pattern[5..].chars()).collect()
         }
-    }
-    let (p, n): (Vec<char>, Vec<char>) = if name == "INBOX" {
-        let upper = pattern.to_string();
-        let fixed = if upper.len() >= 5 && upper[..5].eq_ignore_ascii_case("INBOX") {
-            format!("INBOX{}", &upper[5..])
-        } else {
-            upper
-        };
-        (fixed.chars().collect(), name.chars().collect())
-    } else {
-        (pattern.chars().collect(), name.chars().collect())
+        _ => pattern.chars().collect(),
     };
-    // Bound the backtracking: patterns are short in practice; refuse absurd ones.
-    if p.iter().filter(|c| **c == '*' || **c == '%').count() > 8 {
-        return false;
+    let n: Vec<char> = name.chars().collect();
+    // Dynamic programming over (pattern position, name position): O(|p| * |n|) whatever
+    // the wildcards, so no pattern can make it backtrack without end.
+    // row[j]: the pattern so far matches the first j characters of the name.
+    let mut row = vec![false; n.len() + 1];
+    row[0] = true;
+    for &pc in &p {
+        let mut next = vec![false; n.len() + 1];
+        match pc {
+            '*' => {
+                let mut any = false;
+                for j in 0..=n.len() {
+                    any |= row[j];
+                    next[j] = any;
+                }
+            }
+            '%' => {
+                let mut any = false;
+                for j in 0..=n.len() {
+                    any |= row[j];
+                    next[j] = any;
+                    // `%` does not cross the hierarchy delimiter.
+                    if j < n.len() && n[j] == DELIMITER {
+                        any = false;
+                    }
+                }
+            }
+            c => {
+                for j in 1..=n.len() {
+                    next[j] = row[j - 1] && n[j - 1] == c;
+                }
+            }
+        }
+        row = next;
     }
-    m(&p, &n)
+    row[n.len()]
 }
 
 #[cfg(test)]
@@ -1974,5 +2063,14 @@ mod tests {
         assert!(list_match("inbox", "INBOX"));
         assert!(list_match("S*", "Sent"));
         assert!(!list_match("S*", "Trash"));
+        assert!(list_match("%/%", "a/b"));
+        assert!(!list_match("%", "a/"));
+        assert!(list_match("a%", "abc"));
+        assert!(list_match("INBOX*", "INBOX"));
+        assert!(!list_match("Entw&APw-rfe", "INBOX"));
+        // No backtracking blow-up: a long name and many stars answer at once.
+        let long = "a".repeat(4000);
+        assert!(!list_match("********b", &long));
+        assert!(list_match("*a*a*a*a*a*a*a*a", &long));
     }
 }

@@ -320,12 +320,20 @@ async fn accept_loop(server: Rc<ShardServer>, addr: SocketAddr, kind: Listener) 
             Err(_) => continue,
         };
         if !server.admit(peer.ip()) {
+            // Each protocol's own way of saying so; on implicit-TLS listeners nothing can be
+            // said before a handshake, so the connection is just closed.
+            let refusal: &'static [u8] = match kind {
+                Listener::Smtp | Listener::Submission | Listener::Lmtp => {
+                    b"421 4.7.0 too many connections from your address\r\n"
+                }
+                Listener::Pop3 => b"-ERR [SYS/TEMP] too many connections from your address\r\n",
+                Listener::Imap => b"* BYE [UNAVAILABLE] too many connections from your address\r\n",
+                Listener::Smtps | Listener::Pop3s | Listener::Imaps => b"",
+            };
             glommio::spawn_local(async move {
                 let mut s = stream;
                 use futures_lite::AsyncWriteExt;
-                let _ = s
-                    .write_all(b"421 4.7.0 too many connections from your address\r\n")
-                    .await;
+                let _ = s.write_all(refusal).await;
                 let _ = s.close().await;
             })
             .detach();

@@ -65,7 +65,10 @@ impl TlsStream {
         let n = self.tcp.read(&mut self.scratch).await?;
         let mut data = &self.scratch[..n];
         while !data.is_empty() {
-            self.tls.read_tls(&mut data)?;
+            // 0: rustls takes no more (the peer sent close_notify); the rest is ignored.
+            if self.tls.read_tls(&mut data)? == 0 {
+                break;
+            }
             if let Err(e) = self.tls.process_new_packets() {
                 // Tell the peer why (an alert is queued) before giving up.
                 let _ = self.flush().await;
