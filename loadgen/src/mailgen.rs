@@ -4,7 +4,9 @@
 //! at 300 KiB, as measured on provider mail stores. Messages have the header block of real
 //! mail (Received chains, a DKIM signature, list headers), and either a text/plain body or a
 //! multipart/alternative with a plain and an HTML version, in English-like text whose word
-//! frequencies follow Zipf's law.
+//! frequencies follow Zipf's law. About one in five has an RFC 2047 encoded-word Subject and
+//! display name and 8-bit UTF-8 words in its text; about one in six (and most large ones)
+//! is a multipart/mixed with a base64 attachment, which then takes most of the size.
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -265,10 +267,20 @@ impl MailGen {
             "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.org; s=s2026;\r\n\th=from:to:subject:date:message-id; bh={bh};\r\n\tb={}\r\n\t {}\r\n",
             &sig[..172], &sig[172..]
         ));
-        h.push_str(&format!(
-            "From: {from}\r\nTo: {to}\r\nSubject: {}\r\n",
-            subject.join(" ")
-        ));
+        let international = self.rng.gen_ratio(1, 5);
+        if international {
+            // Encoded words, as mail from outside the ASCII world carries them.
+            let subject = format!("{} – Grüße aus Köln", subject.join(" "));
+            h.push_str(&format!(
+                "From: =?UTF-8?Q?J=C3=B6rg_M=C3=BCller?= <{from}>\r\nTo: {to}\r\nSubject: {}\r\n",
+                encoded_word(&subject)
+            ));
+        } else {
+            h.push_str(&format!(
+                "From: {from}\r\nTo: {to}\r\nSubject: {}\r\n",
+                subject.join(" ")
+            ));
+        }
         h.push_str(&format!("Date: Mon, {day} Nov 2026 {hh:02}:{mm:02}:00 +0000\r\nMessage-ID: <{id:016x}.{}@example.org>\r\nMIME-Version: 1.0\r\n", self.seq));
         if self.rng.gen_ratio(1, 3) {
             h.push_str(&format!(
@@ -278,9 +290,26 @@ impl MailGen {
         }
         let body_len = size.saturating_sub(h.len() + 150).max(40);
         let mut m = h;
-        if self.rng.gen_bool(0.5) {
+        if size > 40_000 || self.rng.gen_ratio(1, 6) {
+            // A short note and an attachment that takes the rest.
+            let b = format!("m{id:x}");
+            m.push_str(&format!("Content-Type: multipart/mixed; boundary=\"{b}\"\r\n\r\nThis is a multi-part message in MIME format.\r\n--{b}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"));
+            let note = self.text(body_len.min(600));
+            m.push_str(&note);
+            m.push_str(&format!("\r\n--{b}\r\nContent-Type: application/pdf; name=\"report-{}.pdf\"\r\nContent-Disposition: attachment; filename=\"report-{}.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n", self.seq, self.seq));
+            while m.len() + 80 < size {
+                let line = self.base64ish(76);
+                m.push_str(&line);
+                m.push_str("\r\n");
+            }
+            m.push_str(&format!("--{b}--\r\n"));
+        } else if self.rng.gen_bool(0.5) {
             m.push_str("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n");
-            m.push_str(&self.text(body_len));
+            let mut t = self.text(body_len);
+            if international {
+                t.push_str("\r\nViele Grüße, café à bientôt\r\n");
+            }
+            m.push_str(&t);
         } else {
             let b = format!("b{id:x}");
             m.push_str(&format!("Content-Type: multipart/alternative; boundary=\"{b}\"\r\n\r\n--{b}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"));
@@ -304,6 +333,15 @@ impl MailGen {
     }
 }
 
+/// `=?UTF-8?B?...?=`: one RFC 2047 encoded word (B encoding) of `s`.
+fn encoded_word(s: &str) -> String {
+    use base64::Engine;
+    format!(
+        "=?UTF-8?B?{}?=",
+        base64::engine::general_purpose::STANDARD.encode(s)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +354,23 @@ mod tests {
         let median = sizes[sizes.len() / 2];
         assert!((3000..4200).contains(&median), "median {median}");
         assert!(*sizes.last().unwrap() > 50_000 && *sizes.last().unwrap() <= 310 * 1024);
+    }
+
+    #[test]
+    fn has_attachments_encoded_words_and_8bit_text() {
+        let mut g = MailGen::new(3);
+        let msgs: Vec<Vec<u8>> = (0..600).map(|_| g.message()).collect();
+        let has = |needle: &[u8]| {
+            msgs.iter()
+                .filter(|m| m.windows(needle.len()).any(|w| w == needle))
+                .count()
+        };
+        let attachments = has(b"Content-Disposition: attachment");
+        let encoded = has(b"Subject: =?UTF-8?B?");
+        let eight_bit = has("Grüße".as_bytes());
+        assert!((60..180).contains(&attachments), "{attachments}");
+        assert!((70..200).contains(&encoded), "{encoded}");
+        assert!(eight_bit > 20, "{eight_bit}");
     }
 
     #[test]
