@@ -15,7 +15,7 @@ use ringmail_engine::{
     BlobId, Error, FlagOp, Flags, MailboxInfo, NewMessage, Partition, SpecialUse, StoreError, Uid,
 };
 
-use super::conn::{Conn, Detached, Read};
+use super::conn::{Conn, Read};
 use super::deflate::Deflate;
 use super::ShardServer;
 use crate::imap::command::{AppendMessage, Qresync};
@@ -41,14 +41,6 @@ struct Enabled {
     qresync: bool,
     utf8: bool,
     rev2: bool,
-}
-
-/// The part of a logged-in session that moves with the connection.
-struct Handoff {
-    conn: Detached,
-    account: String,
-    /// Client bytes read but not yet handled (pipelined commands after LOGIN).
-    pending: Vec<u8>,
 }
 
 struct Io {
@@ -214,45 +206,18 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, _peer: SocketAddr
     }
     let p = server.ctx.node.partition_of(&account);
     if let Some(part) = server.ctx.partitions.get(&p).cloned() {
-        let pending = take_pending(&mut io.framer);
+        let pending = io.framer.take_input();
         authenticated(server, part, io.conn, account, pending).await;
         return;
     }
     // The account lives on another core: the connection moves there.
-    let pending = take_pending(&mut io.framer);
-    let conn = match io.conn.detach() {
-        Ok(c) => c,
-        Err(_) => return,
-    };
-    let h = Handoff {
-        conn,
-        account,
-        pending,
-    };
-    let r = server
-        .ctx
-        .node
-        .on_partition(p, move |part| async move {
-            match super::local_server() {
-                Some(srv) => {
-                    glommio::spawn_local(async move {
-                        let conn = Conn::attach(h.conn);
-                        authenticated(srv, part, conn, h.account, h.pending).await
-                    })
-                    .detach();
-                    Ok(())
-                }
-                None => Err(Error::Config("no server on the owning shard".into())),
-            }
+    let pending = io.framer.take_input();
+    let who = account.clone();
+    server
+        .hand_off(&who, io.conn, "IMAP", move |srv, part, conn| {
+            authenticated(srv, part, conn, account, pending)
         })
         .await;
-    if let Err(e) = r {
-        tracing::warn!(error = %e, "IMAP hand-off failed; the connection is dropped");
-    }
-}
-
-fn take_pending(f: &mut Framer) -> Vec<u8> {
-    f.take_input()
 }
 
 fn preauth_capabilities(server: &ShardServer, tls: bool) -> String {
@@ -656,14 +621,20 @@ impl Session {
         }
     }
 
-    fn render_flags(keywords: &[String], f: u64, recent: bool, out: &mut Vec<u8>) {
+    /// The IMAP names of a message's flags: system flags, then the account's keywords.
+    fn flag_names(keywords: &[String], f: u64) -> Vec<&str> {
         let flags = Flags(f);
         let mut names: Vec<&str> = flags.system_names().collect();
-        for k in flags.keywords() {
-            if let Some(n) = keywords.get(k as usize) {
-                names.push(n);
-            }
-        }
+        names.extend(
+            flags
+                .keywords()
+                .filter_map(|k| keywords.get(k as usize).map(String::as_str)),
+        );
+        names
+    }
+
+    fn render_flags(keywords: &[String], f: u64, recent: bool, out: &mut Vec<u8>) {
+        let mut names = Self::flag_names(keywords, f);
         if recent {
             names.push("\\Recent");
         }
@@ -1834,13 +1805,7 @@ impl Session {
             } else {
                 None
             };
-            let f = Flags(info.flags.0);
-            let mut names: Vec<&str> = f.system_names().collect();
-            for k in f.keywords() {
-                if let Some(n) = self.keywords.get(k as usize) {
-                    names.push(n);
-                }
-            }
+            let names = Self::flag_names(&self.keywords, info.flags.0);
             let c = search::Candidate {
                 seq,
                 uid: m.uid,

@@ -29,6 +29,7 @@ use ringmail_engine::{AccountOptions, Node, NodeConfig, Service, ShardContext, S
 use crate::config::Config;
 use crate::smtp::Mode;
 use crate::users::Users;
+use conn::Conn;
 pub use metrics::Metrics;
 
 /// What every shard shares: read-only configuration and relaxed atomic counters.
@@ -168,6 +169,34 @@ impl ShardServer {
         match self.ctx.partitions.get(&p) {
             Some(part) => f(part.clone()).await,
             None => self.ctx.node.on_partition(p, f).await,
+        }
+    }
+
+    /// Moves a logged-in session to the shard that owns `account`: the connection (socket
+    /// and TLS state) is detached here and `start` runs there, next to the account's
+    /// partition, as a task of its own. On failure the connection is dropped.
+    pub(crate) async fn hand_off<S, Fut>(&self, account: &str, conn: Conn, protocol: &str, start: S)
+    where
+        S: FnOnce(Rc<ShardServer>, Rc<ringmail_engine::Partition>, Conn) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        let Ok(conn) = conn.detach() else {
+            return;
+        };
+        let p = self.ctx.node.partition_of(account);
+        let r = self
+            .ctx
+            .node
+            .on_partition(p, move |part| async move {
+                let srv = local_server().ok_or_else(|| {
+                    ringmail_engine::Error::Config("no server on the owning shard".into())
+                })?;
+                glommio::spawn_local(start(srv, part, Conn::attach(conn))).detach();
+                Ok(())
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(protocol, error = %e, "hand-off failed; the connection is dropped");
         }
     }
 

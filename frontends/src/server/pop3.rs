@@ -86,7 +86,13 @@ async fn run(
                         if conn.write_all(&out).await.is_err() {
                             break 'session;
                         }
-                        hand_off(&server, conn, session, account).await;
+                        let who = account.clone();
+                        let resume = Some(Event::OpenMaildrop { account });
+                        server
+                            .hand_off(&who, conn, "POP3", move |srv, _, conn| {
+                                run(srv, conn, session, Vec::new(), resume)
+                            })
+                            .await;
                         return;
                     }
                     let r = open_maildrop(&server, &account).await;
@@ -198,28 +204,6 @@ async fn stream_message(conn: &mut Conn, out: &mut Vec<u8>, body: &[u8]) -> bool
     }
     d.finish(out);
     true
-}
-
-async fn hand_off(server: &ShardServer, conn: Conn, session: Session, account: String) {
-    let Ok(conn) = conn.detach() else {
-        return;
-    };
-    let p = server.ctx.node.partition_of(&account);
-    let r = server
-        .ctx
-        .node
-        .on_partition(p, move |_| async move {
-            let srv = super::local_server()
-                .ok_or_else(|| Error::Config("no server on the owning shard".into()))?;
-            let resume = Some(Event::OpenMaildrop { account });
-            glommio::spawn_local(run(srv, Conn::attach(conn), session, Vec::new(), resume))
-                .detach();
-            Ok(())
-        })
-        .await;
-    if let Err(e) = r {
-        tracing::warn!(error = %e, "POP3 hand-off failed; the connection is dropped");
-    }
 }
 
 /// Locks the maildrop and lists INBOX. UIDL is `<UIDVALIDITY>.<UID>`: stable across
