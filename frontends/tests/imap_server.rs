@@ -41,6 +41,12 @@ def exchange(c, cmd):
             return lines
 "#;
 
+/// Runs `body` after the prelude; it must print "ok" (its checks exit early otherwise).
+fn py_ok(srv: &Server, body: &str) {
+    let out = py(srv, body);
+    assert!(out.contains("ok"), "{out}");
+}
+
 fn py(srv: &Server, body: &str) -> String {
     srv.python(&format!("{PRELUDE}\n{body}"))
 }
@@ -48,7 +54,7 @@ fn py(srv: &Server, body: &str) -> String {
 #[test]
 fn imaplib_append_fetch_flags_copy_move_expunge_for_accounts_on_every_core() {
     let srv = Server::new(&USERS);
-    let out = py(
+    py_ok(
         &srv,
         r#"
 msg = b"From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nDate: Mon, 7 Feb 1994 21:52:25 -0800\r\nMessage-ID: <1@x>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello \xc3\xbc\r\nsecond line\r\n"
@@ -106,13 +112,12 @@ for user in ["alice@example.org", "bob@example.org", "carol@example.org", "dave@
 print("ok")
 "#,
     );
-    assert!(out.contains("ok"), "{out}");
 }
 
 #[test]
 fn two_sessions_see_each_others_changes_and_idle_wakes() {
     let srv = Server::new(&USERS);
-    let out = py(
+    py_ok(
         &srv,
         r#"
 import socket, threading
@@ -161,7 +166,6 @@ a.logout(); b.logout()
 print("ok")
 "#,
     );
-    assert!(out.contains("ok"), "{out}");
 }
 
 #[test]
@@ -221,7 +225,7 @@ fn bad_input_gets_bad_or_no_and_other_sessions_carry_on() {
     assert!(r.line().starts_with("a6 BAD"));
     assert!(r.line().starts_with("a7 OK"));
     // Authenticated bad input, over TLS via Python (raw TLS is easier there).
-    let out = py(
+    py_ok(
         &srv,
         r#"
 c = login("alice@example.org")
@@ -247,7 +251,6 @@ c.logout()
 print("ok")
 "#,
     );
-    assert!(out.contains("ok"), "{out}");
     // A client that announces a literal and never sends it: its session times out (5 s in
     // tests), others are unaffected meanwhile.
     let mut stuck = Raw::connect_with(srv.imap, "* OK");
@@ -267,7 +270,7 @@ print("ok")
 #[test]
 fn recent_goes_to_the_first_session_and_imap4rev2_drops_it() {
     let srv = Server::new(&USERS);
-    let out = py(
+    py_ok(
         &srv,
         r#"
 a = login("dave@example.org")
@@ -310,13 +313,12 @@ check(l.startswith(b'* ESEARCH (TAG "') and l.rstrip().endswith(b"ALL 1:4"), "es
 print("ok")
 "#,
     );
-    assert!(out.contains("ok"), "{out}");
 }
 
 #[test]
 fn commands_pipelined_after_login_follow_the_session_to_its_core() {
     let srv = Server::new(&USERS);
-    let out = py(
+    py_ok(
         &srv,
         r#"
 import socket
@@ -338,13 +340,12 @@ for user in ["alice@example.org", "bob@example.org", "carol@example.org", "dave@
 print("ok")
 "#,
     );
-    assert!(out.contains("ok"), "{out}");
 }
 
 #[test]
 fn condstore_and_qresync_resync_after_changes_from_another_session() {
     let srv = Server::new(&USERS);
-    let out = py(
+    py_ok(
         &srv,
         r#"
 a = login("bob@example.org")
@@ -396,13 +397,12 @@ c.logout()
 print("ok")
 "#,
     );
-    assert!(out.contains("ok"), "{out}");
 }
 
 #[test]
 fn compress_deflate_carries_a_session() {
     let srv = Server::new(&USERS);
-    let out = py(
+    py_ok(
         &srv,
         r#"
 import socket, zlib
@@ -444,13 +444,12 @@ check(b"a6 OK" in until(b"a6 "), "logout")
 print("ok")
 "#,
     );
-    assert!(out.contains("ok"), "{out}");
 }
 
 #[test]
 fn sort_and_thread_over_a_mailbox() {
     let srv = Server::new(&USERS);
-    let out = py(
+    py_ok(
         &srv,
         r#"
 c = login("bob@example.org")
@@ -483,13 +482,12 @@ c.logout()
 print("ok")
 "#,
     );
-    assert!(out.contains("ok"), "{out}");
 }
 
 #[test]
 fn objectid_mailboxid_survives_rename_and_binary_literal8_append() {
     let srv = Server::new(&USERS);
-    let out = py(
+    py_ok(
         &srv,
         r#"
 c = login("alice@example.org")
@@ -523,13 +521,12 @@ c.logout()
 print("ok")
 "#,
     );
-    assert!(out.contains("ok"), "{out}");
 }
 
 #[test]
 fn review_regressions_stale_flags_implicit_seen_failed_delete_and_umlaut_list() {
     let srv = Server::new(&USERS);
-    let out = py(
+    py_ok(
         &srv,
         r#"
 a = login("carol@example.org")
@@ -559,5 +556,4 @@ check(typ == "OK", "session alive")
 print("ok")
 "#,
     );
-    assert!(out.contains("ok"), "{out}");
 }
