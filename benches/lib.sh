@@ -183,7 +183,7 @@ rm_run() { # LABEL KEY SERVER_PID REPORT_COMMAND LOADGEN_ARGS...
   local out="$W/$label-$key" nice=()
   echo "  $label ${key/#-/}: ${WARMUP:=0} s warm-up, then measured" >&2
   python3 benches/cpu_run.py "$out.client-cpu" \
-    "$BIN/ringmail-loadgen" "$@" --warmup "$WARMUP" --report "$out.json" >/dev/null 2>"$out.log" &
+    "$BIN/ringmail-loadgen" "$@" ${LOADGEN_ARGS:-} --warmup "$WARMUP" --report "$out.json" >/dev/null 2>"$out.log" &
   lg=$!
   # The first readings are taken by a reader started now and niced: started once the
   # machine is saturated, it would read seconds late.

@@ -7,6 +7,12 @@ use clap::{Args, Parser, Subcommand};
 use ringmail::config::{parse_addr, Config};
 use ringmail::users::Users;
 
+// Shards hand buffers to each other (a message parsed on one core is appended on the
+// recipient's): glibc's allocator serialises such frees on its arena locks (futex waits
+// under load); mimalloc frees across threads without a lock.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "ringmail", version, about = "A mail server built for speed")]
 struct Cli {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use ringmail_loadgen::imap::Mix;
+use ringmail_loadgen::run::Runtime;
 use ringmail_loadgen::verify::{verify, verify_with, Protocol};
 use ringmail_loadgen::{run, Config, Mixed, Tls, Users, Workload};
 
@@ -46,6 +47,42 @@ fn smtp_lmtp_and_pop3_workloads_then_verify() {
     let v = verify(addr(srv.pop3), "secret", &acked, Duration::from_secs(10));
     assert!(v.clean(), "{v:?}");
     assert!(v.checked > 80, "{}", v.checked);
+}
+
+/// Both runtimes move mail without errors: 48 connections (SMTP, then IMAP) as coroutines on
+/// one thread, then one thread per connection; everything acknowledged is then verified.
+#[test]
+fn per_core_and_thread_runtimes() {
+    let users: Vec<String> = (1..=12).map(|i| format!("bench{i}@example.org")).collect();
+    let refs: Vec<&str> = users.iter().map(|s| s.as_str()).collect();
+    let srv = Server::with_config(&refs, "[auth]\ndanger_plaintext_without_tls = true\n");
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let mut acked = BTreeMap::<String, Vec<String>>::new();
+    for (seed, runtime) in [(1, Runtime::PerCore { workers: 1 }), (2, Runtime::Threads)] {
+        let mut cfg = Config::new(Workload::Smtp, addr(srv.smtp));
+        cfg.users = Users::parse("bench%d@example.org:1-12").unwrap();
+        cfg.connections = 48;
+        cfg.runtime = runtime;
+        cfg.duration = Duration::from_secs(2);
+        cfg.seed = seed;
+        let r = run(&cfg);
+        delivered(&r, &mut acked);
+        // Every connection got its turn.
+        assert!(r.commands["connect"].count >= 48, "{}", r.table());
+    }
+    let mut cfg = Config::new(Workload::Imap, addr(srv.imap));
+    cfg.users = Users::parse("bench%d@example.org:1-12").unwrap();
+    cfg.password = "secret".into();
+    cfg.connections = 24;
+    cfg.runtime = Runtime::PerCore { workers: 1 };
+    cfg.duration = Duration::from_secs(2);
+    cfg.imap_commands = 20;
+    let r = run(&cfg);
+    assert_eq!(r.total_errors(), 0, "{}", r.table());
+    assert!(r.commands["login"].count >= 24, "{}", r.table());
+    assert!(r.commands["all"].count > 100, "{}", r.table());
+    let v = verify(addr(srv.pop3), "secret", &acked, Duration::from_secs(10));
+    assert!(v.clean(), "{v:?}");
 }
 
 #[test]

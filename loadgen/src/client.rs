@@ -2,11 +2,12 @@
 //! or STARTTLS / STLS after the greeting) and SMTP AUTH PLAIN.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine as _;
 
+use crate::socket::Socket;
 use crate::tls::{Stream, Tls};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,11 +93,7 @@ pub(crate) fn open(
     timeout: Duration,
     tls: Option<&Tls>,
 ) -> Result<Stream, ClientError> {
-    let s = TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| ClientError::Connect(e.to_string()))?;
-    s.set_nodelay(true).ok();
-    s.set_read_timeout(Some(timeout)).ok();
-    s.set_write_timeout(Some(timeout)).ok();
+    let s = Socket::connect(addr, timeout).map_err(|e| ClientError::Connect(e.to_string()))?;
     match tls {
         Some(t) if !t.starttls => Stream::tls(s, t),
         _ => Ok(Stream::Plain(s)),
@@ -217,8 +214,8 @@ impl Conn {
         self.expect_smtp(|c| c == 235)
     }
 
-    /// One transaction, envelope pipelined (RFC 2920). `data` must be dot-stuffed and end
-    /// with CRLF. Returns when the message is acknowledged (for LMTP: by every recipient).
+    /// One transaction, envelope pipelined (RFC 2920). `data` is what [`data_block`] makes
+    /// of the message (sent in one write, final dot included). Returns when the message is acknowledged (for LMTP: by every recipient).
     pub fn smtp_send(
         &mut self,
         from: &str,
@@ -239,7 +236,6 @@ impl Conn {
         }
         self.expect_smtp(|c| c == 354)?;
         self.send(data)?;
-        self.send(b".\r\n")?;
         for _ in 0..if lmtp { rcpts.len() } else { 1 } {
             self.expect_smtp(|c| c == 250)?;
         }
@@ -340,19 +336,38 @@ impl Conn {
     }
 }
 
-/// Dot-stuffs a message for DATA and makes sure it ends with CRLF.
-pub fn dot_stuff(msg: &[u8]) -> Vec<u8> {
+/// A message as DATA sends it: dot-stuffed, ending with CRLF, then the final `.` line.
+pub fn data_block(msg: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(msg.len() + 64);
-    let mut at_start = true;
-    for &b in msg {
-        if at_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        at_start = b == b'\n';
+    // A line that starts with a dot gets a second one (RFC 5321 section 4.5.2).
+    let mut from = 0;
+    if msg.first() == Some(&b'.') {
+        out.push(b'.');
     }
+    for at in memchr::memmem::find_iter(msg, b"\n.") {
+        out.extend_from_slice(&msg[from..=at]);
+        out.push(b'.');
+        from = at + 1;
+    }
+    out.extend_from_slice(&msg[from..]);
     if !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(b".\r\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_blocks_are_dot_stuffed_and_terminated() {
+        assert_eq!(data_block(b"a\r\n"), b"a\r\n.\r\n");
+        assert_eq!(data_block(b"a"), b"a\r\n.\r\n");
+        assert_eq!(
+            data_block(b".x\r\n..y\r\nz.\r\n.\r\n"),
+            b"..x\r\n...y\r\nz.\r\n..\r\n.\r\n"
+        );
+    }
 }

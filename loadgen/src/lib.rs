@@ -5,8 +5,8 @@
 //! every message a server acknowledged is stored, byte for byte (`verify`).
 //!
 //! ```text
-//!  workers (one thread per connection) ─► client (blocking SMTP/LMTP/POP3/IMAP,
-//!      │                                   plain, implicit TLS or STARTTLS) ─► server
+//!  connections (coroutines, one epoll loop   ─► client (blocking-style SMTP/LMTP/POP3/IMAP,
+//!      │        per core; or a thread each)       plain, implicit TLS or STARTTLS) ─► server
 //!      │ closed loop: next request when the last is answered
 //!      │ open loop: requests at fixed intended times; latency counts from the intended
 //!      │            start, so a stalled server cannot hide its stall (no coordinated omission)
@@ -20,12 +20,14 @@ pub mod imap;
 pub mod mailgen;
 pub mod mixed;
 pub mod null_server;
+mod percore;
 pub mod plot;
 mod pop3;
 mod progress;
 pub mod report;
 pub mod run;
 mod smtp;
+pub mod socket;
 pub mod stamp;
 pub mod tls;
 pub mod users;

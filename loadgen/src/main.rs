@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use ringmail_loadgen::run::Runtime;
 use ringmail_loadgen::verify::{self, Protocol};
 use ringmail_loadgen::{mixed, run, Config, Mixed, Report, Tls, Users, Workload};
 
@@ -33,6 +34,12 @@ enum VerifyProtocol {
     Imap,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum RuntimeKind {
+    PerCore,
+    Threads,
+}
+
 #[derive(Parser)]
 #[command(
     name = "ringmail-loadgen",
@@ -52,6 +59,13 @@ struct Cli {
     password: String,
     #[arg(long, default_value_t = 10)]
     connections: usize,
+    /// per-core: --workers threads, each running its share of the connections as
+    /// coroutines over one epoll loop; threads: one blocking thread per connection.
+    #[arg(long, value_enum, default_value = "per-core")]
+    runtime: RuntimeKind,
+    /// per-core: how many threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
     /// Requests per second (open loop, latency from each request's intended start);
     /// without it, closed loop.
     #[arg(long)]
@@ -256,6 +270,11 @@ fn main() -> ExitCode {
     cfg.password = cli.password;
     cfg.connections = cli.connections.max(1);
     cfg.rate = cli.rate;
+    cfg.runtime = match (cli.runtime, cli.workers) {
+        (RuntimeKind::Threads, _) => Runtime::Threads,
+        (RuntimeKind::PerCore, Some(w)) => Runtime::PerCore { workers: w.max(1) },
+        (RuntimeKind::PerCore, None) => Runtime::per_core(),
+    };
     cfg.duration = Duration::from_secs(cli.duration);
     cfg.warmup = Duration::from_secs(cli.warmup);
     cfg.seed = cli.seed;

@@ -18,34 +18,43 @@ pub fn serve(listener: TcpListener, lmtp: bool) {
             let mut rcpts = 0;
             let mut in_data = false;
             let mut line = Vec::new();
+            let mut out = Vec::new();
             loop {
                 line.clear();
                 match r.read_until(b'\n', &mut line) {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
                 }
-                let reply: Vec<u8> = if in_data {
+                let reply: &[u8] = if in_data {
                     if line != b".\r\n" {
                         continue;
                     }
                     in_data = false;
                     let n = if lmtp { rcpts } else { 1 };
                     rcpts = 0;
-                    b"250 ok\r\n".repeat(n.max(1))
+                    for _ in 1..n.max(1) {
+                        out.extend_from_slice(b"250 ok\r\n");
+                    }
+                    b"250 ok\r\n"
                 } else if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"DATA") {
                     in_data = true;
-                    b"354 go\r\n".to_vec()
+                    b"354 go\r\n"
                 } else if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"RCPT") {
                     rcpts += 1;
-                    b"250 ok\r\n".to_vec()
+                    b"250 ok\r\n"
                 } else if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"QUIT") {
                     let _ = w.write_all(b"221 bye\r\n");
                     return;
                 } else {
-                    b"250 ok\r\n".to_vec()
+                    b"250 ok\r\n"
                 };
-                if w.write_all(&reply).is_err() {
-                    return;
+                out.extend_from_slice(reply);
+                // Pipelined commands get their replies in one write, as real servers do.
+                if r.buffer().is_empty() {
+                    if w.write_all(&out).is_err() {
+                        return;
+                    }
+                    out.clear();
                 }
             }
         });

@@ -1,5 +1,5 @@
-//! The run: configuration, one worker thread per connection, the open/closed-loop
-//! scheduler, and the live progress line. The workloads themselves are in `smtp`, `pop3`,
+//! The run: configuration, the connections spread over one thread per core (or one
+//! thread each), the open/closed-loop scheduler, and the live progress line. The workloads themselves are in `smtp`, `pop3`,
 //! `imap` and (connections of several kinds) `mixed`.
 
 use std::collections::BTreeMap;
@@ -33,6 +33,25 @@ pub enum Workload {
     Mixed,
 }
 
+/// How connections are mapped onto OS threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runtime {
+    /// `workers` threads (one per core by default), each running its share of the
+    /// connections as coroutines over one epoll loop ([`crate::percore`]).
+    PerCore { workers: usize },
+    /// One OS thread per connection, blocking on its socket.
+    Threads,
+}
+
+impl Runtime {
+    /// One thread per core the generator may run on.
+    pub fn per_core() -> Runtime {
+        Runtime::PerCore {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub workload: Workload,
@@ -40,6 +59,7 @@ pub struct Config {
     pub users: Users,
     pub password: String,
     pub connections: usize,
+    pub runtime: Runtime,
     /// Requests per second over all connections (open loop); `None` is closed loop.
     pub rate: Option<f64>,
     pub duration: Duration,
@@ -87,6 +107,7 @@ impl Config {
             users: Users::parse("bench%d:1-100").expect("valid"),
             password: "bench".into(),
             connections: 10,
+            runtime: Runtime::per_core(),
             rate: None,
             duration: Duration::from_secs(10),
             warmup: Duration::ZERO,
@@ -211,17 +232,15 @@ pub fn run(cfg: &Config) -> Report {
     });
     let results = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
-    let threads: Vec<_> = kinds
+    let jobs: Vec<Job> = kinds
         .into_iter()
         .enumerate()
         .map(|(w, (kind, prefix))| {
-            let (cfg, shared, results) = (cfg.for_kind(kind), shared.clone(), results.clone());
-            std::thread::spawn(move || {
-                let r = worker(&cfg, w, prefix, &shared, start);
-                results.lock().expect("no panics while held").push(r);
-            })
+            let (cfg, shared) = (cfg.for_kind(kind), shared.clone());
+            Box::new(move || worker(&cfg, w, prefix, &shared, start)) as Job
         })
         .collect();
+    let threads = spawn(cfg.runtime, jobs, &results);
     let mut last = 0;
     // Completions per second, for the throughput-over-time plot.
     let mut timeline = Vec::new();
@@ -257,8 +276,13 @@ pub fn run(cfg: &Config) -> Report {
         }
     }
     shared.stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
     for t in threads {
-        let _ = t.join();
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failures.push(format!("runtime: {e}")),
+            Err(_) => failures.push("runtime: a worker thread panicked".to_string()),
+        }
     }
     let elapsed = start.elapsed().saturating_sub(cfg.warmup);
     let (cpu0, requests0) = measured_from.unwrap_or_default();
@@ -267,6 +291,9 @@ pub fn run(cfg: &Config) -> Report {
     let mut report = Report::merge(cfg, results, elapsed);
     for (k, n) in prefilled.map(|p| p.errors).unwrap_or_default() {
         *report.errors.entry(format!("prefill: {k}")).or_default() += n;
+    }
+    for f in failures {
+        *report.errors.entry(f).or_default() += 1;
     }
     report.timeline = timeline;
     let requests = requests(&shared).saturating_sub(requests0);
@@ -284,6 +311,60 @@ pub fn cpu_time() -> Duration {
         + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     // USER_HZ is 100 on Linux.
     Duration::from_millis(ticks * 10)
+}
+
+/// One connection's whole run.
+type Job = Box<dyn FnOnce() -> WorkerResult + Send>;
+
+/// Starts the threads that run `jobs`, each pushing its results into `results`.
+fn spawn(
+    runtime: Runtime,
+    jobs: Vec<Job>,
+    results: &Arc<Mutex<Vec<WorkerResult>>>,
+) -> Vec<std::thread::JoinHandle<Result<(), String>>> {
+    let push = |results: &Arc<Mutex<Vec<WorkerResult>>>, r: Vec<WorkerResult>| {
+        results.lock().expect("no panics while held").extend(r);
+    };
+    match runtime {
+        Runtime::Threads => jobs
+            .into_iter()
+            .map(|job| {
+                let results = results.clone();
+                std::thread::spawn(move || {
+                    push(&results, vec![job()]);
+                    Ok(())
+                })
+            })
+            .collect(),
+        Runtime::PerCore { workers } => {
+            // Connection w goes to thread w mod workers, so each kind of a mixed run is
+            // spread over every thread.
+            let workers = workers.clamp(1, jobs.len().max(1));
+            let mut shares: Vec<Vec<Job>> = (0..workers).map(|_| Vec::new()).collect();
+            for (w, job) in jobs.into_iter().enumerate() {
+                shares[w % workers].push(job);
+            }
+            shares
+                .into_iter()
+                .enumerate()
+                .map(|(t, share)| {
+                    let results = results.clone();
+                    std::thread::Builder::new()
+                        .name(format!("loadgen-{t}"))
+                        .spawn(move || {
+                            let share = share
+                                .into_iter()
+                                .map(|j| j as Box<dyn FnOnce() -> WorkerResult>)
+                                .collect();
+                            let r = crate::percore::run(share).map_err(|e| e.to_string())?;
+                            push(&results, r);
+                            Ok(())
+                        })
+                        .expect("a thread can be started")
+                })
+                .collect()
+        }
+    }
 }
 
 /// A small pool of messages per worker keeps the generator off the request path: each
@@ -340,7 +421,7 @@ fn worker(
                     start + iv.mul_f64(k as f64) + iv.mul_f64(w as f64 / cfg.connections as f64);
                 let now = Instant::now();
                 if t > now {
-                    std::thread::sleep(t - now);
+                    crate::percore::sleep(t - now);
                 }
                 if shared.stop.load(Ordering::Relaxed) {
                     break;
@@ -379,7 +460,7 @@ fn worker(
                 conn = None;
                 // (A target that refuses connections or TLS is not retried in a tight loop.)
                 if matches!(e, ClientError::Connect(_) | ClientError::Tls(_)) {
-                    std::thread::sleep(Duration::from_millis(100));
+                    crate::percore::sleep(Duration::from_millis(100));
                 }
             }
         }

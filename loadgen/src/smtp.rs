@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use rand::rngs::SmallRng;
 
-use crate::client::{dot_stuff, ClientError, Conn};
+use crate::client::{data_block, ClientError, Conn};
 use crate::run::{record, Config, WorkerResult, Workload};
 use crate::stamp::stamp;
 
@@ -42,7 +42,7 @@ pub(crate) fn deliver(
     let id = format!("{}-{w}-{k}", cfg.seed);
     let msg = stamp(&id, &pool[(k as usize + w) % pool.len()]);
     let from = account.as_deref().unwrap_or(SENDER);
-    c.smtp_send(from, &rcpts, &dot_stuff(&msg), lmtp)?;
+    c.smtp_send(from, &rcpts, &data_block(&msg), lmtp)?;
     res.bytes += msg.len() as u64;
     for r in rcpts {
         res.acked.push((r, id.clone()));

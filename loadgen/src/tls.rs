@@ -1,5 +1,5 @@
 //! TLS for every workload: implicit TLS (smtps, imaps, pop3s ports) or STARTTLS/STLS, with
-//! rustls over the blocking `TcpStream` the clients use.
+//! rustls over the clients' [`Socket`].
 //!
 //! One [`rustls::ClientConfig`] is shared by all connections of a run, so its session cache
 //! lets reconnecting sessions (POP3 and IMAP log in anew, over and over) resume instead of
@@ -8,7 +8,7 @@
 //! (and the handshake signature) keeps the generator's own cost per connection low.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, TcpStream};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
 
 use crate::client::{io, ClientError};
+use crate::socket::Socket;
 
 /// How a workload's connections use TLS.
 #[derive(Clone, Debug)]
@@ -131,14 +132,14 @@ impl ServerCertVerifier for NoVerification {
 
 /// A client connection's byte stream: plain TCP or TLS over it.
 pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<ClientConnection, TcpStream>>),
+    Plain(Socket),
+    Tls(Box<rustls::StreamOwned<ClientConnection, Socket>>),
 }
 
 impl Stream {
     /// Starts TLS on `tcp` and completes the handshake (so a failed handshake is reported
     /// as such, at connect time).
-    pub fn tls(tcp: TcpStream, tls: &Tls) -> Result<Stream, ClientError> {
+    pub fn tls(tcp: Socket, tls: &Tls) -> Result<Stream, ClientError> {
         let conn = ClientConnection::new(tls.config.clone(), tls.name.clone())
             .map_err(|e| ClientError::Tls(e.to_string()))?;
         let mut s = rustls::StreamOwned::new(conn, tcp);
@@ -168,12 +169,11 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
-    pub fn set_read_timeout(&self, d: Duration) {
-        let s = match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(t) => &t.sock,
-        };
-        let _ = s.set_read_timeout(Some(d.max(Duration::from_millis(1))));
+    pub fn set_read_timeout(&mut self, d: Duration) {
+        match self {
+            Stream::Plain(s) => s.set_read_timeout(d),
+            Stream::Tls(t) => t.sock.set_read_timeout(d),
+        }
     }
 }
 

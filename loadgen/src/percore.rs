@@ -1,0 +1,320 @@
+//! The thread-per-core runtime: one OS thread per core, each running its share of the
+//! connections as coroutines over one epoll loop (mio).
+//!
+//! Why coroutines: the workloads are written as straight-line blocking code (send a
+//! command, read its answer, check it), which is easy to get right and to read. Run one
+//! OS thread per connection and every request costs the kernel a context switch each way;
+//! here a connection that would block on its socket suspends instead (a few nanoseconds,
+//! a stack switch in user space), and the thread's loop resumes it when epoll says the
+//! socket is ready. The session code is the same in both runtimes: [`crate::socket`] asks
+//! [`wait`] for readiness when it runs on a coroutine, and blocks the thread otherwise
+//! (`--runtime threads`, `verify`, the IMAP prefill).
+//!
+//! Each thread owns its connections for the whole run (no stealing, nothing shared but the
+//! run's atomic counters), so a connection never moves between cores.
+
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use corosensei::stack::DefaultStack;
+use corosensei::{Coroutine, CoroutineResult, Yielder};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token};
+
+/// Each connection's stack. The sessions keep their buffers on the heap; the largest
+/// frames are rustls's handshake and the IMAP answer parser's. Pages are only committed
+/// when touched, so this is address space, not memory.
+const STACK_SIZE: usize = 256 << 10;
+
+/// What a suspended connection waits for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Wait {
+    /// The running coroutine's socket to be readable (or writable, with `write`), until
+    /// `deadline`.
+    Io { write: bool, deadline: Instant },
+    /// Nothing but the time (the open loop's schedule, a pause after an error).
+    Until(Instant),
+}
+
+/// Why a suspended connection was resumed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Woken {
+    Ready,
+    TimedOut,
+}
+
+type Co<R> = Coroutine<Woken, Wait, R, DefaultStack>;
+
+thread_local! {
+    /// The running coroutine's yielder; null outside a coroutine.
+    static CURRENT: Cell<*const Yielder<Woken, Wait>> = const { Cell::new(std::ptr::null()) };
+    /// The running coroutine's slot (its epoll token).
+    static CURRENT_ID: Cell<usize> = const { Cell::new(0) };
+    /// This thread's epoll registry, while a runtime loop runs on it.
+    static REGISTRY: RefCell<Option<Registry>> = const { RefCell::new(None) };
+}
+
+/// Whether the caller runs on one of this runtime's coroutines.
+pub(crate) fn in_coroutine() -> bool {
+    CURRENT.with(|c| !c.get().is_null())
+}
+
+/// Suspends the running coroutine until `w` is met. Only called on a coroutine.
+pub(crate) fn wait(w: Wait) -> Woken {
+    let y = CURRENT.with(|c| c.get());
+    assert!(!y.is_null(), "percore::wait outside a coroutine");
+    let id = CURRENT_ID.with(|c| c.get());
+    // SAFETY: `y` was set by this coroutine's own body to its yielder, which lives as long
+    // as the coroutine; we are running on that coroutine's stack, so it is alive.
+    let woken = unsafe { &*y }.suspend(w);
+    // Others ran in between and set their own.
+    CURRENT.with(|c| c.set(y));
+    CURRENT_ID.with(|c| c.set(id));
+    woken
+}
+
+/// Sleeps for `d`: suspends the coroutine, or the thread outside one.
+pub(crate) fn sleep(d: Duration) {
+    if in_coroutine() {
+        wait(Wait::Until(Instant::now() + d));
+    } else {
+        std::thread::sleep(d);
+    }
+}
+
+/// Adds a new socket of the running coroutine to its thread's epoll set. Readiness is
+/// edge-triggered: a socket is waited on only after a read or write found it not ready.
+pub(crate) fn register(fd: RawFd) -> std::io::Result<()> {
+    let id = CURRENT_ID.with(|c| c.get());
+    REGISTRY.with(|r| match r.borrow().as_ref() {
+        Some(reg) => reg.register(
+            &mut SourceFd(&fd),
+            Token(id),
+            Interest::READABLE | Interest::WRITABLE,
+        ),
+        None => Ok(()),
+    })?;
+    // A socket closed without being deregistered leaves its fd number free: the same
+    // number may come back here for a new socket.
+    PENDING.with(|p| {
+        if let Some(s) = p.borrow_mut().get_mut(id) {
+            *s = (false, false);
+        }
+    });
+    Ok(())
+}
+
+thread_local! {
+    /// Per slot: readable and writable events seen while the slot was not waiting for them.
+    static PENDING: RefCell<Vec<(bool, bool)>> = const { RefCell::new(Vec::new()) };
+}
+
+struct Slot<R> {
+    co: Option<Co<R>>,
+    /// What it waits for, and that wait's number (older timer entries are stale).
+    waiting: Option<(Wait, u64)>,
+}
+
+/// Runs `jobs` as coroutines on this thread until all have returned; returns their
+/// results in order.
+pub(crate) fn run<R: 'static>(jobs: Vec<Box<dyn FnOnce() -> R>>) -> std::io::Result<Vec<R>> {
+    let mut poll = Poll::new()?;
+    REGISTRY.with(|r| {
+        poll.registry()
+            .try_clone()
+            .map(|reg| *r.borrow_mut() = Some(reg))
+    })?;
+    let n = jobs.len();
+    PENDING.with(|p| *p.borrow_mut() = vec![(false, false); n]);
+    let mut slots: Vec<Slot<R>> = Vec::with_capacity(n);
+    for job in jobs {
+        let stack = DefaultStack::new(STACK_SIZE)?;
+        let co = Coroutine::with_stack(stack, move |y: &Yielder<Woken, Wait>, _: Woken| {
+            CURRENT.with(|c| c.set(y as *const _));
+            job()
+        });
+        slots.push(Slot {
+            co: Some(co),
+            waiting: None,
+        });
+    }
+    let mut results: Vec<Option<R>> = (0..n).map(|_| None).collect();
+    let mut ready: VecDeque<(usize, Woken)> = (0..n).map(|i| (i, Woken::Ready)).collect();
+    let mut timers: BinaryHeap<Reverse<(Instant, u64, usize)>> = BinaryHeap::new();
+    let mut seq: u64 = 0;
+    let mut live = n;
+    let mut events = Events::with_capacity(1024);
+    while live > 0 {
+        while let Some((id, woken)) = ready.pop_front() {
+            let Some(co) = slots[id].co.as_mut() else {
+                continue;
+            };
+            CURRENT_ID.with(|c| c.set(id));
+            let r = co.resume(woken);
+            CURRENT.with(|c| c.set(std::ptr::null()));
+            match r {
+                CoroutineResult::Return(v) => {
+                    results[id] = Some(v);
+                    slots[id].co = None;
+                    live -= 1;
+                }
+                CoroutineResult::Yield(w) => {
+                    if let Wait::Io { write, .. } = w {
+                        // An event that came while it was running may be the one it waits
+                        // for; a spurious wake-up costs one more read that finds nothing.
+                        let seen = PENDING.with(|p| {
+                            let mut p = p.borrow_mut();
+                            let f = if write { &mut p[id].1 } else { &mut p[id].0 };
+                            std::mem::take(f)
+                        });
+                        if seen {
+                            ready.push_back((id, Woken::Ready));
+                            continue;
+                        }
+                    }
+                    seq += 1;
+                    let deadline = match w {
+                        Wait::Io { deadline, .. } | Wait::Until(deadline) => deadline,
+                    };
+                    timers.push(Reverse((deadline, seq, id)));
+                    slots[id].waiting = Some((w, seq));
+                }
+            }
+        }
+        if live == 0 {
+            break;
+        }
+        // Sleep until the first live deadline, or an event.
+        let now = Instant::now();
+        let mut timeout = None;
+        while let Some(Reverse((at, s, id))) = timers.peek().copied() {
+            if slots[id].waiting.map(|(_, cur)| cur) != Some(s) {
+                timers.pop();
+                continue;
+            }
+            timeout = Some(at.saturating_duration_since(now));
+            break;
+        }
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        for ev in events.iter() {
+            let id = ev.token().0;
+            let (r, w) = (
+                ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                ev.is_writable() || ev.is_write_closed() || ev.is_error(),
+            );
+            match slots.get(id).and_then(|s| s.waiting) {
+                Some((Wait::Io { write, .. }, _)) if (write && w) || (!write && r) => {
+                    slots[id].waiting = None;
+                    ready.push_back((id, Woken::Ready));
+                    // The other direction's edge is kept for later.
+                    PENDING.with(|p| {
+                        let mut p = p.borrow_mut();
+                        if write {
+                            p[id].0 |= r;
+                        } else {
+                            p[id].1 |= w;
+                        }
+                    });
+                }
+                Some(_) | None if id < n => PENDING.with(|p| {
+                    let mut p = p.borrow_mut();
+                    p[id].0 |= r;
+                    p[id].1 |= w;
+                }),
+                _ => {}
+            }
+        }
+        let now = Instant::now();
+        while let Some(Reverse((at, s, id))) = timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            timers.pop();
+            if slots[id].waiting.map(|(_, cur)| cur) == Some(s) {
+                let w = slots[id].waiting.take().map(|(w, _)| w);
+                let woken = match w {
+                    Some(Wait::Until(_)) => Woken::Ready,
+                    _ => Woken::TimedOut,
+                };
+                ready.push_back((id, woken));
+            }
+        }
+    }
+    REGISTRY.with(|r| *r.borrow_mut() = None);
+    Ok(results
+        .into_iter()
+        .map(|r| r.expect("every coroutine returned"))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn coroutines_interleave_on_one_thread() {
+        let start = Instant::now();
+        // Ten sleepers of 50 ms each finish in about 50 ms, not 500, on one thread.
+        let jobs: Vec<Box<dyn FnOnce() -> usize>> = (0..10usize)
+            .map(|i| {
+                Box::new(move || {
+                    assert!(in_coroutine());
+                    sleep(Duration::from_millis(50));
+                    i
+                }) as Box<dyn FnOnce() -> usize>
+            })
+            .collect();
+        let out = run(jobs).unwrap();
+        assert_eq!(out, (0..10).collect::<Vec<_>>());
+        assert!(
+            start.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(!in_coroutine());
+    }
+
+    #[test]
+    fn sockets_wait_for_readiness_and_time_out() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        // The peer answers the first connection after a pause and never the second.
+        let peer = std::thread::spawn(move || {
+            let (mut a, _) = l.accept().unwrap();
+            let (_b, _) = l.accept().unwrap();
+            let mut buf = [0u8; 5];
+            a.read_exact(&mut buf).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            a.write_all(b"world").unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        let t = Duration::from_millis(300);
+        let jobs: Vec<Box<dyn FnOnce() -> String>> = vec![
+            Box::new(move || {
+                let mut s = crate::socket::Socket::connect(addr, t).unwrap();
+                s.write_all(b"hello").unwrap();
+                let mut buf = [0u8; 5];
+                s.read_exact(&mut buf).unwrap();
+                String::from_utf8_lossy(&buf).into()
+            }),
+            Box::new(move || {
+                sleep(Duration::from_millis(20));
+                let mut s = crate::socket::Socket::connect(addr, t).unwrap();
+                let mut buf = [0u8; 1];
+                format!("{:?}", s.read(&mut buf).map_err(|e| e.kind()))
+            }),
+        ];
+        let out = run(jobs).unwrap();
+        assert_eq!(out[0], "world");
+        assert_eq!(out[1], "Err(TimedOut)");
+        peer.join().unwrap();
+    }
+}
