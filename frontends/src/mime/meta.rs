@@ -67,7 +67,11 @@ fn raw_headers<const N: usize>(block: &[u8], names: [&str; N]) -> [Option<String
     let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
     // The header being collected (its index in `names`).
     let mut current: Option<usize> = None;
-    for line in block.split(|&c| c == b'\n') {
+    let mut from = 0;
+    let ends = memchr::memchr_iter(b'\n', block).chain(std::iter::once(block.len()));
+    for end in ends {
+        let line = &block[from.min(end)..end];
+        from = end + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.first().is_some_and(|c| *c == b' ' || *c == b'\t') {
             if let Some(v) = current.and_then(|i| found[i].as_mut()) {
@@ -96,11 +100,6 @@ fn raw_headers<const N: usize>(block: &[u8], names: [&str; N]) -> [Option<String
         }
     }
     found.map(|v| v.map(|v| v.trim_end().to_string()))
-}
-
-fn raw_header(block: &[u8], name: &str) -> Option<String> {
-    let [v] = raw_headers(block, [name]);
-    v
 }
 
 fn envelope(block: &[u8]) -> EnvelopeMeta {
@@ -220,6 +219,11 @@ fn part_meta(
         ),
     };
     let body = slice(bs, end);
+    // IMAP returns these as written in the header, so take them raw.
+    let [id, description, location] = raw_headers(
+        slice(hs, bs),
+        ["Content-ID", "Content-Description", "Content-Location"],
+    );
     let mut meta = PartMeta {
         header_start: hs,
         body_start: bs,
@@ -231,9 +235,8 @@ fn part_meta(
         },
         content_type,
         params,
-        // IMAP returns these as written in the header, so take them raw.
-        id: raw_header(slice(hs, bs), "Content-ID"),
-        description: raw_header(slice(hs, bs), "Content-Description"),
+        id,
+        description,
         encoding: p
             .content_transfer_encoding()
             .unwrap_or("7bit")
@@ -249,7 +252,7 @@ fn part_meta(
             )
         }),
         language: p.content_language().as_text().map(str::to_string),
-        location: raw_header(slice(hs, bs), "Content-Location"),
+        location,
         ..Default::default()
     };
     if depth >= MAX_DEPTH {

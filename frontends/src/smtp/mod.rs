@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod command;
+pub mod data;
 pub mod reply;
 pub mod session;
 

@@ -571,36 +571,16 @@ impl Session {
         let State::Data { mut line_start } = self.state else {
             return None;
         };
-        loop {
-            let Some(i) = memchr::memchr(b'\n', &self.input) else {
-                // A long partial line: move it out so the buffer stays bounded. It cannot be
-                // the terminator, which is three bytes long.
-                if self.input.len() > 64 << 10 {
-                    let chunk: Vec<u8> = std::mem::take(&mut self.input);
-                    let body = if line_start && chunk.first() == Some(&b'.') {
-                        &chunk[1..]
-                    } else {
-                        &chunk[..]
-                    };
-                    self.append_body(body);
-                    line_start = false;
-                }
-                self.state = State::Data { line_start };
-                return None;
-            };
-            let line: Vec<u8> = self.input.drain(..=i).collect();
-            if line_start && (line == b".\r\n" || line == b".\n") {
-                self.state = State::Command;
-                return self.finish_message(out);
-            }
-            let body = if line_start && line.first() == Some(&b'.') {
-                &line[1..]
-            } else {
-                &line[..]
-            };
-            self.append_body(body);
-            line_start = true;
+        let input = std::mem::take(&mut self.input);
+        let p = super::data::unstuff(&input, &mut line_start, |b| self.append_body(b));
+        self.input = input;
+        self.input.drain(..p.consumed);
+        if p.ended {
+            self.state = State::Command;
+            return self.finish_message(out);
         }
+        self.state = State::Data { line_start };
+        None
     }
 
     fn append_body(&mut self, bytes: &[u8]) {
