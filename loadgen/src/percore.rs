@@ -118,6 +118,18 @@ struct Slot<R> {
     waiting: Option<(Wait, u64)>,
 }
 
+/// Makes the calling thread a batch thread (`SCHED_BATCH`): when a server's answer wakes it,
+/// it does not preempt whatever runs on that core, usually the server under test sharing
+/// the machine, but waits for its turn. Fewer context switches for both, and the thread
+/// then finds more answers ready per wake-up. Best effort: nothing changes if refused.
+pub(crate) fn batch_thread() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain system call on the calling thread (pid 0) with a valid parameter.
+    unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
+    }
+}
+
 /// Runs `jobs` as coroutines on this thread until all have returned; returns their
 /// results in order.
 pub(crate) fn run<R: 'static>(jobs: Vec<Box<dyn FnOnce() -> R>>) -> std::io::Result<Vec<R>> {

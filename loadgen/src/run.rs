@@ -331,6 +331,7 @@ fn spawn(
             .map(|job| {
                 let results = results.clone();
                 std::thread::spawn(move || {
+                    crate::percore::batch_thread();
                     push(&results, vec![job()]);
                     Ok(())
                 })
@@ -352,6 +353,7 @@ fn spawn(
                     std::thread::Builder::new()
                         .name(format!("loadgen-{t}"))
                         .spawn(move || {
+                            crate::percore::batch_thread();
                             let share = share
                                 .into_iter()
                                 .map(|j| j as Box<dyn FnOnce() -> WorkerResult>)
