@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ringmail::imap::{parse_command, Command as ImapCommand, Frame, Framer, Limits};
-use ringmail::lines::{next_line, Line};
+use ringmail::lines::{next_line, Input, Line};
 use ringmail::mime::MessageMeta;
 use ringmail::{pop3, smtp};
 use ringmail_benches::mailgen::MailGen;
@@ -187,7 +187,8 @@ fn split_and_parse<T, E: std::fmt::Debug>(
     buf: &[u8],
     parse: impl Fn(&[u8]) -> Result<T, E>,
 ) -> usize {
-    let mut input = buf.to_vec();
+    let mut input = Input::default();
+    input.push(buf);
     let mut skip = false;
     let mut n = 0;
     while let Line::Line(l) = next_line(&mut input, &mut skip, 4096) {

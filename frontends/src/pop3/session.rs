@@ -101,7 +101,7 @@ enum State {
 pub struct Session {
     cfg: Pop3Config,
     state: State,
-    input: Vec<u8>,
+    input: crate::lines::Input,
     maildrop: Vec<MaildropEntry>,
     deleted: Vec<bool>,
     auth_failures: u32,
@@ -199,7 +199,7 @@ impl Session {
         Self {
             cfg,
             state: State::Authorization { user: None },
-            input: Vec::new(),
+            input: Default::default(),
             maildrop: Vec::new(),
             deleted: Vec::new(),
             auth_failures: 0,
@@ -216,7 +216,7 @@ impl Session {
     }
 
     pub fn input(&mut self, data: &[u8]) {
-        self.input.extend_from_slice(data);
+        self.input.push(data);
     }
 
     /// Whether an authentication failed since the last call (see the SMTP session).

@@ -151,7 +151,7 @@ enum State {
 pub struct Session {
     cfg: SessionConfig,
     state: State,
-    input: Vec<u8>,
+    input: crate::lines::Input,
     greeted: Option<String>,
     esmtp: bool,
     auth_user: Option<String>,
@@ -175,7 +175,7 @@ impl Session {
         Self {
             cfg,
             state: State::Command,
-            input: Vec::new(),
+            input: Default::default(),
             greeted: None,
             esmtp: false,
             auth_user: None,
@@ -229,7 +229,7 @@ impl Session {
     }
 
     pub fn input(&mut self, data: &[u8]) {
-        self.input.extend_from_slice(data);
+        self.input.push(data);
     }
 
     /// Bytes received but not yet processed (bounded by the session's limits).
@@ -572,9 +572,9 @@ impl Session {
             return None;
         };
         let input = std::mem::take(&mut self.input);
-        let p = super::data::unstuff(&input, &mut line_start, |b| self.append_body(b));
+        let p = super::data::unstuff(input.bytes(), &mut line_start, |b| self.append_body(b));
         self.input = input;
-        self.input.drain(..p.consumed);
+        self.input.consume(p.consumed);
         if p.ended {
             self.state = State::Command;
             return self.finish_message(out);
@@ -600,8 +600,10 @@ impl Session {
             return None;
         };
         let n = (remaining as usize).min(self.input.len());
-        let bytes: Vec<u8> = self.input.drain(..n).collect();
-        self.append_body(&bytes);
+        let input = std::mem::take(&mut self.input);
+        self.append_body(&input.bytes()[..n]);
+        self.input = input;
+        self.input.consume(n);
         let remaining = remaining - n as u64;
         if remaining > 0 {
             self.state = State::Chunk { remaining, last };
