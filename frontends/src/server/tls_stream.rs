@@ -18,8 +18,9 @@ pub struct TlsStream {
     tls: ServerConnection,
     /// Ciphertext read from the socket (reused).
     scratch: Vec<u8>,
-    /// Records for the socket (reused).
+    /// Records for the socket (reused), of which the first `sent` bytes are sent.
     out: Vec<u8>,
+    sent: usize,
 }
 
 impl TlsStream {
@@ -43,21 +44,42 @@ impl TlsStream {
             tls,
             scratch: vec![0; 16 << 10],
             out: Vec::new(),
+            sent: 0,
         }
     }
 
+    /// Only between commands, after a completed write: records already taken from rustls but
+    /// not yet sent would not travel (what rustls still holds does).
     pub fn into_parts(self) -> (TcpStream, ServerConnection) {
+        debug_assert!(
+            self.sent >= self.out.len(),
+            "unsent TLS records at a hand-off"
+        );
         (self.tcp, self.tls)
     }
 
     /// Sends whatever records rustls has queued.
+    ///
+    /// Safe to cancel (IDLE drops a pending read, which may be flushing an answer to a key
+    /// update): records taken from rustls stay in `out` until written, and a socket write
+    /// that is pending has written nothing (glommio tries the send, then waits for
+    /// writability), so the next flush resumes exactly where this one stopped.
     async fn flush(&mut self) -> io::Result<()> {
-        while self.tls.wants_write() {
-            self.out.clear();
-            self.tls.write_tls(&mut self.out)?;
-            self.tcp.write_all(&self.out).await?;
+        loop {
+            if self.sent < self.out.len() {
+                let n = self.tcp.write(&self.out[self.sent..]).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                self.sent += n;
+            } else if self.tls.wants_write() {
+                self.out.clear();
+                self.sent = 0;
+                self.tls.write_tls(&mut self.out)?;
+            } else {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     /// Reads one batch of records from the socket; 0 at end of stream.
