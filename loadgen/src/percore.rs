@@ -26,7 +26,9 @@ use mio::{Events, Interest, Poll, Registry, Token};
 
 /// Each connection's stack. The sessions keep their buffers on the heap; the largest
 /// frames are rustls's handshake and the IMAP answer parser's. Pages are only committed
-/// when touched, so this is address space, not memory.
+/// when touched, so this is address space, not memory. Each stack is two mappings (the
+/// stack and its guard page): Linux's default `vm.max_map_count` of 65,530 allows about
+/// 30,000 connections per generator process.
 const STACK_SIZE: usize = 256 << 10;
 
 /// What a suspended connection waits for.
@@ -112,12 +114,6 @@ thread_local! {
     static PENDING: RefCell<Vec<(bool, bool)>> = const { RefCell::new(Vec::new()) };
 }
 
-struct Slot<R> {
-    co: Option<Co<R>>,
-    /// What it waits for, and that wait's number (older timer entries are stale).
-    waiting: Option<(Wait, u64)>,
-}
-
 /// Makes the calling thread a batch thread (`SCHED_BATCH`): when a server's answer wakes it,
 /// it does not preempt whatever runs on that core, usually the server under test sharing
 /// the machine, but waits for its turn. Fewer context switches for both, and the thread
@@ -130,9 +126,29 @@ pub(crate) fn batch_thread() {
     }
 }
 
+struct Slot<R> {
+    co: Option<Co<R>>,
+    /// What it waits for.
+    waiting: Option<Wait>,
+    /// The time of this slot's entry in the timer heap, if it has one. Deadlines only move
+    /// later (each wait is "now + timeout"), so one entry per slot suffices: when it fires
+    /// early for a wait that has since moved its deadline, it is re-armed. A heap entry per
+    /// wait instead would hold waits per second × timeout entries.
+    armed: Option<Instant>,
+}
+
+fn deadline(w: Wait) -> Instant {
+    match w {
+        Wait::Io { deadline, .. } | Wait::Until(deadline) => deadline,
+    }
+}
+
 /// Runs `jobs` as coroutines on this thread until all have returned; returns their
-/// results in order.
-pub(crate) fn run<R: 'static>(jobs: Vec<Box<dyn FnOnce() -> R>>) -> std::io::Result<Vec<R>> {
+/// results in order, or for a job that panicked, the panic's message (the other jobs on
+/// the thread carry on).
+pub(crate) fn run<R: 'static>(
+    jobs: Vec<Box<dyn FnOnce() -> R>>,
+) -> std::io::Result<Vec<Result<R, String>>> {
     let mut poll = Poll::new()?;
     REGISTRY.with(|r| {
         poll.registry()
@@ -141,22 +157,29 @@ pub(crate) fn run<R: 'static>(jobs: Vec<Box<dyn FnOnce() -> R>>) -> std::io::Res
     })?;
     let n = jobs.len();
     PENDING.with(|p| *p.borrow_mut() = vec![(false, false); n]);
-    let mut slots: Vec<Slot<R>> = Vec::with_capacity(n);
+    let mut slots: Vec<Slot<Result<R, String>>> = Vec::with_capacity(n);
     for job in jobs {
         let stack = DefaultStack::new(STACK_SIZE)?;
         let co = Coroutine::with_stack(stack, move |y: &Yielder<Woken, Wait>, _: Woken| {
             CURRENT.with(|c| c.set(y as *const _));
-            job()
+            // Caught here, on the coroutine's own stack: a panic that left `resume` would
+            // unwind the loop and drop every other connection of the thread.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).map_err(|p| {
+                p.downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a connection panicked".into())
+            })
         });
         slots.push(Slot {
             co: Some(co),
             waiting: None,
+            armed: None,
         });
     }
-    let mut results: Vec<Option<R>> = (0..n).map(|_| None).collect();
+    let mut results: Vec<Option<Result<R, String>>> = (0..n).map(|_| None).collect();
     let mut ready: VecDeque<(usize, Woken)> = (0..n).map(|i| (i, Woken::Ready)).collect();
-    let mut timers: BinaryHeap<Reverse<(Instant, u64, usize)>> = BinaryHeap::new();
-    let mut seq: u64 = 0;
+    let mut timers: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
     let mut live = n;
     let mut events = Events::with_capacity(1024);
     while live > 0 {
@@ -187,29 +210,23 @@ pub(crate) fn run<R: 'static>(jobs: Vec<Box<dyn FnOnce() -> R>>) -> std::io::Res
                             continue;
                         }
                     }
-                    seq += 1;
-                    let deadline = match w {
-                        Wait::Io { deadline, .. } | Wait::Until(deadline) => deadline,
-                    };
-                    timers.push(Reverse((deadline, seq, id)));
-                    slots[id].waiting = Some((w, seq));
+                    let d = deadline(w);
+                    let slot = &mut slots[id];
+                    slot.waiting = Some(w);
+                    if slot.armed.is_none_or(|a| a > d) {
+                        timers.push(Reverse((d, id)));
+                        slot.armed = Some(d);
+                    }
                 }
             }
         }
         if live == 0 {
             break;
         }
-        // Sleep until the first live deadline, or an event.
-        let now = Instant::now();
-        let mut timeout = None;
-        while let Some(Reverse((at, s, id))) = timers.peek().copied() {
-            if slots[id].waiting.map(|(_, cur)| cur) != Some(s) {
-                timers.pop();
-                continue;
-            }
-            timeout = Some(at.saturating_duration_since(now));
-            break;
-        }
+        // Sleep until the first timer (perhaps one to re-arm), or an event.
+        let timeout = timers
+            .peek()
+            .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()));
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 return Err(e);
@@ -222,7 +239,7 @@ pub(crate) fn run<R: 'static>(jobs: Vec<Box<dyn FnOnce() -> R>>) -> std::io::Res
                 ev.is_writable() || ev.is_write_closed() || ev.is_error(),
             );
             match slots.get(id).and_then(|s| s.waiting) {
-                Some((Wait::Io { write, .. }, _)) if (write && w) || (!write && r) => {
+                Some(Wait::Io { write, .. }) if (write && w) || (!write && r) => {
                     slots[id].waiting = None;
                     ready.push_back((id, Woken::Ready));
                     // The other direction's edge is kept for later.
@@ -244,18 +261,28 @@ pub(crate) fn run<R: 'static>(jobs: Vec<Box<dyn FnOnce() -> R>>) -> std::io::Res
             }
         }
         let now = Instant::now();
-        while let Some(Reverse((at, s, id))) = timers.peek().copied() {
+        while let Some(Reverse((at, id))) = timers.peek().copied() {
             if at > now {
                 break;
             }
             timers.pop();
-            if slots[id].waiting.map(|(_, cur)| cur) == Some(s) {
-                let w = slots[id].waiting.take().map(|(w, _)| w);
+            let slot = &mut slots[id];
+            if slot.armed != Some(at) {
+                // Superseded by an earlier entry of the same slot.
+                continue;
+            }
+            slot.armed = None;
+            let Some(w) = slot.waiting else { continue };
+            if deadline(w) <= now {
+                slot.waiting = None;
                 let woken = match w {
-                    Some(Wait::Until(_)) => Woken::Ready,
-                    _ => Woken::TimedOut,
+                    Wait::Until(_) => Woken::Ready,
+                    Wait::Io { .. } => Woken::TimedOut,
                 };
                 ready.push_back((id, woken));
+            } else {
+                timers.push(Reverse((deadline(w), id)));
+                slot.armed = Some(deadline(w));
             }
         }
     }
@@ -284,7 +311,7 @@ mod tests {
                 }) as Box<dyn FnOnce() -> usize>
             })
             .collect();
-        let out = run(jobs).unwrap();
+        let out: Vec<usize> = run(jobs).unwrap().into_iter().map(Result::unwrap).collect();
         assert_eq!(out, (0..10).collect::<Vec<_>>());
         assert!(
             start.elapsed() < Duration::from_millis(400),
@@ -292,6 +319,25 @@ mod tests {
             start.elapsed()
         );
         assert!(!in_coroutine());
+    }
+
+    #[test]
+    fn a_panicking_connection_leaves_the_others_running() {
+        let jobs: Vec<Box<dyn FnOnce() -> u32>> = vec![
+            Box::new(|| {
+                sleep(Duration::from_millis(20));
+                1
+            }),
+            Box::new(|| panic!("boom")),
+            Box::new(|| {
+                sleep(Duration::from_millis(40));
+                3
+            }),
+        ];
+        let out = run(jobs).unwrap();
+        assert_eq!(out[0], Ok(1));
+        assert_eq!(out[1], Err("boom".to_string()));
+        assert_eq!(out[2], Ok(3));
     }
 
     #[test]
@@ -324,7 +370,7 @@ mod tests {
                 format!("{:?}", s.read(&mut buf).map_err(|e| e.kind()))
             }),
         ];
-        let out = run(jobs).unwrap();
+        let out: Vec<String> = run(jobs).unwrap().into_iter().map(Result::unwrap).collect();
         assert_eq!(out[0], "world");
         assert_eq!(out[1], "Err(TimedOut)");
         peer.join().unwrap();

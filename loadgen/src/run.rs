@@ -359,8 +359,13 @@ fn spawn(
                                 .map(|j| j as Box<dyn FnOnce() -> WorkerResult>)
                                 .collect();
                             let r = crate::percore::run(share).map_err(|e| e.to_string())?;
-                            push(&results, r);
-                            Ok(())
+                            let (ok, panics): (Vec<_>, Vec<_>) =
+                                r.into_iter().partition(Result::is_ok);
+                            push(&results, ok.into_iter().flatten().collect());
+                            match panics.into_iter().filter_map(Result::err).next() {
+                                Some(p) => Err(format!("a connection panicked: {p}")),
+                                None => Ok(()),
+                            }
                         })
                         .expect("a thread can be started")
                 })
@@ -416,11 +421,17 @@ fn worker(
     let mut conn: Option<Conn> = None;
     let mut imap = imap::workload::Worker::default();
     let measure_from = start + cfg.warmup;
+    let end = measure_from + cfg.duration;
     while !shared.stop.load(Ordering::Relaxed) {
         let intended = match interval {
             Some(iv) => {
                 let t =
                     start + iv.mul_f64(k as f64) + iv.mul_f64(w as f64 / cfg.connections as f64);
+                // A request due after the end of the run is not made: the run stays
+                // bounded by its duration, however low the rate per connection.
+                if t >= end {
+                    break;
+                }
                 let now = Instant::now();
                 if t > now {
                     crate::percore::sleep(t - now);

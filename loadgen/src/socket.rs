@@ -43,11 +43,20 @@ impl Socket {
             write_timeout: timeout,
         };
         // The connect is under way; it is done (or failed) when the socket turns writable.
-        s.wait(true, Instant::now() + timeout)?;
-        if let Some(e) = s.tcp.take_error()? {
-            return Err(e);
+        // A wake-up may be spurious (readiness is tracked per connection, not per socket),
+        // so "not connected yet" means wait again.
+        let deadline = Instant::now() + timeout;
+        loop {
+            s.wait(true, deadline)?;
+            if let Some(e) = s.tcp.take_error()? {
+                return Err(e);
+            }
+            match s.tcp.peer_addr() {
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+                Err(e) => return Err(e),
+            }
         }
-        s.tcp.peer_addr()?;
         s.tcp.set_nodelay(true)?;
         Ok(s)
     }
