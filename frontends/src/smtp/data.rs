@@ -1,8 +1,13 @@
 //! The DATA stream (RFC 5321 section 4.5.2): dot-unstuffing and the end-of-data line,
 //! over whatever bytes have arrived.
 //!
+//! Lines end with CRLF and nothing else: a bare LF is message text, so `<LF>.<LF>` or
+//! `<LF>.<CRLF>` do not end the message. Accepting those as the end is what made "SMTP
+//! smuggling" possible (CVE-2023-51764 and siblings: a sender hides a second message
+//! behind what one server takes for text and another for the end of data).
+//!
 //! Runs of lines that do not start with a dot are passed on in one piece (found with one
-//! `memmem` search for "\n."), so a message costs a handful of copies, not one per line.
+//! `memmem` search for "\r\n."), so a message costs a handful of copies, not one per line.
 
 /// What [`unstuff`] did with the bytes it was given.
 #[derive(Debug, PartialEq, Eq)]
@@ -15,17 +20,16 @@ pub struct Progress {
 
 /// Passes the message bytes in `input` to `body`, unstuffed, until the end-of-data line.
 /// `line_start` says whether `input` begins a line, and is kept up to date for the next
-/// call. Only a line that starts with a dot is held back until it is complete enough to
-/// tell (at most two bytes: `.` or `.\r`), so the unconsumed rest stays tiny.
+/// call. At most two bytes are held back for the next call: a line start's `.` or `.\r`
+/// (the end of data, or a stuffed dot?), or a final CR (the start of a line end?).
 pub fn unstuff(input: &[u8], line_start: &mut bool, mut body: impl FnMut(&[u8])) -> Progress {
     let mut pos = 0;
     loop {
         let rest = &input[pos..];
         if *line_start && rest.first() == Some(&b'.') {
-            if rest.starts_with(b".\r\n") || rest.starts_with(b".\n") {
-                let n = if rest[1] == b'\n' { 2 } else { 3 };
+            if rest.starts_with(b".\r\n") {
                 return Progress {
-                    consumed: pos + n,
+                    consumed: pos + 3,
                     ended: true,
                 };
             }
@@ -40,24 +44,22 @@ pub fn unstuff(input: &[u8], line_start: &mut bool, mut body: impl FnMut(&[u8]))
             *line_start = false;
             continue;
         }
-        if rest.is_empty() {
-            return Progress {
-                consumed: pos,
-                ended: false,
-            };
-        }
-        match memchr::memmem::find(rest, b"\n.") {
+        match memchr::memmem::find(rest, b"\r\n.") {
             Some(j) => {
-                body(&rest[..=j]);
-                pos += j + 1;
+                body(&rest[..j + 2]);
+                pos += j + 2;
                 *line_start = true;
             }
             None => {
-                // No line in what is here starts with a dot: all of it is message text.
-                body(rest);
-                *line_start = rest.last() == Some(&b'\n');
+                // No line here starts with a dot: all of it is message text, except a final
+                // CR, which the next read may turn into a line end.
+                let take = rest.len() - usize::from(rest.last() == Some(&b'\r'));
+                if take > 0 {
+                    body(&rest[..take]);
+                    *line_start = rest[..take].ends_with(b"\r\n");
+                }
                 return Progress {
-                    consumed: input.len(),
+                    consumed: pos + take,
                     ended: false,
                 };
             }
@@ -69,14 +71,14 @@ pub fn unstuff(input: &[u8], line_start: &mut bool, mut body: impl FnMut(&[u8]))
 mod tests {
     use super::*;
 
-    /// The line-by-line definition, for comparison.
+    /// The line-by-line definition (lines end with CRLF), for comparison.
     fn reference(stream: &[u8]) -> Option<(Vec<u8>, usize)> {
         let mut out = Vec::new();
         let mut pos = 0;
-        while let Some(i) = memchr::memchr(b'\n', &stream[pos..]) {
-            let line = &stream[pos..pos + i + 1];
-            pos += i + 1;
-            if line == b".\r\n" || line == b".\n" {
+        while let Some(i) = memchr::memmem::find(&stream[pos..], b"\r\n") {
+            let line = &stream[pos..pos + i + 2];
+            pos += i + 2;
+            if line == b".\r\n" {
                 return Some((out, pos));
             }
             out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
@@ -104,7 +106,7 @@ mod tests {
 
     #[test]
     fn matches_the_line_by_line_definition_however_it_is_split() {
-        let streams: [&[u8]; 7] = [
+        let streams: [&[u8]; 10] = [
             b"Subject: a\r\n\r\nbody\r\n.\r\nQUIT\r\n",
             b".\r\n",
             b"..\r\n...x\r\n.y\r\nz.\r\n. \r\n.\r\nNOOP\r\n",
@@ -112,6 +114,10 @@ mod tests {
             b".\rx\r\n.\r.\r\n.\r\n",
             b"no end\r\n.x",
             b"line\r\n..\r\n.\r",
+            // Smuggling attempts: neither bare-LF form ends the message.
+            b"x\r\n.\nMAIL FROM:<a@b>\r\n\n.\r\nRCPT TO:<c@d>\r\n\r\n.\r\nQUIT\r\n",
+            b"x\n.\r\ny\r\r\n.\r\n",
+            b"\r\r\n\r\n.\r\n",
         ];
         for s in streams {
             for step in [1, 2, 3, 5, 7, 64, 4096] {
@@ -123,6 +129,14 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn only_crlf_dot_crlf_ends_the_message() {
+        let s = b"a\n.\nb\n.\r\nc\r\n.\r\n";
+        let (body, used) = feed(s, 4096).expect("ends");
+        assert_eq!(body, b"a\n.\nb\n.\r\nc\r\n");
+        assert_eq!(used, s.len());
     }
 
     #[test]
