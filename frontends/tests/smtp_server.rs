@@ -127,9 +127,22 @@ fn pipelining_bdat_and_8bit_bodies_are_stored_byte_identical() {
     c.send(format!("BDAT {} LAST\r\n", 40_000).as_bytes());
     c.send(&body[30_000..]);
     assert!(c.reply().starts_with("250 2.0.0 stored"));
+    // A smuggling attempt: bare-LF "ends of data" are text, so the hidden transaction is
+    // part of one message, and only the real end (CRLF . CRLF) ends it.
+    c.send(b"MAIL FROM:<a@remote.example>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n");
+    assert!(c.reply().starts_with("250"));
+    assert!(c.reply().starts_with("250"));
+    assert!(c.reply().starts_with("354"));
+    let smuggled: &[u8] =
+        b"Subject: one\r\n\r\nhi\n.\nMAIL FROM:<x@y>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\nSubject: two\r\n\n.\r\nend\r\n";
+    c.send(smuggled);
+    c.send(b".\r\n");
+    assert!(c.reply().starts_with("250 2.0.0 stored"));
     assert!(c.cmd("QUIT").starts_with("221"));
     srv.stop();
     let a = inbox(&srv.data(), ALICE);
+    assert_eq!(a.len(), 3, "one message per transaction");
+    assert_eq!(a[2], smuggled);
     assert_eq!(
         a[0],
         "Subject: caf\u{e9}\r\n\r\n.dot line\r\n\u{fc}ber 8-bit\r\n".as_bytes()
