@@ -84,7 +84,9 @@ pub fn next_line(input: &mut Input, skip: &mut bool, max: usize) -> Line {
                 }
             }
             None => {
-                if input.len() > max {
+                // A line of exactly `max` may have its CR here and its LF in the next read.
+                let limit = max + usize::from(input.bytes().last() == Some(&b'\r'));
+                if input.len() > limit {
                     input.clear();
                     if !*skip {
                         *skip = true;
@@ -132,6 +134,21 @@ mod tests {
             Line::Line(b"next".to_vec())
         );
         assert!(input.is_empty());
+    }
+
+    #[test]
+    fn a_line_of_the_limit_split_between_cr_and_lf_is_whole() {
+        let mut input = Input::default();
+        let mut skip = false;
+        input.push(b"0123456789\r");
+        assert_eq!(next_line(&mut input, &mut skip, 10), Line::Pending);
+        input.push(b"\n");
+        assert_eq!(
+            next_line(&mut input, &mut skip, 10),
+            Line::Line(b"0123456789".to_vec())
+        );
+        input.push(b"0123456789x\r");
+        assert_eq!(next_line(&mut input, &mut skip, 10), Line::TooLong);
     }
 
     #[test]
