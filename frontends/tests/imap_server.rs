@@ -557,3 +557,50 @@ print("ok")
 "#,
     );
 }
+
+/// The per-IP limit with logged-in sessions on both cores (most of them moved there at
+/// login): with a limit of 4 per core, further connections are refused while they last, and
+/// once they have ended (each released on the core it ran on) logins work again. (Which
+/// core accepts a connection is the kernel's choice, so this cannot single out the moved
+/// sessions.)
+#[test]
+fn per_ip_limit_refuses_while_sessions_last_and_releases_them() {
+    let users: Vec<String> = (1..=24).map(|i| format!("u{i}@example.org")).collect();
+    let refs: Vec<&str> = users.iter().map(|s| s.as_str()).collect();
+    let srv = Server::with_config(
+        &refs,
+        "[auth]\ndanger_plaintext_without_tls = true\n[limits]\nmax_connections_per_ip = 4\n",
+    );
+    let out = srv.python(
+        r#"
+import imaplib, os, time
+port = int(os.environ["IMAP"])
+sessions, refused = [], 0
+for i in range(30):
+    try:
+        m = imaplib.IMAP4("127.0.0.1", port)
+        m.login("u%d@example.org" % (i % 24 + 1), "secret")
+        m.select("INBOX")
+        sessions.append(m)
+    except Exception:
+        refused += 1
+print("opened", len(sessions), "refused", refused)
+assert refused > 0, (len(sessions), refused)
+for m in sessions:
+    m.logout()
+# Ended sessions are released on the core they ran on.
+for attempt in range(50):
+    try:
+        m = imaplib.IMAP4("127.0.0.1", port)
+        m.login("u1@example.org", "secret")
+        m.logout()
+        break
+    except Exception:
+        time.sleep(0.1)
+else:
+    raise SystemExit("still refused after the sessions ended")
+print("ok")
+"#,
+    );
+    assert!(out.contains("ok"), "{out}");
+}

@@ -39,6 +39,8 @@ pub enum Conn {
 pub struct Detached {
     fd: OwnedFd,
     tls: Option<Box<ServerConnection>>,
+    /// The client's address, so the shard it moves to can count it against the per-IP limit.
+    pub(crate) peer: Option<std::net::IpAddr>,
 }
 
 impl Conn {
@@ -94,11 +96,12 @@ impl Conn {
             }
             Conn::Gone => return Err(io::ErrorKind::NotConnected.into()),
         };
+        let peer = tcp.peer_addr().ok().map(|a| a.ip());
         // SAFETY: `tcp` owns this descriptor and is alive for the whole borrow; the clone is
         // a new descriptor (dup) for the same socket, which outlives `tcp`'s close below.
         let fd = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) }.try_clone_to_owned()?;
         drop(tcp);
-        Ok(Detached { fd, tls })
+        Ok(Detached { fd, tls, peer })
     }
 
     /// Brings a detached connection to life on the current shard.

@@ -174,7 +174,9 @@ impl ShardServer {
 
     /// Moves a logged-in session to the shard that owns `account`: the connection (socket
     /// and TLS state) is detached here and `start` runs there, next to the account's
-    /// partition, as a task of its own. On failure the connection is dropped.
+    /// partition, as a task of its own. On failure the connection is dropped. The session
+    /// counts against the per-IP limit of the shard it lives on: there from the move until
+    /// it ends (here, its count is released when the caller returns).
     pub(crate) async fn hand_off<S, Fut>(&self, account: &str, conn: Conn, protocol: &str, start: S)
     where
         S: FnOnce(Rc<ShardServer>, Rc<ringmail_engine::Partition>, Conn) -> Fut + Send + 'static,
@@ -191,7 +193,18 @@ impl ShardServer {
                 let srv = local_server().ok_or_else(|| {
                     ringmail_engine::Error::Config("no server on the owning shard".into())
                 })?;
-                glommio::spawn_local(start(srv, part, Conn::attach(conn))).detach();
+                let peer = conn.peer;
+                if let Some(ip) = peer {
+                    srv.count(ip);
+                }
+                let here = srv.clone();
+                glommio::spawn_local(async move {
+                    start(srv, part, Conn::attach(conn)).await;
+                    if let Some(ip) = peer {
+                        here.release(ip);
+                    }
+                })
+                .detach();
                 Ok(())
             })
             .await;
@@ -231,6 +244,11 @@ impl ShardServer {
         }
         *n += 1;
         true
+    }
+
+    /// Counts a session that was admitted on another shard and moved here.
+    fn count(&self, ip: IpAddr) {
+        *self.per_ip.borrow_mut().entry(ip).or_default() += 1;
     }
 
     fn release(&self, ip: IpAddr) {

@@ -84,14 +84,14 @@ impl Server {
 
     pub fn start(&mut self) {
         let config = self.dir.path().join("ringmail.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "{}\n[limits]\nauth_failure_delay_ms = 50\ncommand_timeout_secs = 5\n",
-                self.extra_config
-            ),
-        )
-        .unwrap();
+        // The tests' own limits, merged into a [limits] table of `extra` if it has one.
+        let limits = "[limits]\nauth_failure_delay_ms = 50\ncommand_timeout_secs = 5\n";
+        let text = if self.extra_config.contains("[limits]\n") {
+            self.extra_config.replacen("[limits]\n", limits, 1)
+        } else {
+            format!("{}\n{limits}", self.extra_config)
+        };
+        std::fs::write(&config, text).unwrap();
         let a = |p: u16| format!("127.0.0.1:{p}");
         let child = Command::new(bin())
             .args(["serve", "--config"])
