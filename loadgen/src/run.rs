@@ -169,9 +169,16 @@ pub(crate) struct WorkerResult {
     pub(crate) errors: BTreeMap<String, u64>,
     pub(crate) acked: Vec<(String, String)>,
     pub(crate) bytes: u64,
+    /// The request under way started after the warm-up: its latencies (and those of its
+    /// sub-steps, such as a POP3 session's RETRs) are recorded.
+    pub(crate) measuring: bool,
 }
 
+/// Records a latency, unless the request it belongs to started in the warm-up.
 pub(crate) fn record(r: &mut WorkerResult, what: &'static str, d: Duration) {
+    if !r.measuring {
+        return;
+    }
     let h = r.hist.entry(what).or_insert_with(progress::hist);
     let _ = h.record(progress::micros(d));
 }
@@ -410,6 +417,7 @@ fn worker(
         errors: BTreeMap::new(),
         acked: Vec::new(),
         bytes: 0,
+        measuring: false,
     };
     let mut rng = SmallRng::seed_from_u64(cfg.seed.wrapping_mul(1_000_003).wrapping_add(w as u64));
     let pool = message_pool(cfg, w);
@@ -443,6 +451,7 @@ fn worker(
             }
             None => Instant::now(),
         };
+        res.measuring = intended >= measure_from;
         let outcome: Result<Step, ClientError> = match cfg.workload {
             Workload::Smtp | Workload::Lmtp => {
                 crate::smtp::deliver(cfg, w, k, &mut conn, &pool, &mut rng, &mut res)

@@ -163,6 +163,29 @@ fn pop3_lists_deletes_and_commits_with_quit() {
     );
 }
 
+/// A session that started in the warm-up records none of its steps: the sub-steps (login,
+/// RETR, QUIT) count exactly for the measured sessions, like the sessions themselves.
+#[test]
+fn warm_up_sessions_record_no_steps() {
+    let pop = fake_pop3(4, 60);
+    let mut cfg = Config::new(Workload::Pop3, pop.addr);
+    cfg.users = Users::parse("user%d:1-4").unwrap();
+    cfg.password = "pw".into();
+    cfg.connections = 2;
+    cfg.warmup = Duration::from_millis(400);
+    cfg.duration = Duration::from_millis(400);
+    cfg.pop3_retrs = 3;
+    cfg.rate = Some(40.0);
+    let r = run(&cfg);
+    assert_eq!(r.total_errors(), 0, "{}", r.table());
+    let sessions = r.commands["session"].count;
+    assert!(sessions > 3, "{}", r.table());
+    for c in ["login", "list", "quit"] {
+        assert_eq!(r.commands[c].count, sessions, "{c}:\n{}", r.table());
+    }
+    assert_eq!(r.commands["retr"].count, 3 * sessions, "{}", r.table());
+}
+
 #[test]
 fn mixed_runs_each_kind_against_its_target_with_prefixed_rows() {
     let smtp = fake_smtp(Security::Plain);
