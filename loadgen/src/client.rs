@@ -107,11 +107,6 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A plain TCP connection.
-    pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, ClientError> {
-        Self::connect_tls(addr, timeout, None)
-    }
-
     /// A connection with `tls`: implicit TLS is up when this returns; STARTTLS happens in
     /// [`Conn::smtp_hello`] or [`Conn::pop3_login`].
     pub fn connect_tls(

@@ -26,7 +26,7 @@ pub fn check_stamp(stored: &[u8]) -> Option<Result<String, String>> {
 }
 
 fn memfind(h: &[u8], n: &[u8]) -> Option<usize> {
-    h.windows(n.len()).position(|w| w == n)
+    memchr::memmem::find(h, n)
 }
 
 #[cfg(test)]

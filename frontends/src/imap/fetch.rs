@@ -151,9 +151,7 @@ pub struct Message<'a> {
     pub raw: Option<&'a [u8]>,
 }
 
-/// `BINARY[...]` of a part whose encoding cannot be removed (answer `NO [UNKNOWN-CTE]`).
-#[derive(Debug, PartialEq, Eq)]
-pub struct UnknownCte;
+pub use super::section::UnknownCte;
 
 /// Writes `* seq FETCH (...)`. `flags` renders the message's flags; `add_uid` adds UID when
 /// the command was a UID FETCH and the items did not ask for it; `add_flags` adds FLAGS (the
@@ -301,7 +299,7 @@ fn binary(raw: &[u8], meta: &MessageMeta, s: &Section) -> Result<Option<Vec<u8>>
         return Ok(None);
     }
     let body = section::extract(raw, meta, s).unwrap_or_default();
-    let decoded = section::decode_binary(&body, &p.encoding).map_err(|_| UnknownCte)?;
+    let decoded = section::decode_binary(&body, &p.encoding)?;
     // Text goes out with CRLF line ends whatever the decoded bytes had (RFC 9051 4.3.1).
     Ok(Some(if p.content_type.starts_with("text/") {
         section::to_crlf(&decoded).into_owned()

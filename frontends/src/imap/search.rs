@@ -433,7 +433,8 @@ fn fold(s: &str) -> String {
 }
 
 /// A header value with RFC 2047 encoded words decoded and folding removed.
-fn decode_header(v: &[u8]) -> String {
+/// An unstructured header value, encoded words decoded.
+pub(crate) fn decode_header(v: &[u8]) -> String {
     // The unstructured parser ends a value at a LF not followed by white space.
     let mut b = v.to_vec();
     if !b.ends_with(b"\n") {

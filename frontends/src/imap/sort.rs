@@ -12,7 +12,7 @@ use mail_parser::parsers::MessageStream;
 use mail_parser::HeaderValue;
 
 use super::command::{P, R};
-use super::search::{parse_search_key_list, SearchKey};
+use super::search::{decode_header, parse_search_key_list, SearchKey};
 use super::structure;
 use crate::mime::MessageMeta;
 
@@ -203,18 +203,6 @@ pub fn write_sort(out: &mut Vec<u8>, ids: &[u32]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A header value with RFC 2047 encoded words decoded (to UTF-8) and folding removed.
-pub(crate) fn decode_header(v: &str) -> String {
-    // The unstructured parser ends a value at a LF not followed by white space.
-    let mut b = Vec::with_capacity(v.len() + 1);
-    b.extend_from_slice(v.as_bytes());
-    b.push(b'\n');
-    match MessageStream::new(&b).parse_unstructured() {
-        HeaderValue::Text(t) => t.into_owned(),
-        _ => String::new(),
-    }
-}
-
 /// The Date: header as Unix seconds (UTC), when present, parseable and plausible.
 fn header_date(v: &str) -> Option<i64> {
     let mut b = Vec::with_capacity(v.len() + 1);
@@ -253,7 +241,7 @@ fn display_name(raw: Option<&str>) -> String {
         return String::new();
     };
     if let Some(name) = &a.name {
-        let d = decode_header(name);
+        let d = decode_header(name.as_bytes());
         let d = d.trim();
         if !d.is_empty() {
             return d.to_string();
@@ -314,7 +302,7 @@ fn strip_leader<'s>(s: &'s str, reply: &mut bool) -> Option<&'s str> {
 /// REFERENCES algorithm asks). Linear in the subject's length.
 pub(crate) fn base_subject_reply(raw: &str) -> (String, bool) {
     // (1) Decode encoded words; tabs and continuations become a space; runs of spaces one.
-    let decoded = decode_header(raw);
+    let decoded = decode_header(raw.as_bytes());
     let mut s = String::with_capacity(decoded.len());
     for c in decoded.chars() {
         let c = if matches!(c, '\t' | '\r' | '\n') {

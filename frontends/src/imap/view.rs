@@ -288,7 +288,8 @@ impl View {
     }
 }
 
-fn fetch_flags(
+/// `* seq FETCH ([UID n ]FLAGS (...)[ MODSEQ (n)])`: a flag update as `opt` asks.
+pub(crate) fn fetch_flags(
     out: &mut Vec<u8>,
     seq: u32,
     m: &Msg,

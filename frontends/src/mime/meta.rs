@@ -145,8 +145,12 @@ impl MessageMeta {
     pub fn parse(raw: &[u8]) -> MessageMeta {
         // Only the MIME headers are parsed: the envelope is kept raw (see `envelope`), so
         // addresses, dates and Received lines are not worth parsing here.
+        // Content-ID, -Description and -Location are read raw per part (see `part_meta`), so
+        // they are not parsed here as well.
         let parser = MessageParser::new()
-            .with_mime_headers()
+            .header_content_type(HeaderName::ContentType)
+            .header_content_type(HeaderName::ContentDisposition)
+            .header_text(HeaderName::ContentTransferEncoding)
             .header_comma_separated(HeaderName::ContentLanguage)
             .default_header_ignore();
         match parser.parse(raw) {

@@ -20,7 +20,7 @@ use super::deflate::Deflate;
 use super::ShardServer;
 use crate::imap::command::{AppendMessage, Qresync};
 use crate::imap::encode::compress_set;
-use crate::imap::view::{Msg, SyncOptions, View};
+use crate::imap::view::{self, Msg, SyncOptions, View};
 use crate::imap::{
     datetime, encode, fetch, mutf7, parse_command, search, sort, thread, Command, Frame, Framer,
     Limits, SequenceSet, StatusItem, StoreOp,
@@ -496,7 +496,7 @@ async fn authenticated(
         keywords: Vec::new(),
         closing: false,
     };
-    if let Err(e) = s.ensure_account().await {
+    if let Err(e) = s.server.ensure_account(&s.account).await {
         s.io.line(&format!("* BYE [UNAVAILABLE] {e}"));
         let _ = s.io.flush().await;
         s.io.conn.close().await;
@@ -524,20 +524,6 @@ fn no(e: Error) -> String {
 }
 
 impl Session {
-    async fn ensure_account(&self) -> Result<(), Error> {
-        if self.part.has_account(&self.account) {
-            return Ok(());
-        }
-        match self
-            .part
-            .create_account(&self.account, &ringmail_engine::AccountOptions::standard())
-            .await
-        {
-            Err(e) if e.store() == Some(&StoreError::AccountExists) => Ok(()),
-            r => r,
-        }
-    }
-
     async fn run(&mut self) {
         loop {
             let frame = match self.io.frame(&self.server, AUTOLOGOUT).await {
@@ -824,11 +810,6 @@ impl Session {
                     v.mailbox = to.clone();
                 }
                 self.ok(tag, "RENAME completed").await
-            }
-            Command::Subscribe(name) | Command::Unsubscribe(name)
-                if self.mailbox_name(&name).is_err() =>
-            {
-                Err("BAD mailbox name is not modified UTF-7".into())
             }
             Command::Subscribe(name) => {
                 let name = self.mailbox_name(&name)?;
@@ -1201,13 +1182,16 @@ impl Session {
             // so every known UID that is not here; clients ignore UIDs they never had), then
             // flags changed since.
             vanished_earlier(&view, q.known_uids.as_ref(), &mut self.io.out);
-            let kw = self.keywords.clone();
+            let kw = &self.keywords;
+            let opt = SyncOptions {
+                uid: true,
+                modseq: true,
+                ..Default::default()
+            };
             for (i, m) in view.messages().iter().enumerate() {
                 if m.modseq > q.modseq {
-                    let mut l = format!("* {} FETCH (UID {} FLAGS ", i + 1, m.uid).into_bytes();
-                    Self::render_flags(&kw, m.flags, false, &mut l);
-                    l.extend_from_slice(format!(" MODSEQ ({}))\r\n", m.modseq).as_bytes());
-                    self.io.out.extend_from_slice(&l);
+                    let flags = |f, out: &mut Vec<u8>| Self::render_flags(kw, f, false, out);
+                    view::fetch_flags(&mut self.io.out, i as u32 + 1, m, opt, &flags);
                 }
             }
         }
@@ -1652,9 +1636,6 @@ impl Session {
                     l.push(b' ');
                 }
                 l.extend_from_slice(format!("MODSEQ ({})", now.modseq).as_bytes());
-            }
-            if l.ends_with(b" ") {
-                l.pop();
             }
             l.extend_from_slice(b")\r\n");
             self.io.out.extend_from_slice(&l);

@@ -571,9 +571,11 @@ impl Session {
         let State::Data { mut line_start } = self.state else {
             return None;
         };
-        let input = std::mem::take(&mut self.input);
-        let p = super::data::unstuff(input.bytes(), &mut line_start, |b| self.append_body(b));
-        self.input = input;
+        let (message, too_big) = (&mut self.message, &mut self.too_big);
+        let max = self.cfg.max_message_size;
+        let p = super::data::unstuff(self.input.bytes(), &mut line_start, |b| {
+            append_body(message, too_big, max, b)
+        });
         self.input.consume(p.consumed);
         if p.ended {
             self.state = State::Command;
@@ -583,26 +585,18 @@ impl Session {
         None
     }
 
-    fn append_body(&mut self, bytes: &[u8]) {
-        if self.too_big {
-            return;
-        }
-        if self.message.len() as u64 + bytes.len() as u64 > self.cfg.max_message_size {
-            self.too_big = true;
-            self.message = Vec::new();
-            return;
-        }
-        self.message.extend_from_slice(bytes);
-    }
-
     fn chunk(&mut self, out: &mut Vec<u8>) -> Option<Event> {
         let State::Chunk { remaining, last } = self.state else {
             return None;
         };
         let n = (remaining as usize).min(self.input.len());
-        let input = std::mem::take(&mut self.input);
-        self.append_body(&input.bytes()[..n]);
-        self.input = input;
+        let max = self.cfg.max_message_size;
+        append_body(
+            &mut self.message,
+            &mut self.too_big,
+            max,
+            &self.input.bytes()[..n],
+        );
         self.input.consume(n);
         let remaining = remaining - n as u64;
         if remaining > 0 {
@@ -934,4 +928,18 @@ fn decode_b64(s: &str) -> Option<String> {
         .decode(s.trim())
         .ok()?;
     String::from_utf8(raw).ok()
+}
+
+/// Adds message bytes, unless the message is over `max`: then it is dropped whole and
+/// `too_big` set, and the rest is only counted off (the reply comes at the end).
+fn append_body(message: &mut Vec<u8>, too_big: &mut bool, max: u64, bytes: &[u8]) {
+    if *too_big {
+        return;
+    }
+    if message.len() as u64 + bytes.len() as u64 > max {
+        *too_big = true;
+        *message = Vec::new();
+        return;
+    }
+    message.extend_from_slice(bytes);
 }

@@ -62,11 +62,6 @@ pub(crate) fn quoted(s: &str) -> Result<String, ClientError> {
 }
 
 impl ImapConn {
-    /// Connects over plain TCP and reads the greeting (`* OK` or `* PREAUTH`).
-    pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<ImapConn, ClientError> {
-        Self::connect_tls(addr, timeout, None)
-    }
-
     /// Connects (TLS from the first byte when `tls` is implicit), reads the greeting, and
     /// with STARTTLS, upgrades the connection.
     pub fn connect_tls(
