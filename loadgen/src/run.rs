@@ -188,6 +188,8 @@ pub(crate) fn record(r: &mut WorkerResult, what: &'static str, d: Duration) {
 pub(crate) struct Step {
     pub(crate) name: &'static str,
     pub(crate) waited: Duration,
+    /// An IMAP mix command (not a login, SELECT, resync or LOGOUT): also in the `all` row.
+    pub(crate) mix: bool,
 }
 
 impl From<&'static str> for Step {
@@ -195,6 +197,7 @@ impl From<&'static str> for Step {
         Step {
             name,
             waited: Duration::ZERO,
+            mix: false,
         }
     }
 }
@@ -469,7 +472,7 @@ fn worker(
                 let latency = intended.elapsed().saturating_sub(step.waited);
                 if intended >= measure_from {
                     record(&mut res, step.name, latency);
-                    if cfg.workload == Workload::Imap && !imap::SESSION_STEPS.contains(&step.name) {
+                    if step.mix {
                         record(&mut res, "all", latency);
                     }
                     shared.live.record(w, latency);

@@ -43,14 +43,20 @@ pub struct Detached {
     pub(crate) peer: Option<std::net::IpAddr>,
 }
 
+/// `fut`'s output, or a `TimedOut` error once `limit` has passed.
+async fn within<T>(
+    limit: std::time::Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> io::Result<T> {
+    glommio::timer::timeout(limit, async { Ok(fut.await) })
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))
+}
+
 impl Conn {
     /// The TLS handshake as the server, given at most [`HANDSHAKE_TIMEOUT`].
     pub async fn accept_tls(stream: TcpStream, config: &Arc<ServerConfig>) -> io::Result<Self> {
-        let t = glommio::timer::timeout(HANDSHAKE_TIMEOUT, async {
-            Ok(TlsStream::accept(stream, config).await)
-        })
-        .await
-        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        let t = within(HANDSHAKE_TIMEOUT, TlsStream::accept(stream, config)).await??;
         Ok(Conn::Tls(Box::new(t)))
     }
 
@@ -148,9 +154,7 @@ impl Conn {
     }
 
     pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        glommio::timer::timeout(WRITE_TIMEOUT, async { Ok(self.write_all_now(buf).await) })
-            .await
-            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
+        within(WRITE_TIMEOUT, self.write_all_now(buf)).await?
     }
 
     async fn write_all_now(&mut self, buf: &[u8]) -> io::Result<()> {

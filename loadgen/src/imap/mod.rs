@@ -12,4 +12,3 @@ pub(crate) mod workload;
 
 pub use mix::{Command, Mix, DEFAULT_MIX, EXTENDED_MIX};
 pub use prefill::{prefill, Prefilled};
-pub use workload::SESSION_STEPS;

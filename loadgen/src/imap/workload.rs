@@ -27,9 +27,6 @@ const SUBJECT_WORDS: &[&str] = &[
     "meeting", "project", "report", "invoice", "budget", "release", "server", "update",
 ];
 
-/// The steps that are not mix commands (reported, but not in the `all` row).
-pub const SESSION_STEPS: [&str; 4] = ["login", "select", "resync", "logout"];
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Resync {
     /// Messages were added: look for UIDs above the last known.
@@ -167,11 +164,12 @@ impl Worker {
             Command::Idle => s.conn.idle(cfg.imap_idle).map(|waited| Step {
                 name: cmd.name(),
                 waited,
+                mix: false,
             }),
         };
         s.sync();
         match r {
-            Ok(step) => Ok(step),
+            Ok(step) => Ok(Step { mix: true, ..step }),
             // A tagged NO/BAD or a wrong answer leaves the session in step; anything else
             // (closed, timed out, unparseable, BYE) ends it.
             Err(e @ (ClientError::Wrong { .. } | ClientError::Refused { .. }))
