@@ -49,7 +49,9 @@ pub enum Frame {
 #[derive(Default)]
 pub struct Framer {
     limits: Limits,
-    buf: Vec<u8>,
+    /// Received bytes not yet framed (taken from the front by an offset: many pipelined
+    /// commands in one read cost no more than one each).
+    buf: crate::lines::Input,
     /// Bytes of the command assembled so far (lines and literals).
     pending: Vec<u8>,
     /// Octets of the current command's lines so far (its literals do not count against
@@ -74,7 +76,7 @@ impl Framer {
     }
 
     pub fn input(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        self.buf.push(data);
     }
 
     /// Bytes held but not yet part of a complete command.
@@ -87,7 +89,8 @@ impl Framer {
     pub fn take_input(&mut self) -> Vec<u8> {
         self.line_len = 0;
         let mut v = std::mem::take(&mut self.pending);
-        v.append(&mut self.buf);
+        v.extend_from_slice(self.buf.bytes());
+        self.buf.clear();
         v
     }
 
@@ -114,7 +117,7 @@ impl Framer {
         loop {
             if self.skip > 0 {
                 let n = (self.skip as usize).min(self.buf.len());
-                self.buf.drain(..n);
+                self.buf.consume(n);
                 self.skip -= n as u64;
                 if self.skip > 0 {
                     return None;
@@ -123,13 +126,14 @@ impl Framer {
             }
             if self.literal_left > 0 {
                 let n = (self.literal_left as usize).min(self.buf.len());
-                self.pending.extend(self.buf.drain(..n));
+                self.pending.extend_from_slice(&self.buf.bytes()[..n]);
+                self.buf.consume(n);
                 self.literal_left -= n as u64;
                 if self.literal_left > 0 {
                     return None;
                 }
             }
-            let Some(i) = memchr::memchr(b'\n', &self.buf) else {
+            let Some(i) = memchr::memchr(b'\n', self.buf.bytes()) else {
                 if self.skip_line {
                     // Still inside a refused line: drop it as it arrives.
                     self.buf.clear();
@@ -137,7 +141,7 @@ impl Framer {
                 }
                 if self.buf.len() + self.line_len > self.limits.max_line {
                     let tag = Self::tag_of(if self.pending.is_empty() {
-                        &self.buf
+                        self.buf.bytes()
                     } else {
                         &self.pending
                     });
@@ -151,7 +155,8 @@ impl Framer {
                 }
                 return None;
             };
-            let line: Vec<u8> = self.buf.drain(..=i).collect();
+            let line = self.buf.bytes()[..=i].to_vec();
+            self.buf.consume(i + 1);
             if std::mem::take(&mut self.skip_line) {
                 continue;
             }
