@@ -82,6 +82,10 @@ struct Cli {
     /// SMTP/LMTP: recipients per message, distinct users drawn from --users.
     #[arg(long, visible_alias = "recipients-per-message", default_value_t = 1)]
     recipients: usize,
+    /// SMTP/LMTP: QUIT and reconnect after this many messages on a connection (1: a
+    /// connection per message, as inbound MX traffic mostly is; 0: keep it open).
+    #[arg(long, default_value_t = 0)]
+    messages_per_connection: u64,
     /// TLS from the first byte (smtps, imaps, pop3s ports).
     #[arg(long, conflicts_with = "starttls")]
     tls: bool,
@@ -279,6 +283,7 @@ fn main() -> ExitCode {
     cfg.warmup = Duration::from_secs(cli.warmup);
     cfg.seed = cli.seed;
     cfg.recipients = cli.recipients;
+    cfg.messages_per_connection = cli.messages_per_connection;
     cfg.tls = tls;
     cfg.smtp_auth = cli.auth;
     cfg.pop3_delete = cli.delete;

@@ -68,6 +68,9 @@ pub struct Config {
     pub seed: u64,
     /// Recipients per message (SMTP/LMTP), distinct users drawn from `users`.
     pub recipients: usize,
+    /// SMTP/LMTP: QUIT and reconnect after this many messages (0: keep the connection).
+    /// Inbound MX traffic is mostly one message per connection.
+    pub messages_per_connection: u64,
     /// Messages to send instead of generated ones.
     pub messages: Vec<Vec<u8>>,
     /// TLS: implicit, or STARTTLS/STLS after the greeting; `None` is plain TCP.
@@ -113,6 +116,7 @@ impl Config {
             warmup: Duration::ZERO,
             seed: 1,
             recipients: 1,
+            messages_per_connection: 0,
             messages: Vec::new(),
             tls: None,
             smtp_auth: false,

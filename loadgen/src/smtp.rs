@@ -1,4 +1,5 @@
-//! The `smtp` and `lmtp` workloads: each connection stays open and sends one message per
+//! The `smtp` and `lmtp` workloads: each connection stays open (or, with
+//! `--messages-per-connection`, quits and reconnects after that many) and sends one message per
 //! request, envelope pipelined, to `--recipients` distinct random users; with `--auth`, it
 //! logs in first (AUTH PLAIN, as its own account) and sends from that account's address,
 //! as submission requires.
@@ -46,6 +47,12 @@ pub(crate) fn deliver(
     res.bytes += msg.len() as u64;
     for r in rcpts {
         res.acked.push((r, id.clone()));
+    }
+    let n = cfg.messages_per_connection;
+    if n > 0 && (k + 1) % n == 0 {
+        // The message is acknowledged already; QUIT's reply only ends the session politely.
+        c.quit();
+        *conn = None;
     }
     Ok("deliver")
 }

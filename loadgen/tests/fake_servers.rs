@@ -12,13 +12,27 @@ use ringmail_loadgen::{run, Config, Workload};
 
 /// A minimal SMTP server; every `stall_every`-th message waits `stall` before its 250.
 fn smtp_server(stall_every: u64, stall: Duration) -> SocketAddr {
+    smtp_server_counted(stall_every, stall).0
+}
+
+/// What [`smtp_server_counted`] saw: connections accepted, messages, QUITs.
+#[derive(Default)]
+struct Seen {
+    connections: AtomicU64,
+    messages: AtomicU64,
+    quits: AtomicU64,
+}
+
+fn smtp_server_counted(stall_every: u64, stall: Duration) -> (SocketAddr, Arc<Seen>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
-    let count = Arc::new(AtomicU64::new(0));
+    let seen = Arc::new(Seen::default());
+    let seen2 = seen.clone();
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(s) = s else { continue };
-            let count = count.clone();
+            seen2.connections.fetch_add(1, Ordering::Relaxed);
+            let seen = seen2.clone();
             std::thread::spawn(move || {
                 s.set_nodelay(true).unwrap();
                 let mut w = s.try_clone().unwrap();
@@ -36,7 +50,9 @@ fn smtp_server(stall_every: u64, stall: Duration) -> SocketAddr {
                             continue;
                         }
                         in_data = false;
-                        if count.fetch_add(1, Ordering::Relaxed) % stall_every == stall_every - 1 {
+                        if seen.messages.fetch_add(1, Ordering::Relaxed) % stall_every
+                            == stall_every - 1
+                        {
                             std::thread::sleep(stall);
                         }
                         b"250 ok\r\n"
@@ -44,6 +60,7 @@ fn smtp_server(stall_every: u64, stall: Duration) -> SocketAddr {
                         in_data = true;
                         b"354 go\r\n"
                     } else if line.starts_with("QUIT") {
+                        seen.quits.fetch_add(1, Ordering::Relaxed);
                         let _ = w.write_all(b"221 bye\r\n");
                         return;
                     } else {
@@ -56,7 +73,7 @@ fn smtp_server(stall_every: u64, stall: Duration) -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, seen)
 }
 
 #[test]
@@ -155,4 +172,31 @@ fn own_cost_against_a_null_server_and_a_plot() {
     let back: ringmail_loadgen::Report =
         serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
     assert_eq!(ringmail_loadgen::plot::svg(&back), svg);
+}
+
+#[test]
+fn messages_per_connection_quits_and_reconnects() {
+    let (addr, seen) = smtp_server_counted(u64::MAX, Duration::ZERO);
+    let mut cfg = Config::new(Workload::Smtp, addr);
+    cfg.connections = 3;
+    cfg.messages_per_connection = 2;
+    cfg.duration = Duration::from_secs(1);
+    let r = run(&cfg);
+    assert_eq!(r.total_errors(), 0, "{}", r.table());
+    let delivered = r.commands["deliver"].count;
+    let (conns, msgs, quits) = (
+        seen.connections.load(Ordering::Relaxed),
+        seen.messages.load(Ordering::Relaxed),
+        seen.quits.load(Ordering::Relaxed),
+    );
+    assert!(delivered > 20, "{}", r.table());
+    assert_eq!(msgs, delivered);
+    // Two messages per session: every session but the last of each connection ends with
+    // QUIT after its second message, and the last one quits at the end of the run.
+    assert!(
+        conns * 2 >= msgs && conns * 2 <= msgs + 2 * 3,
+        "{conns} sessions, {msgs} messages"
+    );
+    assert_eq!(quits, conns, "every session ends with QUIT");
+    assert_eq!(r.commands["connect"].count, conns);
 }
