@@ -81,7 +81,20 @@ struct OpenSegment {
     file: Rc<DmaFile>,
     /// The bytes between the last aligned boundary and the written end.
     tail: Vec<u8>,
+    /// Bytes from 0 to here have been written, records or zeros (see [`ZERO_AHEAD`]).
+    zeroed: u64,
 }
+
+/// How far ahead of the records a segment is kept written with zeros, and in what steps.
+///
+/// An fdatasync after a write into blocks that are already written (not just allocated)
+/// has no metadata to commit: ext4 flushes the device cache and is done. A write into
+/// preallocated, unwritten blocks or past the end of the file changes the extent tree and
+/// the size, so every such sync also commits a journal transaction, which doubles what a
+/// commit costs in time and CPU. Writing zeros a step ahead, with the batch that comes near
+/// the end of what is written, moves that journal commit to one batch in every few
+/// hundred. Recovery reads the zeros as the clean end of the segment.
+const ZERO_AHEAD: u64 = 1 << 20;
 
 struct Inner {
     cfg: LogConfig,
@@ -411,8 +424,8 @@ async fn write_batch(inner: &Rc<RefCell<Inner>>, chunks: Vec<Chunk>) -> Result<D
             .borrow()
             .files
             .get(&chunk.seq)
-            .map(|s| (s.file.clone(), s.tail.clone()));
-        let (file, tail) = match existing {
+            .map(|s| (s.file.clone(), s.tail.clone(), s.zeroed));
+        let (file, tail, zeroed) = match existing {
             Some(x) => x,
             None => {
                 let f = OpenOptions::new()
@@ -428,7 +441,7 @@ async fn write_batch(inner: &Rc<RefCell<Inner>>, chunks: Vec<Chunk>) -> Result<D
                     .await
                     .map_err(|e| Error::io(format!("preallocating {path:?}"), e.into()))?;
                 super::fsync_dir(&cfg.dir)?;
-                (Rc::new(f), Vec::new())
+                (Rc::new(f), Vec::new(), 0)
             }
         };
         let aligned_start = align_down(chunk.start);
@@ -455,10 +468,34 @@ async fn write_batch(inner: &Rc<RefCell<Inner>>, chunks: Vec<Chunk>) -> Result<D
         let end = chunk.start + chunk.bytes.len() as u64;
         let new_tail_start = (align_down(end) - aligned_start) as usize;
         let new_tail = buf.as_bytes()[new_tail_start..data_len].to_vec();
-        let written = file
-            .write_at(buf, aligned_start)
-            .await
-            .map_err(|e| Error::io(format!("writing {path:?}"), e.into()))?;
+        let data_end = aligned_start + buf_len as u64;
+        // Zeros ahead, in the same sync as this batch (disjoint from its blocks).
+        let zero_to = if zeroed < data_end + ZERO_AHEAD / 2 {
+            (data_end.max(zeroed) + ZERO_AHEAD).min(align_up(cfg.segment_size).max(data_end))
+        } else {
+            zeroed
+        };
+        let zero_from = data_end.max(zeroed);
+        let zeros = async {
+            if zero_to <= zero_from {
+                return Ok(());
+            }
+            let len = (zero_to - zero_from) as usize;
+            let mut z = file.alloc_dma_buffer(len);
+            z.as_bytes_mut().fill(0);
+            match file.write_at(z, zero_from).await {
+                Ok(n) if n == len => Ok(()),
+                Ok(n) => Err(std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    format!("short write of zeros: {n} of {len} bytes"),
+                )),
+                Err(e) => Err(e.into()),
+            }
+        };
+        let (written, zeros) =
+            futures_lite::future::zip(file.write_at(buf, aligned_start), zeros).await;
+        zeros.map_err(|e| Error::io(format!("writing zeros ahead in {path:?}"), e))?;
+        let written = written.map_err(|e| Error::io(format!("writing {path:?}"), e.into()))?;
         if written != buf_len {
             return Err(Error::io(
                 format!("writing {path:?}"),
@@ -473,6 +510,7 @@ async fn write_batch(inner: &Rc<RefCell<Inner>>, chunks: Vec<Chunk>) -> Result<D
             OpenSegment {
                 file: file.clone(),
                 tail: new_tail,
+                zeroed: zero_to.max(data_end),
             },
         );
         if !touched.iter().any(|f| Rc::ptr_eq(f, &file)) {

@@ -40,7 +40,7 @@ impl ScannedRecord {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ScanEnd {
-    /// Only zero bytes (preallocation or padding) follow the last record.
+    /// Only zero bytes (block padding, or zeros the writer wrote ahead) follow the last record.
     Clean,
     /// Non-zero bytes that are not a valid record follow the last record: a torn write.
     Torn { at: u64, reason: FormatError },
