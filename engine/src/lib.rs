@@ -6,14 +6,14 @@
 //! is sent to its shard ([`node::NodeHandle::on_account`]).
 //!
 //! ```text
-//!  request ──► plan (validate, build Mutation) ──► log: group commit ──► fdatasync ──► ack
+//!  request ──► plan (validate, build Mutation) ──► log: group commit ──► O_DSYNC write ──► ack
 //!                                     └──────────► apply to the index (in memory)
 //!  open ──► newest checkpoint (rkyv, read in place) ──► replay log after it ──► serve
 //! ```
 //!
 //! - Every change is one checksummed record in the log ([`mutation`], [`segment`]); the
 //!   log is the write-ahead log and the message store at once.
-//! - An acknowledgement means the record is on disk: writers share one fdatasync per batch
+//! - An acknowledgement means the record is on disk: writers share one durable write per batch
 //!   ([`io::log_writer`]).
 //! - The index is a checkpoint archive read in place plus the changes since
 //!   ([`index`], [`checkpoint`]); recovery replays only the log after the checkpoint.

@@ -268,3 +268,59 @@ fn zeros_written_ahead_are_a_clean_end_after_a_crash() {
         assert!(p.check_integrity().await.errors.is_empty());
     });
 }
+
+/// What makes an acknowledgement durable: the active segment is open O_DIRECT and O_DSYNC
+/// (each batch's write returns once on disk, device cache flushed), read back from the
+/// kernel's own record of the open file; the test-only no-sync mode opens it without
+/// O_DSYNC.
+#[test]
+fn segments_are_written_o_direct_and_o_dsync() {
+    // Only this test's files: the other tests of this binary run alongside, in this process.
+    fn segment_flags(dir: &std::path::Path) -> Vec<u32> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+            let Ok(target) = std::fs::read_link(e.path()) else {
+                continue;
+            };
+            if !target.starts_with(dir) || !target.to_string_lossy().ends_with(".log") {
+                continue;
+            }
+            let fdinfo = std::fs::read_to_string(format!(
+                "/proc/self/fdinfo/{}",
+                e.file_name().to_string_lossy()
+            ))
+            .unwrap_or_default();
+            if let Some(f) = fdinfo.lines().find_map(|l| l.strip_prefix("flags:")) {
+                v.push(u32::from_str_radix(f.trim(), 8).unwrap());
+            }
+        }
+        v
+    }
+    const O_DIRECT: u32 = 0o40000;
+    const O_DSYNC: u32 = 0o10000;
+    for (durability, dsync) in [
+        (ringmail_engine::io::log_writer::Durability::Sync, true),
+        (ringmail_engine::io::log_writer::Durability::DangerNoSync, false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let flags = run(&d.clone(), move || async move {
+            let cfg = PartitionConfig {
+                durability,
+                ..config()
+            };
+            let p = open_with_account(&d, cfg, A).await;
+            p.append(A, "INBOX", &new_message(message(1, 2000)))
+                .await
+                .unwrap();
+            let flags = segment_flags(&d);
+            p.close().await.unwrap();
+            flags
+        });
+        assert!(!flags.is_empty(), "no segment file open");
+        for f in flags {
+            assert!(f & O_DIRECT != 0, "{f:o}");
+            assert_eq!(f & O_DSYNC != 0, dsync, "{durability:?}: flags {f:o}");
+        }
+    }
+}

@@ -14,7 +14,7 @@ pub struct Config {
     /// Executor threads (shards); 0 = one per core.
     pub cores: usize,
     /// Partitions of a new data directory (fixed once created); 0 = one per shard. More
-    /// partitions mean more concurrent fdatasyncs, which on a device that serializes cache
+    /// partitions mean more concurrent durable writes, which on a device that serializes cache
     /// flushes makes smaller batches (measured here with 2 shards: 1 partition 17.3k SMTP
     /// deliveries/s, 2 partitions 15.5k, 4 partitions 13k); more let a data directory later
     /// spread over more cores.

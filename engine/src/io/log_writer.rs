@@ -1,14 +1,20 @@
 //! The group-commit log writer of one partition.
 //!
 //! Writers append framed records to an in-memory batch and get their record's position at
-//! once; a single flusher task writes the batch with one DMA write per segment touched and
-//! one fdatasync, then resolves every writer's sync future. While one batch is being synced
-//! the next one fills, so under load a batch holds every record that arrived during the
-//! previous fdatasync: one sync serves many writers.
+//! once; a single flusher task writes the batch with one durable (O_DSYNC) DMA write per
+//! segment touched, then resolves every writer's sync future. While one batch is being
+//! written the next one fills, so under load a batch holds every record that arrived during
+//! the previous write: one device flush serves many writers.
 //!
 //! ```text
-//! append ──► pending batch ──(flusher: write + fdatasync)──► durable ──► wake writers
+//! append ──► pending batch ──(flusher: O_DSYNC write)──► durable ──► wake writers
 //! ```
+//!
+//! Why O_DSYNC and zeros ahead (see [`ZERO_AHEAD`]) together: records then overwrite blocks
+//! that are already written, which io_uring issues at once and ext4 makes durable with a
+//! device flush alone, no journal commit; the kernel flushes from the write's completion.
+//! Write then fdatasync took two trips through io_uring's worker threads per batch (the
+//! fdatasync always, the write whenever it extended the file).
 //!
 //! O_DIRECT writes must be aligned, so each write starts at the block holding the current
 //! end of the segment and rewrites that block's already-written head from memory (`tail`).
@@ -35,7 +41,8 @@ use crate::state::RecordLoc;
 /// When an acknowledged write is on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// fdatasync before acknowledging: an acknowledged write survives power loss.
+    /// Durable before acknowledging (O_DSYNC writes): an acknowledged write survives power
+    /// loss.
     #[default]
     Sync,
     /// Never sync. An acknowledged write can be lost by a crash of the machine. For tests and
@@ -62,12 +69,12 @@ pub struct LogStats {
     pub bytes: u64,
     pub max_batch_records: u64,
     pub sync_time: Duration,
-    /// fdatasync latencies per batch: counts in the buckets of [`SYNC_BUCKETS_MS`] (the last
-    /// counts everything above).
+    /// Durable-write latencies per batch (write and device flush together): counts in the
+    /// buckets of [`SYNC_BUCKETS_MS`] (the last counts everything above).
     pub sync_histogram: [u64; SYNC_BUCKETS_MS.len() + 1],
 }
 
-/// Upper bounds, in milliseconds, of the fdatasync latency histogram.
+/// Upper bounds, in milliseconds, of the durable-write latency histogram.
 pub const SYNC_BUCKETS_MS: [f64; 10] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 100.0, 1000.0];
 
 struct Chunk {
@@ -87,13 +94,14 @@ struct OpenSegment {
 
 /// How far ahead of the records a segment is kept written with zeros, and in what steps.
 ///
-/// An fdatasync after a write into blocks that are already written (not just allocated)
-/// has no metadata to commit: ext4 flushes the device cache and is done. A write into
-/// preallocated, unwritten blocks or past the end of the file changes the extent tree and
-/// the size, so every such sync also commits a journal transaction, which doubles what a
-/// commit costs in time and CPU. Writing zeros a step ahead, with the batch that comes near
-/// the end of what is written, moves that journal commit to one batch in every few
-/// hundred. Recovery reads the zeros as the clean end of the segment.
+/// A durable write into blocks that are already written (not just allocated) has no
+/// metadata to commit: ext4 flushes the device cache and is done, and io_uring issues the
+/// write at once. A write into preallocated, unwritten blocks or past the end of the file
+/// changes the extent tree and the size, so it also commits a journal transaction (which
+/// doubles what a commit costs in time and CPU) and io_uring hands it to a worker thread.
+/// Writing zeros a step ahead, with the batch that comes near the end of what is written,
+/// leaves that to one batch in every few hundred. Recovery reads the zeros as the clean end
+/// of the segment.
 const ZERO_AHEAD: u64 = 1 << 20;
 
 struct Inner {
@@ -415,9 +423,11 @@ async fn flusher(inner: Rc<RefCell<Inner>>, notify: Notify) {
     }
 }
 
+/// Writes a batch; with [`Durability::Sync`] it is durable when this returns (segments are
+/// opened O_DSYNC). Returns how long the writes took.
 async fn write_batch(inner: &Rc<RefCell<Inner>>, chunks: Vec<Chunk>) -> Result<Duration> {
     let cfg = inner.borrow().cfg.clone();
-    let mut touched: Vec<Rc<DmaFile>> = Vec::new();
+    let started = Instant::now();
     for chunk in chunks {
         let path = cfg.dir.join(segment_file(cfg.epoch, chunk.seq));
         let existing = inner
@@ -428,10 +438,16 @@ async fn write_batch(inner: &Rc<RefCell<Inner>>, chunks: Vec<Chunk>) -> Result<D
         let (file, tail, zeroed) = match existing {
             Some(x) => x,
             None => {
+                // O_DSYNC: each write returns once durable (see the module comment).
+                let dsync = match cfg.durability {
+                    Durability::Sync => libc::O_DSYNC,
+                    Durability::DangerNoSync => 0,
+                };
                 let f = OpenOptions::new()
                     .write(true)
                     .read(true)
                     .create(true)
+                    .custom_flags(dsync)
                     .dma_open(&path)
                     .await
                     .map_err(|e| Error::io(format!("creating segment {path:?}"), e.into()))?;
@@ -513,17 +529,6 @@ async fn write_batch(inner: &Rc<RefCell<Inner>>, chunks: Vec<Chunk>) -> Result<D
                 zeroed: zero_to.max(data_end),
             },
         );
-        if !touched.iter().any(|f| Rc::ptr_eq(f, &file)) {
-            touched.push(file);
-        }
-    }
-    let started = Instant::now();
-    if cfg.durability == Durability::Sync {
-        for f in &touched {
-            f.fdatasync()
-                .await
-                .map_err(|e| Error::io("syncing a segment", e.into()))?;
-        }
     }
     Ok(started.elapsed())
 }
