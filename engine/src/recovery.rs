@@ -252,6 +252,14 @@ pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Re
             if mode != RecoveryMode::ReadOnly {
                 truncate(&path, scan.valid_len)?;
             }
+        } else if mode != RecoveryMode::ReadOnly
+            && listing.segments.last() == Some(&seq)
+            && from + tail.len() as u64 > scan.valid_len
+        {
+            // The last run's active segment. The writer starts a new one, so the zeros it
+            // wrote ahead and the blocks it preallocated past them (up to a segment's size)
+            // would only hold disk space until compaction removed the whole segment.
+            truncate(&path, scan.valid_len)?;
         }
         segment_lengths.insert(seq, scan.valid_len);
     }

@@ -239,6 +239,23 @@ fn zeros_written_ahead_are_a_clean_end_after_a_crash() {
         let rep = p.recovery_report();
         assert!(rep.is_clean() && rep.torn_tails.is_empty(), "{rep:?}");
         assert_eq!(p.status(A, "INBOX").unwrap().messages, 40);
+        // The crashed run's segment is cut back to its records: neither its zeros nor the
+        // blocks preallocated past them hold disk space any more.
+        use std::os::unix::fs::MetadataExt;
+        let first = std::fs::read_dir(d2.join("p0"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .min()
+            .unwrap();
+        let m = std::fs::metadata(&first).unwrap();
+        assert!(m.len() < 256 << 10, "{} bytes", m.len());
+        assert!(
+            m.blocks() * 512 <= m.len().next_multiple_of(4096) + 4096,
+            "{} bytes allocated for {} bytes",
+            m.blocks() * 512,
+            m.len()
+        );
         // Enough after the restart to roll over into further segments.
         for n in 40..2000 {
             p.append(A, "INBOX", &new_message(message(n, 4000)))
@@ -300,7 +317,10 @@ fn segments_are_written_o_direct_and_o_dsync() {
     const O_DSYNC: u32 = 0o10000;
     for (durability, dsync) in [
         (ringmail_engine::io::log_writer::Durability::Sync, true),
-        (ringmail_engine::io::log_writer::Durability::DangerNoSync, false),
+        (
+            ringmail_engine::io::log_writer::Durability::DangerNoSync,
+            false,
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_path_buf();

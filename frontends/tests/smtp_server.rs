@@ -388,14 +388,16 @@ fn fsck_checks_every_stored_message() {
         }
         for f in std::fs::read_dir(&part).unwrap() {
             let f = f.unwrap().path();
-            if f.extension().is_some_and(|e| e == "log")
-                && std::fs::metadata(&f).unwrap().len() > 8192
-                && !damaged
-            {
-                let mut b = std::fs::read(&f).unwrap();
-                // Inside the first message record's body (records start at 64; the first
-                // ones create the account, so go well past them).
-                let at = b.len() / 2;
+            if f.extension().is_none_or(|e| e != "log") || damaged {
+                continue;
+            }
+            let mut b = std::fs::read(&f).unwrap();
+            // Records end where the zeros the writer writes ahead begin.
+            let end = b.iter().rposition(|&x| x != 0).unwrap_or(0);
+            if end > 8192 {
+                // Inside a message record's body (records start at 64; the first ones
+                // create the account, so go well past them).
+                let at = end / 2;
                 b[at] ^= 0xff;
                 std::fs::write(&f, &b).unwrap();
                 damaged = true;
