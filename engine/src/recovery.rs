@@ -16,7 +16,7 @@ use crate::error::{Error, FormatError, Result};
 use crate::format::names::{parse_checkpoint_file, parse_segment_file, segment_file};
 use crate::ids::SegmentSeq;
 use crate::mutation::Mutation;
-use crate::segment::{scan_segment_from, ScanEnd, SegmentHeader};
+use crate::segment::{scan_last_segment_from, scan_segment_from, ScanEnd, SegmentHeader};
 use crate::state::{PartitionState, RecordLoc};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -162,6 +162,14 @@ pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Re
     report.checkpoint_time = started.elapsed();
     let started = std::time::Instant::now();
     let mut segment_lengths = BTreeMap::new();
+    // The segment the last run was writing: the last one whose header reached the disk (a
+    // crash while rolling over can leave a newer one that is all zeros).
+    let last_written = listing
+        .segments
+        .iter()
+        .rev()
+        .copied()
+        .find(|&s| first_lsn(&dir.join(segment_file(epoch, s))).is_some());
     for &seq in &listing.segments {
         let path = dir.join(segment_file(epoch, seq));
         if seq < start_seg {
@@ -213,7 +221,11 @@ pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Re
                     .push((seq, 0, SegmentHeader::LEN as u64, e.to_string()));
             }
         }
-        let scan = scan_segment_from(&tail, from, from, next_lsn);
+        let scan = if last_written == Some(seq) {
+            scan_last_segment_from(&tail, from, from, next_lsn)
+        } else {
+            scan_segment_from(&tail, from, from, next_lsn)
+        };
         report.segments_replayed += 1;
         for c in &scan.corrupt {
             if mode == RecoveryMode::Strict {
@@ -252,13 +264,11 @@ pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Re
             if mode != RecoveryMode::ReadOnly {
                 truncate(&path, scan.valid_len)?;
             }
-        } else if mode != RecoveryMode::ReadOnly
-            && listing.segments.last() == Some(&seq)
-            && from + tail.len() as u64 > scan.valid_len
-        {
-            // The last run's active segment. The writer starts a new one, so the zeros it
-            // wrote ahead and the blocks it preallocated past them (up to a segment's size)
-            // would only hold disk space until compaction removed the whole segment.
+        } else if mode != RecoveryMode::ReadOnly && from + tail.len() as u64 > scan.valid_len {
+            // Only zeros follow the records (padding, or the zeros the last run's writer
+            // wrote ahead, with blocks preallocated past them). No segment is written again
+            // after a restart, so they would only hold disk space until compaction removed
+            // the whole segment.
             truncate(&path, scan.valid_len)?;
         }
         segment_lengths.insert(seq, scan.valid_len);

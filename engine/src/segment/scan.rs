@@ -9,9 +9,19 @@
 //!     if the rest is all zero bytes:          end Clean
 //!     if a valid record starts at pos:        take it, pos += its length
 //!     else if a valid record with a higher LSN starts later (found by its magic):
-//!                                             note the bad range as Corrupt, pos = there
+//!         if this is the log's last segment and a zero sector lies between:
+//!                                             end Torn at pos (a torn last batch)
+//!         else:                               note the bad range as Corrupt, pos = there
 //!     else:                                   end Torn at pos
 //! ```
+//!
+//! Why zero sectors end the last segment: the writer keeps a segment written with zeros
+//! ahead of its records, so a batch torn by a power cut (its sectors persisted in any
+//! order) can leave a hole of zeros with some of its later records intact after it. Only
+//! the last batch can be torn (each batch is durable before the next is written, and
+//! before anyone is answered), and a completed batch never leaves a zero sector between
+//! records, so everything after such a hole is unacknowledged: the log ends there.
+//! Elsewhere a bad range is damage to acknowledged data, and the records after it are kept.
 
 use memchr::memmem;
 
@@ -73,6 +83,32 @@ pub fn scan_segment(bytes: &[u8], start: u64, min_lsn: u64) -> SegmentScan {
 /// recovery need not read what a checkpoint already covers). Offsets in the result are file
 /// offsets.
 pub fn scan_segment_from(bytes: &[u8], base: u64, start: u64, min_lsn: u64) -> SegmentScan {
+    scan(bytes, base, start, min_lsn, false)
+}
+
+/// Like [`scan_segment_from`], for the log's last segment, where a bad range that holds a
+/// zero sector is a torn last batch and ends the log (see the module comment).
+pub fn scan_last_segment_from(bytes: &[u8], base: u64, start: u64, min_lsn: u64) -> SegmentScan {
+    scan(bytes, base, start, min_lsn, true)
+}
+
+/// The sector size a torn write is assumed to leave whole (the smallest there is).
+const SECTOR: usize = 512;
+
+/// Whether a whole sector of zeros (aligned in the file, whose offset `bytes[0]` has is
+/// `base`) lies in `bytes[from..to]`.
+fn has_zero_sector(bytes: &[u8], base: usize, from: usize, to: usize) -> bool {
+    let mut s = (base + from).next_multiple_of(SECTOR) - base;
+    while s + SECTOR <= to {
+        if bytes[s..s + SECTOR].iter().all(|&b| b == 0) {
+            return true;
+        }
+        s += SECTOR;
+    }
+    false
+}
+
+fn scan(bytes: &[u8], base: u64, start: u64, min_lsn: u64, last: bool) -> SegmentScan {
     let b = base as usize;
     let mut records = Vec::new();
     let mut corrupt = Vec::new();
@@ -94,6 +130,12 @@ pub fn scan_segment_from(bytes: &[u8], base: u64, start: u64, min_lsn: u64) -> S
                 next_lsn = h.lsn + 1;
             }
             Err(reason) => match resync(bytes, pos + 1, next_lsn) {
+                Some(q) if last && has_zero_sector(bytes, b, pos, q) => {
+                    break ScanEnd::Torn {
+                        at: (pos + b) as u64,
+                        reason,
+                    }
+                }
                 Some(q) => {
                     corrupt.push(CorruptRange {
                         start: (pos + b) as u64,
@@ -233,6 +275,38 @@ mod tests {
         assert_eq!(s.records.len(), 1);
         assert!(matches!(s.end, ScanEnd::Torn { at, .. } if at == end as u64));
         assert_eq!(s.valid_len, end as u64);
+    }
+
+    #[test]
+    fn a_hole_of_zeros_ends_the_last_segment_but_is_skipped_elsewhere() {
+        // Records long enough that the second spans whole sectors.
+        let (one, two, three) = (vec![b'1'; 100], vec![b'2'; 1500], vec![b'3'; 100]);
+        let (mut v, offs) = segment(&[&one, &two, &three]);
+        // A torn write: a sector inside the second record never reached the disk.
+        let hole = (offs[1] as usize + 32).next_multiple_of(SECTOR);
+        v[hole..hole + SECTOR].fill(0);
+        let last = scan_last_segment_from(&v, 0, 64, 10);
+        assert_eq!(last.records.len(), 1);
+        assert!(last.corrupt.is_empty());
+        assert!(matches!(last.end, ScanEnd::Torn { at, .. } if at == offs[1]));
+        assert_eq!(last.valid_len, offs[1]);
+        // In an earlier segment the same bytes are damage: reported, the rest kept.
+        let earlier = scan_segment(&v, 64, 10);
+        assert_eq!(earlier.records.len(), 2);
+        assert_eq!(earlier.corrupt.len(), 1);
+        // Damage that is not a zero sector is skipped even in the last segment.
+        let (mut v, offs) = segment(&[&one, &two, &three]);
+        v[offs[1] as usize + 40] ^= 0xff;
+        let last = scan_last_segment_from(&v, 0, 64, 10);
+        assert_eq!(last.records.len(), 2);
+        assert_eq!(last.corrupt.len(), 1);
+        assert_eq!(last.end, ScanEnd::Clean);
+        // Sectors are aligned in the file: the same hole seen from a later base.
+        let (mut v, offs) = segment(&[&one, &two, &three]);
+        v[hole..hole + SECTOR].fill(0);
+        let from = offs[0] as usize;
+        let part = scan_last_segment_from(&v[from..], from as u64, from as u64, 10);
+        assert_eq!(part.valid_len, offs[1]);
     }
 
     #[test]
