@@ -474,7 +474,7 @@ fn worker(
                 // Latency from the intended start: a stall delays every request behind it,
                 // and each of them is charged for it.
                 let latency = intended.elapsed().saturating_sub(step.waited);
-                if intended >= measure_from {
+                if res.measuring {
                     record(&mut res, step.name, latency);
                     if step.mix {
                         record(&mut res, "all", latency);

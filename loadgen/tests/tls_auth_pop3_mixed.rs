@@ -22,6 +22,27 @@ fn smtp_config(addr: std::net::SocketAddr) -> Config {
     cfg
 }
 
+/// POP3 against `users` accounts of the fake server (user1.., password "pw").
+fn pop3_config(addr: std::net::SocketAddr, users: u32) -> Config {
+    let mut cfg = Config::new(Workload::Pop3, addr);
+    cfg.users = Users::parse(&format!("user%d:1-{users}")).unwrap();
+    cfg.password = "pw".into();
+    cfg
+}
+
+/// Checks an error-free POP3 run made more than 3 sessions, each with one login, LIST and
+/// QUIT and `retrs` RETRs; returns the session count.
+fn steps_per_session(r: &ringmail_loadgen::Report, retrs: u64) -> u64 {
+    assert_eq!(r.total_errors(), 0, "{}", r.table());
+    let sessions = r.commands["session"].count;
+    assert!(sessions > 3, "{}", r.table());
+    for c in ["login", "list", "quit"] {
+        assert_eq!(r.commands[c].count, sessions, "{c}:\n{}", r.table());
+    }
+    assert_eq!(r.commands["retr"].count, retrs * sessions, "{}", r.table());
+    sessions
+}
+
 #[test]
 fn starttls_with_auth_and_distinct_recipients() {
     let fake = fake_smtp(Security::StartTls);
@@ -118,9 +139,7 @@ fn starttls_refused_or_absent_is_a_clear_error() {
     assert!(r.total_errors() > 0, "{}", r.table());
 
     let pop = fake_pop3(2, 3);
-    let mut cfg = Config::new(Workload::Pop3, pop.addr);
-    cfg.users = Users::parse("user%d:1-2").unwrap();
-    cfg.password = "pw".into();
+    let mut cfg = pop3_config(pop.addr, 2);
     cfg.connections = 1;
     cfg.duration = Duration::from_millis(300);
     cfg.tls = Some(Tls::starttls(pop.addr.ip()));
@@ -136,9 +155,7 @@ fn starttls_refused_or_absent_is_a_clear_error() {
 #[test]
 fn pop3_lists_deletes_and_commits_with_quit() {
     let pop = fake_pop3(4, 60);
-    let mut cfg = Config::new(Workload::Pop3, pop.addr);
-    cfg.users = Users::parse("user%d:1-4").unwrap();
-    cfg.password = "pw".into();
+    let mut cfg = pop3_config(pop.addr, 4);
     cfg.connections = 2;
     cfg.duration = Duration::from_millis(500);
     cfg.pop3_retrs = 2;
@@ -146,13 +163,7 @@ fn pop3_lists_deletes_and_commits_with_quit() {
     // Paced, so the 240 messages outlast the run.
     cfg.rate = Some(40.0);
     let r = run(&cfg);
-    assert_eq!(r.total_errors(), 0, "{}", r.table());
-    let sessions = r.commands["session"].count;
-    assert!(sessions > 3, "{}", r.table());
-    for c in ["login", "list", "quit"] {
-        assert_eq!(r.commands[c].count, sessions, "{c}:\n{}", r.table());
-    }
-    assert_eq!(r.commands["retr"].count, 2 * sessions, "{}", r.table());
+    let sessions = steps_per_session(&r, 2);
     assert_eq!(r.commands["dele"].count, 3 * sessions, "{}", r.table());
     // Every DELE was committed by its QUIT (the run may end in the middle of a session).
     let left: usize = pop.maildrops.lock().unwrap().values().map(Vec::len).sum();
@@ -168,22 +179,14 @@ fn pop3_lists_deletes_and_commits_with_quit() {
 #[test]
 fn warm_up_sessions_record_no_steps() {
     let pop = fake_pop3(4, 60);
-    let mut cfg = Config::new(Workload::Pop3, pop.addr);
-    cfg.users = Users::parse("user%d:1-4").unwrap();
-    cfg.password = "pw".into();
+    let mut cfg = pop3_config(pop.addr, 4);
     cfg.connections = 2;
     cfg.warmup = Duration::from_millis(400);
     cfg.duration = Duration::from_millis(400);
     cfg.pop3_retrs = 3;
     cfg.rate = Some(40.0);
     let r = run(&cfg);
-    assert_eq!(r.total_errors(), 0, "{}", r.table());
-    let sessions = r.commands["session"].count;
-    assert!(sessions > 3, "{}", r.table());
-    for c in ["login", "list", "quit"] {
-        assert_eq!(r.commands[c].count, sessions, "{c}:\n{}", r.table());
-    }
-    assert_eq!(r.commands["retr"].count, 3 * sessions, "{}", r.table());
+    steps_per_session(&r, 3);
 }
 
 #[test]

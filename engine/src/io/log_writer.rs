@@ -492,43 +492,26 @@ async fn write_batch(inner: &Rc<RefCell<Inner>>, chunks: Vec<Chunk>) -> Result<D
         let new_tail = buf.as_bytes()[new_tail_start..data_len].to_vec();
         let data_end = aligned_start + buf_len as u64;
         // Zeros ahead, in the same sync as this batch (disjoint from its blocks).
+        let zero_from = data_end.max(zeroed);
         let zero_to = if zeroed < data_end + ZERO_AHEAD / 2 {
-            (data_end.max(zeroed) + ZERO_AHEAD).min(align_up(cfg.segment_size).max(data_end))
+            (zero_from + ZERO_AHEAD).min(align_up(cfg.segment_size).max(data_end))
         } else {
             zeroed
         };
-        let zero_from = data_end.max(zeroed);
         let zeros = async {
             if zero_to <= zero_from {
                 return Ok(());
             }
-            let len = (zero_to - zero_from) as usize;
-            let mut z = file.alloc_dma_buffer(len);
+            let mut z = file.alloc_dma_buffer((zero_to - zero_from) as usize);
             z.as_bytes_mut().fill(0);
-            match file.write_at(z, zero_from).await {
-                Ok(n) if n == len => Ok(()),
-                Ok(n) => Err(std::io::Error::new(
-                    std::io::ErrorKind::WriteZero,
-                    format!("short write of zeros: {n} of {len} bytes"),
-                )),
-                Err(e) => Err(e.into()),
-            }
+            write_exact(&file, z, zero_from).await
         };
         let started = Instant::now();
         let (written, zeros) =
-            futures_lite::future::zip(file.write_at(buf, aligned_start), zeros).await;
+            futures_lite::future::zip(write_exact(&file, buf, aligned_start), zeros).await;
         took += started.elapsed();
         zeros.map_err(|e| Error::io(format!("writing zeros ahead in {path:?}"), e))?;
-        let written = written.map_err(|e| Error::io(format!("writing {path:?}"), e.into()))?;
-        if written != buf_len {
-            return Err(Error::io(
-                format!("writing {path:?}"),
-                std::io::Error::new(
-                    std::io::ErrorKind::WriteZero,
-                    format!("short write: {written} of {buf_len} bytes"),
-                ),
-            ));
-        }
+        written.map_err(|e| Error::io(format!("writing {path:?}"), e))?;
         inner.borrow_mut().files.insert(
             chunk.seq,
             OpenSegment {
@@ -552,4 +535,17 @@ async fn write_batch(inner: &Rc<RefCell<Inner>>, chunks: Vec<Chunk>) -> Result<D
         took += started.elapsed();
     }
     Ok(took)
+}
+
+/// Writes all of `buf` at `pos`: a short write is an error.
+async fn write_exact(file: &DmaFile, buf: glommio::io::DmaBuffer, pos: u64) -> std::io::Result<()> {
+    let len = buf.len();
+    match file.write_at(buf, pos).await {
+        Ok(n) if n == len => Ok(()),
+        Ok(n) => Err(std::io::Error::new(
+            std::io::ErrorKind::WriteZero,
+            format!("short write: {n} of {len} bytes"),
+        )),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -432,8 +432,7 @@ fn fold(s: &str) -> String {
     s.to_lowercase()
 }
 
-/// A header value with RFC 2047 encoded words decoded and folding removed.
-/// An unstructured header value, encoded words decoded.
+/// An unstructured header value with RFC 2047 encoded words decoded and folding removed.
 pub(crate) fn decode_header(v: &[u8]) -> String {
     // The unstructured parser ends a value at a LF not followed by white space.
     let mut b = v.to_vec();
