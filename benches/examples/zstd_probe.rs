@@ -1,41 +1,65 @@
-//! Probe: zstd cost and ratio per level, with and without a trained dictionary, on
-//! realistic generated mail. `cargo run --release -p ringmail-benches --example zstd_probe`
+//! Probe: zstd cost and ratio of the settings a partition could use, on generated mail of
+//! the benchmark's size, with the cache disturbed between messages as a busy server
+//! disturbs it (DISTURB=0: not). Rounds are interleaved; the best round per setting is
+//! printed, after the training time of each dictionary.
+//! `cargo run --release -p ringmail-benches --example zstd_probe [SIZE]`
 use ringmail_benches::mailgen::MailGen;
 use std::time::Instant;
+
 fn main() {
+    let size: usize = std::env::args().nth(1).map_or(4096, |s| s.parse().unwrap());
     let mut g = MailGen::new(42);
-    let train: Vec<Vec<u8>> = (0..2000).map(|_| g.message()).collect();
-    let samples: Vec<Vec<u8>> = train
-        .iter()
-        .map(|m| m[..m.len().min(8 << 10)].to_vec())
-        .collect();
-    let dict = zstd::dict::from_samples(&samples, 64 << 10).unwrap();
-    let msgs: Vec<Vec<u8>> = (0..4000).map(|_| g.message()).collect();
+    let samples: Vec<Vec<u8>> = (0..2000).map(|_| g.message_of_size(size)).collect();
+    let mut dicts = Vec::new();
+    for (n, dsize) in [(2000, 64 << 10), (500, 64 << 10), (500, 32 << 10)] {
+        let t = Instant::now();
+        let d = zstd::dict::from_samples(&samples[..n], dsize).unwrap();
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        println!(
+            "train {n} samples, {} KiB dictionary: {ms:.0} ms",
+            dsize >> 10
+        );
+        dicts.push((format!("{n}/{}K", dsize >> 10), d));
+    }
+    let msgs: Vec<Vec<u8>> = (0..2000).map(|_| g.message_of_size(size)).collect();
     let raw: usize = msgs.iter().map(|m| m.len()).sum();
     let mut out = vec![0u8; 1 << 20];
-    for use_dict in [false, true] {
-        for level in [-5, -3, -1, 1, 3] {
-            let ed = zstd::dict::EncoderDictionary::copy(&dict, level);
-            let mut c = if use_dict {
-                zstd::bulk::Compressor::with_prepared_dictionary(&ed).unwrap()
-            } else {
-                zstd::bulk::Compressor::new(level).unwrap()
-            };
-            let mut best = f64::MAX;
-            let mut o = 0;
-            for _ in 0..3 {
-                let t = Instant::now();
-                o = msgs
-                    .iter()
-                    .map(|m| c.compress_to_buffer(m, &mut out).unwrap())
-                    .sum::<usize>();
-                best = best.min(t.elapsed().as_secs_f64() * 1e6 / msgs.len() as f64);
-            }
-            println!(
-                "dict {use_dict} level {level}: {best:.1} us/msg, ratio {:.3} (mean {} B)",
-                o as f64 / raw as f64,
-                raw / msgs.len()
-            );
+    let mut junk = vec![0u8; 4 << 20];
+    let disturb = std::env::var("DISTURB").map_or(true, |v| v != "0");
+    let mut configs: Vec<(String, zstd::bulk::Compressor<'static>)> = Vec::new();
+    for level in [-5, -3, -1, 1] {
+        configs.push((
+            format!("no dict, level {level}"),
+            zstd::bulk::Compressor::new(level).unwrap(),
+        ));
+    }
+    for (name, d) in &dicts {
+        for level in [-3, -1, 1] {
+            let ed: &'static _ = Box::leak(Box::new(zstd::dict::EncoderDictionary::copy(d, level)));
+            let c = zstd::bulk::Compressor::with_prepared_dictionary(ed).unwrap();
+            configs.push((format!("dict {name}, level {level}"), c));
         }
+    }
+    let mut best = vec![f64::MAX; configs.len()];
+    let mut ratio = vec![0.0; configs.len()];
+    for _round in 0..7 {
+        for (k, (_, c)) in configs.iter_mut().enumerate() {
+            let mut el = 0.0;
+            let mut o = 0;
+            for (i, m) in msgs.iter().enumerate() {
+                for j in (0..if disturb { junk.len() } else { 0 }).step_by(64) {
+                    junk[j] = junk[j].wrapping_add(i as u8);
+                }
+                let t = Instant::now();
+                o += c.compress_to_buffer(m, &mut out).unwrap();
+                el += t.elapsed().as_secs_f64();
+            }
+            best[k] = best[k].min(el * 1e6 / msgs.len() as f64);
+            ratio[k] = o as f64 / raw as f64;
+        }
+    }
+    println!("mean message {} B", raw / msgs.len());
+    for (k, (name, _)) in configs.iter().enumerate() {
+        println!("{name:40} {:6.1} us/msg  ratio {:.3}", best[k], ratio[k]);
     }
 }

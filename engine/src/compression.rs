@@ -35,7 +35,10 @@ impl Default for DictionaryConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            samples: 2000,
+            // 500 samples of 4 KiB mail train as good a 64 KiB dictionary as 2000 (ratio 0.405
+            // against 0.404, `benches/examples/zstd_probe.rs`) in a quarter of the time (0.3 s
+            // against 1.2 s of a core on the 2-core benchmark machine).
+            samples: 500,
             sample_prefix: 8 << 10,
             size: 64 << 10,
         }
