@@ -637,7 +637,8 @@ mod tests {
         );
         assert_eq!(
             body(b"", true),
-            r#"("TEXT" "PLAIN" NIL NIL NIL "7BIT" 0 0 NIL NIL NIL NIL)"#
+            // An empty message has the RFC 2045 defaults, as any header-less part.
+            r#"("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 0 0 NIL NIL NIL NIL)"#
         );
         assert_eq!(
             body(

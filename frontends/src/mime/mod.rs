@@ -3,5 +3,6 @@
 #![forbid(unsafe_code)]
 
 pub mod meta;
+mod scan;
 
 pub use meta::{EnvelopeMeta, MessageMeta, PartMeta};
