@@ -255,25 +255,36 @@ fn kill_9_during_deliveries_loses_nothing_acknowledged() {
     let port = srv.smtp;
     // A client thread delivers as fast as it can and records each acknowledged message.
     let (tx, rx) = std::sync::mpsc::channel::<u32>();
-    let client = std::thread::spawn(move || {
+    // It stops at the kill; why it stopped is in the failure message if that came first.
+    let client = std::thread::spawn(move || -> String {
         for conn in 0..1000 {
-            let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-                return;
+            let s = match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => s,
+                Err(e) => return format!("connection {conn}: {e}"),
             };
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut c = Raw {
                 s: std::io::BufReader::new(s),
             };
-            if !c.reply().starts_with("220") || !c.cmd("EHLO x").starts_with("250") {
-                return;
+            let greeting = c.reply();
+            if !greeting.starts_with("220") {
+                return format!("connection {conn}: greeting {greeting:?}");
+            }
+            let ehlo = c.cmd("EHLO x");
+            if !ehlo.starts_with("250") {
+                return format!("connection {conn}: EHLO {ehlo:?}");
             }
             for k in 0..20u32 {
                 let n = conn * 100 + k;
-                let ok = c.cmd("MAIL FROM:<a@b.example>").starts_with("250")
-                    && c.cmd("RCPT TO:<alice@example.org>").starts_with("250")
-                    && c.cmd("DATA").starts_with("354");
-                if !ok {
-                    return;
+                for (cmd, want) in [
+                    ("MAIL FROM:<a@b.example>", "250"),
+                    ("RCPT TO:<alice@example.org>", "250"),
+                    ("DATA", "354"),
+                ] {
+                    let r = c.cmd(cmd);
+                    if !r.starts_with(want) {
+                        return format!("message {n}: {cmd} got {r:?}");
+                    }
                 }
                 let _ = c.s.get_mut().write_all(
                     format!(
@@ -282,13 +293,15 @@ fn kill_9_during_deliveries_loses_nothing_acknowledged() {
                     )
                     .as_bytes(),
                 );
-                if c.reply().starts_with("250") {
-                    let _ = tx.send(n);
-                } else {
-                    return;
+                let r = c.reply();
+                if !r.starts_with("250") {
+                    return format!("message {n}: end of data got {r:?}");
                 }
+                let _ = tx.send(n);
             }
+            c.cmd("QUIT");
         }
+        "all sent".into()
     });
     let mut acked = Vec::new();
     while acked.len() < 300 {
@@ -298,11 +311,11 @@ fn kill_9_during_deliveries_loses_nothing_acknowledged() {
         }
     }
     srv.kill9();
-    client.join().unwrap();
+    let stopped = client.join().unwrap();
     acked.extend(rx.try_iter());
     assert!(
         acked.len() >= 300,
-        "only {} deliveries before the kill",
+        "only {} deliveries before the kill; the client stopped: {stopped}",
         acked.len()
     );
     srv.start();
