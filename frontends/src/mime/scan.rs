@@ -135,15 +135,11 @@ impl<'x> Walk<'x> {
 }
 
 /// A part's MIME headers; offsets, lines and sub-parts are the caller's.
-fn describe(headers: &[Header<'_>], block: &[u8], in_digest: bool) -> PartMeta {
-    // The last of a repeated header wins, as in mail-parser's `GetHeader`.
-    let value = |name: HeaderName<'static>| {
-        headers
-            .iter()
-            .rev()
-            .find(|h| h.name == name)
-            .map(|h| &h.value)
-    };
+// A `Vec`, not a slice: mail-parser's `GetHeader` (the last of a repeated header wins) is
+// implemented for `Vec` only.
+#[allow(clippy::ptr_arg)]
+fn describe(headers: &Vec<Header<'_>>, block: &[u8], in_digest: bool) -> PartMeta {
+    let value = |name: HeaderName<'static>| headers.header_value(&name);
     let (content_type, params) =
         match value(HeaderName::ContentType).and_then(HeaderValue::as_content_type) {
             Some(ct) => {
