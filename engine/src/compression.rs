@@ -57,7 +57,7 @@ pub struct Compression {
 }
 
 /// Bodies smaller than this are stored raw: compression would not pay for its framing.
-const MIN_COMPRESS: usize = 64;
+pub(crate) const MIN_COMPRESS: usize = 64;
 
 impl Compression {
     pub fn new(level: i32, mut cfg: DictionaryConfig) -> std::io::Result<Self> {

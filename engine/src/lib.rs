@@ -28,6 +28,7 @@
 pub mod api;
 pub mod checkpoint;
 pub mod compaction;
+mod compress_worker;
 pub mod compression;
 pub mod error;
 pub mod flags;

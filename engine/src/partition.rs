@@ -15,18 +15,21 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use crate::api::{
     AccountInfo, Appended, MailboxInfo, MessageInfo, NewMessage, Recipient, StoreResult,
 };
 use crate::checkpoint::{self, Checkpoint};
 use crate::compaction::{self, CompactionConfig, Plan};
-use crate::compression::{Compression, DictionaryConfig};
+use crate::compress_worker::{CompressWorker, Job};
+use crate::compression::{Compression, DictionaryConfig, MIN_COMPRESS};
 use crate::error::{Error, Result, StoreError};
 use crate::flags::{FlagOp, Flags, SpecialUse};
 use crate::format::names::{checkpoint_file, segment_file, MAX_MESSAGE_SIZE, MAX_META_SIZE};
 use crate::ids::{BlobId, LogPos, PartitionId, SegmentSeq, Uid, UidValidity};
 use crate::io::log_writer::{Durability, LogConfig, LogStats, LogWriter};
+use crate::io::notify::Notify;
 use crate::io::reader::{ReadMode, SegmentReader};
 use crate::mutation::{
     decode_blob_meta, BlobRecord, BodyCodec, Mutation, Target, BLOB_META_PREFIX,
@@ -47,6 +50,10 @@ pub struct PartitionConfig {
     /// zstd level for message bodies.
     pub zstd_level: i32,
     pub dictionary: DictionaryConfig,
+    /// Deferred compression: bodies of up to this many bytes in all may wait in the log
+    /// uncompressed, for a background thread to compress when a core is idle (0: compress
+    /// every body before it is logged). See `compress_worker`.
+    pub deferred_compression_bytes: u64,
     pub recovery: RecoveryMode,
     pub read_mode: ReadMode,
 }
@@ -62,6 +69,9 @@ impl Default for PartitionConfig {
             cache_bytes: 64 << 20,
             zstd_level: 1,
             dictionary: DictionaryConfig::default(),
+            // About 20 s of a burst at the rate one partition takes 4 KiB mail on the
+            // benchmark machine; a few seconds' worth of disk on any mail server.
+            deferred_compression_bytes: 1 << 30,
             recovery: RecoveryMode::Repair,
             read_mode: ReadMode::default(),
         }
@@ -109,6 +119,8 @@ pub struct PartitionStats {
     pub checkpoint_bytes: usize,
     /// Bytes the index holds beyond the checkpoint (changes since it).
     pub overlay_bytes: usize,
+    /// Bytes of mail stored raw, waiting for deferred compression.
+    pub deferred_bytes: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -157,6 +169,18 @@ struct Housekeeping {
     checkpoint: Option<Rc<Checkpoint>>,
 }
 
+/// Deferred compression starts on a partition this long after its last delivery.
+const DEFER_UNTIL_QUIET: Duration = Duration::from_millis(50);
+
+/// Messages stored raw for the worker to compress (deferred compression).
+#[derive(Default)]
+struct Deferred {
+    /// (blob id, raw length), oldest first.
+    queue: VecDeque<(u64, u32)>,
+    /// Raw bytes in `queue`: new deliveries defer only while this is under the bound.
+    bytes: u64,
+}
+
 pub struct Partition {
     id: PartitionId,
     dir: PathBuf,
@@ -180,6 +204,14 @@ pub struct Partition {
     /// (RFC 3501 section 2.3.2). Kept in memory only: after a restart, messages are
     /// \Recent to the first session again, as RFC 3501 allows of a server that cannot keep it.
     recent: RefCell<HashMap<(String, String), u32>>,
+    /// `None` when deferred compression is off.
+    worker: Option<CompressWorker>,
+    deferred: RefCell<Deferred>,
+    deferred_wake: Notify,
+    /// Cleared if the compression task stops: deliveries then compress inline again.
+    deferring: Cell<bool>,
+    last_delivery: Cell<Instant>,
+    closing: Cell<bool>,
 }
 
 fn now_unix() -> u64 {
@@ -218,6 +250,41 @@ impl Partition {
                 .add_dictionary(*id, bytes)
                 .map_err(|e| Error::io("loading a compression dictionary", e))?;
         }
+        let worker = if cfg.deferred_compression_bytes > 0 {
+            match CompressWorker::start(id.0, cfg.zstd_level) {
+                Ok(w) => {
+                    if let Some((id, bytes)) = rec.state.dictionaries.iter().next_back() {
+                        w.add_dictionary(*id, bytes);
+                    }
+                    Some(w)
+                }
+                Err(e) => {
+                    // Correct without it: every body is compressed inline.
+                    tracing::warn!(partition = id.0, error = %e, "no compression thread");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        // The queue of raw bodies is not logged: after a restart, the messages whose record
+        // is longer than their body are the likely raw ones (a compressed record of mail
+        // worth compressing is shorter). The task reads each and skips those that are not.
+        // Only the newest up to the bound are taken, as only that much can have been
+        // deferred; this also caps what a store of incompressible mail re-reads per restart.
+        let mut deferred = Deferred::default();
+        if worker.is_some() {
+            for b in rec.state.blobs.sorted().into_iter().rev() {
+                if b.raw_len as usize >= MIN_COMPRESS && b.record_len >= b.raw_len {
+                    if deferred.bytes + b.raw_len as u64 > cfg.deferred_compression_bytes {
+                        break;
+                    }
+                    deferred.queue.push_front((b.id, b.raw_len));
+                    deferred.bytes += b.raw_len as u64;
+                }
+            }
+        }
+        let deferring = worker.is_some();
         let covered_below = rec
             .checkpoint
             .as_ref()
@@ -251,10 +318,22 @@ impl Partition {
             changes: Default::default(),
             recent: RefCell::new(HashMap::new()),
             since_image: RefCell::new(None),
+            worker,
+            deferred: RefCell::new(deferred),
+            deferred_wake: Notify::default(),
+            deferring: Cell::new(deferring),
+            last_delivery: Cell::new(Instant::now()),
+            closing: Cell::new(false),
             cfg,
         });
         // Make the new segment exist before anyone waits on it.
         p.log.sync_point().await?;
+        if p.worker.is_some() {
+            p.start_deferred_task();
+            if !p.deferred.borrow().queue.is_empty() {
+                p.deferred_wake.notify();
+            }
+        }
         Ok(p)
     }
 
@@ -310,6 +389,12 @@ impl Partition {
 
     fn after_commit(self: &Rc<Self>, bytes: u64) {
         self.changes.changed();
+        self.count_log_bytes(bytes);
+    }
+
+    /// Counts bytes logged toward the next background checkpoint, and starts it when due.
+    /// After it, compaction runs if the checkpoint left sparse segments.
+    fn count_log_bytes(self: &Rc<Self>, bytes: u64) {
         let due = {
             let mut hk = self.hk.borrow_mut();
             hk.bytes_since_checkpoint += bytes;
@@ -322,7 +407,9 @@ impl Partition {
             glommio::spawn_local(async move {
                 if let Err(e) = me.checkpoint().await {
                     tracing::warn!(partition = me.id.0, error = %e, "background checkpoint failed");
+                    return;
                 }
+                me.compact_if_due().await;
             })
             .detach();
         }
@@ -617,6 +704,9 @@ impl Partition {
                         }])
                         .await;
                     r.and_then(|_| {
+                        if let Some(w) = &me.worker {
+                            w.add_dictionary(id, &bytes);
+                        }
                         me.compression
                             .borrow_mut()
                             .add_dictionary(id, &bytes)
@@ -678,9 +768,17 @@ impl Partition {
         if msg.meta.len() > MAX_META_SIZE as usize {
             return fail_all(Error::Config("message metadata too large".into()));
         }
-        let (codec, dict, body) = match self.compress(&msg.body) {
-            Ok(x) => x,
-            Err(e) => return fail_all(e),
+        self.last_delivery.set(Instant::now());
+        let defer = self.deferring.get()
+            && msg.body.len() >= MIN_COMPRESS
+            && self.deferred.borrow().bytes + size <= self.cfg.deferred_compression_bytes;
+        let (codec, dict, body) = if defer {
+            (BodyCodec::Raw, 0, msg.body.clone())
+        } else {
+            match self.compress(&msg.body) {
+                Ok(x) => x,
+                Err(e) => return fail_all(e),
+            }
         };
         let date = msg.internal_date.unwrap_or(now_unix() as i64);
         // Plan, log and apply with no await in between.
@@ -754,12 +852,32 @@ impl Partition {
             }));
             (defs, results)
         };
+        // Count a raw body against the bound before the await, so deliveries planned
+        // meanwhile see it.
+        let deferred_blob = match muts.last() {
+            Some(Mutation::Blob(b)) if defer => {
+                self.deferred.borrow_mut().bytes += size;
+                Some(b.blob.0)
+            }
+            _ => None,
+        };
         if let Err(e) = self.commit(&muts).await {
+            if deferred_blob.is_some() {
+                let mut q = self.deferred.borrow_mut();
+                q.bytes = q.bytes.saturating_sub(size);
+            }
             let s = e.to_string();
             return results
                 .into_iter()
                 .map(|r| r.and_then(|_| Err(clone_error(&e, &s))))
                 .collect();
+        }
+        if let Some(blob) = deferred_blob {
+            self.deferred
+                .borrow_mut()
+                .queue
+                .push_back((blob, size as u32));
+            self.deferred_wake.notify();
         }
         self.maybe_train(&msg.body);
         results
@@ -1314,11 +1432,196 @@ impl Partition {
             log: self.log.stats(),
             checkpoint_bytes: hk.checkpoint.as_ref().map(|c| c.archive_len()).unwrap_or(0),
             overlay_bytes: overlay,
+            deferred_bytes: self.deferred.borrow().bytes,
+        }
+    }
+
+    // ---- deferred compression -------------------------------------------------------------
+
+    /// Runs the partition's side of deferred compression: whenever raw bodies are queued,
+    /// hands them to the worker and logs what comes back. Holds the partition weakly, so an
+    /// unused partition still drops.
+    fn start_deferred_task(self: &Rc<Self>) {
+        let me = Rc::downgrade(self);
+        let wake = self.deferred_wake.clone();
+        // The shard's part (a read and a small write per message) yields to sessions.
+        let tq = glommio::executor().create_task_queue(
+            glommio::Shares::Static(100),
+            glommio::Latency::NotImportant,
+            "deferred-zstd",
+        );
+        let task = async move {
+            loop {
+                wake.wait().await;
+                loop {
+                    let Some(p) = me.upgrade() else { return };
+                    if p.closing.get() {
+                        return;
+                    }
+                    if p.deferred.borrow().queue.is_empty() {
+                        break;
+                    }
+                    // Only once deliveries pause: reading a body back and logging it again
+                    // costs the shard about what compressing it inline would.
+                    let quiet = p.last_delivery.get().elapsed();
+                    if quiet < DEFER_UNTIL_QUIET {
+                        drop(p);
+                        glommio::timer::sleep(DEFER_UNTIL_QUIET - quiet).await;
+                        continue;
+                    }
+                    if let Err(e) = p.compress_deferred().await {
+                        // What is left stays raw, which is still correct; the queue is
+                        // rebuilt from the log after a restart.
+                        tracing::warn!(partition = p.id.0, error = %e, "deferred compression stopped");
+                        p.deferring.set(false);
+                        return;
+                    }
+                }
+            }
+        };
+        match glommio::spawn_local_into(task, tq) {
+            Ok(t) => {
+                t.detach();
+            }
+            Err(e) => {
+                self.deferring.set(false);
+                tracing::warn!(partition = self.id.0, error = %e, "no deferred compression task")
+            }
+        }
+    }
+
+    /// Compresses one batch of queued raw bodies and logs each as a relocation of its
+    /// message: same blob, same raw length, a compressed body. The raw record becomes dead
+    /// space for checkpoints and compaction to reclaim.
+    async fn compress_deferred(self: &Rc<Self>) -> Result<()> {
+        let batch: Vec<(u64, u32)> = {
+            let mut d = self.deferred.borrow_mut();
+            let mut take = 0u64;
+            let mut out = Vec::new();
+            while let Some(&(id, raw)) = d.queue.front() {
+                if !out.is_empty() && (take + raw as u64 > 1 << 20 || out.len() >= 256) {
+                    break;
+                }
+                d.queue.pop_front();
+                take += raw as u64;
+                out.push((id, raw));
+            }
+            out
+        };
+        let mut jobs = Vec::with_capacity(batch.len());
+        // The records as read, without their bodies, and where they were.
+        let mut read_back: HashMap<u64, (BlobRecord, u32, u64)> = HashMap::new();
+        let mut released = 0u64;
+        for &(id, raw) in &batch {
+            let Some(loc) = self.state.borrow().blobs.get(id) else {
+                released += raw as u64;
+                continue;
+            };
+            let read = self
+                .reader
+                .read_record(loc.segment as u64, loc.offset, loc.record_len, None)
+                .await;
+            let rec = match read {
+                Ok((h, payload)) => match Mutation::decode(h.kind, &payload) {
+                    Ok(Mutation::Blob(b)) if b.blob.0 == id && b.codec == BodyCodec::Raw => Some(b),
+                    _ => None,
+                },
+                // Moved by compaction (its old segment gone) since we looked it up.
+                Err(Error::MissingSegment(_)) => None,
+                Err(e) => return Err(e),
+            };
+            match rec {
+                Some(mut b) => {
+                    jobs.push(Job {
+                        blob: id,
+                        body: std::mem::take(&mut b.body),
+                    });
+                    read_back.insert(id, (b, loc.segment, loc.offset));
+                }
+                None => released += raw as u64,
+            }
+        }
+        {
+            let mut q = self.deferred.borrow_mut();
+            q.bytes = q.bytes.saturating_sub(released);
+        }
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let Some(done) = self.worker.as_ref().expect("worker").compress(jobs).await else {
+            return Err(Error::io(
+                "deferred compression",
+                std::io::Error::other("the compression thread is gone"),
+            ));
+        };
+        let mut logged = 0u64;
+        let mut released = 0u64;
+        for d in done {
+            let Some((mut b, segment, offset)) = read_back.remove(&d.blob) else {
+                continue;
+            };
+            released += b.raw_len as u64;
+            if d.codec == BodyCodec::Raw || self.closing.get() {
+                continue;
+            }
+            // Expunged or moved since it was read: the record compressed is not the live one.
+            let same = self
+                .state
+                .borrow()
+                .blobs
+                .get(d.blob)
+                .is_some_and(|l| l.segment == segment && l.offset == offset);
+            if !same {
+                // Moved by compaction meanwhile: compress it from its new place later.
+                if self.state.borrow().blobs.get(d.blob).is_some() {
+                    let mut q = self.deferred.borrow_mut();
+                    q.queue.push_back((d.blob, b.raw_len));
+                    q.bytes += b.raw_len as u64;
+                }
+                continue;
+            }
+            b.codec = d.codec;
+            b.dict = d.dict;
+            b.body = d.body;
+            b.targets.clear();
+            logged += self.log_and_apply(&[Mutation::Blob(b)])?;
+        }
+        {
+            let mut q = self.deferred.borrow_mut();
+            q.bytes = q.bytes.saturating_sub(released);
+        }
+        if logged > 0 {
+            self.log.sync_point().await?;
+            self.count_log_bytes(logged);
+        }
+        glommio::yield_if_needed().await;
+        Ok(())
+    }
+
+    /// Bytes of mail stored raw and waiting for the compression thread.
+    pub fn deferred_bytes(&self) -> u64 {
+        self.deferred.borrow().bytes
+    }
+
+    /// Compacts if the log has sparse segments; run after each background checkpoint, so
+    /// expunged and recompressed space is given back without an operator's command.
+    async fn compact_if_due(self: &Rc<Self>) {
+        if self.closing.get() || self.compaction_plan().rewrite.is_empty() {
+            return;
+        }
+        match self.compact().await {
+            Ok(n) if n > 0 => {
+                tracing::debug!(partition = self.id.0, segments = n, "compacted")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(partition = self.id.0, error = %e, "compaction failed"),
         }
     }
 
     /// Flushes, checkpoints and closes the log. In-flight commits finish first.
     pub async fn close(self: &Rc<Self>) -> Result<()> {
+        self.closing.set(true);
+        self.deferred_wake.notify();
         let r = if self.log.poisoned().is_none() && !self.poisoned.get() {
             self.checkpoint().await
         } else {

@@ -239,7 +239,7 @@ fn sigkill_child() {
         .unwrap();
     let d = PathBuf::from(dir);
     run(&d.clone(), move || async move {
-        let p = open_with_account(&d, config(), ACCOUNT).await;
+        let p = open_with_account(&d, deferring_config(), ACCOUNT).await;
         let writers: Vec<_> = (0..16u64)
             .map(|w| {
                 let p = p.clone();

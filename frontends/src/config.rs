@@ -22,6 +22,9 @@ pub struct Config {
     /// Microseconds an idle shard keeps polling before it sleeps (0: sleep at once). On a
     /// busy server it saves a wake-up per request; on an idle one it burns CPU.
     pub spin_before_park_us: u64,
+    /// Mail each partition may keep stored uncompressed, in MiB, for a background thread to
+    /// compress when a core is idle (0: compress every message before it is stored).
+    pub deferred_compression_mib: u64,
     /// The name this server gives in greetings and Received headers.
     pub hostname: String,
     pub listen: Listen,
@@ -166,6 +169,7 @@ impl Default for Config {
             cores: 0,
             partitions: 0,
             spin_before_park_us: 0,
+            deferred_compression_mib: 1024,
             hostname: "localhost".into(),
             listen: Listen::default(),
             tls: Tls::default(),

@@ -422,3 +422,67 @@ fn fsck_checks_every_stored_message() {
     let text = String::from_utf8_lossy(&bad.stdout).to_string();
     assert!(!bad.status.success(), "fsck missed the damage: {text}");
 }
+
+/// The sum over partitions of one metric, read from the metrics endpoint.
+fn metric(port: u16, name: &str) -> u64 {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn bodies_stored_raw_in_a_burst_are_compressed_once_it_ends() {
+    let mut srv = Server::new(&[ALICE]);
+    let bodies: Vec<Vec<u8>> = (0..200)
+        .map(|i| {
+            format!(
+                "Subject: note {i}\r\n\r\n{}",
+                format!("line {i} of a message that compresses well\r\n").repeat(100)
+            )
+            .into_bytes()
+        })
+        .collect();
+    let mut c = Raw::connect(srv.smtp);
+    assert!(c.cmd("EHLO client.example").starts_with("250"));
+    for b in &bodies {
+        c.send(b"MAIL FROM:<a@remote.example>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n");
+        assert!(c.reply().starts_with("250"));
+        assert!(c.reply().starts_with("250"));
+        assert!(c.reply().starts_with("354"));
+        c.send(b);
+        c.send(b"\r\n.\r\n");
+        assert!(c.reply().starts_with("250 2.0.0 stored"));
+    }
+    // Acknowledged raw; compressed in the background once deliveries pause for 50 ms.
+    let backlog = metric(srv.metrics, "ringmail_deferred_compression_bytes");
+    assert!(backlog > 0, "nothing was deferred");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while metric(srv.metrics, "ringmail_deferred_compression_bytes") > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backlog never drained"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(c.cmd("QUIT").starts_with("221"));
+    srv.stop();
+    let stored = inbox(&srv.data(), ALICE);
+    let want: Vec<Vec<u8>> = bodies
+        .iter()
+        .map(|b| [b.as_slice(), b"\r\n"].concat())
+        .collect();
+    assert_eq!(stored, want);
+    // The compressed copies are what a restart finds: nothing looks raw any more.
+    srv.start();
+    assert_eq!(
+        metric(srv.metrics, "ringmail_deferred_compression_bytes"),
+        0
+    );
+    srv.stop();
+}

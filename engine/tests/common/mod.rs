@@ -29,11 +29,23 @@ where
         .unwrap()
 }
 
+/// Every body compressed before it is logged, so the log holds exactly the records the test
+/// wrote, in order (tests cut and corrupt it at known records).
 pub fn config() -> PartitionConfig {
     PartitionConfig {
         segment_size: 8 << 20,
         checkpoint_bytes: 0,
+        deferred_compression_bytes: 0,
         ..PartitionConfig::default()
+    }
+}
+
+/// As `config`, but bodies are stored raw and recompressed in the background, which logs
+/// relocations at times of the worker's choosing.
+pub fn deferring_config() -> PartitionConfig {
+    PartitionConfig {
+        deferred_compression_bytes: 1 << 30,
+        ..config()
     }
 }
 

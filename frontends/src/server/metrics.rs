@@ -77,6 +77,7 @@ async fn render(server: &ShardServer) -> String {
     let _ = writeln!(s, "# TYPE ringmail_commit_batch_max gauge");
     let _ = writeln!(s, "# TYPE ringmail_fdatasync_seconds histogram");
     let _ = writeln!(s, "# TYPE ringmail_stored_messages gauge");
+    let _ = writeln!(s, "# TYPE ringmail_deferred_compression_bytes gauge");
     for (p, st) in stats.iter().enumerate() {
         let Ok(st) = st else { continue };
         let l = &st.log;
@@ -126,6 +127,11 @@ async fn render(server: &ShardServer) -> String {
             s,
             "ringmail_stored_messages{{partition=\"{p}\"}} {}",
             st.messages
+        );
+        let _ = writeln!(
+            s,
+            "ringmail_deferred_compression_bytes{{partition=\"{p}\"}} {}",
+            st.deferred_bytes
         );
     }
     s

@@ -277,6 +277,7 @@ pub fn start(cfg: Config) -> Result<Node, String> {
     let mut ncfg = NodeConfig::new(cfg.data.clone());
     ncfg.shards = cfg.cores;
     ncfg.partitions = cfg.partitions;
+    ncfg.partition.deferred_compression_bytes = cfg.deferred_compression_mib << 20;
     if cfg.spin_before_park_us > 0 {
         ncfg.spin_before_park = Some(Duration::from_micros(cfg.spin_before_park_us));
     }
