@@ -1324,7 +1324,6 @@ impl Partition {
         // Segments written since the last checkpoint are not yet covered: checkpoint first.
         self.checkpoint().await?;
         let plan = self.compaction_plan();
-        let before = self.hk.borrow().segment_lengths.len();
         for seq in &plan.rewrite {
             let blobs: Vec<_> = self
                 .state
@@ -1371,8 +1370,14 @@ impl Partition {
         }
         self.log.sync_point().await?;
         self.checkpoint().await?;
-        let after = self.hk.borrow().segment_lengths.len();
-        Ok(before.saturating_sub(after))
+        // Counted by name, not as a difference of segment counts: appends made meanwhile
+        // open new segments and would hide the ones removed.
+        let hk = self.hk.borrow();
+        Ok(plan
+            .rewrite
+            .iter()
+            .filter(|s| !hk.segment_lengths.contains_key(s))
+            .count())
     }
 
     /// Reads and verifies every live message. Used by tests and `ringmail fsck`.
@@ -1586,13 +1591,14 @@ impl Partition {
             b.targets.clear();
             logged += self.log_and_apply(&[Mutation::Blob(b)])?;
         }
-        {
-            let mut q = self.deferred.borrow_mut();
-            q.bytes = q.bytes.saturating_sub(released);
-        }
         if logged > 0 {
             self.log.sync_point().await?;
             self.count_log_bytes(logged);
+        }
+        // Only now: a caller that sees nothing deferred also sees the relocations logged.
+        {
+            let mut q = self.deferred.borrow_mut();
+            q.bytes = q.bytes.saturating_sub(released);
         }
         glommio::yield_if_needed().await;
         Ok(())

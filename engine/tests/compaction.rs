@@ -15,6 +15,8 @@ fn small_segments() -> PartitionConfig {
     PartitionConfig {
         segment_size: 256 << 10,
         checkpoint_bytes: 0,
+        // Bodies compressed inline, so segment sizes depend on nothing but the test.
+        deferred_compression_bytes: 0,
         ..PartitionConfig::default()
     }
 }
