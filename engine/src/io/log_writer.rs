@@ -119,7 +119,15 @@ struct Inner {
     sealed: Vec<(u64, u64)>,
     files: BTreeMap<u64, OpenSegment>,
     stats: LogStats,
+    /// Batch buffers already written, kept for the next batches: a fresh one grows by
+    /// reallocation and faults its pages in again on every batch.
+    spare: Vec<Vec<u8>>,
 }
+
+/// Written batch buffers kept for reuse, and the largest kept (a rare huge batch's buffer is
+/// given back to the allocator rather than held).
+const SPARE_BUFFERS: usize = 2;
+const SPARE_MAX_BYTES: usize = 4 << 20;
 
 pub struct LogWriter {
     inner: Rc<RefCell<Inner>>,
@@ -160,6 +168,7 @@ impl LogWriter {
             sealed: Vec::new(),
             files: BTreeMap::new(),
             stats: LogStats::default(),
+            spare: Vec::new(),
         }));
         let notify = Notify::default();
         let task = glommio::spawn_local(flusher(inner.clone(), notify.clone())).detach();
@@ -203,10 +212,14 @@ impl LogWriter {
             i.active_end = SegmentHeader::LEN as u64;
         }
         if i.pending.last().is_none_or(|c| c.seq != i.active_seq) {
+            let bytes = i
+                .spare
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(64 << 10));
             i.pending.push(Chunk {
                 seq: i.active_seq,
                 start: i.active_end,
-                bytes: Vec::with_capacity(64 << 10),
+                bytes,
                 records: 0,
             });
         }
@@ -523,6 +536,12 @@ async fn write_batch(inner: &Rc<RefCell<Inner>>, chunks: Vec<Chunk>) -> Result<D
         let grew = data_end > zeroed || zero_to > zero_from;
         if grew && !extended.iter().any(|f| Rc::ptr_eq(f, &file)) {
             extended.push(file);
+        }
+        let mut bytes = chunk.bytes;
+        let mut i = inner.borrow_mut();
+        if i.spare.len() < SPARE_BUFFERS && bytes.capacity() <= SPARE_MAX_BYTES {
+            bytes.clear();
+            i.spare.push(bytes);
         }
     }
     if cfg.durability == Durability::Sync {
