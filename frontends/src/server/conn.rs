@@ -10,6 +10,7 @@ use glommio::net::TcpStream;
 use rustls::{ServerConfig, ServerConnection};
 
 use super::tls_stream::TlsStream;
+use super::watch::{Fired, Watch, Watched};
 
 /// A client that starts TLS and goes quiet is let go after this.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -28,7 +29,13 @@ pub enum Read {
     Stopping,
 }
 
-pub enum Conn {
+/// A client connection on this shard, and its slot in the shard's [`Watch`] (its deadlines).
+pub struct Conn {
+    stream: Stream,
+    watch: Watched,
+}
+
+enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream>),
     /// Only during an upgrade.
@@ -43,49 +50,38 @@ pub struct Detached {
     pub(crate) peer: Option<std::net::IpAddr>,
 }
 
-/// `fut`'s output, or a `TimedOut` error once `limit` has passed.
-async fn within<T>(
-    limit: std::time::Duration,
-    fut: impl std::future::Future<Output = T>,
-) -> io::Result<T> {
-    glommio::timer::timeout(limit, async { Ok(fut.await) })
-        .await
-        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))
-}
-
 impl Conn {
-    /// The TLS handshake as the server, given at most [`HANDSHAKE_TIMEOUT`].
-    pub async fn accept_tls(stream: TcpStream, config: &Arc<ServerConfig>) -> io::Result<Self> {
-        let t = within(HANDSHAKE_TIMEOUT, TlsStream::accept(stream, config)).await??;
-        Ok(Conn::Tls(Box::new(t)))
-    }
-
-    /// The connection as the client first sees it: TLS at once on an implicit-TLS listener.
-    /// `None` when that handshake fails (or no certificate is configured).
+    /// The connection as the client first sees it: TLS at once on an implicit-TLS listener,
+    /// the handshake given at most [`HANDSHAKE_TIMEOUT`]. `None` when that handshake fails
+    /// (or no certificate is configured).
     pub async fn open(
         stream: TcpStream,
         implicit_tls: bool,
         config: Option<&Arc<ServerConfig>>,
+        watch: &Watch,
     ) -> Option<Self> {
-        if !implicit_tls {
-            return Some(Conn::Plain(stream));
-        }
-        Conn::accept_tls(stream, config?).await.ok()
+        let watch = watch.watch();
+        let stream = if implicit_tls {
+            Stream::accept_tls(stream, config?, &watch).await.ok()?
+        } else {
+            Stream::Plain(stream)
+        };
+        Some(Conn { stream, watch })
     }
 
     pub fn is_tls(&self) -> bool {
-        matches!(self, Conn::Tls(_))
+        matches!(self.stream, Stream::Tls(_))
     }
 
     /// STARTTLS: the TLS handshake over the plain connection.
     pub async fn upgrade(&mut self, config: &Arc<ServerConfig>) -> io::Result<()> {
-        match std::mem::replace(self, Conn::Gone) {
-            Conn::Plain(s) => {
-                *self = Conn::accept_tls(s, config).await?;
+        match std::mem::replace(&mut self.stream, Stream::Gone) {
+            Stream::Plain(s) => {
+                self.stream = Stream::accept_tls(s, config, &self.watch).await?;
                 Ok(())
             }
             other => {
-                *self = other;
+                self.stream = other;
                 Err(io::Error::other("connection is not plain"))
             }
         }
@@ -94,13 +90,13 @@ impl Conn {
     /// Takes the connection off this shard. Only between reads and writes (nothing of the
     /// socket's is in flight then).
     pub fn detach(self) -> io::Result<Detached> {
-        let (tcp, tls) = match self {
-            Conn::Plain(s) => (s, None),
-            Conn::Tls(t) => {
+        let (tcp, tls) = match self.stream {
+            Stream::Plain(s) => (s, None),
+            Stream::Tls(t) => {
                 let (s, c) = t.into_parts();
                 (s, Some(Box::new(c)))
             }
-            Conn::Gone => return Err(io::ErrorKind::NotConnected.into()),
+            Stream::Gone => return Err(io::ErrorKind::NotConnected.into()),
         };
         let peer = tcp.peer_addr().ok().map(|a| a.ip());
         // SAFETY: `tcp` owns this descriptor and is alive for the whole borrow; the clone is
@@ -110,69 +106,76 @@ impl Conn {
         Ok(Detached { fd, tls, peer })
     }
 
-    /// Brings a detached connection to life on the current shard.
-    pub fn attach(d: Detached) -> Self {
+    /// Brings a detached connection to life on the current shard, watched by its `watch`.
+    pub fn attach(d: Detached, watch: &Watch) -> Self {
         // SAFETY: the descriptor is ours (an `OwnedFd`) and handed over whole.
         let tcp = unsafe { TcpStream::from_raw_fd(d.fd.into_raw_fd()) };
-        match d.tls {
-            None => Conn::Plain(tcp),
-            Some(c) => Conn::Tls(Box::new(TlsStream::from_parts(tcp, *c))),
+        let stream = match d.tls {
+            None => Stream::Plain(tcp),
+            Some(c) => Stream::Tls(Box::new(TlsStream::from_parts(tcp, *c))),
+        };
+        Conn {
+            stream,
+            watch: watch.watch(),
         }
     }
 
-    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Conn::Plain(s) => s.read(buf).await,
-            Conn::Tls(s) => s.read(buf).await,
-            Conn::Gone => Err(io::Error::from(io::ErrorKind::NotConnected)),
+    /// Reads with a time limit, giving up early when the server shuts down.
+    pub async fn read_or_stop(&mut self, buf: &mut [u8], limit: std::time::Duration) -> Read {
+        match self.watch.within(limit, true, self.stream.read(buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => Read::Closed,
+            Ok(Ok(n)) => Read::Data(n),
+            Err(Fired::TimedOut) => Read::TimedOut,
+            Err(Fired::Stopping) => Read::Stopping,
         }
     }
 
-    /// Reads with a time limit, giving up early when `stop` closes (shutdown).
-    pub async fn read_or_stop(
-        &mut self,
-        buf: &mut [u8],
-        limit: std::time::Duration,
-        stop: &async_channel::Receiver<()>,
-    ) -> Read {
-        let read = futures_lite::future::or(
-            async {
-                Some(glommio::timer::timeout(limit, async { Ok(self.read(buf).await) }).await)
-            },
-            async {
-                let _ = stop.recv().await;
-                None
-            },
-        )
-        .await;
-        match read {
-            Some(Ok(Ok(0))) | Some(Ok(Err(_))) => Read::Closed,
-            Some(Ok(Ok(n))) => Read::Data(n),
-            Some(Err(_)) => Read::TimedOut,
-            None => Read::Stopping,
-        }
-    }
-
+    /// Writes all of `buf`, given at most [`WRITE_TIMEOUT`] (a shutdown does not cut it).
     pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        within(WRITE_TIMEOUT, self.write_all_now(buf)).await?
-    }
-
-    async fn write_all_now(&mut self, buf: &[u8]) -> io::Result<()> {
-        match self {
-            Conn::Plain(s) => {
-                s.write_all(buf).await?;
-                s.flush().await
-            }
-            Conn::Tls(s) => s.write_all(buf).await,
-            Conn::Gone => Err(io::Error::from(io::ErrorKind::NotConnected)),
-        }
+        self.watch
+            .within(WRITE_TIMEOUT, false, self.stream.write_all(buf))
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
     }
 
     pub async fn close(&mut self) {
-        let _ = match self {
-            Conn::Plain(s) => s.close().await,
-            Conn::Tls(s) => s.close().await,
-            Conn::Gone => Ok(()),
+        let _ = match &mut self.stream {
+            Stream::Plain(s) => s.close().await,
+            Stream::Tls(s) => s.close().await,
+            Stream::Gone => Ok(()),
         };
+    }
+}
+
+impl Stream {
+    async fn accept_tls(
+        stream: TcpStream,
+        config: &Arc<ServerConfig>,
+        watch: &Watched,
+    ) -> io::Result<Self> {
+        let t = watch
+            .within(HANDSHAKE_TIMEOUT, false, TlsStream::accept(stream, config))
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        Ok(Stream::Tls(Box::new(t)))
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf).await,
+            Stream::Tls(s) => s.read(buf).await,
+            Stream::Gone => Err(io::Error::from(io::ErrorKind::NotConnected)),
+        }
+    }
+
+    async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => {
+                s.write_all(buf).await?;
+                s.flush().await
+            }
+            Stream::Tls(s) => s.write_all(buf).await,
+            Stream::Gone => Err(io::Error::from(io::ErrorKind::NotConnected)),
+        }
     }
 }

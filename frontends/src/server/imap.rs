@@ -114,7 +114,7 @@ impl Io {
     }
 
     /// The next whole frame from the client, reading as needed.
-    async fn frame(&mut self, server: &ShardServer, limit: Duration) -> Result<Frame, Read> {
+    async fn frame(&mut self, limit: Duration) -> Result<Frame, Read> {
         // Answers to pipelined commands go out as they pile up, not all at the end.
         if self.out.len() >= FLUSH_AT && !self.flush().await {
             return Err(Read::Closed);
@@ -133,11 +133,7 @@ impl Io {
             if !self.flush().await {
                 return Err(Read::Closed);
             }
-            match self
-                .conn
-                .read_or_stop(&mut self.buf, limit, &server.ctx.stop)
-                .await
-            {
+            match self.conn.read_or_stop(&mut self.buf, limit).await {
                 Read::Data(n) => {
                     if !self.received(n) {
                         return Err(Read::Closed);
@@ -184,7 +180,7 @@ fn preauth_limits(server: &ShardServer) -> Limits {
 
 pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, _peer: SocketAddr, implicit: bool) {
     let shared = server.shared.clone();
-    let Some(conn) = Conn::open(stream, implicit, shared.tls.as_ref()).await else {
+    let Some(conn) = Conn::open(stream, implicit, shared.tls.as_ref(), &server.watch).await else {
         return;
     };
     let mut io = Io::new(conn, Framer::new(preauth_limits(&server)));
@@ -248,7 +244,7 @@ fn capabilities(server: &ShardServer) -> String {
 async fn preauth(server: &ShardServer, io: &mut Io) -> Option<String> {
     let mut failures = 0;
     loop {
-        let frame = match io.frame(server, preauth_timeout(server)).await {
+        let frame = match io.frame(preauth_timeout(server)).await {
             Ok(f) => f,
             Err(Read::TimedOut) => {
                 io.line("* BYE autologout: idle too long");
@@ -391,7 +387,7 @@ fn tag_or_star(tag: &str) -> &str {
 /// when the client cancelled (`*`).
 async fn sasl_line(server: &ShardServer, io: &mut Io) -> Option<Option<String>> {
     io.flush().await;
-    let f = io.frame(server, preauth_timeout(server)).await.ok()?;
+    let f = io.frame(preauth_timeout(server)).await.ok()?;
     let Frame::Command(line) = f else {
         return Some(None);
     };
@@ -526,7 +522,7 @@ fn no(e: Error) -> String {
 impl Session {
     async fn run(&mut self) {
         loop {
-            let frame = match self.io.frame(&self.server, AUTOLOGOUT).await {
+            let frame = match self.io.frame(AUTOLOGOUT).await {
                 Ok(f) => f,
                 Err(Read::TimedOut) => {
                     self.io.line("* BYE autologout: idle too long");
@@ -1296,7 +1292,6 @@ impl Session {
                     }
                 };
             }
-            let stop = self.server.ctx.stop.clone();
             enum Woke {
                 Input(Read),
                 Changed,
@@ -1305,7 +1300,7 @@ impl Session {
                 let conn = &mut self.io.conn;
                 let buf = &mut self.io.buf;
                 futures_lite::future::or(
-                    async { Woke::Input(conn.read_or_stop(buf, AUTOLOGOUT, &stop).await) },
+                    async { Woke::Input(conn.read_or_stop(buf, AUTOLOGOUT).await) },
                     async {
                         part.changed_after(seen).await;
                         Woke::Changed

@@ -15,6 +15,7 @@ mod pop3;
 pub mod received;
 mod smtp;
 mod tls_stream;
+mod watch;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -57,6 +58,8 @@ pub struct ShardServer {
     pub meta_cache: RefCell<meta_cache::MetaCache>,
     known_accounts: RefCell<HashSet<String>>,
     per_ip: RefCell<HashMap<IpAddr, usize>>,
+    /// Every connection's deadlines, and the shutdown signal for their reads.
+    pub watch: watch::Watch,
 }
 
 struct UsersCache {
@@ -199,7 +202,8 @@ impl ShardServer {
                 }
                 let here = srv.clone();
                 glommio::spawn_local(async move {
-                    start(srv, part, Conn::attach(conn)).await;
+                    let conn = Conn::attach(conn, &srv.watch);
+                    start(srv, part, conn).await;
                     if let Some(ip) = peer {
                         here.release(ip);
                     }
@@ -304,7 +308,9 @@ async fn run_shard(shared: Arc<Shared>, ctx: Rc<ShardContext>) {
         ctx: ctx.clone(),
         known_accounts: RefCell::new(HashSet::new()),
         per_ip: RefCell::new(HashMap::new()),
+        watch: watch::Watch::default(),
     });
+    glommio::spawn_local(server.watch.clone().run(ctx.stop.clone())).detach();
     LOCAL.with(|l| *l.borrow_mut() = Some(server.clone()));
     let l = &shared.cfg.listen;
     let mut tasks = Vec::new();

@@ -23,7 +23,8 @@ pub async fn serve(
 ) {
     let shared = server.shared.clone();
     let cfg = &shared.cfg;
-    let Some(conn) = Conn::open(stream, implicit_tls, shared.tls.as_ref()).await else {
+    let Some(conn) = Conn::open(stream, implicit_tls, shared.tls.as_ref(), &server.watch).await
+    else {
         return;
     };
     let mut pcfg = Pop3Config::new(&cfg.hostname);
@@ -51,7 +52,6 @@ async fn run(
     let shared = server.shared.clone();
     let cfg = &shared.cfg;
     let mut buf = vec![0u8; 16 << 10];
-    let stop = server.ctx.stop.clone();
     // The account whose maildrop lock this session holds.
     let mut locked: Option<String> = None;
     'session: loop {
@@ -159,7 +159,7 @@ async fn run(
             break;
         }
         let limit = Duration::from_secs(cfg.limits.command_timeout_secs);
-        match conn.read_or_stop(&mut buf, limit, &stop).await {
+        match conn.read_or_stop(&mut buf, limit).await {
             Read::Closed => break,
             Read::Data(n) => session.input(&buf[..n]),
             Read::TimedOut => {

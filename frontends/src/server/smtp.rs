@@ -18,7 +18,13 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, peer: SocketAddr, kind: Listener) {
     let shared = server.shared.clone();
     let cfg = &shared.cfg;
-    let Some(mut conn) = Conn::open(stream, kind == Listener::Smtps, shared.tls.as_ref()).await
+    let Some(mut conn) = Conn::open(
+        stream,
+        kind == Listener::Smtps,
+        shared.tls.as_ref(),
+        &server.watch,
+    )
+    .await
     else {
         return;
     };
@@ -37,7 +43,6 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, peer: SocketAddr,
     let mut out = Vec::with_capacity(4096);
     let mut buf = vec![0u8; 64 << 10];
     session.greeting(&mut out);
-    let stop = server.ctx.stop.clone();
     loop {
         while let Some(ev) = session.poll(&mut out) {
             match ev {
@@ -88,7 +93,7 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, peer: SocketAddr,
         } else {
             cfg.limits.command_timeout_secs
         });
-        match conn.read_or_stop(&mut buf, limit, &stop).await {
+        match conn.read_or_stop(&mut buf, limit).await {
             Read::Closed => break,
             Read::Data(n) => session.input(&buf[..n]),
             Read::TimedOut => {
