@@ -305,3 +305,26 @@ print("ok")
     assert!(out.contains("ok"), "{out}");
 }
 
+/// With debug logging on, a server that had read mail aborted at shutdown ("thread local
+/// panicked on drop"): the shard's server lived in a thread-local until the thread exited,
+/// and dropping it there closed segment files, whose log lines reached a logger that was
+/// already gone.
+#[test]
+fn shutdown_with_debug_logging_after_reads_is_clean() {
+    let mut srv = Server::new(&[ALICE]);
+    srv.stop();
+    srv.log_filter = "debug".into();
+    srv.start();
+    deliver(&srv, 2);
+    srv.python(
+        r#"
+import os, poplib, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+for _ in range(4):
+    p = poplib.POP3_SSL("127.0.0.1", int(os.environ["POP3S"]), context=ctx)
+    p.user("alice@example.org"); p.pass_("secret"); p.retr(1); p.retr(2); p.quit()
+"#,
+    );
+    // `stop` asserts a clean exit.
+    srv.stop();
+}

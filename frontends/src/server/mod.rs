@@ -340,6 +340,9 @@ async fn run_shard(shared: Arc<Shared>, ctx: Rc<ShardContext>) {
     for t in tasks {
         t.await;
     }
+    // Not left to the thread's exit: dropping the server drops its partitions, whose files
+    // log as they go, and logging from a thread-local destructor aborts the process.
+    LOCAL.with(|l| l.borrow_mut().take());
 }
 
 async fn accept_loop(server: Rc<ShardServer>, addr: SocketAddr, kind: Listener) {

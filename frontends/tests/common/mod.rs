@@ -21,6 +21,8 @@ pub struct Server {
     pub imaps: u16,
     /// Appended to the test configuration.
     pub extra_config: String,
+    /// `RUST_LOG` for the server (unset when empty).
+    pub log_filter: String,
 }
 
 pub fn free_port() -> u16 {
@@ -77,6 +79,7 @@ impl Server {
             imap: free_port(),
             imaps: free_port(),
             extra_config: extra.to_string(),
+            log_filter: String::new(),
         };
         s.start();
         s
@@ -93,7 +96,11 @@ impl Server {
         };
         std::fs::write(&config, text).unwrap();
         let a = |p: u16| format!("127.0.0.1:{p}");
-        let child = Command::new(bin())
+        let mut cmd = Command::new(bin());
+        if !self.log_filter.is_empty() {
+            cmd.env("RUST_LOG", &self.log_filter);
+        }
+        let child = cmd
             .args(["serve", "--config"])
             .arg(&config)
             .arg("--data")
