@@ -128,9 +128,37 @@ impl<'x> Walk<'x> {
     }
 
     /// Where a part without sub-parts ends: before the line break ahead of `--boundary`.
+    /// Leaves the stream just past the delimiter, or at the end when there is none.
+    ///
+    /// What mail-parser's `seek_part_end` returns, with the delimiter found by memmem rather
+    /// than byte by byte (that loop was a fifth of the walk's time): the first `--boundary`
+    /// at or after the stream's position, wherever it is in its line; the part ends at the
+    /// line break before it (its CR included), or at the dashes when they do not start a
+    /// line.
     fn leaf_end(&mut self, boundary: Option<&[u8]>) -> (usize, bool) {
-        let (end, found) = self.s.seek_part_end(boundary);
-        (end.min(self.raw.len()), found)
+        let start = self.s.offset();
+        let Some(b) = boundary else {
+            self.s.seek_end();
+            return (self.raw.len(), true);
+        };
+        let mut delimiter = Vec::with_capacity(b.len() + 2);
+        delimiter.extend_from_slice(b"--");
+        delimiter.extend_from_slice(b);
+        let Some(at) = memchr::memmem::find(&self.raw[start..], &delimiter).map(|i| start + i)
+        else {
+            self.s.seek_end();
+            return (self.raw.len(), false);
+        };
+        self.s.skip_bytes(at + delimiter.len() - start);
+        if at > start && self.raw[at - 1] != b'\n' {
+            return (at, true);
+        }
+        let end = match memchr::memrchr(b'\n', &self.raw[start..at]) {
+            Some(i) if i > 0 && self.raw[start + i - 1] == b'\r' => start + i - 1,
+            Some(i) => start + i,
+            None => start,
+        };
+        (end, true)
     }
 }
 
@@ -350,6 +378,43 @@ mod tests {
         let mut gen = MailGen::new(7);
         for _ in 0..200 {
             agree(&gen.message());
+        }
+    }
+
+    /// The memmem search ends a leaf where mail-parser's byte loop does, and leaves the
+    /// stream at the same place, from every start in inputs dense in dashes and line breaks.
+    #[test]
+    fn leaf_end_agrees_with_seek_part_end() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..3000 {
+            let raw: Vec<u8> = (0..next() % 48)
+                .map(|_| b"-\r\nab"[(next() % 5) as usize])
+                .collect();
+            let boundary: &[u8] = [&b"a"[..], b"ab", b"-a", b"b-"][(next() % 4) as usize];
+            for start in 0..=raw.len() {
+                let mut theirs = MessageStream::new(&raw);
+                theirs.skip_bytes(start);
+                let (end, found) = theirs.seek_part_end(Some(boundary));
+                let mut w = Walk {
+                    s: MessageStream::new(&raw),
+                    raw: &raw,
+                };
+                w.s.skip_bytes(start);
+                assert_eq!(
+                    w.leaf_end(Some(boundary)),
+                    (end.min(raw.len()), found),
+                    "{:?} from {start}, boundary {:?}",
+                    String::from_utf8_lossy(&raw),
+                    String::from_utf8_lossy(boundary)
+                );
+                assert_eq!(w.s.offset(), theirs.offset());
+            }
         }
     }
 
