@@ -208,6 +208,9 @@ pub struct Partition {
     worker: Option<CompressWorker>,
     deferred: RefCell<Deferred>,
     deferred_wake: Notify,
+    /// Where records are encoded before they are appended (kept: a message's record grew a
+    /// fresh buffer by doubling, a dozen reallocations per delivery).
+    encode_buf: RefCell<Vec<u8>>,
     /// Cleared if the compression task stops: deliveries then compress inline again.
     deferring: Cell<bool>,
     last_delivery: Cell<Instant>,
@@ -321,6 +324,7 @@ impl Partition {
             worker,
             deferred: RefCell::new(deferred),
             deferred_wake: Notify::default(),
+            encode_buf: RefCell::new(Vec::new()),
             deferring: Cell::new(deferring),
             last_delivery: Cell::new(Instant::now()),
             closing: Cell::new(false),
@@ -359,7 +363,7 @@ impl Partition {
             ));
         }
         let mut st = self.state.borrow_mut();
-        let mut buf = Vec::new();
+        let mut buf = self.encode_buf.borrow_mut();
         let mut bytes = 0;
         for m in muts {
             buf.clear();
@@ -376,6 +380,10 @@ impl Partition {
             if let Some(rec) = self.since_image.borrow_mut().as_mut() {
                 rec.push((without_body(m), loc));
             }
+        }
+        if buf.capacity() > 1 << 20 {
+            // A large message's buffer is not kept.
+            *buf = Vec::new();
         }
         Ok(bytes)
     }

@@ -1,11 +1,18 @@
 //! The `Received:` trace header (RFC 5321 section 4.4, protocol names from RFC 3848).
 
+use std::fmt::{Display, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::smtp::{Envelope, Mode};
 
 /// RFC 5322 date-time in UTC, e.g. `Sun, 22 Nov 2026 00:01:15 +0000`.
 pub fn rfc5322_date(t: SystemTime) -> String {
+    let mut s = String::with_capacity(31);
+    write_date(&mut s, t);
+    s
+}
+
+fn write_date(out: &mut impl Write, t: SystemTime) {
     let secs = t
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -17,47 +24,48 @@ pub fn rfc5322_date(t: SystemTime) -> String {
     let mon = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ][(m - 1) as usize];
-    format!(
+    let _ = write!(
+        out,
         "{wd}, {d:02} {mon} {y} {:02}:{:02}:{:02} +0000",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
-    )
+    );
 }
 
-/// The header, CRLF-terminated, to put in front of the message.
-pub fn header(
+/// Writes the header, CRLF-terminated, to `out`: the buffer the message then follows, so
+/// delivery builds the stored message with no intermediate string.
+pub fn write_header(
+    out: &mut impl Write,
     env: &Envelope,
     mode: Mode,
-    peer: &str,
+    peer: impl Display,
     hostname: &str,
-    id: &str,
+    id: impl Display,
     now: SystemTime,
-) -> String {
-    let proto = match mode {
-        Mode::Lmtp => "LMTP".to_string(),
-        _ => format!(
+) {
+    let _ = out.write_str("Received: from ");
+    for c in env.helo.chars().filter(|c| !c.is_control()).take(255) {
+        let _ = out.write_char(c);
+    }
+    let _ = write!(out, " ({peer})\r\n\tby {hostname} (ringmail) with ");
+    let _ = match mode {
+        Mode::Lmtp => out.write_str("LMTP"),
+        _ => write!(
+            out,
             "{}SMTP{}{}",
             if env.esmtp { "E" } else { "" },
             if env.tls { "S" } else { "" },
             if env.auth.is_some() { "A" } else { "" }
         ),
     };
-    let helo: String = env
-        .helo
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(255)
-        .collect();
-    let rcpt = if env.rcpts.len() == 1 {
-        format!("\r\n\tfor <{}>", env.rcpts[0])
-    } else {
-        String::new()
-    };
-    format!(
-        "Received: from {helo} ({peer})\r\n\tby {hostname} (ringmail) with {proto} id {id}{rcpt};\r\n\t{}\r\n",
-        rfc5322_date(now)
-    )
+    let _ = write!(out, " id {id}");
+    if let [only] = &env.rcpts[..] {
+        let _ = write!(out, "\r\n\tfor <{only}>");
+    }
+    let _ = out.write_str(";\r\n\t");
+    write_date(out, now);
+    let _ = out.write_str("\r\n");
 }
 
 #[cfg(test)]
@@ -83,7 +91,9 @@ mod tests {
             auth: Some("u".into()),
             ..Default::default()
         };
-        let h = header(
+        let mut h = String::new();
+        write_header(
+            &mut h,
             &env,
             Mode::Submission,
             "127.0.0.1",

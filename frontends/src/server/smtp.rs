@@ -163,15 +163,18 @@ async fn deliver(
     let mut unique: Vec<String> = accounts.iter().flatten().cloned().collect();
     unique.sort();
     unique.dedup();
-    let mut body = received::header(
+    // The stored message: the trace header, then the message, in one buffer.
+    let mut head = String::with_capacity(512 + message.len());
+    received::write_header(
+        &mut head,
         env,
         mode,
-        &peer.ip().to_string(),
+        peer.ip(),
         &server.shared.cfg.hostname,
         &id,
         SystemTime::now(),
-    )
-    .into_bytes();
+    );
+    let mut body = head.into_bytes();
     body.extend_from_slice(&message);
     let size = body.len() as u64;
     let recipients: Vec<Recipient> = unique.iter().map(|a| Recipient::inbox(a)).collect();

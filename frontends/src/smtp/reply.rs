@@ -1,5 +1,7 @@
 //! SMTP replies (RFC 5321 section 4.2) with enhanced status codes (RFC 3463).
 
+use std::io::Write as _;
+
 /// A reply: a code, an optional enhanced status, and one or more text lines.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
@@ -35,9 +37,10 @@ impl Reply {
         for i in 0..n {
             let sep = if i + 1 == n { ' ' } else { '-' };
             let text = self.lines.get(i).map(String::as_str).unwrap_or("");
-            out.extend_from_slice(format!("{}{}", self.code, sep).as_bytes());
+            // Written in place: two `format!`s per line were an allocation each.
+            let _ = write!(out, "{}{sep}", self.code);
             if let (true, Some((a, b, c))) = (enhanced, self.enhanced) {
-                out.extend_from_slice(format!("{a}.{b}.{c} ").as_bytes());
+                let _ = write!(out, "{a}.{b}.{c} ");
             }
             out.extend_from_slice(text.as_bytes());
             out.extend_from_slice(b"\r\n");
