@@ -306,6 +306,10 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // ringmail patch: pairs with the fence the reactor issues between announcing
+        // that it sleeps and its last look at the remote queues (`Reactor::wait` in
+        // `sys/uring.rs`), which replaced a membarrier.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)

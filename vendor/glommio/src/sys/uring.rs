@@ -1880,10 +1880,14 @@ impl Reactor {
             // last time until now it could be that something happened in a remote executor
             // that opened up room. If it did we bail on sleep and go process it.
             self.notifier.prepare_to_sleep();
-            // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
-            // details. This translates to `sys_membarrier()` /
-            // `MEMBARRIER_CMD_PRIVATE_EXPEDITED`
-            membarrier::heavy();
+            // ringmail patch: a full fence, paired with the one in `SleepNotifier::notify`,
+            // instead of `membarrier::heavy()`. Either this sweep sees what a remote thread
+            // queued, or that thread sees `should_notify` and writes the eventfd. The
+            // membarrier (an IPI to every core running the process) made the sleeping side
+            // cheap for the notifier's sake, but a shard waiting on fdatasync and its
+            // sockets goes to sleep thousands of times a second, while cross-shard
+            // notifications are far fewer: the syscall was 4 % of a delivering shard.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
