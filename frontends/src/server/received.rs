@@ -6,12 +6,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::smtp::{Envelope, Mode};
 
 /// RFC 5322 date-time in UTC, e.g. `Sun, 22 Nov 2026 00:01:15 +0000`.
-pub fn rfc5322_date(t: SystemTime) -> String {
-    let mut s = String::with_capacity(31);
-    write_date(&mut s, t);
-    s
-}
-
 fn write_date(out: &mut impl Write, t: SystemTime) {
     let secs = t
         .duration_since(UNIX_EPOCH)
@@ -71,6 +65,12 @@ pub fn write_header(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rfc5322_date(t: SystemTime) -> String {
+        let mut s = String::new();
+        write_date(&mut s, t);
+        s
+    }
 
     #[test]
     fn dates() {

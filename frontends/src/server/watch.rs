@@ -50,13 +50,13 @@ struct Table {
 }
 
 impl Table {
-    fn wake(&mut self, fire: impl Fn(&Slot) -> bool) {
+    /// Marks the armed slots `fire` picks as expired and hands back their wakers, to be
+    /// woken once the table is no longer borrowed.
+    fn fire(&mut self, fire: impl Fn(&Slot) -> bool, wakers: &mut Vec<Waker>) {
         for s in self.slots.iter_mut().filter(|s| s.deadline.is_some()) {
             if fire(s) {
                 s.expired = true;
-                if let Some(w) = s.waker.take() {
-                    w.wake();
-                }
+                wakers.extend(s.waker.take());
             }
         }
     }
@@ -87,6 +87,7 @@ impl Watch {
     /// operation, and goes on enforcing deadlines (a session's last reply still has one).
     pub async fn run(self, stop: async_channel::Receiver<()>) {
         let mut stopped = false;
+        let mut wakers = Vec::new();
         loop {
             let woke_by_stop = if stopped {
                 glommio::timer::sleep(TICK).await;
@@ -104,14 +105,17 @@ impl Watch {
                 )
                 .await
             };
-            let mut t = self.0.borrow_mut();
-            if woke_by_stop {
-                stopped = true;
-                t.stopping = true;
-                t.wake(|s| s.stoppable);
+            {
+                let mut t = self.0.borrow_mut();
+                if woke_by_stop {
+                    stopped = true;
+                    t.stopping = true;
+                    t.fire(|s| s.stoppable, &mut wakers);
+                }
+                let now = Instant::now();
+                t.fire(|s| s.deadline.is_some_and(|d| d <= now), &mut wakers);
             }
-            let now = Instant::now();
-            t.wake(|s| s.deadline.is_some_and(|d| d <= now));
+            wakers.drain(..).for_each(Waker::wake);
             if Rc::strong_count(&self.0) == 1 {
                 // The server is gone: nothing is left to watch.
                 return;
@@ -148,13 +152,10 @@ impl Watched {
             s.stoppable = stoppable;
             s.expired = false;
         }
-        let r = futures_lite::future::or(async { Ok(op.await) }, async { Err(self.fired().await) })
-            .await;
-        let mut t = self.table.borrow_mut();
-        let s = &mut t.slots[self.slot];
-        s.deadline = None;
-        s.expired = false;
-        r
+        // Disarmed however this ends, also when the caller drops it half-way (IDLE's wait
+        // loses to a mailbox change): an armed slot would be woken for nothing.
+        let _armed = Armed(self);
+        futures_lite::future::or(async { Ok(op.await) }, async { Err(self.fired().await) }).await
     }
 
     /// Resolves when the armed operation must end.
@@ -176,6 +177,18 @@ impl Watched {
             Poll::Pending
         })
         .await
+    }
+}
+
+struct Armed<'a>(&'a Watched);
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        let mut t = self.0.table.borrow_mut();
+        let s = &mut t.slots[self.0.slot];
+        s.deadline = None;
+        s.expired = false;
+        s.waker = None;
     }
 }
 
@@ -263,6 +276,24 @@ mod tests {
                 )
                 .await;
             assert_eq!(r, Err(Fired::TimedOut));
+        });
+    }
+
+    #[test]
+    fn an_operation_dropped_half_way_leaves_its_slot_disarmed() {
+        on_executor(|| async {
+            let w = Watch::default();
+            let c = w.watch();
+            {
+                let op = c.within(Duration::from_secs(60), true, std::future::pending::<()>());
+                let op = std::pin::pin!(op);
+                assert!(futures_lite::future::poll_once(op).await.is_none());
+                let t = w.0.borrow();
+                assert!(t.slots[c.slot].deadline.is_some() && t.slots[c.slot].waker.is_some());
+            }
+            let t = w.0.borrow();
+            let s = &t.slots[c.slot];
+            assert!(s.deadline.is_none() && s.waker.is_none() && !s.expired);
         });
     }
 
