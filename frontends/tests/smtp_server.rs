@@ -486,3 +486,53 @@ fn bodies_stored_raw_in_a_burst_are_compressed_once_it_ends() {
     );
     srv.stop();
 }
+
+/// The README's run command: `ringmail serve` with no flags and no config file serves from
+/// `./ringmail-data` on the default loopback ports, with a certificate it makes itself,
+/// and its log, written to a file, is plain text (no terminal colour codes).
+#[test]
+fn plain_serve_runs_on_the_embedded_defaults_with_a_plain_text_log() {
+    let cwd = tempfile::tempdir().unwrap();
+    let log = cwd.path().join("serve.log");
+    let mut child = std::process::Command::new(bin())
+        .arg("serve")
+        .current_dir(cwd.path())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("ringmail is serving")
+    {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!(
+                "serve exited with {st}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(std::time::Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let greeting = |port: u16| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 4];
+        std::io::Read::read_exact(&mut s, &mut b).unwrap();
+        b
+    };
+    assert_eq!(&greeting(2525), b"220 ", "SMTP on 2525");
+    assert_eq!(&greeting(2143), b"* OK", "IMAP on 2143");
+    assert!(cwd.path().join("ringmail-data").is_dir());
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = child.wait().unwrap();
+    assert!(st.success(), "serve exited with {st}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("listening"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a log file: {text:?}"
+    );
+}
