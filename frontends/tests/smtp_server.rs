@@ -494,14 +494,25 @@ fn bodies_stored_raw_in_a_burst_are_compressed_once_it_ends() {
 fn plain_serve_runs_on_the_embedded_defaults_with_a_plain_text_log() {
     let cwd = tempfile::tempdir().unwrap();
     let log = cwd.path().join("serve.log");
-    let mut child = std::process::Command::new(bin())
-        .arg("serve")
-        .current_dir(cwd.path())
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    // Killed if an assertion fails first: it holds the default ports.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut guard = KillOnDrop(
+        std::process::Command::new(bin())
+            .arg("serve")
+            .current_dir(cwd.path())
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut guard.0;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(&log)
         .unwrap_or_default()

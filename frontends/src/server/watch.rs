@@ -145,16 +145,7 @@ impl Watched {
         stoppable: bool,
         op: impl Future<Output = T>,
     ) -> Result<T, Fired> {
-        {
-            let mut t = self.table.borrow_mut();
-            let s = &mut t.slots[self.slot];
-            s.deadline = Some(Instant::now() + limit);
-            s.stoppable = stoppable;
-            s.expired = false;
-        }
-        // Disarmed however this ends, also when the caller drops it half-way (IDLE's wait
-        // loses to a mailbox change): an armed slot would be woken for nothing.
-        let _armed = Armed(self);
+        let _armed = Armed::new(self, limit, stoppable);
         futures_lite::future::or(async { Ok(op.await) }, async { Err(self.fired().await) }).await
     }
 
@@ -180,7 +171,22 @@ impl Watched {
     }
 }
 
+/// A slot armed for one operation, disarmed however the operation ends: also when the
+/// caller drops it half-way (IDLE's wait loses to a mailbox change), or the tick and the
+/// stop would wake it for nothing.
 struct Armed<'a>(&'a Watched);
+
+impl<'a> Armed<'a> {
+    fn new(w: &'a Watched, limit: Duration, stoppable: bool) -> Self {
+        let mut t = w.table.borrow_mut();
+        let s = &mut t.slots[w.slot];
+        s.deadline = Some(Instant::now() + limit);
+        s.stoppable = stoppable;
+        s.expired = false;
+        drop(t);
+        Armed(w)
+    }
+}
 
 impl Drop for Armed<'_> {
     fn drop(&mut self) {
