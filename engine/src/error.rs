@@ -2,7 +2,10 @@
 //!
 //! - [`FormatError`]: bytes read from disk that do not parse (corruption or a foreign file).
 //! - [`StoreError`]: a request the store refuses (no such mailbox, quota, limits).
-//! - [`Error::Io`]: the operating system failed us; the partition is then poisoned.
+//! - [`StoreError::Unavailable`]: a resource ran out for now (disk space, descriptors);
+//!   writes are refused before anything is logged, and resume by themselves.
+//! - [`Error::Io`]: the operating system failed us; if a write of unknown outcome failed,
+//!   the partition is then poisoned.
 
 use std::fmt;
 use std::io;
@@ -80,6 +83,48 @@ pub enum StoreError {
     MailboxFull,
     #[error("the engine is shutting down")]
     ShuttingDown,
+    /// Nothing was written: try again later. Writing resumes by itself once the resource
+    /// is back.
+    #[error("storage is temporarily unavailable: {0}")]
+    Unavailable(Resource),
+}
+
+/// What ran out when storage is temporarily unavailable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Resource {
+    #[error("the disk is full")]
+    Space,
+    #[error("out of file descriptors")]
+    Descriptors,
+    #[error("out of memory")]
+    Memory,
+    /// Another error of the device or file system while preparing a segment (logged).
+    #[error("the device failed")]
+    Device,
+}
+
+impl Resource {
+    /// The resource an OS error says ran out, if it is one that comes back by itself.
+    pub fn of_errno(errno: i32) -> Option<Resource> {
+        match errno {
+            libc::ENOSPC | libc::EDQUOT => Some(Resource::Space),
+            libc::EMFILE | libc::ENFILE => Some(Resource::Descriptors),
+            libc::ENOMEM => Some(Resource::Memory),
+            _ => None,
+        }
+    }
+
+    /// As [`Self::of_errno`], for an error from glommio (whose conversion to `io::Error`
+    /// keeps only the kind, so the errno is read before it).
+    pub fn of_glommio(e: &glommio::GlommioError<()>) -> Option<Resource> {
+        match e {
+            glommio::GlommioError::IoError(s)
+            | glommio::GlommioError::EnhancedIoError { source: s, .. } => {
+                Self::of_errno(s.raw_os_error()?)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The engine's umbrella error.

@@ -47,7 +47,7 @@ pub mod state;
 pub use api::{
     AccountInfo, Appended, MailboxInfo, MessageInfo, NewMessage, Recipient, StoreResult,
 };
-pub use error::{Error, FormatError, Result, StoreError};
+pub use error::{Error, FormatError, Resource, Result, StoreError};
 pub use flags::{FlagOp, Flags, SpecialUse};
 pub use ids::*;
 pub use io::log_writer::Durability;

@@ -136,6 +136,8 @@ impl Node {
             }),
         };
         let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+        // Each shard holds a sender until its service ends, and drops it unused if it never
+        // started one: shutdown hears from every service that ran, and waits for no other.
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let (ready_tx, ready_rx) =
             std::sync::mpsc::channel::<Result<Vec<(PartitionId, RecoveryReport)>>>();
@@ -177,6 +179,7 @@ impl Node {
             threads.push(t);
         }
         drop(ready_tx);
+        drop(done_tx);
         let mut reports = BTreeMap::new();
         let mut failure = None;
         for _ in 0..shards {
@@ -214,13 +217,17 @@ impl Node {
         // Services first (they may still send work to other shards), then the queues.
         self.stop.close();
         for _ in 0..self.services {
-            if self
+            match self
                 .services_done
                 .recv_timeout(std::time::Duration::from_secs(60))
-                .is_err()
             {
-                tracing::warn!("a shard's service did not stop within 60 s");
-                break;
+                Ok(()) => {}
+                // Every service that ran has ended (a shard that failed to open ran none).
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    tracing::warn!("a shard's service did not stop within 60 s");
+                    break;
+                }
             }
         }
         for s in &self.handle.inner.senders {
@@ -244,7 +251,12 @@ impl Node {
 /// directory: both would write the same logs.
 fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
     use std::os::fd::AsRawFd;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {dir:?}"), e))?;
+    // Only the last component: a mistyped path must not become a new, empty store.
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(format!("creating {dir:?}"), e)),
+    }
     let path = dir.join(crate::format::names::LOCK_FILE);
     let f = std::fs::OpenOptions::new()
         .create(true)

@@ -228,22 +228,24 @@ impl Partition {
     /// Opens (or creates) the partition stored in `dir`, recovering from its log.
     /// Must run on a glommio executor whose device probe was done (`io::probe_device`).
     pub async fn open(dir: &Path, id: PartitionId, cfg: PartitionConfig) -> Result<Rc<Self>> {
-        if cfg.recovery == RecoveryMode::ReadOnly {
-            return Err(Error::Config("a partition opened for service writes; use recovery::recover for a read-only check".into()));
+        // Read-only (fsck): nothing on disk changes, so it also works on a full disk.
+        let read_only = cfg.recovery == RecoveryMode::ReadOnly;
+        if !read_only {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {dir:?}"), e))?;
         }
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {dir:?}"), e))?;
         let rec = recovery::recover(dir, id.0, cfg.epoch, cfg.recovery)?;
-        let log = LogWriter::start(
-            LogConfig {
-                dir: dir.to_path_buf(),
-                partition: id.0,
-                epoch: cfg.epoch,
-                segment_size: cfg.segment_size,
-                durability: cfg.durability,
-            },
-            SegmentSeq(rec.next_segment),
-            rec.next_lsn,
-        );
+        let log_cfg = LogConfig {
+            dir: dir.to_path_buf(),
+            partition: id.0,
+            epoch: cfg.epoch,
+            segment_size: cfg.segment_size,
+            durability: cfg.durability,
+        };
+        let log = if read_only {
+            LogWriter::read_only(log_cfg, SegmentSeq(rec.next_segment), rec.next_lsn)
+        } else {
+            LogWriter::start(log_cfg, SegmentSeq(rec.next_segment), rec.next_lsn)
+        };
         let mut lengths = rec.segment_lengths;
         lengths.insert(rec.next_segment, 0);
         let mut compression = Compression::new(cfg.zstd_level, cfg.dictionary.clone())
@@ -253,7 +255,7 @@ impl Partition {
                 .add_dictionary(*id, bytes)
                 .map_err(|e| Error::io("loading a compression dictionary", e))?;
         }
-        let worker = if cfg.deferred_compression_bytes > 0 {
+        let worker = if cfg.deferred_compression_bytes > 0 && !read_only {
             match CompressWorker::start(id.0, cfg.zstd_level) {
                 Ok(w) => {
                     if let Some((id, bytes)) = rec.state.dictionaries.iter().next_back() {
@@ -330,8 +332,19 @@ impl Partition {
             closing: Cell::new(false),
             cfg,
         });
-        // Make the new segment exist before anyone waits on it.
-        p.log.sync_point().await?;
+        // Make the new segment exist before anyone waits on it. If it cannot be made (a full
+        // disk), the partition opens anyway: reads are served, and writes are refused with
+        // a temporary error until the writer's retries make it.
+        p.log.wait_started().await;
+        match p.log.unavailable() {
+            None if !read_only => p.log.sync_point().await?,
+            None => {}
+            Some(why) => tracing::warn!(
+                partition = id.0,
+                reason = %why,
+                "opened without room for new writes; they are refused until there is"
+            ),
+        }
         if p.worker.is_some() {
             p.start_deferred_task();
             if !p.deferred.borrow().queue.is_empty() {
@@ -343,6 +356,12 @@ impl Partition {
 
     pub fn id(&self) -> PartitionId {
         self.id
+    }
+
+    /// Tests only: holds the log's batches in memory while `hold` is set (a slow disk).
+    #[doc(hidden)]
+    pub fn hold_log_writes(&self, hold: bool) {
+        self.log.hold_writes(hold);
     }
 
     pub fn dir(&self) -> &Path {
@@ -364,11 +383,28 @@ impl Partition {
         }
         let mut st = self.state.borrow_mut();
         let mut buf = self.encode_buf.borrow_mut();
-        let mut bytes = 0;
+        // All of the group's records first, so that it is refused whole (storage
+        // unavailable) before any of it is logged or applied.
+        buf.clear();
+        let mut ends = Vec::with_capacity(muts.len());
         for m in muts {
-            buf.clear();
             m.encode(&mut buf);
-            let (loc, _) = self.log.append(m.kind(), &buf)?;
+            ends.push(buf.len());
+        }
+        let lens = ends
+            .iter()
+            .scan(0, |start, &end| {
+                let len = end - *start;
+                *start = end;
+                Some(crate::segment::RecordHeader::encode_len(len))
+            })
+            .collect::<Vec<_>>();
+        self.log.check_room(lens)?;
+        let mut bytes = 0;
+        let mut start = 0;
+        for (m, end) in muts.iter().zip(ends) {
+            let (loc, _) = self.log.append(m.kind(), &buf[start..end])?;
+            start = end;
             bytes += loc.len as u64;
             if let Err(e) = st.apply(m, loc) {
                 // The record is in the log but the state disagrees with it: a bug. Stop
@@ -1102,6 +1138,40 @@ impl Partition {
             .ok_or_else(|| StoreError::NoSuchMessage.into())
     }
 
+    /// The record of message body `id` where the index has it now, read once the log is
+    /// durable up to its end: a location in the index may belong to a record still in the
+    /// batch being written (compaction and deferred compression move messages, and update
+    /// the index, before their batch is on disk). Reading it earlier found zeros or the end
+    /// of the file, which stopped deferred compression for good.
+    async fn read_live(
+        &self,
+        id: u64,
+    ) -> Result<
+        Option<(
+            crate::checkpoint::BlobLoc,
+            crate::segment::RecordHeader,
+            Vec<u8>,
+        )>,
+    > {
+        for _ in 0..3 {
+            let Some(loc) = self.state.borrow().blobs.get(id) else {
+                return Ok(None);
+            };
+            self.await_durable(loc.segment, loc.offset + loc.record_len as u64)
+                .await?;
+            match self
+                .reader
+                .read_record(loc.segment as u64, loc.offset, loc.record_len, None)
+                .await
+            {
+                // Moved again, and its old segment deleted, while we waited.
+                Err(Error::MissingSegment(_)) => continue,
+                r => return r.map(|(h, p)| Some((loc, h, p))),
+            }
+        }
+        Ok(None)
+    }
+
     async fn await_durable(&self, segment: u32, end: u64) -> Result<()> {
         self.log
             .wait_durable(LogPos {
@@ -1195,6 +1265,11 @@ impl Partition {
     }
 
     async fn checkpoint_inner(self: &Rc<Self>) -> Result<()> {
+        // The log must be writable to the image's position (its segment may not exist yet
+        // on a full disk) and a checkpoint needs space of its own: later, then.
+        if let Some(why) = self.log.unavailable() {
+            return Err(StoreError::Unavailable(why).into());
+        }
         let end = self.log.end();
         let image = self
             .state
@@ -1392,21 +1467,45 @@ impl Partition {
     pub async fn check_integrity(&self) -> IntegrityReport {
         let blobs = self.state.borrow().blobs.sorted();
         let mut rep = IntegrityReport::default();
+        let mut bad: Vec<(u64, String)> = Vec::new();
         for loc in blobs {
             rep.blobs_checked += 1;
-            match self.read_blob(loc).await {
+            let read = match self
+                .await_durable(loc.segment, loc.offset + loc.record_len as u64)
+                .await
+            {
+                Ok(()) => self.read_blob(loc).await,
+                Err(e) => Err(e),
+            };
+            match read {
                 Ok(b) if b.len() == loc.raw_len as usize => {}
-                Ok(b) => rep.errors.push(format!(
-                    "blob {}: {} bytes, index says {}",
+                Ok(b) => bad.push((
                     loc.id,
-                    b.len(),
-                    loc.raw_len
+                    format!("{} bytes, index says {}", b.len(), loc.raw_len),
                 )),
-                Err(e) => rep.errors.push(format!("blob {}: {e}", loc.id)),
+                Err(e) => bad.push((loc.id, e.to_string())),
             }
             glommio::yield_if_needed().await;
         }
         let st = self.state.borrow();
+        // Each bad body by the messages that show it (account, mailbox, UID).
+        for (blob, why) in bad {
+            let mut shown = Vec::new();
+            for a in st.accounts.values() {
+                for m in a.mailboxes.values() {
+                    for e in m.index.iter().filter(|e| e.blob == blob) {
+                        shown.push(format!("{} {} UID {}", a.name, m.name, e.uid));
+                    }
+                }
+            }
+            let who = if shown.is_empty() {
+                "no message".to_string()
+            } else {
+                shown.join(", ")
+            };
+            rep.errors
+                .push(format!("{who}: stored body {blob} is unreadable: {why}"));
+        }
         for a in st.accounts.values() {
             for m in a.mailboxes.values() {
                 for e in m.index.iter() {
@@ -1464,6 +1563,7 @@ impl Partition {
             "deferred-zstd",
         );
         let task = async move {
+            let mut backoff = Duration::ZERO;
             loop {
                 wake.wait().await;
                 loop {
@@ -1482,12 +1582,26 @@ impl Partition {
                         glommio::timer::sleep(DEFER_UNTIL_QUIET - quiet).await;
                         continue;
                     }
-                    if let Err(e) = p.compress_deferred().await {
-                        // What is left stays raw, which is still correct; the queue is
-                        // rebuilt from the log after a restart.
-                        tracing::warn!(partition = p.id.0, error = %e, "deferred compression stopped");
-                        p.deferring.set(false);
-                        return;
+                    match p.compress_deferred().await {
+                        Ok(()) => backoff = Duration::ZERO,
+                        Err(e) if matches!(e, Error::Poisoned(_)) || p.closing.get() => {
+                            // Nothing can be logged any more; what is left stays raw, which
+                            // is still correct, and the queue is rebuilt after a restart.
+                            tracing::warn!(partition = p.id.0, error = %e, "deferred compression stopped");
+                            p.deferring.set(false);
+                            return;
+                        }
+                        Err(e) => {
+                            // Never stopped for good by one failure (a full disk, a lost
+                            // worker thread): retried, less and less often.
+                            backoff = (backoff * 2)
+                                .clamp(Duration::from_millis(100), Duration::from_secs(30));
+                            if backoff <= Duration::from_millis(100) {
+                                tracing::warn!(partition = p.id.0, error = %e, "deferred compression failed; retrying");
+                            }
+                            drop(p);
+                            glommio::timer::sleep(backoff).await;
+                        }
                     }
                 }
             }
@@ -1526,25 +1640,28 @@ impl Partition {
         let mut read_back: HashMap<u64, (BlobRecord, u32, u64)> = HashMap::new();
         let mut released = 0u64;
         for &(id, raw) in &batch {
-            let Some(loc) = self.state.borrow().blobs.get(id) else {
-                released += raw as u64;
-                continue;
-            };
-            let read = self
-                .reader
-                .read_record(loc.segment as u64, loc.offset, loc.record_len, None)
-                .await;
-            let rec = match read {
-                Ok((h, payload)) => match Mutation::decode(h.kind, &payload) {
-                    Ok(Mutation::Blob(b)) if b.blob.0 == id && b.codec == BodyCodec::Raw => Some(b),
+            let rec = match self.read_live(id).await {
+                Ok(Some((loc, h, payload))) => match Mutation::decode(h.kind, &payload) {
+                    Ok(Mutation::Blob(b)) if b.blob.0 == id && b.codec == BodyCodec::Raw => {
+                        Some((b, loc))
+                    }
                     _ => None,
                 },
-                // Moved by compaction (its old segment gone) since we looked it up.
-                Err(Error::MissingSegment(_)) => None,
-                Err(e) => return Err(e),
+                Ok(None) => None,
+                Err(e @ (Error::Poisoned(_) | Error::Store(_))) => {
+                    let mut q = self.deferred.borrow_mut();
+                    q.bytes = q.bytes.saturating_sub(released);
+                    return Err(e);
+                }
+                Err(e) => {
+                    // This one stays raw, which is correct; the read error is the
+                    // integrity check's to report, and the others go on.
+                    tracing::warn!(partition = self.id.0, blob = id, error = %e, "cannot read a message to compress it; it stays uncompressed");
+                    None
+                }
             };
             match rec {
-                Some(mut b) => {
+                Some((mut b, loc)) => {
                     jobs.push(Job {
                         blob: id,
                         body: std::mem::take(&mut b.body),
@@ -1562,6 +1679,10 @@ impl Partition {
             return Ok(());
         }
         let Some(done) = self.worker.as_ref().expect("worker").compress(jobs).await else {
+            // The batch stays raw; its bytes are no longer waited for.
+            let raw: u64 = read_back.values().map(|(b, _, _)| b.raw_len as u64).sum();
+            let mut q = self.deferred.borrow_mut();
+            q.bytes = q.bytes.saturating_sub(raw);
             return Err(Error::io(
                 "deferred compression",
                 std::io::Error::other("the compression thread is gone"),
@@ -1597,7 +1718,28 @@ impl Partition {
             b.dict = d.dict;
             b.body = d.body;
             b.targets.clear();
-            logged += self.log_and_apply(&[Mutation::Blob(b)])?;
+            let raw = b.raw_len;
+            match self.log_and_apply(&[Mutation::Blob(b)]) {
+                Ok(n) => logged += n,
+                Err(e) => {
+                    // Not logged (storage unavailable, say): this one and the rest of the
+                    // batch go back on the queue, for when the log takes writes again.
+                    {
+                        let mut q = self.deferred.borrow_mut();
+                        q.queue.push_front((d.blob, raw));
+                        released -= raw as u64;
+                        for (id, (rest, _, _)) in read_back.drain() {
+                            q.queue.push_back((id, rest.raw_len));
+                        }
+                        q.bytes = q.bytes.saturating_sub(released);
+                    }
+                    if logged > 0 {
+                        self.log.sync_point().await?;
+                        self.count_log_bytes(logged);
+                    }
+                    return Err(e);
+                }
+            }
         }
         if logged > 0 {
             self.log.sync_point().await?;
@@ -1633,16 +1775,19 @@ impl Partition {
     }
 
     /// Flushes, checkpoints and closes the log. In-flight commits finish first.
+    ///
+    /// A checkpoint that cannot be written (a full disk, a poisoned partition) is skipped
+    /// with a warning: the log holds everything, and the next open replays it.
     pub async fn close(self: &Rc<Self>) -> Result<()> {
         self.closing.set(true);
         self.deferred_wake.notify();
-        let r = if self.log.poisoned().is_none() && !self.poisoned.get() {
-            self.checkpoint().await
-        } else {
-            Ok(())
-        };
-        self.log.close().await?;
-        r
+        let read_only = self.cfg.recovery == RecoveryMode::ReadOnly;
+        if !read_only && self.log.poisoned().is_none() && !self.poisoned.get() {
+            if let Err(e) = self.checkpoint().await {
+                tracing::warn!(partition = self.id.0, error = %e, "no checkpoint at close; the next start replays the log");
+            }
+        }
+        self.log.close().await
     }
 }
 

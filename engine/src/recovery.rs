@@ -100,6 +100,9 @@ pub fn list_dir(dir: &Path, epoch: u64) -> Result<DirListing> {
 }
 
 pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Result<Recovered> {
+    if mode != RecoveryMode::ReadOnly {
+        remove_temporary_files(dir)?;
+    }
     let listing = list_dir(dir, epoch)?;
     let mut report = RecoveryReport::default();
 
@@ -186,8 +189,13 @@ pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Re
         // The header, then only what the checkpoint does not cover.
         let (bytes, tail) = read_segment(&path, from)?;
         if bytes.len() < SegmentHeader::LEN || bytes[..SegmentHeader::LEN].iter().all(|&b| b == 0) {
-            // Created, but the first batch never reached the disk: an empty segment.
-            segment_lengths.insert(seq, 0);
+            // Created, but the first batch never reached the disk (or made ahead and never
+            // used): no records. Removed, or its preallocated blocks would be held.
+            if mode == RecoveryMode::ReadOnly {
+                segment_lengths.insert(seq, 0);
+            } else {
+                fs::remove_file(&path).map_err(|e| Error::io(format!("removing {path:?}"), e))?;
+            }
             continue;
         }
         let corrupt = |source: FormatError| Error::Corrupt {
@@ -294,6 +302,22 @@ pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Re
         next_lsn,
         report,
     })
+}
+
+/// Removes checkpoints whose writing a crash or a full disk interrupted (`*.idx.tmp`):
+/// never read, and they can be large.
+fn remove_temporary_files(dir: &Path) -> Result<()> {
+    let rd = fs::read_dir(dir).map_err(|e| Error::io(format!("listing {dir:?}"), e))?;
+    for ent in rd.flatten() {
+        let name = ent.file_name();
+        if name
+            .to_str()
+            .is_some_and(|n| n.ends_with(crate::format::names::CHECKPOINT_TMP_SUFFIX))
+        {
+            let _ = fs::remove_file(ent.path());
+        }
+    }
+    Ok(())
 }
 
 /// Reads a segment's header block and the bytes from `from` to the end.

@@ -119,6 +119,12 @@ impl SlotMap {
         Ok(Self { partitions, slots })
     }
 
+    /// The number of partitions of an existing data directory (`None` if it has none yet).
+    pub fn partitions_in(dir: &Path) -> Option<u32> {
+        let b = fs::read(dir.join(SUPERBLOCK_FILE)).ok()?;
+        SlotMap::decode(&b).ok().map(|m| m.partitions)
+    }
+
     /// Loads the data directory's slot map, or creates it with `partitions` partitions.
     pub fn load_or_create(dir: &Path, partitions: u32) -> Result<Self> {
         let path = dir.join(SUPERBLOCK_FILE);

@@ -4,9 +4,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where the engine, users and certificates live.
@@ -25,8 +25,10 @@ pub struct Config {
     /// Mail each partition may keep stored uncompressed, in MiB, for a background thread to
     /// compress when a core is idle (0: compress every message before it is stored).
     pub deferred_compression_mib: u64,
-    /// The name this server gives in greetings and Received headers.
+    /// The name this server gives in greetings and Received headers; by default the
+    /// machine's host name.
     pub hostname: String,
+    pub log: Log,
     pub listen: Listen,
     pub tls: Tls,
     pub limits: Limits,
@@ -35,30 +37,30 @@ pub struct Config {
 }
 
 /// Listener addresses; `None` (in TOML: `"off"`) disables one.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Listen {
-    #[serde(deserialize_with = "addr")]
+    #[serde(deserialize_with = "addr", serialize_with = "addr_out")]
     pub smtp: Option<SocketAddr>,
-    #[serde(deserialize_with = "addr")]
+    #[serde(deserialize_with = "addr", serialize_with = "addr_out")]
     pub submission: Option<SocketAddr>,
-    #[serde(deserialize_with = "addr")]
+    #[serde(deserialize_with = "addr", serialize_with = "addr_out")]
     pub smtps: Option<SocketAddr>,
-    #[serde(deserialize_with = "addr")]
+    #[serde(deserialize_with = "addr", serialize_with = "addr_out")]
     pub lmtp: Option<SocketAddr>,
-    #[serde(deserialize_with = "addr")]
+    #[serde(deserialize_with = "addr", serialize_with = "addr_out")]
     pub imap: Option<SocketAddr>,
-    #[serde(deserialize_with = "addr")]
+    #[serde(deserialize_with = "addr", serialize_with = "addr_out")]
     pub imaps: Option<SocketAddr>,
-    #[serde(deserialize_with = "addr")]
+    #[serde(deserialize_with = "addr", serialize_with = "addr_out")]
     pub pop3: Option<SocketAddr>,
-    #[serde(deserialize_with = "addr")]
+    #[serde(deserialize_with = "addr", serialize_with = "addr_out")]
     pub pop3s: Option<SocketAddr>,
-    #[serde(deserialize_with = "addr")]
+    #[serde(deserialize_with = "addr", serialize_with = "addr_out")]
     pub metrics: Option<SocketAddr>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Tls {
     /// PEM certificate chain and private key. Unset: a self-signed certificate is generated
@@ -67,7 +69,7 @@ pub struct Tls {
     pub key: Option<PathBuf>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     pub max_message_size: u64,
@@ -77,13 +79,30 @@ pub struct Limits {
     pub data_timeout_secs: u64,
     /// Concurrent connections from one IP address, per shard.
     pub max_connections_per_ip: usize,
+    /// Client connections in all (0: as many as the open-file limit leaves room for after
+    /// what storage needs; a higher value is lowered to that).
+    pub max_connections: usize,
     pub max_auth_failures: u32,
     /// Delay before answering a failed AUTH.
     pub auth_failure_delay_ms: u64,
     pub max_errors: u32,
+    /// Memory that messages being received may hold, node-wide, in MiB; past it, messages
+    /// get a temporary error (SMTP 452, IMAP NO [UNAVAILABLE]).
+    pub max_inflight_message_mib: u64,
+    /// Bytes per second a client must keep up, on average, while it sends a long command,
+    /// message or literal, beyond the command or data timeout.
+    pub min_data_rate: u64,
+    /// Time for a whole TLS handshake (implicit TLS and STARTTLS).
+    pub tls_handshake_timeout_secs: u64,
+    /// Mailboxes one account may have.
+    pub max_mailboxes: usize,
+    /// Levels of a mailbox name (`a/b/c` has 3).
+    pub max_mailbox_depth: usize,
+    /// Bytes of a mailbox name.
+    pub max_mailbox_name: usize,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Smtp {
     /// Answer VRFY truthfully (off: 252 for everything, RFC 5321 section 3.5.3).
@@ -91,7 +110,7 @@ pub struct Smtp {
 }
 
 /// Authentication policy shared by every protocol.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Auth {
     /// Accept passwords without TLS (SMTP AUTH on submission, POP3 USER/PASS and SASL).
@@ -100,6 +119,29 @@ pub struct Auth {
     /// How long a verified password is remembered (as a keyed hash, per core), so a client
     /// that logs in again and again does not pay argon2 each time; 0 turns it off.
     pub cache_ttl_secs: u64,
+    /// Failed logins from one address, within the window, after which its logins are
+    /// refused until the window has passed (0: no limit).
+    pub max_failures_per_ip: u32,
+    /// Failed logins for one account, from anywhere, within the window, after which its
+    /// logins are refused until the window has passed (0: no limit).
+    pub max_failures_per_account: u32,
+    pub failure_window_secs: u64,
+}
+
+/// Logging.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    /// `text` (the default) or `json` (one JSON object per line).
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Default for Auth {
@@ -107,7 +149,17 @@ impl Default for Auth {
         Self {
             danger_plaintext_without_tls: false,
             cache_ttl_secs: 300,
+            max_failures_per_ip: 10,
+            max_failures_per_account: 30,
+            failure_window_secs: 900,
         }
+    }
+}
+
+fn addr_out<S: serde::Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+    match a {
+        Some(a) => s.collect_str(a),
+        None => s.serialize_str("off"),
     }
 }
 
@@ -155,9 +207,16 @@ impl Default for Limits {
             command_timeout_secs: 300,
             data_timeout_secs: 600,
             max_connections_per_ip: 100,
+            max_connections: 0,
             max_auth_failures: 3,
             auth_failure_delay_ms: 1000,
             max_errors: 20,
+            max_inflight_message_mib: 512,
+            min_data_rate: 1000,
+            tls_handshake_timeout_secs: 30,
+            max_mailboxes: 2000,
+            max_mailbox_depth: 32,
+            max_mailbox_name: 1024,
         }
     }
 }
@@ -170,13 +229,26 @@ impl Default for Config {
             partitions: 0,
             spin_before_park_us: 0,
             deferred_compression_mib: 1024,
-            hostname: "localhost".into(),
+            hostname: machine_hostname(),
+            log: Log::default(),
             listen: Listen::default(),
             tls: Tls::default(),
             limits: Limits::default(),
             smtp: Smtp::default(),
             auth: Auth::default(),
         }
+    }
+}
+
+/// The machine's host name (`gethostname`), or `localhost` if it has none.
+pub fn machine_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into the local buffer.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(h) if r == 0 && !h.is_empty() && h != "(none)" => h.to_string(),
+        _ => "localhost".to_string(),
     }
 }
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use ringmail::config::{parse_addr, Config};
+use ringmail::config::{parse_addr, Config, LogFormat};
 use ringmail::users::Users;
 
 // Shards hand buffers to each other (a message parsed on one core is appended on the
@@ -30,7 +30,8 @@ enum Command {
         action: UserAction,
     },
     /// Check a data directory (the server must be stopped): recover every partition, then
-    /// read and verify every stored message. Exits non-zero if anything is wrong.
+    /// read and verify every stored message, changing nothing on disk. Exits non-zero if
+    /// anything is wrong.
     Fsck {
         #[command(flatten)]
         common: Common,
@@ -77,38 +78,94 @@ struct ServeArgs {
     metrics: Option<String>,
 }
 
+/// Where a new password comes from. With neither flag: a prompt on a terminal, else the
+/// first line of standard input.
+#[derive(Args)]
+struct PasswordArgs {
+    /// The password on the command line (visible in `ps` and shell history: prefer
+    /// --password-file or the prompt). `-` reads it from standard input.
+    #[arg(long, conflicts_with = "password_file")]
+    password: Option<String>,
+    /// A file holding the password (its first line); `-` is standard input.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum UserAction {
     /// Add a user.
     Add {
         address: String,
-        #[arg(long)]
-        password: String,
+        #[command(flatten)]
+        password: PasswordArgs,
         /// Further addresses delivered to this user (repeatable).
         #[arg(long = "alias")]
         aliases: Vec<String>,
         #[command(flatten)]
         common: Common,
     },
-    /// Remove a user's login (stored mail is kept).
+    /// Remove a user's login. Their mail is kept (see `list --deleted`) unless --purge.
     Del {
         address: String,
+        /// Delete the user's stored mail too (at once if the server is stopped, else by the
+        /// server within a second).
+        #[arg(long)]
+        purge: bool,
         #[command(flatten)]
         common: Common,
     },
     /// List users.
     List {
+        /// List deleted users whose mail is still stored instead.
+        #[arg(long)]
+        deleted: bool,
         #[command(flatten)]
         common: Common,
     },
     /// Change a user's password.
     Passwd {
         address: String,
-        #[arg(long)]
-        password: String,
+        #[command(flatten)]
+        password: PasswordArgs,
         #[command(flatten)]
         common: Common,
     },
+}
+
+impl PasswordArgs {
+    fn read(&self) -> Result<String, String> {
+        let from_stdin = || -> Result<String, String> {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| format!("reading the password from standard input: {e}"))?;
+            Ok(line.trim_end_matches(['\r', '\n']).to_string())
+        };
+        let pw = match (&self.password, &self.password_file) {
+            (Some(p), _) if p == "-" => from_stdin()?,
+            (Some(p), _) => p.clone(),
+            (None, Some(f)) if f.as_os_str() == "-" => from_stdin()?,
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map_err(|e| format!("reading {}: {e}", f.display()))?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+            (None, None) if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
+                let p = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+                let again = rpassword::prompt_password("Again: ").map_err(|e| e.to_string())?;
+                if p != again {
+                    return Err("the passwords differ".into());
+                }
+                p
+            }
+            (None, None) => from_stdin()?,
+        };
+        if pw.is_empty() {
+            return Err("the password must not be empty".into());
+        }
+        Ok(pw)
+    }
 }
 
 fn config(common: &Common) -> Result<Config, String> {
@@ -122,21 +179,51 @@ fn config(common: &Common) -> Result<Config, String> {
     Ok(cfg)
 }
 
+/// Logs to standard error through a writer thread (a shard never waits for the terminal or
+/// journald), in text or JSON lines. Returns the guard that flushes it at exit.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    // glommio warns in Rust Debug format, once per shard, when it cannot lock memory for
+    // its buffers: `memlock_check` says it once, plainly.
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(f) => format!("{f},glommio::sys::uring=error"),
+        Err(_) => "info,glommio::sys::uring=error".to_string(),
+    };
+    let filter = tracing_subscriber::EnvFilter::new(filter);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        // Colours only on a terminal: a log sent to a file or journald stays plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+    guard
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    // Colours only on a terminal: a log redirected to a file or journald stays plain text.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // Mail, indexes, users and keys are private: whatever the umask, nothing made here is
+    // readable by other local users (a stricter umask stays stricter).
+    // SAFETY: umask only swaps the process's file-creation mask.
+    unsafe {
+        let old = libc::umask(0o077);
+        libc::umask(old | 0o077);
+    }
+    let format = match &cli.command {
+        Command::Serve(a) => config(&a.common).map(|c| c.log.format).unwrap_or_default(),
+        _ => LogFormat::Text,
+    };
+    let guard = init_logging(format);
     let r = match cli.command {
         Command::Serve(a) => serve(a),
         Command::User { action } => user(action),
         Command::Fsck { common } => fsck(&common),
     };
+    drop(guard);
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -147,58 +234,95 @@ fn main() -> ExitCode {
 }
 
 fn user(action: UserAction) -> Result<(), String> {
-    // Each action edits the user list and says whether to save it.
-    type Edit<'a> = Box<dyn Fn(&mut Users) -> Result<bool, String> + 'a>;
-    let (common, f): (&Common, Edit) = match &action {
+    let common = match &action {
+        UserAction::Add { common, .. }
+        | UserAction::Del { common, .. }
+        | UserAction::List { common, .. }
+        | UserAction::Passwd { common, .. } => common,
+    };
+    let cfg = config(common)?;
+    let mut users = Users::load(&cfg.data).map_err(|e| e.to_string())?;
+    match &action {
         UserAction::Add {
             address,
             password,
             aliases,
-            common,
-        } => (
-            common,
-            Box::new(move |u| {
-                u.add(address, password, aliases)
-                    .map(|_| true)
-                    .map_err(|e| e.to_string())
-            }),
-        ),
-        UserAction::Del { address, common } => (
-            common,
-            Box::new(move |u| u.remove(address).map(|_| true).map_err(|e| e.to_string())),
-        ),
+            ..
+        } => {
+            ringmail::users::check_address(address).map_err(|e| e.to_string())?;
+            let pw = password.read()?;
+            users
+                .add(address, &pw, aliases)
+                .map_err(|e| e.to_string())?;
+        }
         UserAction::Passwd {
-            address,
-            password,
-            common,
-        } => (
-            common,
-            Box::new(move |u| {
-                u.set_password(address, password)
-                    .map(|_| true)
-                    .map_err(|e| e.to_string())
-            }),
-        ),
-        UserAction::List { common } => (
-            common,
-            Box::new(|u| {
-                for user in u.users() {
-                    if user.aliases.is_empty() {
-                        println!("{}", user.address);
-                    } else {
-                        println!("{} (aliases: {})", user.address, user.aliases.join(", "));
-                    }
+            address, password, ..
+        } => {
+            let pw = password.read()?;
+            users
+                .set_password(address, &pw)
+                .map_err(|e| e.to_string())?;
+        }
+        UserAction::Del { address, purge, .. } => {
+            let d = users.remove(address, *purge).map_err(|e| e.to_string())?;
+            users.save(&cfg.data).map_err(|e| e.to_string())?;
+            if *purge {
+                match purge_now(&cfg, &d.account)? {
+                    true => println!("{address} deleted, and its mail"),
+                    false => println!(
+                        "{address} deleted; the running server deletes its mail within a second"
+                    ),
                 }
-                Ok(false)
-            }),
-        ),
-    };
-    let cfg = config(common)?;
-    let mut users = Users::load(&cfg.data).map_err(|e| e.to_string())?;
-    if f(&mut users)? {
-        users.save(&cfg.data).map_err(|e| e.to_string())?;
+            } else {
+                println!(
+                    "{address} deleted; its mail is kept (`user list --deleted`, \
+                     `user del --purge` to delete it)"
+                );
+            }
+            return Ok(());
+        }
+        UserAction::List { deleted: false, .. } => {
+            for user in users.users() {
+                if user.aliases.is_empty() {
+                    println!("{}", user.address);
+                } else {
+                    println!("{} (aliases: {})", user.address, user.aliases.join(", "));
+                }
+            }
+            return Ok(());
+        }
+        UserAction::List { deleted: true, .. } => {
+            for d in users.deleted() {
+                let state = if d.purge { "mail purged" } else { "mail kept" };
+                println!("{} (account {}, {state})", d.address, d.account);
+            }
+            return Ok(());
+        }
     }
-    Ok(())
+    users.save(&cfg.data).map_err(|e| e.to_string())
+}
+
+/// Deletes a removed user's mail now if no server holds the data directory: `Ok(false)`
+/// when one does (it purges on its next look at the users).
+fn purge_now(cfg: &Config, account: &str) -> Result<bool, String> {
+    if !cfg.data.join("SUPERBLOCK").exists() {
+        return Ok(true);
+    }
+    let node = match ringmail_engine::Node::start(ringmail_engine::NodeConfig::new(&cfg.data)) {
+        Ok(n) => n,
+        Err(ringmail_engine::Error::Config(e)) if e.contains("in use") => return Ok(false),
+        Err(e) => return Err(e.to_string()),
+    };
+    let a = account.to_string();
+    let r =
+        futures_lite::future::block_on(node.handle().on_account(account, move |p| async move {
+            if p.has_account(&a) {
+                p.delete_account(&a).await?;
+            }
+            Ok(())
+        }));
+    node.shutdown().map_err(|e| e.to_string())?;
+    r.map(|()| true).map_err(|e| e.to_string())
 }
 
 fn fsck(common: &Common) -> Result<(), String> {
@@ -209,8 +333,10 @@ fn fsck(common: &Common) -> Result<(), String> {
             cfg.data.display()
         ));
     }
-    let node = ringmail_engine::Node::start(ringmail_engine::NodeConfig::new(&cfg.data))
-        .map_err(|e| e.to_string())?;
+    // Read-only: fsck changes nothing (and so also works on a full disk).
+    let mut ncfg = ringmail_engine::NodeConfig::new(&cfg.data);
+    ncfg.partition.recovery = ringmail_engine::RecoveryMode::ReadOnly;
+    let node = ringmail_engine::Node::start(ncfg).map_err(|e| e.to_string())?;
     let mut problems = 0;
     for (p, r) in &node.reports {
         if !r.is_clean() {
@@ -249,13 +375,14 @@ fn fsck(common: &Common) -> Result<(), String> {
     Ok(())
 }
 
-fn serve(a: ServeArgs) -> Result<(), String> {
+/// The configuration file with the command line's overrides (read again on SIGHUP).
+fn serve_config(a: &ServeArgs) -> Result<Config, String> {
     let mut cfg = config(&a.common)?;
     if let Some(c) = a.cores {
         cfg.cores = c;
     }
-    if let Some(h) = a.hostname {
-        cfg.hostname = h;
+    if let Some(h) = &a.hostname {
+        cfg.hostname = h.clone();
     }
     let l = &mut cfg.listen;
     for (flag, slot) in [
@@ -273,20 +400,70 @@ fn serve(a: ServeArgs) -> Result<(), String> {
             *slot = parse_addr(v)?;
         }
     }
+    Ok(cfg)
+}
+
+fn serve(a: ServeArgs) -> Result<(), String> {
+    let cfg = serve_config(&a)?;
     let signals = block_signals();
-    let node = ringmail::server::start(cfg.clone())?;
-    for (p, r) in &node.reports {
+    memlock_check(cfg.cores);
+    let source_args = a;
+    let source: ringmail::server::reload::Source = Box::new(move || serve_config(&source_args));
+    let mut running = ringmail::server::start(cfg.clone(), source)?;
+    for (p, r) in &running.node().reports {
         if !r.is_clean() {
             tracing::warn!(partition = %p, report = ?r, "recovered with problems");
         }
     }
-    tracing::info!(data = %cfg.data.display(), shards = node.handle().shards(), "ringmail is serving");
-    let sig = wait_for(&signals);
-    tracing::info!(signal = sig, "stopping: finishing in-flight commits");
-    node.shutdown().map_err(|e| e.to_string())
+    tracing::info!(
+        data = %cfg.data.display(),
+        hostname = %cfg.hostname,
+        shards = running.node().handle().shards(),
+        "ringmail is serving"
+    );
+    loop {
+        match wait_for(&signals, std::time::Duration::from_secs(1)) {
+            Some(libc::SIGHUP) => {
+                tracing::info!("SIGHUP: reloading the configuration, certificate and users");
+                running.reload();
+            }
+            Some(sig) => {
+                tracing::info!(signal = sig, "stopping: finishing in-flight commits");
+                break;
+            }
+            None => running.tick(),
+        }
+    }
+    running.shutdown()
 }
 
-/// Blocks SIGINT and SIGTERM in this thread before any other starts, so every thread
+/// The locked-memory limit glommio's shards want for io_uring's registered buffers
+/// (three rings share 10 MiB each): raised to the hard limit when lower, and if that is
+/// still not enough, said once, with the fix. Without it the shards run, and each disk I/O
+/// costs a little more CPU.
+fn memlock_check(cores: usize) {
+    const PER_SHARD: u64 = 3 * (10 << 20);
+    let shards = if cores == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        cores
+    } as u64;
+    let memlock = ringmail::server::raise_soft_limit(libc::RLIMIT_MEMLOCK);
+    let need = PER_SHARD * shards;
+    if memlock != libc::RLIM_INFINITY && memlock < need {
+        tracing::warn!(
+            memlock_mib = memlock >> 20,
+            wanted_mib = need >> 20,
+            "the locked-memory limit is too low for io_uring's registered buffers; running \
+             without them (a little more CPU per disk I/O). Raise it: LimitMEMLOCK=infinity \
+             under systemd, or `ulimit -l unlimited`"
+        );
+    }
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread before any other starts, so every thread
 /// inherits the mask and only `wait_for` here receives them.
 fn block_signals() -> libc::sigset_t {
     let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
@@ -296,14 +473,19 @@ fn block_signals() -> libc::sigset_t {
         libc::sigemptyset(set.as_mut_ptr());
         libc::sigaddset(set.as_mut_ptr(), libc::SIGINT);
         libc::sigaddset(set.as_mut_ptr(), libc::SIGTERM);
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, set.as_ptr(), std::ptr::null_mut());
         set.assume_init()
     }
 }
 
-fn wait_for(set: &libc::sigset_t) -> i32 {
-    let mut sig = 0;
-    // SAFETY: `set` was initialised by block_signals; `sig` is a local.
-    unsafe { libc::sigwait(set, &mut sig) };
-    sig
+/// The next of the blocked signals, or `None` after `timeout`.
+fn wait_for(set: &libc::sigset_t, timeout: std::time::Duration) -> Option<i32> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `set` was initialised by block_signals; `ts` is a local; no siginfo is asked.
+    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    (sig > 0).then_some(sig)
 }

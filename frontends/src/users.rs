@@ -1,9 +1,14 @@
 //! Login accounts: addresses, password hashes (argon2id, PHC strings), aliases, domains.
 //!
-//! Kept in `<data>/users.toml`, written atomically (temporary file, fsync, rename) by the
-//! `ringmail user` commands, and re-read by a running server when the file changes, so
-//! accounts can be added while it runs. Mail itself lives in the engine; an engine account
-//! is created when a user first receives mail or logs in.
+//! Kept in `<data>/users.toml` (mode 0600), written atomically (temporary file, fsync,
+//! rename) by the `ringmail user` commands, and re-read by a running server when the file
+//! changes, so accounts can be added while it runs. Mail itself lives in the engine, in an
+//! engine account named after the user (`account`); it is created when the user first
+//! receives mail or logs in.
+//!
+//! A deleted user's mail stays stored (listed under `[[deleted]]`) unless deleted with
+//! `--purge`. An address added again gets a new engine account (`address#2`, ...), so a new
+//! owner of an address never sees the previous owner's mail.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -29,6 +34,31 @@ pub struct User {
     /// mechanism, which cannot use the argon2 hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scram: Option<String>,
+    /// The engine account holding the user's mail; unset means the address itself (users
+    /// added before accounts were named, and every address's first owner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+}
+
+impl User {
+    /// The engine account holding this user's mail.
+    pub fn account(&self) -> &str {
+        self.account.as_deref().unwrap_or(&self.address)
+    }
+}
+
+/// A user who was deleted, and the engine account that holds (or held) their mail.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeletedUser {
+    pub address: String,
+    pub account: String,
+    /// Seconds since the Unix epoch.
+    #[serde(default)]
+    pub deleted_at: u64,
+    /// The mail is to be deleted too (by the server, or by the `user` command when the
+    /// server is stopped).
+    #[serde(default)]
+    pub purge: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -38,6 +68,8 @@ pub struct UsersFile {
     pub domains: Vec<String>,
     #[serde(default, rename = "user")]
     pub users: Vec<User>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<DeletedUser>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +78,8 @@ pub enum UsersError {
     Io(PathBuf, std::io::Error),
     #[error("{0} is not valid: {1}")]
     Parse(PathBuf, String),
-    #[error("{0:?} is not a valid address (expected user@domain)")]
-    BadAddress(String),
+    #[error("{0:?} is not a valid address: {1}")]
+    BadAddress(String, &'static str),
     #[error("user {0} already exists")]
     Exists(String),
     #[error("no user {0}")]
@@ -71,12 +103,59 @@ pub fn normalize(address: &str) -> String {
     address.trim().to_ascii_lowercase()
 }
 
-fn check_address(a: &str) -> Result<(), UsersError> {
-    match a.rsplit_once('@') {
-        Some((l, d)) if !l.is_empty() && !d.is_empty() && !a.contains(char::is_whitespace) => {
-            Ok(())
+/// An address a mailbox can have: `local@domain` as RFC 5321 section 4.1.2 writes it
+/// (a dot-atom local part; a domain of LDH labels, or UTF-8 labels for SMTPUTF8), within
+/// the limits of section 4.5.3.1 (local part 64 octets, domain 255, path 256).
+pub fn check_address(a: &str) -> Result<(), UsersError> {
+    let bad = |why| Err(UsersError::BadAddress(a.to_string(), why));
+    let Some((local, domain)) = a.rsplit_once('@') else {
+        return bad("expected local-part@domain");
+    };
+    if local.is_empty() {
+        return bad("the local part is empty");
+    }
+    if local.len() > 64 {
+        return bad("the local part is longer than 64 octets (RFC 5321 section 4.5.3.1.1)");
+    }
+    if a.len() > 254 {
+        return bad("the address is longer than 254 octets (RFC 5321 section 4.5.3.1.3)");
+    }
+    // atext (RFC 5322 section 3.2.3), and UTF-8 beyond ASCII (RFC 6531).
+    let atext =
+        |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
+    if local
+        .split('.')
+        .any(|atom| atom.is_empty() || !atom.chars().all(atext))
+    {
+        return bad("the local part must be atoms (letters, digits, !#$%&'*+-/=?^_`{|}~) joined by single dots");
+    }
+    if domain.is_empty() || domain.len() > 255 {
+        return bad("the domain must have 1 to 255 octets");
+    }
+    for label in domain.split('.') {
+        let ldh = |c: char| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii();
+        if label.is_empty() || label.len() > 63 || !label.chars().all(ldh) {
+            return bad("each domain label must have 1 to 63 letters, digits or hyphens");
         }
-        _ => Err(UsersError::BadAddress(a.to_string())),
+        if label.starts_with('-') || label.ends_with('-') {
+            return bad("a domain label must not start or end with a hyphen");
+        }
+    }
+    Ok(())
+}
+
+/// What changed between two user lists.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct UsersDiff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Password or aliases changed.
+    pub changed: Vec<String>,
+}
+
+impl UsersDiff {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
     }
 }
 
@@ -87,6 +166,23 @@ pub fn scram_keys(password: &str) -> String {
     OsRng.fill_bytes(&mut salt);
     crate::sasl::scram::Credentials::derive(password, &salt, crate::sasl::scram::ITERATIONS)
         .encode()
+}
+
+/// An argon2 hash of nothing anyone knows, verified for unknown users, so that a wrong
+/// password costs the same time whether the account exists or not (without it, timing
+/// told existing accounts apart: ~20 ms more for them).
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| {
+        use argon2::password_hash::rand_core::RngCore;
+        let mut pw = [0u8; 16];
+        OsRng.fill_bytes(&mut pw);
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(&pw, &salt)
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
 }
 
 pub fn hash_password(password: &str) -> Result<String, UsersError> {
@@ -121,6 +217,28 @@ impl Users {
         }
     }
 
+    pub fn deleted(&self) -> &[DeletedUser] {
+        &self.file.deleted
+    }
+
+    /// Who was added, removed or changed from `self` to `new`.
+    pub fn diff(&self, new: &Users) -> UsersDiff {
+        let mut d = UsersDiff::default();
+        for u in new.users() {
+            match self.users().iter().find(|o| o.address == u.address) {
+                None => d.added.push(u.address.clone()),
+                Some(o) if o != u => d.changed.push(u.address.clone()),
+                Some(_) => {}
+            }
+        }
+        for o in self.users() {
+            if !new.users().iter().any(|u| u.address == o.address) {
+                d.removed.push(o.address.clone());
+            }
+        }
+        d
+    }
+
     pub fn load(dir: &Path) -> Result<Self, UsersError> {
         let path = dir.join(USERS_FILE);
         match std::fs::read_to_string(&path) {
@@ -141,7 +259,15 @@ impl Users {
         let text = toml::to_string_pretty(&self.file)
             .map_err(|e| UsersError::Parse(path.clone(), e.to_string()))?;
         let io = |e| UsersError::Io(tmp.clone(), e);
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        // Password hashes: readable by the server's user only, whatever the umask.
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
         f.write_all(text.as_bytes()).map_err(io)?;
         f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(|e| UsersError::Io(path.clone(), e))?;
@@ -173,8 +299,11 @@ impl Users {
             }
         }
         let mut f = self.file.clone();
+        let address = normalize(address);
+        let account = self.fresh_account(&address);
         f.users.push(User {
-            address: normalize(address),
+            account: (account != address).then_some(account),
+            address,
             password: hash_password(password)?,
             aliases: aliases.iter().map(|a| normalize(a)).collect(),
             scram: Some(scram_keys(password)),
@@ -183,15 +312,54 @@ impl Users {
         Ok(())
     }
 
-    pub fn remove(&mut self, address: &str) -> Result<(), UsersError> {
+    /// An engine account name no user, present or deleted, has had: the address itself the
+    /// first time, then `address#2`, `address#3`, ...
+    fn fresh_account(&self, address: &str) -> String {
+        let taken = |a: &str| {
+            self.file.users.iter().any(|u| u.account() == a)
+                || self.file.deleted.iter().any(|d| d.account == a)
+        };
+        let mut n = 1;
+        let mut name = address.to_string();
+        while taken(&name) {
+            n += 1;
+            name = format!("{address}#{n}");
+        }
+        name
+    }
+
+    /// Removes a user's login. Their mail stays stored under `[[deleted]]`, unless `purge`:
+    /// then it is deleted (by the server if it runs, else by the caller).
+    pub fn remove(&mut self, address: &str, purge: bool) -> Result<DeletedUser, UsersError> {
         let mut f = self.file.clone();
-        let before = f.users.len();
-        f.users.retain(|u| u.address != normalize(address));
-        if f.users.len() == before {
-            return Err(UsersError::NoSuchUser(address.to_string()));
+        let a = normalize(address);
+        let i = f
+            .users
+            .iter()
+            .position(|u| u.address == a)
+            .ok_or_else(|| UsersError::NoSuchUser(address.to_string()))?;
+        let u = f.users.remove(i);
+        let deleted = DeletedUser {
+            account: u.account().to_string(),
+            address: u.address,
+            deleted_at: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            purge,
+        };
+        f.deleted.push(deleted.clone());
+        *self = Self::from_file(f);
+        Ok(deleted)
+    }
+
+    /// Marks a deleted user's mail as purged (the `user` command did it itself).
+    pub fn mark_purged(&mut self, account: &str) {
+        let mut f = self.file.clone();
+        for d in f.deleted.iter_mut().filter(|d| d.account == account) {
+            d.purge = true;
         }
         *self = Self::from_file(f);
-        Ok(())
     }
 
     pub fn set_password(&mut self, address: &str, password: &str) -> Result<(), UsersError> {
@@ -238,11 +406,13 @@ impl Users {
     /// Checks a password; on success, the addresses the user may send as (own first).
     /// Slow on purpose (argon2): call it off the executor thread.
     pub fn authenticate(&self, login: &str, password: &str) -> Option<Vec<String>> {
-        let u = self.resolve(login)?;
-        let hash = PasswordHash::new(&u.password).ok()?;
-        Argon2::default()
+        let user = self.resolve(login);
+        let hash = user.map(|u| u.password.as_str()).unwrap_or(decoy_hash());
+        let hash = PasswordHash::new(hash).ok()?;
+        let verified = Argon2::default()
             .verify_password(password.as_bytes(), &hash)
-            .ok()?;
+            .is_ok();
+        let u = user.filter(|_| verified)?;
         Some(
             std::iter::once(u.address.clone())
                 .chain(u.aliases.iter().cloned())
@@ -267,7 +437,7 @@ mod tests {
         ));
         assert!(matches!(
             u.add("nodomain", "x", &[]),
-            Err(UsersError::BadAddress(_))
+            Err(UsersError::BadAddress(..))
         ));
         assert!(matches!(
             u.add("b@example.org", "", &[]),
@@ -294,5 +464,110 @@ mod tests {
         assert_eq!(senders[0], "alice@example.org");
         let text = std::fs::read_to_string(dir.path().join(USERS_FILE)).unwrap();
         assert!(text.contains("$argon2id$") && !text.contains("pw1"));
+    }
+
+    #[test]
+    fn addresses_are_checked_against_rfc_5321() {
+        for ok in [
+            "a@example.org",
+            "first.last+tag@mail.example.org",
+            "o'brien@example.org",
+            "x@localhost",
+            "jörg@bücher.example",
+            &format!("{}@example.org", "l".repeat(64)),
+        ] {
+            assert!(check_address(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "carol@@example.org",
+            "a,b@example.org",
+            "a b@example.org",
+            "@example.org",
+            "a@",
+            "a@.example.org",
+            "a@example..org",
+            "a@-example.org",
+            ".a@example.org",
+            "a..b@example.org",
+            "a.@example.org",
+            "a@exa_mple.org",
+            &format!("{}@example.org", "l".repeat(65)),
+            &format!("{}@example.org", "l".repeat(300)),
+            &format!("a@{}.org", "d".repeat(64)),
+        ] {
+            assert!(
+                matches!(check_address(bad), Err(UsersError::BadAddress(..))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_readded_address_gets_a_new_account_and_the_old_mail_is_listed() {
+        let mut u = Users::default();
+        u.add("a@example.org", "pw", &[]).unwrap();
+        assert_eq!(
+            u.resolve("a@example.org").unwrap().account(),
+            "a@example.org"
+        );
+        let d = u.remove("a@example.org", false).unwrap();
+        assert_eq!(d.account, "a@example.org");
+        assert!(!d.purge);
+        assert!(u.resolve("a@example.org").is_none());
+        u.add("A@example.org", "pw2", &[]).unwrap();
+        assert_eq!(
+            u.resolve("a@example.org").unwrap().account(),
+            "a@example.org#2"
+        );
+        u.remove("a@example.org", true).unwrap();
+        u.add("a@example.org", "pw3", &[]).unwrap();
+        assert_eq!(
+            u.resolve("a@example.org").unwrap().account(),
+            "a@example.org#3"
+        );
+        let kept: Vec<(&str, bool)> = u
+            .deleted()
+            .iter()
+            .map(|d| (d.account.as_str(), d.purge))
+            .collect();
+        assert_eq!(kept, [("a@example.org", false), ("a@example.org#2", true)]);
+        // The account survives a save and a load.
+        let dir = tempfile::tempdir().unwrap();
+        u.save(dir.path()).unwrap();
+        let back = Users::load(dir.path()).unwrap();
+        assert_eq!(
+            back.resolve("a@example.org").unwrap().account(),
+            "a@example.org#3"
+        );
+        assert_eq!(back.deleted().len(), 2);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(USERS_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn unknown_users_cost_an_argon2_verification_too() {
+        let mut u = Users::default();
+        u.add("a@example.org", "pw", &[]).unwrap();
+        let _ = decoy_hash();
+        // The fastest of a few tries: the machine's noise only ever adds time.
+        let time = |login: &str| {
+            (0..4)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    assert!(u.authenticate(login, "wrong").is_none());
+                    t.elapsed()
+                })
+                .min()
+                .unwrap()
+        };
+        let (known, unknown) = (time("a@example.org"), time("nobody@example.org"));
+        assert!(
+            unknown * 3 > known && known * 3 > unknown,
+            "{known:?} vs {unknown:?}"
+        );
     }
 }

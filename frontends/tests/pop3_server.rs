@@ -90,7 +90,10 @@ n.quit()
     );
     assert!(out.contains("second b'-ERR [IN-USE]"), "{out}");
     assert!(
-        out.contains("quit b'+OK localhost signing off (1 messages deleted)'"),
+        out.contains(&format!(
+            "quit b'+OK {} signing off (1 messages deleted)'",
+            ringmail::config::machine_hostname()
+        )),
         "{out}"
     );
     let uidl_line = out

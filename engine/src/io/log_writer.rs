@@ -20,6 +20,20 @@
 //! end of the segment and rewrites that block's already-written head from memory (`tail`).
 //! The first failed write or sync poisons the writer: everything after fails fast until the
 //! partition is reopened, because what reached the disk is then unknown.
+//!
+//! Segment files are made ahead, by a task of their own (the preparer): created, their
+//! space reserved (fallocate) and their directory entry made durable before any record is
+//! given a place in them. A full disk or a shortage of descriptors then shows when the
+//! next segment cannot be prepared, and writes that would need it are refused up front
+//! ([`StoreError::Unavailable`]: nothing logged, nothing applied), instead of failing in
+//! the middle of a batch whose records the index already holds, which could only poison
+//! the partition. The preparer retries with back-off, so writing resumes by itself when
+//! space returns; until then the space reserved in the active segment is still used.
+//!
+//! ```text
+//! preparer: segment N+1 ──create, fallocate, fsync dir──► Ready ──(roll)──► active
+//!              └── ENOSPC / EMFILE ──► Failed{retry at} ──► writes needing N+1 refused
+//! ```
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -32,7 +46,7 @@ use glommio::io::{DmaFile, OpenOptions};
 
 use super::notify::Notify;
 use super::{align_down, align_up};
-use crate::error::{Error, Result};
+use crate::error::{Error, Resource, Result, StoreError};
 use crate::format::names::segment_file;
 use crate::ids::{LogPos, SegmentSeq};
 use crate::segment::{RecordHeader, SegmentHeader};
@@ -72,6 +86,36 @@ pub struct LogStats {
     /// Durable-write latencies per batch (write and device flush together): counts in the
     /// buckets of [`SYNC_BUCKETS_MS`] (the last counts everything above).
     pub sync_histogram: [u64; SYNC_BUCKETS_MS.len() + 1],
+    /// Why writes are refused now (the next segment cannot be prepared), if they are.
+    pub unavailable: Option<String>,
+    /// Writes refused because storage was unavailable.
+    pub refused_writes: u64,
+    /// Segment preparations that failed (each retried).
+    pub prepare_failures: u64,
+    pub poisoned: bool,
+}
+
+/// The first retry of a failed segment preparation, and the longest wait between retries.
+const PREPARE_RETRY_MIN: Duration = Duration::from_millis(100);
+const PREPARE_RETRY_MAX: Duration = Duration::from_secs(5);
+/// While preparation keeps failing, it is logged at most this often.
+const PREPARE_LOG_EVERY: Duration = Duration::from_secs(60);
+/// On a nearly full disk a segment reserves less than the segment size, halving down to
+/// this: the space left is still used, and a segment rolls over at what it reserved.
+const MIN_RESERVE: u64 = 1 << 20;
+
+/// A segment file made ahead of the records that will go in it.
+enum Prep {
+    /// Asked for; the preparer makes it.
+    Wanted,
+    /// Made, with this many bytes reserved.
+    Ready(Rc<DmaFile>, u64),
+    /// Could not be made; retried at `retry_at`.
+    Failed {
+        why: Resource,
+        detail: String,
+        retry_at: Instant,
+    },
 }
 
 /// Upper bounds, in milliseconds, of the durable-write latency histogram.
@@ -90,6 +134,8 @@ struct OpenSegment {
     tail: Vec<u8>,
     /// Bytes from 0 to here have been written, records or zeros (see [`ZERO_AHEAD`]).
     zeroed: u64,
+    /// Bytes reserved for it (the segment size, or less on a nearly full disk).
+    capacity: u64,
 }
 
 /// How far ahead of the records a segment is kept written with zeros, and in what steps.
@@ -122,6 +168,17 @@ struct Inner {
     /// Batch buffers already written, kept for the next batches: a fresh one grows by
     /// reallocation and faults its pages in again on every batch.
     spare: Vec<Vec<u8>>,
+    /// Segments being made ahead, by sequence (moved to `files` when a batch first
+    /// writes them).
+    prepared: BTreeMap<u64, Prep>,
+    /// Wakes the preparer.
+    prep_wake: Notify,
+    /// A read-only writer (fsck): nothing is prepared or written.
+    read_only: bool,
+    /// Stops the preparer (after the flusher, which may still need a segment, is done).
+    prep_stop: bool,
+    /// Tests only: the flusher writes nothing while set (see [`LogWriter::hold_writes`]).
+    held: bool,
 }
 
 /// Written batch buffers kept for reuse, and the largest kept (a rare huge batch's buffer is
@@ -133,12 +190,23 @@ pub struct LogWriter {
     inner: Rc<RefCell<Inner>>,
     notify: Notify,
     flusher: RefCell<Option<glommio::task::JoinHandle<()>>>,
+    preparer: RefCell<Option<glommio::task::JoinHandle<()>>>,
 }
 
 impl LogWriter {
     /// Starts a writer that appends to a new segment `seq` (recovery never writes into an
     /// existing segment, so torn bytes of an old one are never built upon).
     pub fn start(cfg: LogConfig, seq: SegmentSeq, next_lsn: u64) -> Self {
+        Self::start_with(cfg, seq, next_lsn, false)
+    }
+
+    /// A writer that writes nothing: every append is refused. For reading a data directory
+    /// without changing it (fsck), also on a full disk.
+    pub fn read_only(cfg: LogConfig, seq: SegmentSeq, next_lsn: u64) -> Self {
+        Self::start_with(cfg, seq, next_lsn, true)
+    }
+
+    fn start_with(cfg: LogConfig, seq: SegmentSeq, next_lsn: u64, read_only: bool) -> Self {
         let header = SegmentHeader {
             partition: cfg.partition,
             epoch: cfg.epoch,
@@ -151,12 +219,16 @@ impl LogWriter {
             active_seq: seq.0,
             active_end: SegmentHeader::LEN as u64,
             next_lsn,
-            pending: vec![Chunk {
-                seq: seq.0,
-                start: 0,
-                bytes: header.encode().to_vec(),
-                records: 0,
-            }],
+            pending: if read_only {
+                Vec::new()
+            } else {
+                vec![Chunk {
+                    seq: seq.0,
+                    start: 0,
+                    bytes: header.encode().to_vec(),
+                    records: 0,
+                }]
+            },
             pending_waiters: Vec::new(),
             durable: LogPos {
                 segment: seq,
@@ -169,14 +241,107 @@ impl LogWriter {
             files: BTreeMap::new(),
             stats: LogStats::default(),
             spare: Vec::new(),
+            prepared: if read_only {
+                BTreeMap::new()
+            } else {
+                [(seq.0, Prep::Wanted)].into()
+            },
+            prep_wake: Notify::default(),
+            read_only,
+            prep_stop: false,
+            held: false,
         }));
         let notify = Notify::default();
-        let task = glommio::spawn_local(flusher(inner.clone(), notify.clone())).detach();
+        let (task, preparer) = if read_only {
+            (None, None)
+        } else {
+            let task = glommio::spawn_local(flusher(inner.clone(), notify.clone())).detach();
+            let prep = glommio::spawn_local(preparer(inner.clone(), notify.clone())).detach();
+            (Some(task), Some(prep))
+        };
         notify.notify();
         Self {
             inner,
             notify,
-            flusher: RefCell::new(Some(task)),
+            flusher: RefCell::new(task),
+            preparer: RefCell::new(preparer),
+        }
+    }
+
+    /// Whether appending records of these total lengths (one mutation group, in order)
+    /// could be written now: refused up front if a segment they would need cannot be
+    /// prepared, so that a group is either logged whole or not at all.
+    pub fn check_room(&self, lens: impl IntoIterator<Item = u64>) -> Result<()> {
+        let mut i = self.inner.borrow_mut();
+        if let Some(p) = &i.poisoned {
+            return Err(Error::Poisoned(p.clone()));
+        }
+        if i.read_only {
+            return Err(Error::Config("the log was opened read-only".into()));
+        }
+        let refuse = |i: &Inner, seq: u64| match i.prepared.get(&seq) {
+            Some(Prep::Failed { why, .. }) if !i.files.contains_key(&seq) => Err(*why),
+            _ => Ok(()),
+        };
+        let (mut seq, mut end) = (i.active_seq, i.active_end);
+        let mut r = refuse(&i, seq);
+        for total in lens {
+            if r.is_err() {
+                break;
+            }
+            if end > SegmentHeader::LEN as u64 && end + total > i.capacity(seq) {
+                seq += 1;
+                end = SegmentHeader::LEN as u64;
+                r = refuse(&i, seq);
+            }
+            // A record bigger than a short segment (a nearly full disk) would be written
+            // past what was reserved.
+            let cap = i.capacity(seq);
+            if r.is_ok() && cap < i.cfg.segment_size && end + total > cap {
+                r = Err(Resource::Space);
+            }
+            end += total;
+        }
+        r.map_err(|why| {
+            i.stats.refused_writes += 1;
+            Error::Store(StoreError::Unavailable(why))
+        })
+    }
+
+    /// Tests only: while `hold` is set, batches wait in memory instead of being written (a
+    /// slow disk, at will), so what happens between logging and durability can be tested.
+    #[doc(hidden)]
+    pub fn hold_writes(&self, hold: bool) {
+        self.inner.borrow_mut().held = hold;
+        self.notify.notify();
+    }
+
+    /// Why writes are refused now, if they are (a segment cannot be prepared).
+    pub fn unavailable(&self) -> Option<Resource> {
+        let i = self.inner.borrow();
+        [i.active_seq, i.active_seq + 1]
+            .iter()
+            .find_map(|s| match i.prepared.get(s) {
+                Some(Prep::Failed { why, .. }) if !i.files.contains_key(s) => Some(*why),
+                _ => None,
+            })
+    }
+
+    /// Waits until the segment the writer starts in is prepared, or its preparation
+    /// failed (then writes are refused until it succeeds).
+    pub async fn wait_started(&self) {
+        loop {
+            {
+                let i = self.inner.borrow();
+                let seq = i.active_seq;
+                if i.read_only
+                    || i.files.contains_key(&seq)
+                    || !matches!(i.prepared.get(&seq), Some(Prep::Wanted))
+                {
+                    return;
+                }
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
         }
     }
 
@@ -192,7 +357,12 @@ impl LogWriter {
             return Err(crate::error::StoreError::ShuttingDown.into());
         }
         let total = RecordHeader::encode_len(payload.len());
-        if i.active_end > SegmentHeader::LEN as u64 && i.active_end + total > i.cfg.segment_size {
+        if i.read_only {
+            return Err(Error::Config("the log was opened read-only".into()));
+        }
+        if i.active_end > SegmentHeader::LEN as u64
+            && i.active_end + total > i.capacity(i.active_seq)
+        {
             let sealed = (i.active_seq, i.active_end);
             i.sealed.push(sealed);
             i.active_seq += 1;
@@ -222,6 +392,13 @@ impl LogWriter {
                 bytes,
                 records: 0,
             });
+        }
+        // Once the active segment is half full, the next one is made ahead (not before: a
+        // partition reserves one segment and a half on average, not two).
+        let next = i.active_seq + 1;
+        if i.active_end + total > i.capacity(i.active_seq) / 2 && !i.prepared.contains_key(&next) {
+            i.prepared.insert(next, Prep::Wanted);
+            i.prep_wake.notify();
         }
         let lsn = i.next_lsn;
         i.next_lsn += 1;
@@ -320,30 +497,77 @@ impl LogWriter {
     }
 
     pub fn stats(&self) -> LogStats {
-        self.inner.borrow().stats.clone()
+        let mut s = self.inner.borrow().stats.clone();
+        s.poisoned = self.inner.borrow().poisoned.is_some();
+        s.unavailable = self.unavailable().map(|r| r.to_string());
+        s
     }
 
     pub fn poisoned(&self) -> Option<String> {
         self.inner.borrow().poisoned.clone()
     }
 
-    /// Flushes what is pending, stops the flusher and closes the files.
+    /// Flushes what is pending, stops the flusher and the preparer, closes the files and
+    /// removes the segments prepared but never written. A poisoned writer closes without
+    /// an error: its failure was reported when it happened.
     pub async fn close(&self) -> Result<()> {
-        let done = self.sync_point();
-        let r = done.await;
+        if self.inner.borrow().read_only {
+            return Ok(());
+        }
+        // What is pending is written if its segments can be; a batch waiting for a segment
+        // that cannot be prepared is given up when closing (see the flusher).
         self.inner.borrow_mut().closing = true;
+        let r = self.sync_point().await;
         self.notify.notify();
-        let task = self.flusher.borrow_mut().take();
+        let (task, prep) = (
+            self.flusher.borrow_mut().take(),
+            self.preparer.borrow_mut().take(),
+        );
         if let Some(t) = task {
             t.await;
         }
-        let files = std::mem::take(&mut self.inner.borrow_mut().files);
+        self.inner.borrow_mut().prep_stop = true;
+        self.inner.borrow().prep_wake.notify();
+        if let Some(t) = prep {
+            t.await;
+        }
+        let (files, prepared, dir, epoch) = {
+            let mut i = self.inner.borrow_mut();
+            (
+                std::mem::take(&mut i.files),
+                std::mem::take(&mut i.prepared),
+                i.cfg.dir.clone(),
+                i.cfg.epoch,
+            )
+        };
         for (_, s) in files {
             if let Ok(f) = Rc::try_unwrap(s.file) {
                 let _ = f.close().await;
             }
         }
-        r
+        for (seq, p) in prepared {
+            if let Prep::Ready(f, _) = p {
+                if let Ok(f) = Rc::try_unwrap(f) {
+                    let _ = f.close().await;
+                }
+                let _ = std::fs::remove_file(dir.join(segment_file(epoch, seq)));
+            }
+        }
+        match r {
+            Err(Error::Poisoned(_)) => Ok(()),
+            r => r,
+        }
+    }
+}
+
+impl Inner {
+    /// Where segment `seq` rolls over: what was reserved for it, once known.
+    fn capacity(&self, seq: u64) -> u64 {
+        match (self.files.get(&seq), self.prepared.get(&seq)) {
+            (Some(s), _) => s.capacity,
+            (None, Some(Prep::Ready(_, cap))) => *cap,
+            _ => self.cfg.segment_size,
+        }
     }
 }
 
@@ -360,19 +584,103 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether every segment the pending chunks go to has a file: those prepared are moved to
+/// `files`; one not prepared yet is asked for. `Err` when one failed (with records for it
+/// when `has_records`).
+fn segments_ready(i: &mut Inner) -> std::result::Result<bool, (String, bool)> {
+    let needed: Vec<(u64, bool)> = {
+        let mut v: Vec<(u64, bool)> = Vec::new();
+        for c in &i.pending {
+            match v.last_mut() {
+                Some((seq, recs)) if *seq == c.seq => *recs |= c.records > 0,
+                _ => v.push((c.seq, c.records > 0)),
+            }
+        }
+        v
+    };
+    let mut ready = true;
+    for (seq, records) in needed {
+        if i.files.contains_key(&seq) {
+            continue;
+        }
+        match i.prepared.remove(&seq) {
+            Some(Prep::Ready(file, capacity)) => {
+                i.files.insert(
+                    seq,
+                    OpenSegment {
+                        file,
+                        tail: Vec::new(),
+                        zeroed: 0,
+                        capacity,
+                    },
+                );
+            }
+            Some(Prep::Failed {
+                why,
+                detail,
+                retry_at,
+            }) => {
+                let msg = format!("segment {seq} cannot be prepared: {why} ({detail})");
+                i.prepared.insert(
+                    seq,
+                    Prep::Failed {
+                        why,
+                        detail,
+                        retry_at,
+                    },
+                );
+                if i.closing {
+                    return Err((msg, records));
+                }
+                ready = false;
+            }
+            other => {
+                i.prepared.insert(seq, other.unwrap_or(Prep::Wanted));
+                i.prep_wake.notify();
+                ready = false;
+            }
+        }
+    }
+    Ok(ready)
+}
+
 async fn flusher(inner: Rc<RefCell<Inner>>, notify: Notify) {
     loop {
         let step = {
             let mut i = inner.borrow_mut();
-            if !i.pending.is_empty() {
-                Some((
-                    std::mem::take(&mut i.pending),
-                    std::mem::take(&mut i.pending_waiters),
-                ))
-            } else if i.closing {
-                break;
-            } else {
+            if i.pending.is_empty() {
+                if i.closing {
+                    break;
+                }
                 None
+            } else if i.held && !i.closing {
+                None
+            } else {
+                match segments_ready(&mut i) {
+                    Ok(true) => Some((
+                        std::mem::take(&mut i.pending),
+                        std::mem::take(&mut i.pending_waiters),
+                    )),
+                    // Waits for the preparer, which notifies.
+                    Ok(false) => None,
+                    Err((msg, records)) => {
+                        // Closing while a segment cannot be made: what waits for it is given
+                        // up. Records in it were never acknowledged; but the index holds
+                        // them, so the partition must not checkpoint: it is poisoned.
+                        i.pending.clear();
+                        let waiters = std::mem::take(&mut i.pending_waiters);
+                        let result = if records {
+                            i.poisoned = Some(msg.clone());
+                            Err(msg)
+                        } else {
+                            Ok(())
+                        };
+                        for w in waiters {
+                            let _ = w.send(result.clone());
+                        }
+                        continue;
+                    }
+                }
             }
         };
         let Some((chunks, waiters)) = step else {
@@ -453,31 +761,13 @@ async fn write_batch(inner: &Rc<RefCell<Inner>>, chunks: Vec<Chunk>) -> Result<D
             .borrow()
             .files
             .get(&chunk.seq)
-            .map(|s| (s.file.clone(), s.tail.clone(), s.zeroed));
-        let (file, tail, zeroed) = match existing {
-            Some(x) => x,
-            None => {
-                // O_DSYNC: each write returns once durable (see the module comment).
-                let dsync = match cfg.durability {
-                    Durability::Sync => libc::O_DSYNC,
-                    Durability::DangerNoSync => 0,
-                };
-                let f = OpenOptions::new()
-                    .write(true)
-                    .read(true)
-                    .create(true)
-                    .custom_flags(dsync)
-                    .dma_open(&path)
-                    .await
-                    .map_err(|e| Error::io(format!("creating segment {path:?}"), e.into()))?;
-                // keep_size: the blocks are reserved, but the file's length stays the length
-                // written, so recovery reads only what holds records.
-                f.pre_allocate(cfg.segment_size, true)
-                    .await
-                    .map_err(|e| Error::io(format!("preallocating {path:?}"), e.into()))?;
-                super::fsync_dir(&cfg.dir)?;
-                (Rc::new(f), Vec::new(), 0)
-            }
+            .map(|s| (s.file.clone(), s.tail.clone(), s.zeroed, s.capacity));
+        // The flusher moved every segment of the batch to `files` (`segments_ready`).
+        let Some((file, tail, zeroed, capacity)) = existing else {
+            return Err(Error::io(
+                format!("writing {path:?}"),
+                std::io::Error::other("internal: the segment was not prepared"),
+            ));
         };
         let aligned_start = align_down(chunk.start);
         if aligned_start + tail.len() as u64 != chunk.start {
@@ -507,7 +797,7 @@ async fn write_batch(inner: &Rc<RefCell<Inner>>, chunks: Vec<Chunk>) -> Result<D
         // Zeros ahead, in the same sync as this batch (disjoint from its blocks).
         let zero_from = data_end.max(zeroed);
         let zero_to = if zeroed < data_end + ZERO_AHEAD / 2 {
-            (zero_from + ZERO_AHEAD).min(align_up(cfg.segment_size).max(data_end))
+            (zero_from + ZERO_AHEAD).min(align_up(capacity).max(data_end))
         } else {
             zeroed
         };
@@ -531,6 +821,7 @@ async fn write_batch(inner: &Rc<RefCell<Inner>>, chunks: Vec<Chunk>) -> Result<D
                 file: file.clone(),
                 tail: new_tail,
                 zeroed: zero_to.max(data_end),
+                capacity,
             },
         );
         let grew = data_end > zeroed || zero_to > zero_from;
@@ -554,6 +845,163 @@ async fn write_batch(inner: &Rc<RefCell<Inner>>, chunks: Vec<Chunk>) -> Result<D
         took += started.elapsed();
     }
     Ok(took)
+}
+
+/// Makes segment files ahead of the records that will go in them (see the module comment):
+/// every `Wanted` one, and a `Failed` one again once its retry time has come.
+async fn preparer(inner: Rc<RefCell<Inner>>, flusher: Notify) {
+    let wake = inner.borrow().prep_wake.clone();
+    let mut backoff = PREPARE_RETRY_MIN;
+    let mut next_log: Option<Instant> = None;
+    let mut failing = false;
+    loop {
+        let (todo, wait) = {
+            let i = inner.borrow();
+            if i.prep_stop {
+                break;
+            }
+            let now = Instant::now();
+            let mut wait: Option<Instant> = None;
+            let todo = i.prepared.iter().find_map(|(&seq, p)| match p {
+                Prep::Wanted => Some(seq),
+                Prep::Failed { retry_at, .. } if *retry_at <= now => Some(seq),
+                Prep::Failed { retry_at, .. } => {
+                    wait = Some(wait.map_or(*retry_at, |w: Instant| w.min(*retry_at)));
+                    None
+                }
+                Prep::Ready(..) => None,
+            });
+            (todo, wait)
+        };
+        let Some(seq) = todo else {
+            match wait {
+                Some(at) => {
+                    let sleep = at.saturating_duration_since(Instant::now());
+                    futures_lite::future::or(wake.wait(), glommio::timer::sleep(sleep)).await;
+                }
+                None => wake.wait().await,
+            }
+            continue;
+        };
+        let cfg = inner.borrow().cfg.clone();
+        let result = prepare_segment(&cfg, seq).await;
+        tracing::debug!(
+            partition = cfg.partition,
+            segment = seq,
+            ok = result.is_ok(),
+            "segment preparation"
+        );
+        let mut i = inner.borrow_mut();
+        match result {
+            Ok((file, capacity)) => {
+                if failing {
+                    tracing::info!(
+                        partition = cfg.partition,
+                        segment = seq,
+                        reserved = capacity,
+                        "segment prepared: writing resumes"
+                    );
+                    failing = false;
+                    next_log = None;
+                }
+                backoff = PREPARE_RETRY_MIN;
+                i.prepared.insert(seq, Prep::Ready(Rc::new(file), capacity));
+            }
+            Err((why, detail)) => {
+                i.stats.prepare_failures += 1;
+                let now = Instant::now();
+                if next_log.is_none_or(|t| now >= t) {
+                    let level_error = why == Resource::Device;
+                    if level_error {
+                        tracing::error!(partition = cfg.partition, segment = seq, error = %detail, "cannot prepare the next segment; writes are refused until it can be (retrying)");
+                    } else {
+                        tracing::warn!(partition = cfg.partition, segment = seq, reason = %why, error = %detail, "cannot prepare the next segment; writes are refused until it can be (retrying)");
+                    }
+                    next_log = Some(now + PREPARE_LOG_EVERY);
+                }
+                failing = true;
+                i.prepared.insert(
+                    seq,
+                    Prep::Failed {
+                        why,
+                        detail,
+                        retry_at: now + backoff,
+                    },
+                );
+                backoff = (backoff * 2).min(PREPARE_RETRY_MAX);
+            }
+        }
+        drop(i);
+        flusher.notify();
+    }
+}
+
+/// Creates segment `seq`, reserves its space (the segment size, or on a nearly full disk
+/// as much as is left, down to [`MIN_RESERVE`]) and makes its directory entry durable;
+/// returns the file and what it reserved. On failure nothing is left: a file that was
+/// created is removed (a partial fallocate on a full disk would otherwise keep the blocks
+/// it got).
+async fn prepare_segment(
+    cfg: &LogConfig,
+    seq: u64,
+) -> std::result::Result<(DmaFile, u64), (Resource, String)> {
+    let path = cfg.dir.join(segment_file(cfg.epoch, seq));
+    let classify = |what: &str, e: glommio::GlommioError<()>| {
+        let why = Resource::of_glommio(&e).unwrap_or(Resource::Device);
+        let io: std::io::Error = e.into();
+        (why, format!("{what} {path:?}: {io}"))
+    };
+    // O_DSYNC: each write returns once durable (see the module comment).
+    let dsync = match cfg.durability {
+        Durability::Sync => libc::O_DSYNC,
+        Durability::DangerNoSync => 0,
+    };
+    let f = OpenOptions::new()
+        .write(true)
+        .read(true)
+        .create(true)
+        .custom_flags(dsync)
+        .dma_open(&path)
+        .await
+        .map_err(|e| classify("creating", e))?;
+    // keep_size: the blocks are reserved, but the file's length stays the length written,
+    // so recovery reads only what holds records.
+    let mut size = cfg.segment_size;
+    let allocated = loop {
+        match f.pre_allocate(size, true).await {
+            Ok(()) => break Ok(size),
+            Err(e) => {
+                let full = Resource::of_glommio(&e) == Some(Resource::Space);
+                if full && size / 2 >= MIN_RESERVE && size / 2 >= SegmentHeader::LEN as u64 * 2 {
+                    size /= 2;
+                    continue;
+                }
+                break Err(classify("reserving space for", e));
+            }
+        }
+    };
+    let reserved = allocated.and_then(|size| {
+        super::fsync_dir(&cfg.dir)
+            .map(|()| size)
+            .map_err(|e| match e {
+                Error::Io { source, context } => (
+                    source
+                        .raw_os_error()
+                        .and_then(Resource::of_errno)
+                        .unwrap_or(Resource::Device),
+                    format!("{context}: {source}"),
+                ),
+                other => (Resource::Device, other.to_string()),
+            })
+    });
+    match reserved {
+        Ok(size) => Ok((f, size)),
+        Err(e) => {
+            let _ = f.close().await;
+            let _ = std::fs::remove_file(&path);
+            Err(e)
+        }
+    }
 }
 
 /// Writes all of `buf` at `pos`: a short write is an error.

@@ -44,12 +44,19 @@ impl SegmentFile {
     }
 }
 
-/// Open read handles of a partition's segments, opened on first use.
+/// Segment files a reader keeps open: a partition's descriptors stay bounded (the server
+/// reserves this many per partition, whatever clients do), however many segments it has.
+pub const MAX_OPEN_SEGMENTS: usize = 32;
+
+/// Open read handles of a partition's segments, opened on first use; the least recently
+/// opened is closed beyond [`MAX_OPEN_SEGMENTS`].
 pub struct SegmentReader {
     dir: PathBuf,
     epoch: u64,
     mode: ReadMode,
     files: RefCell<HashMap<u64, Rc<SegmentFile>>>,
+    /// Open order, oldest first.
+    order: RefCell<std::collections::VecDeque<u64>>,
 }
 
 impl SegmentReader {
@@ -59,6 +66,7 @@ impl SegmentReader {
             epoch,
             mode,
             files: RefCell::new(HashMap::new()),
+            order: RefCell::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -81,12 +89,31 @@ impl SegmentReader {
                 return Err(Error::io(format!("opening {path:?}"), e));
             }
         };
-        self.files.borrow_mut().insert(seq, f.clone());
+        let evicted = {
+            let mut files = self.files.borrow_mut();
+            let mut order = self.order.borrow_mut();
+            if files.insert(seq, f.clone()).is_none() {
+                order.push_back(seq);
+            }
+            let mut evicted = Vec::new();
+            while files.len() > MAX_OPEN_SEGMENTS {
+                let Some(old) = order.pop_front() else { break };
+                evicted.extend(files.remove(&old));
+            }
+            evicted
+        };
+        for old in evicted {
+            // A read in flight holds its own Rc; the file closes when the last one goes.
+            if let Ok(old) = Rc::try_unwrap(old) {
+                old.close().await;
+            }
+        }
         Ok(f)
     }
 
     /// Forgets the handle of a segment that compaction deleted.
     pub async fn forget(&self, seq: u64) {
+        self.order.borrow_mut().retain(|&s| s != seq);
         let f = self.files.borrow_mut().remove(&seq);
         if let Some(f) = f {
             if let Ok(f) = Rc::try_unwrap(f) {

@@ -44,6 +44,9 @@ pub enum Frame {
     NeedContinuation,
     /// Refused: answer `tag BAD reason` (the tag may be empty when unparseable).
     Refused { tag: String, reason: &'static str },
+    /// A literal the server has no memory for now (its budget for messages in flight is
+    /// spent): answer `tag NO [UNAVAILABLE]`, and the client may try again later.
+    Busy { tag: String },
 }
 
 #[derive(Default)]
@@ -114,6 +117,12 @@ impl Framer {
     }
 
     pub fn next_frame(&mut self) -> Option<Frame> {
+        self.next_frame_with(&mut |_| true)
+    }
+
+    /// As [`Self::next_frame`], asking `grant` before taking a literal whether the command
+    /// may hold that many bytes in all (the server's memory budget).
+    pub fn next_frame_with(&mut self, grant: &mut dyn FnMut(u64) -> bool) -> Option<Frame> {
         loop {
             if self.skip > 0 {
                 let n = (self.skip as usize).min(self.buf.len());
@@ -212,6 +221,14 @@ impl Framer {
                             tag,
                             reason: "literal too large",
                         });
+                    }
+                    if !grant(self.pending.len() as u64 + n) {
+                        let tag = Self::tag_of(&self.pending);
+                        self.drop_command();
+                        if !sync {
+                            self.skip = n;
+                        }
+                        return Some(Frame::Busy { tag });
                     }
                     self.literal_left = n;
                     self.literal_total += n;
@@ -417,5 +434,27 @@ mod tests {
         frames.extend(all(&mut f));
         assert_eq!(frames.len(), 2);
         assert_eq!(frames[1], Frame::Command(b"a8 NOOP\r\n".to_vec()));
+    }
+
+    #[test]
+    fn a_literal_past_the_memory_grant_is_refused_and_skipped() {
+        let mut f = Framer::new(Limits::default());
+        let mut asked = Vec::new();
+        f.input(b"a1 APPEND INBOX {100+}\r\n");
+        f.input(&[b'x'; 100]);
+        f.input(b"\r\na2 NOOP\r\n");
+        let mut grant = |n: u64| {
+            asked.push(n);
+            n < 50
+        };
+        assert_eq!(
+            f.next_frame_with(&mut grant),
+            Some(Frame::Busy { tag: "a1".into() })
+        );
+        assert_eq!(
+            f.next_frame_with(&mut grant),
+            Some(Frame::Command(b"a2 NOOP\r\n".to_vec()))
+        );
+        assert_eq!(asked, [24 + 100]);
     }
 }

@@ -54,9 +54,11 @@ pub struct MaildropEntry {
 pub enum Event {
     /// `+OK` was written: flush, start TLS, then `tls_started`.
     StartTls,
+    /// Check credentials; answer with `auth_result` (or `auth_unavailable`).
     Authenticate {
         user: String,
         password: Secret,
+        mechanism: &'static str,
     },
     ScramLookup {
         user: String,
@@ -217,6 +219,11 @@ impl Session {
 
     pub fn input(&mut self, data: &[u8]) {
         self.input.push(data);
+    }
+
+    /// Bytes received but not yet processed (a partial command line).
+    pub fn buffered(&self) -> usize {
+        self.input.len()
     }
 
     /// Whether an authentication failed since the last call (see the SMTP session).
@@ -386,6 +393,7 @@ impl Session {
                 return Some(Event::Authenticate {
                     user,
                     password: Secret(p),
+                    mechanism: "USER",
                 });
             }
             (C::Apop(..), false) => self.error(out, "APOP is not enabled"),
@@ -508,7 +516,11 @@ impl Session {
         match crate::sasl::plain::decode(b64) {
             Some((user, password)) => {
                 self.state = State::Wait(Wait::Auth);
-                Some(Event::Authenticate { user, password })
+                Some(Event::Authenticate {
+                    user,
+                    password,
+                    mechanism: "PLAIN",
+                })
             }
             _ => {
                 self.state = State::Authorization { user: None };
@@ -607,6 +619,20 @@ impl Session {
         }
     }
 
+    /// Answers `Authenticate` or `ScramLookup` when logins from this client are refused for
+    /// now (too many failures): a temporary error; the credentials are not looked at.
+    pub fn auth_unavailable(&mut self, out: &mut Vec<u8>) {
+        if !matches!(
+            self.state,
+            State::Wait(Wait::Auth) | State::Wait(Wait::Scram)
+        ) {
+            return;
+        }
+        self.scram = None;
+        self.state = State::Authorization { user: None };
+        err(out, "[SYS/TEMP] too many failed logins, try again later");
+    }
+
     /// Answers `OpenMaildrop`: the messages, or a `-ERR` text (e.g. `[IN-USE] ...`).
     pub fn maildrop_opened(
         &mut self,
@@ -642,8 +668,8 @@ impl Session {
         }
     }
 
-    /// Answers `Retrieve` with the status line only; on success returns how many bytes of
-    /// the message to send (all, or what TOP keeps), which the caller sends dot-stuffed
+    /// Answers `Retrieve` with the status line only (`Err`: the whole `-ERR` text, response
+    /// code first); on success returns how many bytes of the message to send (all, or what TOP keeps), which the caller sends dot-stuffed
     /// ([`DotStuffer`]) as it goes.
     pub fn message_start(
         &mut self,
@@ -670,8 +696,9 @@ impl Session {
                 );
                 Some(n)
             }
+            // The I/O layer's text, response code first ([SYS/TEMP], [SYS/PERM]).
             Err(e) => {
-                err(out, &format!("[SYS/TEMP] {e}"));
+                err(out, &e);
                 None
             }
         }

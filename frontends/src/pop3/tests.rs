@@ -25,7 +25,7 @@ fn run(cfg: Pop3Config, parts: &[&[u8]], byte_at_a_time: bool) -> (String, Vec<u
         while let Some(ev) = s.poll(&mut out) {
             match ev {
                 Event::StartTls => s.tls_started(),
-                Event::Authenticate { user, password } => {
+                Event::Authenticate { user, password, .. } => {
                     s.auth_result((password.0 == "pw").then(|| vec![user]), &mut out)
                 }
                 Event::ScramLookup { .. } => s.scram_credentials(None, "n", b"salt", &mut out),

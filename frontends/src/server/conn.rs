@@ -4,19 +4,60 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use rustls::{ServerConfig, ServerConnection};
 
+use super::metrics::Permit;
 use super::tls_stream::TlsStream;
 use super::watch::{Fired, Watch, Watched};
 
-/// A client that starts TLS and goes quiet is let go after this.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// A client that stops reading what we send is let go after this (a write waits for
 /// room in the socket buffer).
-const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a client may take to send one whole unit (a command line, a message, a
+/// literal): a base time, plus time for what it sent at a minimum rate. Every read waits at
+/// most what is left, so a client that drips a byte at a time runs out of patience however
+/// often it sends (a limit per read alone was reset by each byte).
+pub struct Patience {
+    start: Instant,
+    base: Duration,
+    /// Bytes per second a long unit must keep up, on average.
+    min_rate: u64,
+    received: u64,
+}
+
+impl Patience {
+    pub fn new(base: Duration, min_rate: u64) -> Self {
+        Self {
+            start: Instant::now(),
+            base,
+            min_rate: min_rate.max(1),
+            received: 0,
+        }
+    }
+
+    /// A new unit starts now.
+    pub fn restart(&mut self, base: Duration) {
+        self.start = Instant::now();
+        self.base = base;
+        self.received = 0;
+    }
+
+    pub fn received(&mut self, n: usize) {
+        self.received += n as u64;
+    }
+
+    /// What is left of the unit's time.
+    pub fn remaining(&self) -> Duration {
+        let allowed =
+            self.base + Duration::from_secs_f64(self.received as f64 / self.min_rate as f64);
+        allowed.saturating_sub(self.start.elapsed())
+    }
+}
 
 /// What waiting for the client's next bytes ended with.
 pub enum Read {
@@ -33,6 +74,9 @@ pub enum Read {
 pub struct Conn {
     stream: Stream,
     watch: Watched,
+    /// Counts the connection as open (per listener) until it drops.
+    permit: Permit,
+    handshake_timeout: Duration,
 }
 
 enum Stream {
@@ -48,25 +92,39 @@ pub struct Detached {
     tls: Option<Box<ServerConnection>>,
     /// The client's address, so the shard it moves to can count it against the per-IP limit.
     pub(crate) peer: Option<std::net::IpAddr>,
+    permit: Permit,
+    handshake_timeout: Duration,
 }
 
 impl Conn {
     /// The connection as the client first sees it: TLS at once on an implicit-TLS listener,
-    /// the handshake given at most [`HANDSHAKE_TIMEOUT`]. `None` when that handshake fails
-    /// (or no certificate is configured).
+    /// the whole handshake given at most `handshake_timeout`. `None` when that handshake
+    /// fails (or no certificate is configured).
     pub async fn open(
         stream: TcpStream,
-        implicit_tls: bool,
+        permit: Permit,
         config: Option<&Arc<ServerConfig>>,
         watch: &Watch,
+        handshake_timeout: Duration,
     ) -> Option<Self> {
         let watch = watch.watch();
-        let stream = if implicit_tls {
-            Stream::accept_tls(stream, config?, &watch).await.ok()?
+        let stream = if permit.listener().implicit_tls() {
+            match Stream::accept_tls(stream, config?, &watch, handshake_timeout).await {
+                Ok(s) => s,
+                Err(e) => {
+                    permit.tls_failed(&e);
+                    return None;
+                }
+            }
         } else {
             Stream::Plain(stream)
         };
-        Some(Conn { stream, watch })
+        Some(Conn {
+            stream,
+            watch,
+            permit,
+            handshake_timeout,
+        })
     }
 
     pub fn is_tls(&self) -> bool {
@@ -77,7 +135,13 @@ impl Conn {
     pub async fn upgrade(&mut self, config: &Arc<ServerConfig>) -> io::Result<()> {
         match std::mem::replace(&mut self.stream, Stream::Gone) {
             Stream::Plain(s) => {
-                self.stream = Stream::accept_tls(s, config, &self.watch).await?;
+                match Stream::accept_tls(s, config, &self.watch, self.handshake_timeout).await {
+                    Ok(s) => self.stream = s,
+                    Err(e) => {
+                        self.permit.tls_failed(&e);
+                        return Err(e);
+                    }
+                }
                 Ok(())
             }
             other => {
@@ -103,7 +167,13 @@ impl Conn {
         // a new descriptor (dup) for the same socket, which outlives `tcp`'s close below.
         let fd = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) }.try_clone_to_owned()?;
         drop(tcp);
-        Ok(Detached { fd, tls, peer })
+        Ok(Detached {
+            fd,
+            tls,
+            peer,
+            permit: self.permit,
+            handshake_timeout: self.handshake_timeout,
+        })
     }
 
     /// Brings a detached connection to life on the current shard, watched by its `watch`.
@@ -117,6 +187,8 @@ impl Conn {
         Conn {
             stream,
             watch: watch.watch(),
+            permit: d.permit,
+            handshake_timeout: d.handshake_timeout,
         }
     }
 
@@ -152,9 +224,10 @@ impl Stream {
         stream: TcpStream,
         config: &Arc<ServerConfig>,
         watch: &Watched,
+        limit: Duration,
     ) -> io::Result<Self> {
         let t = watch
-            .within(HANDSHAKE_TIMEOUT, false, TlsStream::accept(stream, config))
+            .within(limit, false, TlsStream::accept(stream, config))
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
         Ok(Stream::Tls(Box::new(t)))

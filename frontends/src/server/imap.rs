@@ -15,9 +15,10 @@ use ringmail_engine::{
     BlobId, Error, FlagOp, Flags, MailboxInfo, NewMessage, Partition, SpecialUse, StoreError, Uid,
 };
 
-use super::conn::{Conn, Read};
+use super::budget::Hold;
+use super::conn::{Conn, Patience, Read};
 use super::deflate::Deflate;
-use super::ShardServer;
+use super::{LoginFrom, ShardServer};
 use crate::imap::command::{AppendMessage, Qresync};
 use crate::imap::encode::compress_set;
 use crate::imap::view::{self, Msg, SyncOptions, View};
@@ -53,10 +54,14 @@ struct Io {
     /// Compressed input not inflated yet (inflation goes in bounded pieces).
     inflate_pending: Vec<u8>,
     scratch: Vec<u8>,
+    /// What this session holds of the server's memory for messages in flight (APPEND).
+    hold: Hold,
+    /// Bytes per second a long command must keep up (see `Patience`).
+    min_rate: u64,
 }
 
 impl Io {
-    fn new(conn: Conn, framer: Framer) -> Self {
+    fn new(conn: Conn, framer: Framer, server: &ShardServer) -> Self {
         Self {
             conn,
             framer,
@@ -65,7 +70,16 @@ impl Io {
             deflate: None,
             inflate_pending: Vec::new(),
             scratch: Vec::new(),
+            hold: Hold::new(server.shared.budget.clone()),
+            min_rate: server.live().cfg.limits.min_data_rate,
         }
+    }
+
+    /// The next frame, if the framer has one whole; literals only within the memory the
+    /// budget grants.
+    fn next_frame(&mut self) -> Option<Frame> {
+        let hold = &mut self.hold;
+        self.framer.next_frame_with(&mut |n| hold.cover(n) >= n)
     }
 
     async fn flush(&mut self) -> bool {
@@ -113,14 +127,18 @@ impl Io {
         Some(used > 0 || !self.scratch.is_empty())
     }
 
-    /// The next whole frame from the client, reading as needed.
+    /// The next whole frame from the client, reading as needed: all of it within `limit`
+    /// (plus time for a long literal at the minimum rate), however it is split into reads.
     async fn frame(&mut self, limit: Duration) -> Result<Frame, Read> {
         // Answers to pipelined commands go out as they pile up, not all at the end.
         if self.out.len() >= FLUSH_AT && !self.flush().await {
             return Err(Read::Closed);
         }
+        // The previous command's literals are gone: give back what they held.
+        self.hold.shrink(self.framer.buffered() as u64);
+        let mut patience = Patience::new(limit, self.min_rate);
         loop {
-            if let Some(f) = self.framer.next_frame() {
+            if let Some(f) = self.next_frame() {
                 return Ok(f);
             }
             if self.deflate.is_some() {
@@ -133,8 +151,13 @@ impl Io {
             if !self.flush().await {
                 return Err(Read::Closed);
             }
-            match self.conn.read_or_stop(&mut self.buf, limit).await {
+            match self
+                .conn
+                .read_or_stop(&mut self.buf, patience.remaining())
+                .await
+            {
                 Read::Data(n) => {
+                    patience.received(n);
                     if !self.received(n) {
                         return Err(Read::Closed);
                     }
@@ -152,15 +175,15 @@ impl Io {
 
 /// Before login a client gets the patience of any other protocol's command.
 fn preauth_timeout(server: &ShardServer) -> Duration {
-    Duration::from_secs(server.shared.cfg.limits.command_timeout_secs)
+    Duration::from_secs(server.live().cfg.limits.command_timeout_secs)
 }
 
 /// The framer's limits after login: a literal (an APPEND) up to the message size limit,
 /// and a whole command (MULTIAPPEND included) up to that plus 64 KiB.
 fn limits(server: &ShardServer) -> Limits {
-    let max = server.shared.cfg.limits.max_message_size;
+    let max = server.live().cfg.limits.max_message_size;
     Limits {
-        max_line: server.shared.cfg.limits.max_line_length.max(8192),
+        max_line: server.live().cfg.limits.max_line_length.max(8192),
         max_literal: max,
         max_nonsync_literal: max,
         max_command: max + (64 << 10),
@@ -178,18 +201,37 @@ fn preauth_limits(server: &ShardServer) -> Limits {
     }
 }
 
-pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, _peer: SocketAddr, implicit: bool) {
-    let shared = server.shared.clone();
-    let Some(conn) = Conn::open(stream, implicit, shared.tls.as_ref(), &server.watch).await else {
+pub async fn serve(
+    server: Rc<ShardServer>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _kind: super::Listener,
+    permit: super::metrics::Permit,
+) {
+    let live = server.live();
+    let Some(conn) = Conn::open(
+        stream,
+        permit,
+        live.tls.as_ref(),
+        &server.watch,
+        Duration::from_secs(live.cfg.limits.tls_handshake_timeout_secs),
+    )
+    .await
+    else {
         return;
     };
-    let mut io = Io::new(conn, Framer::new(preauth_limits(&server)));
+    let mut io = Io::new(conn, Framer::new(preauth_limits(&server)), &server);
     io.line(&format!(
         "* OK [CAPABILITY {}] {} ringmail IMAP ready",
         preauth_capabilities(&server, io.conn.is_tls()),
-        shared.cfg.hostname
+        live.cfg.hostname
     ));
-    let account = match preauth(&server, &mut io).await {
+    let mut from = LoginFrom {
+        ip: peer.ip(),
+        protocol: "imap",
+        tls: io.conn.is_tls(),
+    };
+    let account = match preauth(&server, &mut io, &mut from).await {
         Some(a) => a,
         None => {
             let _ = io.flush().await;
@@ -218,10 +260,10 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, _peer: SocketAddr
 
 fn preauth_capabilities(server: &ShardServer, tls: bool) -> String {
     let mut c = String::from("IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE");
-    if !tls && server.shared.tls.is_some() {
+    if !tls && server.live().tls.is_some() {
         c.push_str(" STARTTLS");
     }
-    if tls || server.shared.cfg.auth.danger_plaintext_without_tls {
+    if tls || server.live().cfg.auth.danger_plaintext_without_tls {
         c.push_str(" AUTH=PLAIN AUTH=SCRAM-SHA-256");
     } else {
         c.push_str(" LOGINDISABLED");
@@ -236,12 +278,12 @@ fn capabilities(server: &ShardServer) -> String {
          ESEARCH SEARCHRES MULTIAPPEND BINARY UTF8=ACCEPT QUOTA QUOTA=RES-STORAGE \
          QUOTA=RES-MESSAGE OBJECTID COMPRESS=DEFLATE SORT SORT=DISPLAY \
          THREAD=ORDEREDSUBJECT THREAD=REFERENCES APPENDLIMIT={}",
-        server.shared.cfg.limits.max_message_size
+        server.live().cfg.limits.max_message_size
     )
 }
 
 /// Not authenticated state (RFC 9051 section 3.1): until a login succeeds.
-async fn preauth(server: &ShardServer, io: &mut Io) -> Option<String> {
+async fn preauth(server: &ShardServer, io: &mut Io, from: &mut LoginFrom) -> Option<String> {
     let mut failures = 0;
     loop {
         let frame = match io.frame(preauth_timeout(server)).await {
@@ -265,6 +307,13 @@ async fn preauth(server: &ShardServer, io: &mut Io) -> Option<String> {
                 io.line(&format!("{} BAD {reason}", tag_or_star(&tag)));
                 continue;
             }
+            Frame::Busy { tag } => {
+                io.line(&format!(
+                    "{} NO [UNAVAILABLE] server busy, try again later",
+                    tag_or_star(&tag)
+                ));
+                continue;
+            }
             Frame::Command(b) => b,
         };
         let (tag, cmd) = match parse_command(&bytes) {
@@ -275,7 +324,7 @@ async fn preauth(server: &ShardServer, io: &mut Io) -> Option<String> {
             }
         };
         let tls = io.conn.is_tls();
-        let may_login = tls || server.shared.cfg.auth.danger_plaintext_without_tls;
+        let may_login = tls || server.live().cfg.auth.danger_plaintext_without_tls;
         let login = match cmd {
             Command::Capability => {
                 io.line(&format!(
@@ -300,7 +349,7 @@ async fn preauth(server: &ShardServer, io: &mut Io) -> Option<String> {
                 None
             }
             Command::StartTls => {
-                let Some(cfg) = server.shared.tls.clone().filter(|_| !tls) else {
+                let Some(cfg) = server.live().tls.clone().filter(|_| !tls) else {
                     io.line(&format!("{tag} BAD STARTTLS not available"));
                     continue;
                 };
@@ -313,6 +362,7 @@ async fn preauth(server: &ShardServer, io: &mut Io) -> Option<String> {
                 if io.conn.upgrade(&cfg).await.is_err() {
                     return None;
                 }
+                from.tls = true;
                 None
             }
             Command::Login { .. } | Command::Authenticate { .. } if !may_login => {
@@ -321,12 +371,19 @@ async fn preauth(server: &ShardServer, io: &mut Io) -> Option<String> {
                 ));
                 None
             }
+            Command::Login { user, .. } if server.login_blocked(from, &user) => {
+                io.line(&format!(
+                    "{tag} NO [UNAVAILABLE] too many failed logins, try again later"
+                ));
+                None
+            }
             Command::Login { user, password } => {
-                Some((tag, server.check_password(user, password).await))
+                let res = server.check_password(user.clone(), password).await;
+                Some((tag, res, user, "LOGIN"))
             }
             Command::Authenticate { mechanism, initial } => {
-                let r = authenticate(server, io, &tag, &mechanism, initial).await?;
-                r.map(|res| (tag, res))
+                let r = authenticate(server, io, &tag, &mechanism, initial, from).await?;
+                r.map(|(res, user, mech)| (tag, res, user, mech))
             }
             Command::Select { .. }
             | Command::Create(_)
@@ -350,8 +407,19 @@ async fn preauth(server: &ShardServer, io: &mut Io) -> Option<String> {
                 None
             }
         };
-        if let Some((tag, result)) = login {
-            match result.and_then(|v| v.into_iter().next()) {
+        if let Some((tag, result, user, mechanism)) = login {
+            server
+                .login_result(from, mechanism, &user, result.is_some())
+                .await;
+            // The login's address names the user; their mail is in its account.
+            let account = result.and_then(|v| v.into_iter().next()).map(|a| {
+                server
+                    .users()
+                    .resolve(&a)
+                    .map(|u| u.account().to_string())
+                    .unwrap_or(a)
+            });
+            match account {
                 Some(account) => {
                     io.line(&format!(
                         "{tag} OK [CAPABILITY {}] logged in",
@@ -361,11 +429,10 @@ async fn preauth(server: &ShardServer, io: &mut Io) -> Option<String> {
                 }
                 None => {
                     failures += 1;
-                    server.auth_failed().await;
                     io.line(&format!(
                         "{tag} NO [AUTHENTICATIONFAILED] invalid credentials"
                     ));
-                    if failures >= server.shared.cfg.limits.max_auth_failures {
+                    if failures >= server.live().cfg.limits.max_auth_failures {
                         io.line("* BYE too many failed logins");
                         return None;
                     }
@@ -395,18 +462,29 @@ async fn sasl_line(server: &ShardServer, io: &mut Io) -> Option<Option<String>> 
     Some(if text == "*" { None } else { Some(text) })
 }
 
+/// The outcome of an AUTHENTICATE whose credentials were checked: the user's addresses
+/// (`None`: wrong), the user as named, and the mechanism.
+type Checked = (Option<Vec<String>>, String, &'static str);
+
 /// AUTHENTICATE (RFC 9051 section 6.2.2) with SASL-IR. `None`: the connection is gone.
-/// `Some(None)`: answered already (cancelled, bad mechanism). `Some(Some(r))`: the result of
-/// checking the credentials, for the caller to answer.
+/// `Some(None)`: answered already (cancelled, bad mechanism, refused for now).
+/// `Some(Some(r))`: the result of checking the credentials, for the caller to answer.
 async fn authenticate(
     server: &ShardServer,
     io: &mut Io,
     tag: &str,
     mechanism: &str,
     initial: Option<String>,
-) -> Option<Option<Option<Vec<String>>>> {
+    from: &LoginFrom,
+) -> Option<Option<Checked>> {
     let cancelled = |io: &mut Io| {
         io.line(&format!("{tag} BAD authentication cancelled"));
+        Some(None)
+    };
+    let blocked = |io: &mut Io| {
+        io.line(&format!(
+            "{tag} NO [UNAVAILABLE] too many failed logins, try again later"
+        ));
         Some(None)
     };
     if mechanism != "PLAIN" && mechanism != "SCRAM-SHA-256" {
@@ -425,7 +503,11 @@ async fn authenticate(
     };
     match mechanism {
         "PLAIN" => match crate::sasl::plain::decode(&first) {
-            Some((user, pass)) => Some(Some(server.check_password(user, pass).await)),
+            Some((user, _)) if server.login_blocked(from, &user) => blocked(io),
+            Some((user, pass)) => {
+                let r = server.check_password(user.clone(), pass).await;
+                Some(Some((r, user, "PLAIN")))
+            }
             None => {
                 io.line(&format!("{tag} BAD invalid PLAIN response"));
                 Some(None)
@@ -436,6 +518,9 @@ async fn authenticate(
                 io.line(&format!("{tag} BAD invalid SCRAM message"));
                 return Some(None);
             };
+            if server.login_blocked(from, &user) {
+                return blocked(io);
+            }
             let (found, nonce, fake_salt) = server.scram_lookup(&user);
             io.line(&format!("+ {}", ex.challenge(found, &nonce, &fake_salt)));
             let Some(fin) = sasl_line(server, io).await? else {
@@ -449,9 +534,9 @@ async fn authenticate(
                     io.line(&format!("+ {server_final}"));
                     // The client's empty answer to the server's final message.
                     sasl_line(server, io).await?;
-                    Some(Some(Some(senders)))
+                    Some(Some((Some(senders), user, "SCRAM-SHA-256")))
                 }
-                Finish::BadBase64 | Finish::Failed => Some(Some(None)),
+                Finish::BadBase64 | Finish::Failed => Some(Some((None, user, "SCRAM-SHA-256"))),
             }
         }
     }
@@ -481,11 +566,12 @@ async fn authenticated(
 ) {
     let mut framer = Framer::new(limits(&server));
     framer.input(&pending);
+    let io = Io::new(conn, framer, &server);
     let mut s = Session {
         server,
         part,
         account,
-        io: Io::new(conn, framer),
+        io,
         enabled: Enabled::default(),
         view: None,
         saved: Vec::new(),
@@ -505,7 +591,21 @@ async fn authenticated(
 
 type Res = Result<(), String>;
 
+/// The one place engine errors become IMAP `NO` replies. What is not the client's doing
+/// (damaged data, a failed disk) is said without the engine's details: those name files
+/// and internals, and go to the log instead.
 fn no(e: Error) -> String {
+    match &e {
+        Error::Corrupt { .. } | Error::MissingSegment(_) => {
+            tracing::error!(error = %e, "stored data is damaged");
+            return "NO [CORRUPTION] stored data is damaged; the administrator can run fsck".into();
+        }
+        Error::Io { .. } | Error::Failed(_) | Error::Poisoned(_) => {
+            tracing::error!(error = %e, "storage failed");
+            return "NO [UNAVAILABLE] storage failed, try again later".into();
+        }
+        _ => {}
+    }
     let code = match e.store() {
         Some(StoreError::NoSuchMailbox) => "[NONEXISTENT] ",
         Some(StoreError::MailboxExists) => "[ALREADYEXISTS] ",
@@ -513,7 +613,9 @@ fn no(e: Error) -> String {
         Some(StoreError::MessageTooLarge { .. }) => "[TOOBIG] ",
         Some(StoreError::TooManyKeywords { .. }) => "[LIMIT] ",
         Some(StoreError::CannotDeleteInbox) | Some(StoreError::InvalidName(_)) => "[CANNOT] ",
-        Some(StoreError::ShuttingDown) | None => "[UNAVAILABLE] ",
+        Some(StoreError::ShuttingDown) | Some(StoreError::Unavailable(_)) | None => {
+            "[UNAVAILABLE] "
+        }
         _ => "",
     };
     format!("NO {code}{e}")
@@ -548,6 +650,14 @@ impl Session {
                     let verdict = if code.is_empty() { "BAD" } else { "NO" };
                     self.io
                         .line(&format!("{} {verdict} {code}{reason}", tag_or_star(&tag)));
+                    continue;
+                }
+                Frame::Busy { tag } => {
+                    self.server.shared.metrics.rejected("server_busy");
+                    self.io.line(&format!(
+                        "{} NO [UNAVAILABLE] server busy, try again later",
+                        tag_or_star(&tag)
+                    ));
                     continue;
                 }
                 Frame::Command(b) => b,
@@ -741,6 +851,7 @@ impl Session {
             }
             Command::Create(name) => {
                 let name = self.mailbox_name(&name)?;
+                self.room_for(&name, 1)?;
                 // Superiors are created too (RFC 9051 section 6.3.4).
                 let mut prefix = String::new();
                 for (i, seg) in name.split(DELIMITER).enumerate() {
@@ -776,6 +887,24 @@ impl Session {
             }
             Command::Rename { from, to } => {
                 let (from, to) = (self.mailbox_name(&from)?, self.mailbox_name(&to)?);
+                // The renamed mailbox's inferiors move with it, as deep below `to`.
+                let below = self
+                    .part
+                    .mailboxes(&self.account)
+                    .map_err(no)?
+                    .iter()
+                    .filter_map(|m| m.name.strip_prefix(&format!("{from}{DELIMITER}")))
+                    .map(|rest| rest.split(DELIMITER).count())
+                    .max()
+                    .unwrap_or(0);
+                self.room_for(&to, usize::from(from == "INBOX"))?;
+                let depth = to.split(DELIMITER).count() + below;
+                if depth > self.server.live().cfg.limits.max_mailbox_depth {
+                    return Err(format!(
+                        "NO [LIMIT] mailboxes nest at most {} levels deep",
+                        self.server.live().cfg.limits.max_mailbox_depth
+                    ));
+                }
                 if from == "INBOX" {
                     // RFC 9051 section 6.3.6: INBOX stays, its messages move to the new one.
                     self.part
@@ -1224,7 +1353,7 @@ impl Session {
             }
             Err(e) => return Err(no(e)),
         };
-        let limit = self.server.shared.cfg.limits.max_message_size;
+        let limit = self.server.live().cfg.limits.max_message_size;
         let mut prepared = Vec::with_capacity(messages.len());
         for m in messages {
             if m.message.len() as u64 > limit {
@@ -1281,7 +1410,7 @@ impl Session {
         }
         loop {
             // Input first: DONE (or anything else) ends the IDLE.
-            if let Some(f) = self.io.framer.next_frame() {
+            if let Some(f) = self.io.next_frame() {
                 return match f {
                     Frame::Command(b) if b.trim_ascii().eq_ignore_ascii_case(b"DONE") => {
                         self.ok(tag, "IDLE terminated").await
@@ -1431,6 +1560,45 @@ impl Session {
         self.ok(tag, "EXPUNGE completed").await
     }
 
+    /// Whether the account may have mailbox `name` and `new` more mailboxes (with the
+    /// superiors `name` needs): the limits on count, depth and name length keep one account
+    /// from filling the server's memory and index (`NO [LIMIT]`).
+    fn room_for(&self, name: &str, new: usize) -> Res {
+        let live = self.server.live();
+        let l = &live.cfg.limits;
+        if name.len() > l.max_mailbox_name {
+            return Err(format!(
+                "NO [LIMIT] mailbox names are at most {} bytes",
+                l.max_mailbox_name
+            ));
+        }
+        if name.split(DELIMITER).count() > l.max_mailbox_depth {
+            return Err(format!(
+                "NO [LIMIT] mailboxes nest at most {} levels deep",
+                l.max_mailbox_depth
+            ));
+        }
+        let existing = self.part.mailboxes(&self.account).map_err(no)?;
+        let mut missing = new;
+        let mut prefix = String::new();
+        for (i, seg) in name.split(DELIMITER).enumerate() {
+            if i > 0 {
+                prefix.push(DELIMITER);
+            }
+            prefix.push_str(seg);
+            if prefix != name && !existing.iter().any(|m| m.name == prefix) {
+                missing += 1;
+            }
+        }
+        if existing.len() + missing > l.max_mailboxes {
+            return Err(format!(
+                "NO [LIMIT] an account has at most {} mailboxes",
+                l.max_mailboxes
+            ));
+        }
+        Ok(())
+    }
+
     async fn fetch(
         &mut self,
         tag: &str,
@@ -1494,6 +1662,8 @@ impl Session {
         self.refresh_keywords();
         let add_modseq = self.enabled.condstore;
         let mut unknown_cte = false;
+        // Messages whose body could not be read: the others are still sent.
+        let mut unreadable: Option<String> = None;
         for (seq, m) in targets {
             let gone = self.view().is_gone(m.uid);
             let info = match self.part.message(&self.account, &mailbox, Uid(m.uid)) {
@@ -1505,7 +1675,25 @@ impl Session {
                 match self.part.fetch(&self.account, &mailbox, Uid(m.uid)).await {
                     Ok(b) => Some(b),
                     Err(_) if gone => continue,
-                    Err(e) => return Err(no(e)),
+                    Err(e) => {
+                        tracing::error!(
+                            account = %self.account,
+                            mailbox = %mailbox,
+                            uid = m.uid,
+                            error = %e,
+                            "cannot read a stored message"
+                        );
+                        let damaged = matches!(e, Error::Corrupt { .. } | Error::MissingSegment(_));
+                        let worse = damaged || unreadable.is_none();
+                        if worse {
+                            unreadable = Some(if damaged {
+                                format!("NO [CORRUPTION] message UID {} is damaged in storage and was not sent; the others were", m.uid)
+                            } else {
+                                format!("NO [UNAVAILABLE] message UID {} could not be read now; the others were sent", m.uid)
+                            });
+                        }
+                        continue;
+                    }
                 }
             } else {
                 None
@@ -1548,6 +1736,9 @@ impl Session {
         }
         if unknown_cte {
             return Err("NO [UNKNOWN-CTE] cannot decode a part's transfer encoding".into());
+        }
+        if let Some(e) = unreadable {
+            return Err(e);
         }
         self.sync(false).await;
         self.io.line(&format!("{tag} OK FETCH completed"));

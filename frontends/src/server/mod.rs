@@ -6,38 +6,79 @@
 //! until every copy is durable.
 
 mod auth_cache;
+mod budget;
 mod conn;
 mod deflate;
 mod imap;
+pub mod listeners;
+pub mod live;
 mod meta_cache;
 mod metrics;
 mod pop3;
 pub mod received;
+pub mod reload;
 mod smtp;
+mod throttle;
 mod tls_stream;
 mod watch;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::path::Path;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use glommio::net::TcpListener;
-use ringmail_engine::{AccountOptions, Node, NodeConfig, Service, ShardContext, StoreError};
+use ringmail_engine::{AccountOptions, NodeConfig, Service, ShardContext, StoreError};
 
 use crate::config::Config;
 use crate::smtp::Mode;
 use crate::users::Users;
+pub use budget::Budget;
 use conn::Conn;
+use listeners::Bound;
+use live::{Cached, Versioned};
 pub use metrics::Metrics;
+pub use reload::Running;
+use throttle::Throttle;
 
-/// What every shard shares: read-only configuration and relaxed atomic counters.
+/// What every shard shares: the configuration and users the main thread may replace,
+/// node-wide limits, and relaxed atomic counters.
 pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    /// The configuration and TLS certificate (replaced on SIGHUP).
+    pub live: Versioned<Live>,
+    /// The users (replaced when `users.toml` changes).
+    pub users: Versioned<Users>,
+    /// Failed logins per address and account.
+    pub throttle: Throttle,
+    /// Bytes of messages being received, node-wide.
+    pub budget: Arc<Budget>,
+    /// How many client connections the descriptor limit leaves room for.
+    pub max_connections: usize,
+    /// Starts every delivery id of this run: ids stay unique across restarts and nodes.
+    pub run_id: String,
+    /// Each shard takes its listening sockets from here when it starts.
+    sockets: Mutex<Vec<Option<Vec<Bound>>>>,
+    metrics_socket: Mutex<Option<(SocketAddr, OwnedFd)>>,
+}
+
+/// The parts of the configuration a reload replaces. A session takes them once, when it
+/// starts, and keeps them: a reload never changes a connection in flight.
+pub struct Live {
     pub cfg: Config,
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    pub metrics: Arc<Metrics>,
+}
+
+/// Where a login attempt comes from, for the throttle and the log.
+#[derive(Clone, Copy, Debug)]
+pub struct LoginFrom {
+    pub ip: IpAddr,
+    pub protocol: &'static str,
+    pub tls: bool,
 }
 
 /// A user's SCRAM keys and sender addresses (if the user exists), a fresh server nonce, and
@@ -52,7 +93,8 @@ pub type ScramLookup = (
 pub struct ShardServer {
     pub shared: Arc<Shared>,
     pub ctx: Rc<ShardContext>,
-    users: RefCell<UsersCache>,
+    live: Cached<Live>,
+    users: Cached<Users>,
     auth_cache: RefCell<auth_cache::AuthCache>,
     /// Decoded message metadata, for IMAP (32 MiB per shard).
     pub meta_cache: RefCell<meta_cache::MetaCache>,
@@ -60,12 +102,7 @@ pub struct ShardServer {
     per_ip: RefCell<HashMap<IpAddr, usize>>,
     /// Every connection's deadlines, and the shutdown signal for their reads.
     pub watch: watch::Watch,
-}
-
-struct UsersCache {
-    users: Arc<Users>,
-    mtime: Option<SystemTime>,
-    checked: Instant,
+    next_delivery: Cell<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,25 +128,21 @@ fn local_server() -> Option<Rc<ShardServer>> {
 }
 
 impl ShardServer {
-    /// The users, re-read at most once a second when `users.toml` changed.
+    /// The configuration and certificate as they are now.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.get(&self.shared.live)
+    }
+
+    /// The users as they are now.
     pub fn users(&self) -> Arc<Users> {
-        let mut c = self.users.borrow_mut();
-        if c.checked.elapsed() >= Duration::from_secs(1) {
-            c.checked = Instant::now();
-            let m = Users::mtime(&self.shared.cfg.data);
-            if m != c.mtime {
-                match Users::load(&self.shared.cfg.data) {
-                    Ok(u) => {
-                        c.users = Arc::new(u);
-                        c.mtime = m;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot reload users; keeping the previous list")
-                    }
-                }
-            }
-        }
-        c.users.clone()
+        self.users.get(&self.shared.users)
+    }
+
+    /// A delivery id, unique across restarts, shards and nodes.
+    pub fn delivery_id(&self) -> String {
+        let n = self.next_delivery.get() + 1;
+        self.next_delivery.set(n);
+        format!("{}{:x}{:x}", self.shared.run_id, self.ctx.shard.0, n)
     }
 
     /// Checks a password on the blocking pool (argon2 is slow on purpose): on success, the
@@ -147,13 +180,66 @@ impl ShardServer {
         (found, smtp::random_b64(18), fake_salt)
     }
 
-    /// After a failed authentication of any mechanism: count it and slow the client down.
-    pub async fn auth_failed(&self) {
-        self.shared.metrics.auth_failure();
-        glommio::timer::sleep(Duration::from_millis(
-            self.shared.cfg.limits.auth_failure_delay_ms,
-        ))
-        .await;
+    /// Before any credential is checked: whether logins from this address, or to this
+    /// account, are refused for now (too many failures; see `throttle`). The refusal is
+    /// logged and counted; the caller answers with its protocol's temporary error.
+    pub fn login_blocked(&self, from: &LoginFrom, user: &str) -> bool {
+        match self.shared.throttle.check(from.ip, user, Instant::now()) {
+            Ok(()) => false,
+            Err(why) => {
+                self.shared.metrics.auth_throttled(from.protocol);
+                tracing::info!(
+                    target: "ringmail::login",
+                    protocol = from.protocol,
+                    remote = %from.ip,
+                    user = ?user,
+                    blocked = ?why,
+                    "login refused: too many failures"
+                );
+                true
+            }
+        }
+    }
+
+    /// After a login attempt of any protocol and mechanism: logs it and, on failure, counts
+    /// it against the address and the account and slows the client down before it hears.
+    pub async fn login_result(&self, from: &LoginFrom, mechanism: &str, user: &str, ok: bool) {
+        if ok {
+            tracing::info!(
+                target: "ringmail::login",
+                protocol = from.protocol,
+                mechanism,
+                remote = %from.ip,
+                user = ?user,
+                tls = from.tls,
+                "login"
+            );
+            return;
+        }
+        self.shared.metrics.auth_failure(from.protocol);
+        let rec = self.shared.throttle.failed(from.ip, user, Instant::now());
+        tracing::info!(
+            target: "ringmail::login",
+            protocol = from.protocol,
+            mechanism,
+            remote = %from.ip,
+            user = ?user,
+            failures = rec.ip_failures,
+            "login failed"
+        );
+        if let Some(why) = rec.now_blocked {
+            let live = self.live();
+            tracing::warn!(
+                target: "ringmail::login",
+                remote = %from.ip,
+                user = ?user,
+                blocked = ?why,
+                window_secs = live.cfg.auth.failure_window_secs,
+                "too many failed logins: refusing logins for the rest of the window"
+            );
+        }
+        let delay = self.live().cfg.limits.auth_failure_delay_ms;
+        glommio::timer::sleep(Duration::from_millis(delay)).await;
     }
 
     /// Runs `f` on the partition that owns `account`: directly when that partition is on this
@@ -240,10 +326,10 @@ impl ShardServer {
         r
     }
 
-    fn admit(&self, ip: IpAddr) -> bool {
+    fn admit(&self, ip: IpAddr, max: usize) -> bool {
         let mut m = self.per_ip.borrow_mut();
         let n = m.entry(ip).or_default();
-        if *n >= self.shared.cfg.limits.max_connections_per_ip {
+        if *n >= max {
             return false;
         }
         *n += 1;
@@ -266,76 +352,243 @@ impl ShardServer {
     }
 }
 
-/// Starts the engine and every listener; returns the running node.
-pub fn start(cfg: Config) -> Result<Node, String> {
+/// What a client is told when a stored message cannot be read: the kind of failure, never
+/// a path or the engine's internals (those go to the log, with account, mailbox and UID).
+/// With a POP3 response code (RFC 3206) first.
+pub fn read_failure(e: &ringmail_engine::Error) -> String {
+    match e {
+        ringmail_engine::Error::Corrupt { .. } | ringmail_engine::Error::MissingSegment(_) => {
+            "[SYS/PERM] this message is damaged in storage and cannot be read".into()
+        }
+        ringmail_engine::Error::Store(StoreError::NoSuchMessage) => {
+            "no such message (expunged)".into()
+        }
+        _ => "[SYS/TEMP] this message cannot be read now, try again later".into(),
+    }
+}
+
+/// Descriptors kept for storage, whatever the clients do: per partition, its directory, the
+/// active and next segment and the reader's open segments; plus the process's own (logs,
+/// the users file, TLS files, the blocking pool, glommio's rings and eventfds).
+fn storage_reserve(partitions: usize, shards: usize) -> usize {
+    64 + shards * 8 + partitions * (4 + ringmail_engine::io::reader::MAX_OPEN_SEGMENTS)
+}
+
+/// How many client connections the descriptor limit leaves room for, after the storage
+/// reserve (each connection holds one descriptor, two for a moment while it moves between
+/// shards). The configured limit, if any, when it is lower.
+fn connection_limit(configured: usize, nofile: u64, reserve: usize) -> usize {
+    let room = (nofile as usize).saturating_sub(reserve) * 9 / 10;
+    match configured {
+        0 => room.max(1),
+        n => n.min(room.max(1)),
+    }
+}
+
+/// Raises a resource's soft limit to its hard one (as much as the operator allowed) and
+/// returns it (`RLIM_INFINITY` for no limit).
+pub fn raise_soft_limit(resource: libc::__rlimit_resource_t) -> u64 {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the local struct only.
+    unsafe {
+        if libc::getrlimit(resource, &mut l) != 0 {
+            return 0;
+        }
+        if l.rlim_cur < l.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: l.rlim_max,
+                rlim_max: l.rlim_max,
+            };
+            if libc::setrlimit(resource, &raised) == 0 {
+                l.rlim_cur = l.rlim_max;
+            }
+        }
+    }
+    l.rlim_cur
+}
+
+/// Creates the data directory if it is missing, but only its last component: a mistyped
+/// path must not quietly become a new, empty store.
+fn prepare_data_dir(dir: &Path) -> Result<(), String> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if dir.exists() {
+        return Err(format!("{} exists and is not a directory", dir.display()));
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(format!(
+            "the data directory {} does not exist, nor does its parent {}: check the path \
+             (only the last component is created)",
+            dir.display(),
+            parent.display()
+        ));
+    }
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("creating the data directory {}: {e}", dir.display()))?;
+    tracing::info!(data = %dir.display(), "created a new, empty data directory");
+    Ok(())
+}
+
+/// Warns when the data directory can be read by other local users (made by an older
+/// version, or by hand): mail is private.
+fn check_data_dir_mode(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(dir) {
+        let mode = m.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                data = %dir.display(),
+                mode = format!("{mode:o}"),
+                "the data directory is open to other local users; `chmod 700` it"
+            );
+        }
+    }
+}
+
+/// Starts the engine and every listener; returns the running server. Everything that can
+/// be wrong in the configuration (a listener that cannot bind, a port another process
+/// shares, a broken `users.toml`, a missing certificate) fails here, before any client is
+/// accepted.
+pub fn start(cfg: Config, source: reload::Source) -> Result<Running, String> {
+    prepare_data_dir(&cfg.data)?;
+    check_data_dir_mode(&cfg.data);
+    let users = Users::load(&cfg.data).map_err(|e| {
+        format!("{e}; fix it (or move it away to start with no users) and start again")
+    })?;
+    let users_mtime = Users::mtime(&cfg.data);
     let tls = crate::tls::server_config(&cfg)?;
+    let shards = if cfg.cores == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        cfg.cores
+    };
+    let sockets = listeners::bind_all(&cfg.listen, shards).map_err(|e| e.to_string())?;
+    let partitions = ringmail_engine::slots::SlotMap::partitions_in(&cfg.data).unwrap_or(
+        if cfg.partitions == 0 {
+            shards as u32
+        } else {
+            cfg.partitions
+        },
+    ) as usize;
+    let nofile = match raise_soft_limit(libc::RLIMIT_NOFILE) {
+        0 => 1024,
+        n => n,
+    };
+    let max_connections = connection_limit(
+        cfg.limits.max_connections,
+        nofile,
+        storage_reserve(partitions, shards),
+    );
+    tracing::info!(
+        nofile,
+        max_connections,
+        "client connections are limited by open files (LimitNOFILE= raises it)"
+    );
     let shared = Arc::new(Shared {
-        cfg: cfg.clone(),
-        tls: Some(tls),
         metrics: Arc::new(Metrics::default()),
+        throttle: Throttle::new(reload::throttle_policy(&cfg)),
+        budget: Arc::new(Budget::new(cfg.limits.max_inflight_message_mib << 20)),
+        max_connections,
+        run_id: run_id(),
+        sockets: Mutex::new(sockets.per_shard.into_iter().map(Some).collect()),
+        metrics_socket: Mutex::new(sockets.metrics),
+        users: Versioned::new(users),
+        live: Versioned::new(Live {
+            cfg: cfg.clone(),
+            tls: Some(tls),
+        }),
     });
+    let for_shards = shared.clone();
     let service: Service = Arc::new(move |ctx: Rc<ShardContext>| {
-        let shared = shared.clone();
+        let shared = for_shards.clone();
         Box::pin(async move { run_shard(shared, ctx).await })
     });
     let mut ncfg = NodeConfig::new(cfg.data.clone());
-    ncfg.shards = cfg.cores;
+    ncfg.shards = shards;
     ncfg.partitions = cfg.partitions;
     ncfg.partition.deferred_compression_bytes = cfg.deferred_compression_mib << 20;
     if cfg.spin_before_park_us > 0 {
         ncfg.spin_before_park = Some(Duration::from_micros(cfg.spin_before_park_us));
     }
+    let node = ringmail_engine::Node::start_with(ncfg, Some(service)).map_err(|e| e.to_string())?;
+    Ok(Running::new(node, shared, cfg, source, users_mtime))
+}
 
-    Node::start_with(ncfg, Some(service)).map_err(|e| e.to_string())
+/// Ten base-32 characters (50 random bits) that start this run's delivery ids.
+fn run_id() -> String {
+    use password_hash::rand_core::{OsRng, RngCore};
+    const DIGITS: &[u8; 32] = b"0123456789bcdfghjkmnpqrstvwxyzBC";
+    let mut n = OsRng.next_u64();
+    (0..10)
+        .map(|_| {
+            let d = DIGITS[(n & 31) as usize] as char;
+            n >>= 5;
+            d
+        })
+        .collect()
 }
 
 async fn run_shard(shared: Arc<Shared>, ctx: Rc<ShardContext>) {
-    let users = Users::load(&shared.cfg.data).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "cannot read users; starting with none");
-        Users::default()
-    });
+    let sockets = shared
+        .sockets
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_mut(ctx.shard.0 as usize)
+        .and_then(Option::take)
+        .unwrap_or_default();
+    let live = Cached::new(&shared.live);
+    let ttl = live.get(&shared.live).cfg.auth.cache_ttl_secs;
     let server = Rc::new(ShardServer {
-        users: RefCell::new(UsersCache {
-            users: Arc::new(users),
-            mtime: Users::mtime(&shared.cfg.data),
-            checked: Instant::now(),
-        }),
-        auth_cache: RefCell::new(auth_cache::AuthCache::new(Duration::from_secs(
-            shared.cfg.auth.cache_ttl_secs,
-        ))),
+        users: Cached::new(&shared.users),
+        live,
+        auth_cache: RefCell::new(auth_cache::AuthCache::new(Duration::from_secs(ttl))),
         meta_cache: RefCell::new(meta_cache::MetaCache::new(32 << 20)),
         shared: shared.clone(),
         ctx: ctx.clone(),
         known_accounts: RefCell::new(HashSet::new()),
         per_ip: RefCell::new(HashMap::new()),
         watch: watch::Watch::default(),
+        next_delivery: Cell::new(0),
     });
     glommio::spawn_local(server.watch.clone().run(ctx.stop.clone())).detach();
     LOCAL.with(|l| *l.borrow_mut() = Some(server.clone()));
-    let l = &shared.cfg.listen;
     let mut tasks = Vec::new();
-    for (addr, kind) in [
-        (l.smtp, Listener::Smtp),
-        (l.submission, Listener::Submission),
-        (l.smtps, Listener::Smtps),
-        (l.lmtp, Listener::Lmtp),
-        (l.pop3, Listener::Pop3),
-        (l.pop3s, Listener::Pop3s),
-        (l.imap, Listener::Imap),
-        (l.imaps, Listener::Imaps),
-    ] {
-        if let Some(addr) = addr {
-            tasks.push(glommio::spawn_local(accept_loop(
-                server.clone(),
-                addr,
-                kind,
-            )));
-        }
+    for b in sockets {
+        // SAFETY: the descriptor is a listening TCP socket this shard now owns alone.
+        let listener = unsafe { TcpListener::from_raw_fd(b.fd.into_raw_fd()) };
+        tasks.push(glommio::spawn_local(accept_loop(
+            server.clone(),
+            listener,
+            b.addr,
+            b.kind,
+        )));
     }
-    if ctx.shard.0 == 0 {
-        if let Some(addr) = l.metrics {
-            tasks.push(glommio::spawn_local(metrics::serve(server.clone(), addr)));
-        }
+    let metrics_socket = shared
+        .metrics_socket
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some((addr, fd)) = metrics_socket {
+        // SAFETY: as above; only one shard takes it.
+        let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
+        tasks.push(glommio::spawn_local(metrics::serve(
+            server.clone(),
+            listener,
+            addr,
+        )));
     }
     for t in tasks {
         t.await;
@@ -345,18 +598,31 @@ async fn run_shard(shared: Arc<Shared>, ctx: Rc<ShardContext>) {
     LOCAL.with(|l| l.borrow_mut().take());
 }
 
-async fn accept_loop(server: Rc<ShardServer>, addr: SocketAddr, kind: Listener) {
-    let listener = match TcpListener::bind(addr) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(%addr, error = %e, "cannot listen");
-            return;
+/// Each protocol's way of saying "not now" before closing; on implicit-TLS listeners
+/// nothing can be said before a handshake, so the connection is just closed.
+fn refusal(kind: Listener, why: &str) -> Vec<u8> {
+    match kind {
+        Listener::Smtp | Listener::Submission | Listener::Lmtp => {
+            format!("421 4.7.0 {why}, try again later\r\n").into_bytes()
         }
-    };
+        Listener::Pop3 => format!("-ERR [SYS/TEMP] {why}, try again later\r\n").into_bytes(),
+        Listener::Imap => format!("* BYE [UNAVAILABLE] {why}, try again later\r\n").into_bytes(),
+        Listener::Smtps | Listener::Pop3s | Listener::Imaps => Vec::new(),
+    }
+}
+
+async fn accept_loop(
+    server: Rc<ShardServer>,
+    listener: TcpListener,
+    addr: SocketAddr,
+    kind: Listener,
+) {
     if server.ctx.shard.0 == 0 {
-        tracing::info!(%addr, listener = ?kind, "listening");
+        tracing::info!(%addr, listener = kind.name(), "listening");
     }
     let stop = server.ctx.stop.clone();
+    let mut backoff = Duration::ZERO;
+    let mut said = metrics::Limiter::new(Duration::from_secs(60));
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             let _ = stop.recv().await;
@@ -365,10 +631,19 @@ async fn accept_loop(server: Rc<ShardServer>, addr: SocketAddr, kind: Listener) 
         .await;
         let stream = match accepted {
             None => break,
-            Some(Ok(s)) => s,
+            Some(Ok(s)) => {
+                backoff = Duration::ZERO;
+                s
+            }
             Some(Err(e)) => {
-                tracing::warn!(%addr, error = %e, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                // Out of descriptors (or memory): waiting is the only cure, and a tight loop
+                // of failing accepts would take the core from the sessions that can finish.
+                server.shared.metrics.accept_error();
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                if let Some(suppressed) = said.allow() {
+                    tracing::warn!(%addr, error = %e, suppressed, "accept failed; backing off");
+                }
+                glommio::timer::sleep(backoff).await;
                 continue;
             }
         };
@@ -376,38 +651,54 @@ async fn accept_loop(server: Rc<ShardServer>, addr: SocketAddr, kind: Listener) 
             Ok(p) => p,
             Err(_) => continue,
         };
-        if !server.admit(peer.ip()) {
-            // Each protocol's own way of saying so; on implicit-TLS listeners nothing can be
-            // said before a handshake, so the connection is just closed.
-            let refusal: &'static [u8] = match kind {
-                Listener::Smtp | Listener::Submission | Listener::Lmtp => {
-                    b"421 4.7.0 too many connections from your address\r\n"
-                }
-                Listener::Pop3 => b"-ERR [SYS/TEMP] too many connections from your address\r\n",
-                Listener::Imap => b"* BYE [UNAVAILABLE] too many connections from your address\r\n",
-                Listener::Smtps | Listener::Pop3s | Listener::Imaps => b"",
-            };
+        let live = server.live();
+        let why = if server.shared.metrics.open_connections() >= server.shared.max_connections {
+            Some(("too many connections", "connection_limit"))
+        } else if !server.admit(peer.ip(), live.cfg.limits.max_connections_per_ip) {
+            Some((
+                "too many connections from your address",
+                "connection_limit_per_ip",
+            ))
+        } else {
+            None
+        };
+        if let Some((why, reason)) = why {
+            server.shared.metrics.rejected(reason);
+            tracing::info!(
+                target: "ringmail::conn",
+                listener = kind.name(),
+                remote = %peer.ip(),
+                "connection refused: {why}"
+            );
+            let refusal = refusal(kind, why);
             glommio::spawn_local(async move {
                 let mut s = stream;
                 use futures_lite::AsyncWriteExt;
-                let _ = s.write_all(refusal).await;
+                let _ = s.write_all(&refusal).await;
                 let _ = s.close().await;
             })
             .detach();
             continue;
         }
-        server.shared.metrics.connection(kind);
+        let permit = server.shared.metrics.open(kind);
+        tracing::info!(
+            target: "ringmail::conn",
+            listener = kind.name(),
+            remote = %peer,
+            tls = kind.implicit_tls(),
+            "connection"
+        );
         let srv = server.clone();
         glommio::spawn_local(async move {
             let _ = stream.set_nodelay(true);
             match kind {
                 Listener::Pop3 | Listener::Pop3s => {
-                    pop3::serve(srv.clone(), stream, peer, kind == Listener::Pop3s).await
+                    pop3::serve(srv.clone(), stream, peer, kind, permit).await
                 }
                 Listener::Imap | Listener::Imaps => {
-                    imap::serve(srv.clone(), stream, peer, kind == Listener::Imaps).await
+                    imap::serve(srv.clone(), stream, peer, kind, permit).await
                 }
-                _ => smtp::serve(srv.clone(), stream, peer, kind).await,
+                _ => smtp::serve(srv.clone(), stream, peer, kind, permit).await,
             }
             srv.release(peer.ip());
         })
@@ -416,6 +707,10 @@ async fn accept_loop(server: Rc<ShardServer>, addr: SocketAddr, kind: Listener) 
 }
 
 impl Listener {
+    pub fn implicit_tls(self) -> bool {
+        matches!(self, Listener::Smtps | Listener::Pop3s | Listener::Imaps)
+    }
+
     pub fn mode(self) -> Mode {
         match self {
             Listener::Smtp => Mode::Inbound,

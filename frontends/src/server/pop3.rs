@@ -11,25 +11,34 @@ use std::time::Duration;
 use glommio::net::TcpStream;
 use ringmail_engine::{Error, Uid};
 
-use super::conn::{Conn, Read};
-use super::ShardServer;
+use super::conn::{Conn, Patience, Read};
+use super::metrics::Permit;
+use super::{Listener, LoginFrom, ShardServer};
 use crate::pop3::{DotStuffer, Event, MaildropEntry, Pop3Config, Session};
 
 pub async fn serve(
     server: Rc<ShardServer>,
     stream: TcpStream,
-    _peer: SocketAddr,
-    implicit_tls: bool,
+    peer: SocketAddr,
+    _kind: Listener,
+    permit: Permit,
 ) {
-    let shared = server.shared.clone();
-    let cfg = &shared.cfg;
-    let Some(conn) = Conn::open(stream, implicit_tls, shared.tls.as_ref(), &server.watch).await
+    let live = server.live();
+    let cfg = &live.cfg;
+    let Some(conn) = Conn::open(
+        stream,
+        permit,
+        live.tls.as_ref(),
+        &server.watch,
+        Duration::from_secs(cfg.limits.tls_handshake_timeout_secs),
+    )
+    .await
     else {
         return;
     };
     let mut pcfg = Pop3Config::new(&cfg.hostname);
     pcfg.tls = conn.is_tls();
-    pcfg.starttls = shared.tls.is_some();
+    pcfg.starttls = live.tls.is_some();
     pcfg.danger_auth_without_tls = cfg.auth.danger_plaintext_without_tls;
     pcfg.max_line = cfg.limits.max_line_length;
     pcfg.max_auth_failures = cfg.limits.max_auth_failures;
@@ -37,7 +46,12 @@ pub async fn serve(
     let session = Session::new(pcfg);
     let mut out = Vec::with_capacity(4096);
     session.greeting(&mut out);
-    run(server, conn, session, out, None).await;
+    let from = LoginFrom {
+        ip: peer.ip(),
+        protocol: "pop3",
+        tls: conn.is_tls(),
+    };
+    run(server, conn, session, out, None, from).await;
 }
 
 /// The session loop. `resume`: an event to handle before anything else (the maildrop to
@@ -48,10 +62,15 @@ async fn run(
     mut session: Session,
     mut out: Vec<u8>,
     mut resume: Option<Event>,
+    mut from: LoginFrom,
 ) {
-    let shared = server.shared.clone();
-    let cfg = &shared.cfg;
+    let live = server.live();
+    let cfg = &live.cfg;
     let mut buf = vec![0u8; 16 << 10];
+    // The login being checked (user, mechanism), for the log when its outcome is known.
+    let mut login: Option<(String, &'static str)> = None;
+    let command_timeout = Duration::from_secs(cfg.limits.command_timeout_secs);
+    let mut patience = Patience::new(command_timeout, cfg.limits.min_data_rate);
     // The account whose maildrop lock this session holds.
     let mut locked: Option<String> = None;
     'session: loop {
@@ -62,23 +81,47 @@ async fn run(
                         break 'session;
                     }
                     out.clear();
-                    let Some(acceptor) = &shared.tls else {
+                    let Some(acceptor) = &live.tls else {
                         break 'session;
                     };
                     if conn.upgrade(acceptor).await.is_err() {
                         break 'session;
                     }
+                    from.tls = true;
                     session.tls_started();
                 }
-                Event::Authenticate { user, password } => {
+                Event::Authenticate {
+                    user,
+                    password,
+                    mechanism,
+                } => {
+                    if server.login_blocked(&from, &user) {
+                        session.auth_unavailable(&mut out);
+                        continue;
+                    }
+                    login = Some((user.clone(), mechanism));
                     let res = server.check_password(user, password).await;
                     session.auth_result(res, &mut out);
                 }
                 Event::ScramLookup { user } => {
+                    if server.login_blocked(&from, &user) {
+                        session.auth_unavailable(&mut out);
+                        continue;
+                    }
                     let (found, nonce, fake_salt) = server.scram_lookup(&user);
+                    login = Some((user, "SCRAM-SHA-256"));
                     session.scram_credentials(found, &nonce, &fake_salt, &mut out);
                 }
                 Event::OpenMaildrop { account } => {
+                    if let Some((user, mechanism)) = login.take() {
+                        server.login_result(&from, mechanism, &user, true).await;
+                    }
+                    // The login's address names the user; their mail is in its account.
+                    let account = server
+                        .users()
+                        .resolve(&account)
+                        .map(|u| u.account().to_string())
+                        .unwrap_or(account);
                     let p = server.ctx.node.partition_of(&account);
                     if !server.ctx.partitions.contains_key(&p) {
                         // The session moves to the core that owns the account, so that
@@ -90,7 +133,7 @@ async fn run(
                         let resume = Some(Event::OpenMaildrop { account });
                         server
                             .hand_off(&who, conn, "POP3", move |srv, _, conn| {
-                                run(srv, conn, session, Vec::new(), resume)
+                                run(srv, conn, session, Vec::new(), resume, from)
                             })
                             .await;
                         return;
@@ -120,7 +163,8 @@ async fn run(
                             }
                         }
                         Err(e) => {
-                            session.message_start(Err(e.to_string()), &mut out);
+                            tracing::error!(account = %account, uid = id, error = %e, "cannot read a stored message");
+                            session.message_start(Err(super::read_failure(&e)), &mut out);
                         }
                     }
                 }
@@ -147,7 +191,8 @@ async fn run(
         }
         if session.take_auth_failure() {
             // Whatever the mechanism; the session closes after too many.
-            server.auth_failed().await;
+            let (user, mechanism) = login.take().unwrap_or_default();
+            server.login_result(&from, mechanism, &user, false).await;
         }
         if !out.is_empty() {
             if conn.write_all(&out).await.is_err() {
@@ -158,11 +203,18 @@ async fn run(
         if session.is_closed() {
             break;
         }
-        let limit = Duration::from_secs(cfg.limits.command_timeout_secs);
-        match conn.read_or_stop(&mut buf, limit).await {
+        // A whole command line must arrive within the timeout, however it is split.
+        if session.buffered() == 0 {
+            patience.restart(command_timeout);
+        }
+        match conn.read_or_stop(&mut buf, patience.remaining()).await {
             Read::Closed => break,
-            Read::Data(n) => session.input(&buf[..n]),
+            Read::Data(n) => {
+                patience.received(n);
+                session.input(&buf[..n])
+            }
             Read::TimedOut => {
+                server.shared.metrics.rejected("timeout");
                 session.timeout(&mut out);
                 let _ = conn.write_all(&out).await;
                 break;

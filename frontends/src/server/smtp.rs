@@ -2,27 +2,33 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use glommio::net::TcpStream;
 use ringmail_engine::{Error, NewMessage, Recipient, StoreError};
 
-use super::conn::{Conn, Read};
-use super::{received, Listener, ShardServer};
+use super::budget::Hold;
+use super::conn::{Conn, Patience, Read};
+use super::metrics::Permit;
+use super::{received, Listener, LoginFrom, ShardServer};
 use crate::smtp::reply::{r, Reply};
 use crate::smtp::{Envelope, Event, Mode, Session, SessionConfig};
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, peer: SocketAddr, kind: Listener) {
-    let shared = server.shared.clone();
-    let cfg = &shared.cfg;
+pub async fn serve(
+    server: Rc<ShardServer>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    kind: Listener,
+    permit: Permit,
+) {
+    let live = server.live();
+    let cfg = &live.cfg;
     let Some(mut conn) = Conn::open(
         stream,
-        kind == Listener::Smtps,
-        shared.tls.as_ref(),
+        permit,
+        live.tls.as_ref(),
         &server.watch,
+        Duration::from_secs(cfg.limits.tls_handshake_timeout_secs),
     )
     .await
     else {
@@ -34,7 +40,7 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, peer: SocketAddr,
     scfg.max_recipients = cfg.limits.max_recipients;
     scfg.max_line = cfg.limits.max_line_length;
     scfg.tls = conn.is_tls();
-    scfg.starttls = shared.tls.is_some();
+    scfg.starttls = live.tls.is_some();
     scfg.vrfy = cfg.smtp.vrfy;
     scfg.danger_auth_without_tls = cfg.auth.danger_plaintext_without_tls;
     scfg.max_errors = cfg.limits.max_errors;
@@ -42,6 +48,18 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, peer: SocketAddr,
     let mut session = Session::new(scfg);
     let mut out = Vec::with_capacity(4096);
     let mut buf = vec![0u8; 64 << 10];
+    let mut from = LoginFrom {
+        ip: peer.ip(),
+        protocol: "smtp",
+        tls: conn.is_tls(),
+    };
+    // The login being checked (user, mechanism), for the log when its outcome is known.
+    let mut login: Option<(String, &'static str)> = None;
+    let mut hold = Hold::new(server.shared.budget.clone());
+    let command_timeout = Duration::from_secs(cfg.limits.command_timeout_secs);
+    let data_timeout = Duration::from_secs(cfg.limits.data_timeout_secs);
+    let mut patience = Patience::new(command_timeout, cfg.limits.min_data_rate);
+    let mut in_data = false;
     session.greeting(&mut out);
     loop {
         while let Some(ev) = session.poll(&mut out) {
@@ -51,33 +69,53 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, peer: SocketAddr,
                         return;
                     }
                     out.clear();
-                    let Some(acceptor) = &shared.tls else { return };
+                    let Some(acceptor) = &live.tls else { return };
                     if conn.upgrade(acceptor).await.is_err() {
                         return;
                     }
+                    from.tls = true;
                     session.tls_started();
                 }
                 Event::CheckRecipient { address, .. } => {
                     let res = check_recipient(&server, &address, mode).await;
                     session.rcpt_result(res, &mut out);
                 }
-                Event::Authenticate { user, password } => {
+                Event::Authenticate {
+                    user,
+                    password,
+                    mechanism,
+                } => {
+                    if server.login_blocked(&from, &user) {
+                        session.auth_unavailable(&mut out);
+                        continue;
+                    }
+                    login = Some((user.clone(), mechanism));
                     let res = server.check_password(user, password).await;
                     session.auth_result(res, &mut out);
                 }
                 Event::ScramLookup { user } => {
+                    if server.login_blocked(&from, &user) {
+                        session.auth_unavailable(&mut out);
+                        continue;
+                    }
                     let (found, nonce, fake_salt) = server.scram_lookup(&user);
+                    login = Some((user, "SCRAM-SHA-256"));
                     session.scram_credentials(found, &nonce, &fake_salt, &mut out);
                 }
                 Event::Deliver { envelope, message } => {
-                    let res = deliver(&server, &envelope, message, mode, &peer).await;
+                    let res = deliver(&server, &live, &envelope, message, mode, &peer).await;
                     session.deliver_result(res, &mut out);
                 }
             }
         }
         if session.take_auth_failure() {
             // Whatever the mechanism; the session closes after too many.
-            server.auth_failed().await;
+            let (user, mechanism) = login.take().unwrap_or_default();
+            server.login_result(&from, mechanism, &user, false).await;
+        } else if session.authenticated_user().is_some() {
+            if let Some((user, mechanism)) = login.take() {
+                server.login_result(&from, mechanism, &user, true).await;
+            }
         }
         if !out.is_empty() {
             if conn.write_all(&out).await.is_err() {
@@ -88,15 +126,26 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, peer: SocketAddr,
         if session.is_closed() {
             break;
         }
-        let limit = Duration::from_secs(if session.in_data() {
-            cfg.limits.data_timeout_secs
-        } else {
-            cfg.limits.command_timeout_secs
-        });
-        match conn.read_or_stop(&mut buf, limit).await {
+        // A command line, or a whole message (DATA to its dot, or a BDAT chunk), must arrive
+        // within its time, however it is split into reads.
+        if session.in_data() && !in_data {
+            patience.restart(data_timeout);
+        } else if !session.in_data() && session.buffered() == 0 {
+            patience.restart(command_timeout);
+        }
+        in_data = session.in_data();
+        hold.shrink((session.message_len() + session.buffered()) as u64);
+        match conn.read_or_stop(&mut buf, patience.remaining()).await {
             Read::Closed => break,
-            Read::Data(n) => session.input(&buf[..n]),
+            Read::Data(n) => {
+                patience.received(n);
+                session.input(&buf[..n]);
+                // The most the message can grow to with what has arrived.
+                let want = (session.message_len() + session.buffered()) as u64;
+                session.set_allowance(hold.cover(want));
+            }
             Read::TimedOut => {
+                server.shared.metrics.rejected("timeout");
                 session.timeout(&mut out);
                 let _ = conn.write_all(&out).await;
                 break;
@@ -120,22 +169,32 @@ pub(super) fn random_b64(n: usize) -> String {
 
 async fn check_recipient(server: &ShardServer, address: &str, mode: Mode) -> Result<(), Reply> {
     let users = server.users();
+    let refuse = |reply: Reply, reason: &str| {
+        server.shared.metrics.rejected(reason);
+        tracing::info!(
+            target: "ringmail::delivery",
+            rcpt = ?address,
+            reason,
+            "recipient refused"
+        );
+        Err(reply)
+    };
     match users.resolve(address) {
-        Some(u) => match server.ensure_account(&u.address).await {
+        Some(u) => match server.ensure_account(u.account()).await {
             Ok(()) => Ok(()),
             Err(e) => {
-                tracing::error!(error = %e, "cannot prepare the recipient's account");
-                Err(r::local_error())
+                let (reply, reason) = store_reply(&e);
+                refuse(reply, reason)
             }
         },
         None => {
             let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
             if users.is_local_domain(domain) {
-                Err(r::no_such_user())
+                refuse(r::no_such_user(), "no_such_user")
             } else if mode == Mode::Submission {
-                Err(r::no_outbound())
+                refuse(r::no_outbound(), "relay_denied")
             } else {
-                Err(r::relay_denied())
+                refuse(r::relay_denied(), "relay_denied")
             }
         }
     }
@@ -143,39 +202,38 @@ async fn check_recipient(server: &ShardServer, address: &str, mode: Mode) -> Res
 
 async fn deliver(
     server: &ShardServer,
+    live: &super::Live,
     env: &Envelope,
     message: Vec<u8>,
     mode: Mode,
     peer: &SocketAddr,
 ) -> Vec<Result<String, Reply>> {
     let users = server.users();
-    let id = format!(
-        "{:x}{:x}",
-        server.ctx.shard.0,
-        NEXT_ID.fetch_add(1, Ordering::Relaxed)
-    );
+    let id = server.delivery_id();
     // Each recipient's account (aliases resolved), delivered once per account.
     let accounts: Vec<Option<String>> = env
         .rcpts
         .iter()
-        .map(|a| users.resolve(a).map(|u| u.address.clone()))
+        .map(|a| users.resolve(a).map(|u| u.account().to_string()))
         .collect();
     let mut unique: Vec<String> = accounts.iter().flatten().cloned().collect();
     unique.sort();
     unique.dedup();
-    // The stored message: the trace header, then the message, in one buffer.
+    // The stored message: the trace header, then the message, in one buffer (the received
+    // bytes are freed at once: a large message is held twice only for this copy).
     let mut head = String::with_capacity(512 + message.len());
     received::write_header(
         &mut head,
         env,
         mode,
         peer.ip(),
-        &server.shared.cfg.hostname,
+        &live.cfg.hostname,
         &id,
         SystemTime::now(),
     );
     let mut body = head.into_bytes();
     body.extend_from_slice(&message);
+    drop(message);
     let size = body.len() as u64;
     let recipients: Vec<Recipient> = unique.iter().map(|a| Recipient::inbox(a)).collect();
     // The one parse of the message: its structure is stored with it for IMAP.
@@ -187,7 +245,8 @@ async fn deliver(
     };
     let results = deliver_local_first(server, &recipients, msg).await;
     let mut delivered = 0;
-    let out = accounts
+    let mut failure: Option<&'static str> = None;
+    let out: Vec<Result<String, Reply>> = accounts
         .iter()
         .map(|a| {
             let Some(a) = a else {
@@ -199,11 +258,30 @@ async fn deliver(
                     delivered += 1;
                     Ok(format!("{id} ({}/{})", ap.uidvalidity, ap.uid))
                 }
-                Err(e) => Err(store_reply(e)),
+                Err(e) => {
+                    let (reply, reason) = store_reply(e);
+                    failure = Some(reason);
+                    Err(reply)
+                }
             }
         })
         .collect();
     server.shared.metrics.delivered(delivered, size * delivered);
+    if let Some(reason) = failure {
+        server.shared.metrics.rejected(reason);
+    }
+    tracing::info!(
+        target: "ringmail::delivery",
+        id = %id,
+        from = ?env.from,
+        rcpts = ?env.rcpts,
+        size,
+        delivered,
+        failed = env.rcpts.len() as u64 - delivered,
+        reason = failure.unwrap_or(""),
+        remote = %peer.ip(),
+        "delivery"
+    );
     out
 }
 
@@ -268,18 +346,43 @@ async fn deliver_local_first(
         .collect()
 }
 
-/// The one place engine errors become SMTP replies.
-fn store_reply(e: &Error) -> Reply {
+/// The one place engine errors become SMTP replies (and the reason they are counted under).
+/// Only an error of unknown kind is logged here: the others are the client's or a
+/// temporary state the engine reports itself, once.
+fn store_reply(e: &Error) -> (Reply, &'static str) {
     match e.store() {
-        Some(StoreError::OverQuota { .. }) => Reply::new(552, Some((5, 2, 2)), "mailbox full"),
-        Some(StoreError::MessageTooLarge { .. }) => {
-            Reply::new(552, Some((5, 3, 4)), "message too large")
+        Some(StoreError::OverQuota { .. }) => (
+            Reply::new(552, Some((5, 2, 2)), "mailbox full"),
+            "over_quota",
+        ),
+        Some(StoreError::MessageTooLarge { .. }) => (
+            Reply::new(552, Some((5, 3, 4)), "message too large"),
+            "message_too_large",
+        ),
+        Some(StoreError::NoSuchAccount) | Some(StoreError::NoSuchMailbox) => {
+            (r::no_such_user(), "no_such_user")
         }
-        Some(StoreError::NoSuchAccount) | Some(StoreError::NoSuchMailbox) => r::no_such_user(),
-        Some(StoreError::ShuttingDown) => Reply::new(421, Some((4, 3, 2)), "server shutting down"),
+        Some(StoreError::ShuttingDown) => (
+            Reply::new(421, Some((4, 3, 2)), "server shutting down"),
+            "storage_unavailable",
+        ),
+        Some(StoreError::Unavailable(why)) => (
+            match why {
+                ringmail_engine::Resource::Space => r::insufficient_storage(),
+                _ => r::local_error(),
+            },
+            "storage_unavailable",
+        ),
         _ => {
-            tracing::error!(error = %e, "delivery failed");
-            r::local_error()
+            // Once a minute per shard: a poisoned partition fails every delivery the same way.
+            thread_local! {
+                static SAID: std::cell::RefCell<super::metrics::Limiter> =
+                    std::cell::RefCell::new(super::metrics::Limiter::new(Duration::from_secs(60)));
+            }
+            if let Some(suppressed) = SAID.with(|l| l.borrow_mut().allow()) {
+                tracing::error!(error = %e, suppressed, "delivery failed");
+            }
+            (r::local_error(), "storage_unavailable")
         }
     }
 }

@@ -153,6 +153,25 @@ pub mod r {
             format!("{host} timeout, closing connection"),
         )
     }
+    /// The server cannot hold the message now (its memory for messages in flight is
+    /// spent): RFC 3463 4.3.1, the client retries later.
+    pub fn insufficient_storage() -> Reply {
+        Reply::new(
+            452,
+            Some((4, 3, 1)),
+            "insufficient system storage, try again later",
+        )
+    }
+
+    /// RFC 4954 section 6: logins from this client are refused for now.
+    pub fn auth_temporarily_unavailable() -> Reply {
+        Reply::new(
+            454,
+            Some((4, 7, 0)),
+            "too many failed logins, try again later",
+        )
+    }
+
     pub fn local_error() -> Reply {
         Reply::new(
             451,

@@ -98,8 +98,12 @@ pub struct Envelope {
 pub enum Event {
     /// Is this recipient acceptable? Answer with `rcpt_result`.
     CheckRecipient { address: String, vrfy: bool },
-    /// Check credentials; answer with `auth_result`.
-    Authenticate { user: String, password: Secret },
+    /// Check credentials; answer with `auth_result` (or `auth_unavailable`).
+    Authenticate {
+        user: String,
+        password: Secret,
+        mechanism: &'static str,
+    },
     /// Store the message; answer with `deliver_result`, one result per recipient.
     Deliver {
         envelope: Envelope,
@@ -159,6 +163,10 @@ pub struct Session {
     envelope: Option<Envelope>,
     message: Vec<u8>,
     too_big: bool,
+    /// Bytes of message the I/O layer can hold for this session now (its memory budget).
+    allowance: u64,
+    /// The message outgrew `allowance`: it was dropped, and is answered 452 at its end.
+    over_budget: bool,
     bdat_active: bool,
     binarymime: bool,
     errors: u32,
@@ -183,6 +191,8 @@ impl Session {
             envelope: None,
             message: Vec::new(),
             too_big: false,
+            allowance: u64::MAX,
+            over_budget: false,
             bdat_active: false,
             binarymime: false,
             errors: 0,
@@ -235,6 +245,17 @@ impl Session {
     /// Bytes received but not yet processed (bounded by the session's limits).
     pub fn buffered(&self) -> usize {
         self.input.len()
+    }
+
+    /// Bytes of the message being received so far.
+    pub fn message_len(&self) -> usize {
+        self.message.len()
+    }
+
+    /// How many bytes of message the session may hold (the server's memory budget for it).
+    /// A message that outgrows it is dropped and answered with a temporary error at its end.
+    pub fn set_allowance(&mut self, bytes: u64) {
+        self.allowance = bytes;
     }
 
     pub fn timeout(&mut self, out: &mut Vec<u8>) {
@@ -543,6 +564,7 @@ impl Session {
         self.envelope = None;
         self.message = Vec::new();
         self.too_big = false;
+        self.over_budget = false;
         self.bdat_active = false;
         self.binarymime = false;
     }
@@ -571,11 +593,14 @@ impl Session {
         let State::Data { mut line_start } = self.state else {
             return None;
         };
-        let (message, too_big) = (&mut self.message, &mut self.too_big);
-        let max = self.cfg.max_message_size;
-        let p = super::data::unstuff(self.input.bytes(), &mut line_start, |b| {
-            append_body(message, too_big, max, b)
-        });
+        let mut sink = BodySink {
+            message: &mut self.message,
+            too_big: &mut self.too_big,
+            over_budget: &mut self.over_budget,
+            max: self.cfg.max_message_size,
+            allowance: self.allowance,
+        };
+        let p = super::data::unstuff(self.input.bytes(), &mut line_start, |b| sink.append(b));
         self.input.consume(p.consumed);
         if p.ended {
             self.state = State::Command;
@@ -590,13 +615,14 @@ impl Session {
             return None;
         };
         let n = (remaining as usize).min(self.input.len());
-        let max = self.cfg.max_message_size;
-        append_body(
-            &mut self.message,
-            &mut self.too_big,
-            max,
-            &self.input.bytes()[..n],
-        );
+        BodySink {
+            message: &mut self.message,
+            too_big: &mut self.too_big,
+            over_budget: &mut self.over_budget,
+            max: self.cfg.max_message_size,
+            allowance: self.allowance,
+        }
+        .append(&self.input.bytes()[..n]);
         self.input.consume(n);
         let remaining = remaining - n as u64;
         if remaining > 0 {
@@ -609,8 +635,7 @@ impl Session {
             return None;
         }
         if !last {
-            if self.too_big {
-                let r = r::too_big(self.cfg.max_message_size);
+            if let Some(r) = self.dropped_reply() {
                 self.reply(out, r);
                 self.reset_transaction();
             } else {
@@ -625,9 +650,19 @@ impl Session {
         self.finish_message(out)
     }
 
-    fn finish_message(&mut self, out: &mut Vec<u8>) -> Option<Event> {
+    /// Why the message being received was dropped, as the reply to its end.
+    fn dropped_reply(&self) -> Option<Reply> {
         if self.too_big {
-            let r = r::too_big(self.cfg.max_message_size);
+            Some(r::too_big(self.cfg.max_message_size))
+        } else if self.over_budget {
+            Some(r::insufficient_storage())
+        } else {
+            None
+        }
+    }
+
+    fn finish_message(&mut self, out: &mut Vec<u8>) -> Option<Event> {
+        if let Some(r) = self.dropped_reply() {
             self.reply(out, r);
             self.reset_transaction();
             return None;
@@ -836,6 +871,7 @@ impl Session {
                     Some(Event::Authenticate {
                         user,
                         password: Secret(password),
+                        mechanism: "LOGIN",
                     })
                 }
                 None => {
@@ -883,6 +919,7 @@ impl Session {
         Some(Event::Authenticate {
             user: user.to_string(),
             password: Secret(pass.to_string()),
+            mechanism: "PLAIN",
         })
     }
 
@@ -910,6 +947,21 @@ impl Session {
         }
     }
 
+    /// Answers an `Authenticate` or `ScramLookup` event when logins from this client are
+    /// refused for now (too many failures): a temporary error, and the credentials are not
+    /// looked at (RFC 4954 section 6: 454 4.7.0).
+    pub fn auth_unavailable(&mut self, out: &mut Vec<u8>) {
+        if !matches!(
+            self.state,
+            State::Wait(Waiting::Auth) | State::Wait(Waiting::Scram)
+        ) {
+            return;
+        }
+        self.state = State::Command;
+        self.scram = None;
+        self.reply(out, r::auth_temporarily_unavailable());
+    }
+
     /// TLS is up: forget everything from before (RFC 3207 section 4.2), including any
     /// plaintext the client sent after STARTTLS.
     pub fn tls_started(&mut self) {
@@ -930,16 +982,32 @@ fn decode_b64(s: &str) -> Option<String> {
     String::from_utf8(raw).ok()
 }
 
-/// Adds message bytes, unless the message is over `max`: then it is dropped whole and
-/// `too_big` set, and the rest is only counted off (the reply comes at the end).
-fn append_body(message: &mut Vec<u8>, too_big: &mut bool, max: u64, bytes: &[u8]) {
-    if *too_big {
-        return;
+/// Where message bytes go while DATA or BDAT arrives.
+struct BodySink<'a> {
+    message: &'a mut Vec<u8>,
+    too_big: &'a mut bool,
+    over_budget: &'a mut bool,
+    max: u64,
+    allowance: u64,
+}
+
+impl BodySink<'_> {
+    /// Adds message bytes, unless the message is over the size limit or the memory the
+    /// server can give it: then it is dropped whole, and the rest is only counted off (the
+    /// reply comes at the end).
+    fn append(&mut self, bytes: &[u8]) {
+        if *self.too_big || *self.over_budget {
+            return;
+        }
+        let len = self.message.len() as u64 + bytes.len() as u64;
+        if len > self.max {
+            *self.too_big = true;
+            *self.message = Vec::new();
+        } else if len > self.allowance {
+            *self.over_budget = true;
+            *self.message = Vec::new();
+        } else {
+            self.message.extend_from_slice(bytes);
+        }
     }
-    if message.len() as u64 + bytes.len() as u64 > max {
-        *too_big = true;
-        *message = Vec::new();
-        return;
-    }
-    message.extend_from_slice(bytes);
 }

@@ -39,7 +39,7 @@ fn run_parts(cfg: SessionConfig, parts: &[&[u8]], byte_at_a_time: bool) -> Trans
                         &mut out,
                     );
                 }
-                Event::Authenticate { user, password } => {
+                Event::Authenticate { user, password, .. } => {
                     let ok = password.0 == "secret";
                     s.auth_result(ok.then(|| vec![user]), &mut out);
                 }

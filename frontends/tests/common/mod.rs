@@ -23,14 +23,26 @@ pub struct Server {
     pub extra_config: String,
     /// `RUST_LOG` for the server (unset when empty).
     pub log_filter: String,
+    /// Run before the server starts, in its process (limits, umask).
+    pub pre_exec: Option<fn() -> std::io::Result<()>>,
 }
 
+/// A port nothing listens on now, and not handed out before in this test process (the
+/// kernel may give a just-released port again, and one server's listeners must differ).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let p = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&p) {
+            given.push(p);
+            return p;
+        }
+    }
 }
 
 pub fn bin() -> &'static str {
@@ -63,10 +75,17 @@ impl Server {
 
     /// A server whose configuration file also holds `extra` (TOML).
     pub fn with_config(users: &[&str], extra: &str) -> Server {
+        let mut s = Self::unstarted(users, extra);
+        s.start();
+        s
+    }
+
+    /// A server not started yet: set its fields, then `start` (or `start_expecting_exit`).
+    pub fn unstarted(users: &[&str], extra: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let users: Vec<String> = users.iter().map(|s| s.to_string()).collect();
         write_users(&dir.path().join("data"), &users);
-        let mut s = Server {
+        Server {
             dir,
             child: None,
             smtp: free_port(),
@@ -80,12 +99,94 @@ impl Server {
             imaps: free_port(),
             extra_config: extra.to_string(),
             log_filter: String::new(),
-        };
-        s.start();
-        s
+            pre_exec: None,
+        }
+    }
+
+    /// Everything the server logged (stderr), over all its starts.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Waits up to 15 s for `what` to appear in the server's log.
+    pub fn wait_log(&self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.log().contains(what) {
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `GET path` on the metrics listener: (status line, body).
+    pub fn http_get(&self, path: &str) -> (String, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.metrics)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        (
+            head.lines().next().unwrap_or("").to_string(),
+            body.to_string(),
+        )
+    }
+
+    /// A metric's value (the sum over its label sets that contain `labels`).
+    pub fn metric(&self, name: &str, labels: &str) -> f64 {
+        let (_, body) = self.http_get("/metrics");
+        body.lines()
+            .filter(|l| {
+                !l.starts_with('#')
+                    && (l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
+                    && l.contains(labels)
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
     }
 
     pub fn start(&mut self) {
+        let mut child = self.spawn();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.lmtp)) {
+                let mut b = [0u8; 3];
+                if s.read_exact(&mut b).is_ok() && &b == b"220" {
+                    self.child = Some(child);
+                    return;
+                }
+            }
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!("the server exited with {st}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child = Some(child);
+        panic!("the server did not start:\n{}", self.log());
+    }
+
+    /// Starts the server and waits for it to exit on its own (a start that must fail):
+    /// its exit status, or `None` if it was still running after 30 s (then it is killed).
+    pub fn start_expecting_exit(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.spawn();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(st) = child.try_wait().unwrap() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// The command line `start` runs.
+    pub fn command(&self) -> Command {
         let config = self.dir.path().join("ringmail.toml");
         // The tests' own limits, merged into a [limits] table of `extra` if it has one.
         let limits = "[limits]\nauth_failure_delay_ms = 50\ncommand_timeout_secs = 5\n";
@@ -100,8 +201,12 @@ impl Server {
         if !self.log_filter.is_empty() {
             cmd.env("RUST_LOG", &self.log_filter);
         }
-        let child = cmd
-            .args(["serve", "--config"])
+        if let Some(f) = self.pre_exec {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the hook only calls async-signal-safe libc functions (setrlimit, umask).
+            unsafe { cmd.pre_exec(f) };
+        }
+        cmd.args(["serve", "--config"])
             .arg(&config)
             .arg("--data")
             .arg(self.data())
@@ -125,23 +230,25 @@ impl Server {
                 &a(self.pop3),
                 "--pop3s",
                 &a(self.pop3s),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+            ]);
+        cmd
+    }
+
+    fn spawn(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
             .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.lmtp)) {
-                let mut b = [0u8; 3];
-                if s.read_exact(&mut b).is_ok() && &b == b"220" {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the server did not start");
+        self.command()
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
     }
 
     /// SIGTERM, and wait for a clean exit.
@@ -255,34 +362,39 @@ impl Raw {
 /// Opens the data directory with the engine (the server must be stopped) and returns the
 /// bodies in the account's INBOX, without the Received header the server added.
 pub fn inbox(data: &Path, account: &str) -> Vec<Vec<u8>> {
+    inbox_raw(data, account)
+        .into_iter()
+        .map(|b| strip_received(&b).to_vec())
+        .collect()
+}
+
+/// The account's INBOX as stored, Received header included (empty if it has none).
+pub fn inbox_raw(data: &Path, account: &str) -> Vec<Vec<u8>> {
     let node = ringmail_engine::Node::start(ringmail_engine::NodeConfig {
         shards: 2,
         ..ringmail_engine::NodeConfig::new(data)
     })
     .unwrap();
-    let h = node.handle();
     let a = account.to_string();
-    let bodies = futures_lite::future::block_on(h.on_account(account, move |p| async move {
-        let mut v = Vec::new();
-        if !p.has_account(&a) {
-            return Ok(v);
-        }
-        for m in p.messages(
-            &a,
-            "INBOX",
-            ringmail_engine::Uid(1),
-            ringmail_engine::Uid(u32::MAX),
-        )? {
-            v.push(p.fetch(&a, "INBOX", m.uid).await?.to_vec());
-        }
-        Ok(v)
-    }))
-    .unwrap();
+    let bodies =
+        futures_lite::future::block_on(node.handle().on_account(account, move |p| async move {
+            let mut v = Vec::new();
+            if !p.has_account(&a) {
+                return Ok(v);
+            }
+            for m in p.messages(
+                &a,
+                "INBOX",
+                ringmail_engine::Uid(1),
+                ringmail_engine::Uid(u32::MAX),
+            )? {
+                v.push(p.fetch(&a, "INBOX", m.uid).await?.to_vec());
+            }
+            Ok(v)
+        }))
+        .unwrap();
     node.shutdown().unwrap();
     bodies
-        .into_iter()
-        .map(|b| strip_received(&b).to_vec())
-        .collect()
 }
 
 /// The stored messages and the metadata parsed at delivery, by UID order.
