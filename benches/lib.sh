@@ -118,7 +118,9 @@ rm_ringmail() { # DIR USERS LISTENER=ADDR...
   for l in smtp submission smtps lmtp imap imaps pop3 pop3s metrics; do
     args+=("--$l" "${on[$l]:-off}")
   done
-  RUST_LOG=warn "$BIN/ringmail" serve --config "$dir.toml" --data "$dir" "${args[@]}" &
+  # The default log level (info: a line per connection, login and delivery), to a file, as
+  # a server runs; RING_LOG=warn for a run without them.
+  RUST_LOG=${RING_LOG:-info} "$BIN/ringmail" serve --config "$dir.toml" --data "$dir" "${args[@]}" 2>"$dir.log" &
   # shellcheck disable=SC2034 # for the caller
   RING_PID=$!
   for l in "$@"; do rm_wait_port "${l##*:}"; done

@@ -167,10 +167,14 @@ struct Housekeeping {
     checkpointing: bool,
     compacting: bool,
     checkpoint: Option<Rc<Checkpoint>>,
+    /// No background checkpoint before this (the last one failed).
+    checkpoint_retry_at: Option<Instant>,
 }
 
 /// Deferred compression starts on a partition this long after its last delivery.
 const DEFER_UNTIL_QUIET: Duration = Duration::from_millis(50);
+/// After a background checkpoint failed, the next waits at least this long.
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(30);
 
 /// Messages stored raw for the worker to compress (deferred compression).
 #[derive(Default)]
@@ -316,6 +320,7 @@ impl Partition {
                 checkpointing: false,
                 compacting: false,
                 checkpoint: rec.checkpoint,
+                checkpoint_retry_at: None,
             }),
             poisoned: Cell::new(false),
             report: rec.report,
@@ -445,14 +450,20 @@ impl Partition {
             self.cfg.checkpoint_bytes > 0
                 && hk.bytes_since_checkpoint >= self.cfg.checkpoint_bytes
                 && !hk.checkpointing
+                && hk.checkpoint_retry_at.is_none_or(|t| Instant::now() >= t)
         };
         if due {
             let me = self.clone();
             glommio::spawn_local(async move {
                 if let Err(e) = me.checkpoint().await {
-                    tracing::warn!(partition = me.id.0, error = %e, "background checkpoint failed");
+                    // Not again with every commit (a full disk fails each the same way):
+                    // after a pause, said once per pause.
+                    me.hk.borrow_mut().checkpoint_retry_at =
+                        Some(Instant::now() + CHECKPOINT_RETRY);
+                    tracing::warn!(partition = me.id.0, error = %e, retry_secs = CHECKPOINT_RETRY.as_secs(), "background checkpoint failed");
                     return;
                 }
+                me.hk.borrow_mut().checkpoint_retry_at = None;
                 me.compact_if_due().await;
             })
             .detach();
@@ -1265,9 +1276,9 @@ impl Partition {
     }
 
     async fn checkpoint_inner(self: &Rc<Self>) -> Result<()> {
-        // The log must be writable to the image's position (its segment may not exist yet
-        // on a full disk) and a checkpoint needs space of its own: later, then.
-        if let Some(why) = self.log.unavailable() {
+        // The log must be durable to the image's position, and on a full disk its active
+        // segment may not exist yet: later, then.
+        if let Some(why) = self.log.active_unavailable() {
             return Err(StoreError::Unavailable(why).into());
         }
         let end = self.log.end();
@@ -1584,7 +1595,11 @@ impl Partition {
                     }
                     match p.compress_deferred().await {
                         Ok(()) => backoff = Duration::ZERO,
-                        Err(e) if matches!(e, Error::Poisoned(_)) || p.closing.get() => {
+                        Err(e)
+                            if matches!(e, Error::Poisoned(_))
+                                || p.closing.get()
+                                || !p.deferring.get() =>
+                        {
                             // Nothing can be logged any more; what is left stays raw, which
                             // is still correct, and the queue is rebuilt after a restart.
                             tracing::warn!(partition = p.id.0, error = %e, "deferred compression stopped");
@@ -1649,8 +1664,17 @@ impl Partition {
                 },
                 Ok(None) => None,
                 Err(e @ (Error::Poisoned(_) | Error::Store(_))) => {
+                    // Nothing of this batch was logged: all of it goes back on the queue
+                    // (its bytes still counted), but what was already let go.
                     let mut q = self.deferred.borrow_mut();
                     q.bytes = q.bytes.saturating_sub(released);
+                    for (rest_id, (b, _, _)) in read_back.drain() {
+                        q.queue.push_back((rest_id, b.raw_len));
+                    }
+                    let pos = batch.iter().position(|&(b, _)| b == id).unwrap_or(0);
+                    for &item in &batch[pos..] {
+                        q.queue.push_back(item);
+                    }
                     return Err(e);
                 }
                 Err(e) => {
@@ -1679,10 +1703,12 @@ impl Partition {
             return Ok(());
         }
         let Some(done) = self.worker.as_ref().expect("worker").compress(jobs).await else {
-            // The batch stays raw; its bytes are no longer waited for.
-            let raw: u64 = read_back.values().map(|(b, _, _)| b.raw_len as u64).sum();
+            // The thread is gone for good: from now on bodies are compressed inline, and
+            // what was waiting stays raw (correct; recompressed after a restart).
+            self.deferring.set(false);
             let mut q = self.deferred.borrow_mut();
-            q.bytes = q.bytes.saturating_sub(raw);
+            q.queue.clear();
+            q.bytes = 0;
             return Err(Error::io(
                 "deferred compression",
                 std::io::Error::other("the compression thread is gone"),
@@ -1781,6 +1807,9 @@ impl Partition {
     pub async fn close(self: &Rc<Self>) -> Result<()> {
         self.closing.set(true);
         self.deferred_wake.notify();
+        // First, so that nothing the checkpoint waits for (a background one included) can
+        // wait for a segment a full disk will not give.
+        self.log.begin_close();
         let read_only = self.cfg.recovery == RecoveryMode::ReadOnly;
         if !read_only && self.log.poisoned().is_none() && !self.poisoned.get() {
             if let Err(e) = self.checkpoint().await {

@@ -190,11 +190,16 @@ pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Re
         let (bytes, tail) = read_segment(&path, from)?;
         if bytes.len() < SegmentHeader::LEN || bytes[..SegmentHeader::LEN].iter().all(|&b| b == 0) {
             // Created, but the first batch never reached the disk (or made ahead and never
-            // used): no records. Removed, or its preallocated blocks would be held.
-            if mode == RecoveryMode::ReadOnly {
-                segment_lengths.insert(seq, 0);
-            } else {
+            // used): no records. Removed, or its preallocated blocks would be held; but only
+            // when every byte of it is zero and nothing the index holds is in it (a
+            // damaged header in front of records is a different matter, kept for fsck).
+            let empty = bytes.iter().chain(tail.iter()).all(|&b| b == 0)
+                && !(seq == start_seg && start_off > SegmentHeader::LEN as u64)
+                && !state.segment_live.contains_key(&(seq as u32));
+            if empty && mode != RecoveryMode::ReadOnly {
                 fs::remove_file(&path).map_err(|e| Error::io(format!("removing {path:?}"), e))?;
+            } else {
+                segment_lengths.insert(seq, 0);
             }
             continue;
         }

@@ -213,13 +213,17 @@ fn main() -> ExitCode {
         let old = libc::umask(0o077);
         libc::umask(old | 0o077);
     }
+    // Before any thread starts (the log's writer is one): every thread inherits the mask, so
+    // only the main thread's sigtimedwait ever takes SIGHUP, SIGINT and SIGTERM. Only for
+    // `serve`: Ctrl-C must still stop `fsck` or `user`.
+    let signals = matches!(cli.command, Command::Serve(_)).then(block_signals);
     let format = match &cli.command {
         Command::Serve(a) => config(&a.common).map(|c| c.log.format).unwrap_or_default(),
         _ => LogFormat::Text,
     };
     let guard = init_logging(format);
     let r = match cli.command {
-        Command::Serve(a) => serve(a),
+        Command::Serve(a) => serve(a, &signals.expect("blocked for serve")),
         Command::User { action } => user(action),
         Command::Fsck { common } => fsck(&common),
     };
@@ -264,10 +268,25 @@ fn user(action: UserAction) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
         }
         UserAction::Del { address, purge, .. } => {
-            let d = users.remove(address, *purge).map_err(|e| e.to_string())?;
+            let accounts = match users.remove(address, *purge) {
+                Ok(d) => vec![d.account],
+                // Deleted before with its mail kept: --purge deletes the mail now.
+                Err(ringmail::users::UsersError::NoSuchUser(_)) if *purge => {
+                    let kept = users.mark_purged(address);
+                    if kept.is_empty() {
+                        return Err(format!("no user or kept mail for {address}"));
+                    }
+                    kept
+                }
+                Err(e) => return Err(e.to_string()),
+            };
             users.save(&cfg.data).map_err(|e| e.to_string())?;
             if *purge {
-                match purge_now(&cfg, &d.account)? {
+                let mut now = true;
+                for account in &accounts {
+                    now &= purge_now(&cfg, account)?;
+                }
+                match now {
                     true => println!("{address} deleted, and its mail"),
                     false => println!(
                         "{address} deleted; the running server deletes its mail within a second"
@@ -403,9 +422,8 @@ fn serve_config(a: &ServeArgs) -> Result<Config, String> {
     Ok(cfg)
 }
 
-fn serve(a: ServeArgs) -> Result<(), String> {
+fn serve(a: ServeArgs, signals: &libc::sigset_t) -> Result<(), String> {
     let cfg = serve_config(&a)?;
-    let signals = block_signals();
     memlock_check(cfg.cores);
     let source_args = a;
     let source: ringmail::server::reload::Source = Box::new(move || serve_config(&source_args));
@@ -422,7 +440,7 @@ fn serve(a: ServeArgs) -> Result<(), String> {
         "ringmail is serving"
     );
     loop {
-        match wait_for(&signals, std::time::Duration::from_secs(1)) {
+        match wait_for(signals, std::time::Duration::from_secs(1)) {
             Some(libc::SIGHUP) => {
                 tracing::info!("SIGHUP: reloading the configuration, certificate and users");
                 running.reload();

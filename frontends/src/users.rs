@@ -353,13 +353,17 @@ impl Users {
         Ok(deleted)
     }
 
-    /// Marks a deleted user's mail as purged (the `user` command did it itself).
-    pub fn mark_purged(&mut self, account: &str) {
+    /// Marks the kept mail of a deleted address for deletion; returns its accounts.
+    pub fn mark_purged(&mut self, address: &str) -> Vec<String> {
         let mut f = self.file.clone();
-        for d in f.deleted.iter_mut().filter(|d| d.account == account) {
+        let a = normalize(address);
+        let mut accounts = Vec::new();
+        for d in f.deleted.iter_mut().filter(|d| d.address == a && !d.purge) {
             d.purge = true;
+            accounts.push(d.account.clone());
         }
         *self = Self::from_file(f);
+        accounts
     }
 
     pub fn set_password(&mut self, address: &str, password: &str) -> Result<(), UsersError> {

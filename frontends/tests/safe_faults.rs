@@ -220,7 +220,12 @@ print("retr", len(b"\n".join(p.retr(1)[1]))); p.quit()
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(srv.http_get("/readyz").0, "HTTP/1.0 200 OK");
+    // Every partition retries on its own back-off (up to 5 s): then the node is ready.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while srv.http_get("/readyz").0 != "HTTP/1.0 200 OK" {
+        assert!(Instant::now() < deadline, "{:?}", srv.http_get("/readyz"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
     srv.stop();
     // A few lines, not one per refused delivery.
     let log = srv.log();
@@ -284,6 +289,25 @@ fn a_damaged_message_is_refused_alone_and_named_by_fsck() {
         !tagged.contains(".log") && !tagged.contains("Corrupt"),
         "{tagged}"
     );
+    // The message the client did not get is not \Seen.
+    c.send(b"d FETCH 1:3 (FLAGS)\r\n");
+    let mut flags = String::new();
+    loop {
+        let l = c.line();
+        flags.push_str(&l);
+        if l.starts_with("d ") || l.is_empty() {
+            break;
+        }
+    }
+    let of = |n: &str| {
+        flags
+            .lines()
+            .find(|l| l.starts_with(n))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(of("* 1 FETCH").contains("\\Seen"), "{flags}");
+    assert!(!of("* 2 FETCH").contains("\\Seen"), "{flags}");
     srv.wait_log("cannot read a stored message");
     let log = srv.log();
     assert!(
@@ -433,6 +457,9 @@ fn messages_in_flight_are_held_within_the_memory_budget() {
     srv.stop();
 }
 
+/// A slow client: (name, port, what it sends at once, what it then sends in pieces).
+type DripCase = (&'static str, u16, Vec<u8>, Vec<Vec<u8>>);
+
 /// Item 15: one byte every 2 s kept an SMTP command, SMTP DATA, IMAP pre-login, POP3, or a
 /// TLS handshake open indefinitely, each read resetting the timer.
 #[test]
@@ -441,30 +468,44 @@ fn clients_that_drip_bytes_are_cut_off() {
         &[ALICE],
         "[limits]\ndata_timeout_secs = 5\ntls_handshake_timeout_secs = 5\n",
     );
-    // (port, what to send before dripping, what to drip): each must be cut off within
-    // 5 s plus a second of watch granularity, though each drip comes within the timeout.
-    let cases: Vec<(&str, u16, Vec<u8>, Vec<u8>)> = vec![
-        ("smtp command", srv.smtp, b"".to_vec(), b"EHLO ".repeat(20)),
+    // (port, what to send before dripping, what to drip, in pieces 2 s apart): each must be
+    // cut off within 5 s plus a second of watch granularity, though each piece comes within
+    // the timeout.
+    let bytes = |b: &[u8]| b.iter().map(|&x| vec![x]).collect::<Vec<Vec<u8>>>();
+    let cases: Vec<DripCase> = vec![
+        (
+            "smtp command",
+            srv.smtp,
+            b"".to_vec(),
+            bytes(&b"EHLO ".repeat(20)),
+        ),
         (
             "smtp data",
             srv.smtp,
             format!("EHLO c\r\nMAIL FROM:<x@y.example>\r\nRCPT TO:<{ALICE}>\r\nDATA\r\n")
                 .into_bytes(),
-            b"x".repeat(100),
+            bytes(&b"x".repeat(100)),
+        ),
+        // One-byte BDAT chunks, each command quick: the message as a whole is not.
+        (
+            "smtp bdat",
+            srv.smtp,
+            format!("EHLO c\r\nMAIL FROM:<x@y.example>\r\nRCPT TO:<{ALICE}>\r\n").into_bytes(),
+            vec![b"BDAT 1\r\nx".to_vec(); 20],
         ),
         (
             "imap pre-login",
             srv.imap,
             b"".to_vec(),
-            b"a LOGIN ".repeat(20),
+            bytes(&b"a LOGIN ".repeat(20)),
         ),
-        ("pop3", srv.pop3, b"".to_vec(), b"USER ".repeat(20)),
+        ("pop3", srv.pop3, b"".to_vec(), bytes(&b"USER ".repeat(20))),
         // A TLS record header, one byte at a time: the handshake never completes.
         (
             "tls handshake",
             srv.imaps,
             b"".to_vec(),
-            [0x16, 3, 1, 0, 200].repeat(20),
+            bytes(&[0x16, 3, 1, 0, 200].repeat(20)),
         ),
     ];
     let handles: Vec<_> = cases
@@ -477,9 +518,9 @@ fn clients_that_drip_bytes_are_cut_off() {
                 let started = Instant::now();
                 s.write_all(&first).unwrap();
                 let mut buf = [0u8; 4096];
-                for b in drip {
+                for piece in drip {
                     // Closed by the server: a write fails, or a read sees the end.
-                    if s.write_all(&[b]).is_err() {
+                    if s.write_all(&piece).is_err() {
                         return (name, started.elapsed());
                     }
                     let step = Instant::now();

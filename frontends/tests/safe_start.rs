@@ -440,4 +440,8 @@ print(p.stat()[0]); p.quit()
     assert!(cli(&["del", ALICE, "--purge"]).contains("deleted, and its mail"));
     assert!(inbox(&srv.data(), "alice@example.org#3").is_empty());
     assert_eq!(inbox(&srv.data(), ALICE).len(), 3);
+    // Mail kept at a deletion can be purged later.
+    assert!(cli(&["del", ALICE, "--purge"]).contains("deleted, and its mail"));
+    assert!(inbox(&srv.data(), ALICE).is_empty());
+    assert!(!cli(&["list", "--deleted"]).contains("mail kept"));
 }

@@ -179,6 +179,10 @@ struct Inner {
     prep_stop: bool,
     /// Tests only: the flusher writes nothing while set (see [`LogWriter::hold_writes`]).
     held: bool,
+    /// Segments given records before they were prepared (a roll that came before the
+    /// preparer was done): their capacity was taken to be the segment size, so they must
+    /// reserve all of it.
+    assumed_full: std::collections::BTreeSet<u64>,
 }
 
 /// Written batch buffers kept for reuse, and the largest kept (a rare huge batch's buffer is
@@ -250,6 +254,7 @@ impl LogWriter {
             read_only,
             prep_stop: false,
             held: false,
+            assumed_full: Default::default(),
         }));
         let notify = Notify::default();
         let (task, preparer) = if read_only {
@@ -316,6 +321,16 @@ impl LogWriter {
         self.notify.notify();
     }
 
+    /// Why the active segment itself cannot be written, if it cannot (its preparation
+    /// failed): then not even what fits in it can be logged.
+    pub fn active_unavailable(&self) -> Option<Resource> {
+        let i = self.inner.borrow();
+        match i.prepared.get(&i.active_seq) {
+            Some(Prep::Failed { why, .. }) if !i.files.contains_key(&i.active_seq) => Some(*why),
+            _ => None,
+        }
+    }
+
     /// Why writes are refused now, if they are (a segment cannot be prepared).
     pub fn unavailable(&self) -> Option<Resource> {
         let i = self.inner.borrow();
@@ -366,6 +381,14 @@ impl LogWriter {
             let sealed = (i.active_seq, i.active_end);
             i.sealed.push(sealed);
             i.active_seq += 1;
+            // Normally made ahead (see below); if not, asked for now, and then it must
+            // reserve the full size the roll counted on.
+            let seq = i.active_seq;
+            if !matches!(i.prepared.get(&seq), Some(Prep::Ready(..))) {
+                i.prepared.entry(seq).or_insert(Prep::Wanted);
+                i.assumed_full.insert(seq);
+                i.prep_wake.notify();
+            }
             let header = SegmentHeader {
                 partition: i.cfg.partition,
                 epoch: i.cfg.epoch,
@@ -507,6 +530,14 @@ impl LogWriter {
         self.inner.borrow().poisoned.clone()
     }
 
+    /// From now on appends are refused, and a batch waiting for a segment that cannot be
+    /// prepared is given up (its writers and waiters fail) instead of waiting for space:
+    /// what the owner's close does first, so nothing it waits for can wait forever.
+    pub fn begin_close(&self) {
+        self.inner.borrow_mut().closing = true;
+        self.notify.notify();
+    }
+
     /// Flushes what is pending, stops the flusher and the preparer, closes the files and
     /// removes the segments prepared but never written. A poisoned writer closes without
     /// an error: its failure was reported when it happened.
@@ -514,9 +545,7 @@ impl LogWriter {
         if self.inner.borrow().read_only {
             return Ok(());
         }
-        // What is pending is written if its segments can be; a batch waiting for a segment
-        // that cannot be prepared is given up when closing (see the flusher).
-        self.inner.borrow_mut().closing = true;
+        self.begin_close();
         let r = self.sync_point().await;
         self.notify.notify();
         let (task, prep) = (
@@ -605,6 +634,7 @@ fn segments_ready(i: &mut Inner) -> std::result::Result<bool, (String, bool)> {
         }
         match i.prepared.remove(&seq) {
             Some(Prep::Ready(file, capacity)) => {
+                i.assumed_full.remove(&seq);
                 i.files.insert(
                     seq,
                     OpenSegment {
@@ -669,7 +699,9 @@ async fn flusher(inner: Rc<RefCell<Inner>>, notify: Notify) {
                         // them, so the partition must not checkpoint: it is poisoned.
                         i.pending.clear();
                         let waiters = std::mem::take(&mut i.pending_waiters);
+                        let positions = std::mem::take(&mut i.pos_waiters);
                         let result = if records {
+                            tracing::error!(partition = i.cfg.partition, error = %msg, "closing with records that could not be written (never acknowledged)");
                             i.poisoned = Some(msg.clone());
                             Err(msg)
                         } else {
@@ -677,6 +709,16 @@ async fn flusher(inner: Rc<RefCell<Inner>>, notify: Notify) {
                         };
                         for w in waiters {
                             let _ = w.send(result.clone());
+                        }
+                        // Positions past what was written are never durable now.
+                        let durable = i.durable;
+                        for (pos, w) in positions {
+                            let r = if pos <= durable {
+                                Ok(())
+                            } else {
+                                Err(result.clone().err().unwrap_or_else(|| "closing".into()))
+                            };
+                            let _ = w.send(r);
                         }
                         continue;
                     }
@@ -883,8 +925,28 @@ async fn preparer(inner: Rc<RefCell<Inner>>, flusher: Notify) {
             }
             continue;
         };
-        let cfg = inner.borrow().cfg.clone();
-        let result = prepare_segment(&cfg, seq).await;
+        let (cfg, full) = {
+            let i = inner.borrow();
+            (i.cfg.clone(), i.assumed_full.contains(&seq))
+        };
+        let mut result = prepare_segment(&cfg, seq, full).await;
+        // Given records while it was being made: it must hold the full size after all.
+        if let Ok((f, cap)) = &result {
+            if *cap < cfg.segment_size && inner.borrow().assumed_full.contains(&seq) {
+                if let Err(e) = f.pre_allocate(cfg.segment_size, true).await {
+                    let path = cfg.dir.join(segment_file(cfg.epoch, seq));
+                    let why = Resource::of_glommio(&e).unwrap_or(Resource::Device);
+                    let io: std::io::Error = e.into();
+                    if let Ok((f, _)) = result {
+                        let _ = f.close().await;
+                    }
+                    let _ = std::fs::remove_file(&path);
+                    result = Err((why, format!("reserving space for {path:?}: {io}")));
+                } else {
+                    result = result.map(|(f, _)| (f, cfg.segment_size));
+                }
+            }
+        }
         tracing::debug!(
             partition = cfg.partition,
             segment = seq,
@@ -911,8 +973,10 @@ async fn preparer(inner: Rc<RefCell<Inner>>, flusher: Notify) {
                 i.stats.prepare_failures += 1;
                 let now = Instant::now();
                 if next_log.is_none_or(|t| now >= t) {
-                    let level_error = why == Resource::Device;
-                    if level_error {
+                    let level_error = why == Resource::Device || i.assumed_full.contains(&seq);
+                    if i.assumed_full.contains(&seq) {
+                        tracing::error!(partition = cfg.partition, segment = seq, reason = %why, error = %detail, "records wait for a segment that cannot be prepared; they are written (and acknowledged) when it can be");
+                    } else if level_error {
                         tracing::error!(partition = cfg.partition, segment = seq, error = %detail, "cannot prepare the next segment; writes are refused until it can be (retrying)");
                     } else {
                         tracing::warn!(partition = cfg.partition, segment = seq, reason = %why, error = %detail, "cannot prepare the next segment; writes are refused until it can be (retrying)");
@@ -944,6 +1008,7 @@ async fn preparer(inner: Rc<RefCell<Inner>>, flusher: Notify) {
 async fn prepare_segment(
     cfg: &LogConfig,
     seq: u64,
+    full: bool,
 ) -> std::result::Result<(DmaFile, u64), (Resource, String)> {
     let path = cfg.dir.join(segment_file(cfg.epoch, seq));
     let classify = |what: &str, e: glommio::GlommioError<()>| {
@@ -971,8 +1036,12 @@ async fn prepare_segment(
         match f.pre_allocate(size, true).await {
             Ok(()) => break Ok(size),
             Err(e) => {
-                let full = Resource::of_glommio(&e) == Some(Resource::Space);
-                if full && size / 2 >= MIN_RESERVE && size / 2 >= SegmentHeader::LEN as u64 * 2 {
+                let no_space = Resource::of_glommio(&e) == Some(Resource::Space);
+                if no_space
+                    && !full
+                    && size / 2 >= MIN_RESERVE
+                    && size / 2 >= SegmentHeader::LEN as u64 * 2
+                {
                     size /= 2;
                     continue;
                 }

@@ -1664,6 +1664,7 @@ impl Session {
         let mut unknown_cte = false;
         // Messages whose body could not be read: the others are still sent.
         let mut unreadable: Option<String> = None;
+        let mut unsent: Vec<Uid> = Vec::new();
         for (seq, m) in targets {
             let gone = self.view().is_gone(m.uid);
             let info = match self.part.message(&self.account, &mailbox, Uid(m.uid)) {
@@ -1683,6 +1684,9 @@ impl Session {
                             error = %e,
                             "cannot read a stored message"
                         );
+                        if seen_now.contains(&m.uid) {
+                            unsent.push(Uid(m.uid));
+                        }
                         let damaged = matches!(e, Error::Corrupt { .. } | Error::MissingSegment(_));
                         let worse = damaged || unreadable.is_none();
                         if worse {
@@ -1738,6 +1742,27 @@ impl Session {
             return Err("NO [UNKNOWN-CTE] cannot decode a part's transfer encoding".into());
         }
         if let Some(e) = unreadable {
+            // A message the client did not get is not \Seen because of this FETCH.
+            if !unsent.is_empty() {
+                if let Ok(r) = self
+                    .part
+                    .store(
+                        &self.account,
+                        &mailbox,
+                        &unsent,
+                        FlagOp::Remove,
+                        Flags::SEEN,
+                        &[],
+                        None,
+                    )
+                    .await
+                {
+                    let view = self.view.as_mut().expect("selected");
+                    for c in &r.changed {
+                        view.set_flags(c.uid.0, c.flags.0, c.modseq.0);
+                    }
+                }
+            }
             return Err(e);
         }
         self.sync(false).await;

@@ -59,7 +59,7 @@ pub async fn serve(
     let command_timeout = Duration::from_secs(cfg.limits.command_timeout_secs);
     let data_timeout = Duration::from_secs(cfg.limits.data_timeout_secs);
     let mut patience = Patience::new(command_timeout, cfg.limits.min_data_rate);
-    let mut in_data = false;
+    let mut messages_started = 0;
     session.greeting(&mut out);
     loop {
         while let Some(ev) = session.poll(&mut out) {
@@ -126,14 +126,14 @@ pub async fn serve(
         if session.is_closed() {
             break;
         }
-        // A command line, or a whole message (DATA to its dot, or a BDAT chunk), must arrive
-        // within its time, however it is split into reads.
-        if session.in_data() && !in_data {
+        // A command line, or a whole message (DATA to its dot, or every chunk of a BDAT
+        // transaction), must arrive within its time, however it is split into reads.
+        if session.messages_started() != messages_started {
+            messages_started = session.messages_started();
             patience.restart(data_timeout);
-        } else if !session.in_data() && session.buffered() == 0 {
+        } else if !session.receiving_message() && session.buffered() == 0 {
             patience.restart(command_timeout);
         }
-        in_data = session.in_data();
         hold.shrink((session.message_len() + session.buffered()) as u64);
         match conn.read_or_stop(&mut buf, patience.remaining()).await {
             Read::Closed => break,

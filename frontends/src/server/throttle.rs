@@ -16,8 +16,14 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Entries are forgotten when their window has passed; past this many the table is pruned.
+/// Entries are forgotten when their window has passed: past this many, the tables are pruned
+/// (at most once a second, so a flood does not make every failure walk them).
 const PRUNE_AT: usize = 10_000;
+/// Past this many live entries in a table (a flood from very many addresses, or of made-up
+/// user names), it starts over: memory stays bounded, and the flood is logged.
+const MAX_ENTRIES: usize = 200_000;
+/// Bytes of a user name kept as a key.
+const MAX_KEY: usize = 320;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -55,6 +61,19 @@ impl Count {
 struct Tables {
     by_ip: HashMap<IpAddr, Count>,
     by_account: HashMap<String, Count>,
+    pruned: Option<Instant>,
+}
+
+/// The key of an address: IPv6 clients are counted per /64 (one host commonly has a whole
+/// /64 to choose from), IPv4 per address.
+fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+        }
+        v4 => v4,
+    }
 }
 
 pub struct Throttle {
@@ -95,7 +114,7 @@ impl Throttle {
         let over = |c: Option<&Count>, limit: u32| {
             limit > 0 && c.is_some_and(|c| c.current(now, p.window) >= limit)
         };
-        if over(t.by_ip.get(&ip), p.per_ip) {
+        if over(t.by_ip.get(&ip_key(ip)), p.per_ip) {
             return Err(Blocked::Address);
         }
         if over(t.by_account.get(&key(account)), p.per_account) {
@@ -107,9 +126,31 @@ impl Throttle {
     pub fn failed(&self, ip: IpAddr, account: &str, now: Instant) -> Recorded {
         let p = self.policy();
         let mut t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-        if t.by_ip.len() + t.by_account.len() > PRUNE_AT {
+        let due = t
+            .pruned
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
+        if t.by_ip.len() + t.by_account.len() > PRUNE_AT && due {
+            t.pruned = Some(now);
             t.by_ip.retain(|_, c| c.current(now, p.window) > 0);
             t.by_account.retain(|_, c| c.current(now, p.window) > 0);
+            for (name, len) in [
+                ("addresses", t.by_ip.len()),
+                ("accounts", t.by_account.len()),
+            ] {
+                if len > MAX_ENTRIES {
+                    tracing::warn!(
+                        table = name,
+                        entries = len,
+                        "failed logins from very many sources; their counts start over"
+                    );
+                }
+            }
+            if t.by_ip.len() > MAX_ENTRIES {
+                t.by_ip.clear();
+            }
+            if t.by_account.len() > MAX_ENTRIES {
+                t.by_account.clear();
+            }
         }
         let bump = |c: &mut Count| {
             if c.current(now, p.window) == 0 {
@@ -125,7 +166,7 @@ impl Throttle {
             failures: 0,
             since: now,
         };
-        let ip_failures = bump(t.by_ip.entry(ip).or_insert(fresh));
+        let ip_failures = bump(t.by_ip.entry(ip_key(ip)).or_insert(fresh));
         let account_failures = if account.is_empty() {
             0
         } else {
@@ -147,7 +188,15 @@ impl Throttle {
 }
 
 fn key(account: &str) -> String {
-    crate::users::normalize(account)
+    let mut k = crate::users::normalize(account);
+    if k.len() > MAX_KEY {
+        let mut end = MAX_KEY;
+        while !k.is_char_boundary(end) {
+            end -= 1;
+        }
+        k.truncate(end);
+    }
+    k
 }
 
 #[cfg(test)]
@@ -177,6 +226,21 @@ mod tests {
         assert_eq!(t.check(ip, "anyone@x", t0), Err(Blocked::Address));
         assert_eq!(t.check(other, "anyone@x", t0), Ok(()));
         assert_eq!(t.check(ip, "a@x", t0 + Duration::from_secs(61)), Ok(()));
+    }
+
+    #[test]
+    fn ipv6_clients_count_per_64_and_long_names_are_cut() {
+        let t = Throttle::new(policy());
+        let t0 = Instant::now();
+        for i in 1..=3u16 {
+            let ip = IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, i]);
+            t.failed(ip, "a@x", t0);
+        }
+        let neighbour = IpAddr::from([0x2001, 0xdb8, 0, 1, 0xffff, 0, 0, 9]);
+        assert_eq!(t.check(neighbour, "b@x", t0), Err(Blocked::Address));
+        let other = IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]);
+        assert_eq!(t.check(other, "b@x", t0), Ok(()));
+        assert_eq!(key(&"é".repeat(400)).len(), MAX_KEY);
     }
 
     #[test]

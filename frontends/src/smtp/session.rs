@@ -167,6 +167,9 @@ pub struct Session {
     allowance: u64,
     /// The message outgrew `allowance`: it was dropped, and is answered 452 at its end.
     over_budget: bool,
+    /// Messages whose content began to arrive (DATA accepted, or a transaction's first
+    /// BDAT chunk): the I/O layer gives each its own deadline.
+    messages_started: u64,
     bdat_active: bool,
     binarymime: bool,
     errors: u32,
@@ -193,6 +196,7 @@ impl Session {
             too_big: false,
             allowance: u64::MAX,
             over_budget: false,
+            messages_started: 0,
             bdat_active: false,
             binarymime: false,
             errors: 0,
@@ -250,6 +254,17 @@ impl Session {
     /// Bytes of the message being received so far.
     pub fn message_len(&self) -> usize {
         self.message.len()
+    }
+
+    /// How many messages began to arrive so far (a new count: a new message's deadline).
+    pub fn messages_started(&self) -> u64 {
+        self.messages_started
+    }
+
+    /// Whether a message is being received: inside DATA, or between the chunks of a BDAT
+    /// transaction (the commands in between belong to the message's time).
+    pub fn receiving_message(&self) -> bool {
+        self.in_data() || self.bdat_active
     }
 
     /// How many bytes of message the session may hold (the server's memory budget for it).
@@ -439,6 +454,7 @@ impl Session {
                     self.reply(out, r::start_data());
                     self.message.clear();
                     self.too_big = false;
+                    self.messages_started += 1;
                     self.state = State::Data { line_start: true };
                 }
             },
@@ -456,6 +472,7 @@ impl Session {
                     self.message.clear();
                     self.too_big = false;
                     self.bdat_active = true;
+                    self.messages_started += 1;
                 }
                 if let Some(reply) = refuse {
                     self.too_big = true;
