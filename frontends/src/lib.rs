@@ -6,6 +6,7 @@
 pub mod config;
 pub mod imap;
 pub mod lines;
+pub mod logging;
 pub mod mime;
 pub mod pop3;
 pub mod sasl;

@@ -179,9 +179,10 @@ fn config(common: &Common) -> Result<Config, String> {
     Ok(cfg)
 }
 
-/// Logs to standard error through a writer thread (a shard never waits for the terminal or
-/// journald), in text or JSON lines. Returns the guard that flushes it at exit.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs to standard error through a writer thread that writes in batches (a shard never
+/// waits for the terminal or journald; see `ringmail::logging`), in text or JSON lines.
+/// Returns the guard that writes what is left at exit.
+fn init_logging(format: LogFormat) -> ringmail::logging::Guard {
     // glommio warns in Rust Debug format, once per shard, when it cannot lock memory for
     // its buffers: `memlock_check` says it once, plainly.
     let filter = match std::env::var("RUST_LOG") {
@@ -189,9 +190,7 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         Err(_) => "info,glommio::sys::uring=error".to_string(),
     };
     let filter = tracing_subscriber::EnvFilter::new(filter);
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::stderr());
+    let (writer, guard) = ringmail::logging::batched(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)

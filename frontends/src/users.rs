@@ -253,7 +253,13 @@ impl Users {
     }
 
     pub fn save(&self, dir: &Path) -> Result<(), UsersError> {
-        std::fs::create_dir_all(dir).map_err(|e| UsersError::Io(dir.to_path_buf(), e))?;
+        // Only the last component, as `serve` does: a mistyped path fails instead of
+        // becoming a new store.
+        match std::fs::create_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(UsersError::Io(dir.to_path_buf(), e)),
+        }
         let path = dir.join(USERS_FILE);
         let tmp = dir.join(format!("{USERS_FILE}.tmp"));
         let text = toml::to_string_pretty(&self.file)

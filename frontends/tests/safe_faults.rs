@@ -595,6 +595,7 @@ except poplib.error_proto as e:
     assert!(out.contains("pop3 right: b'-ERR [SYS/TEMP]"), "{out}");
     assert!(srv.metric("ringmail_auth_failures_total", "protocol=\"imap\"") >= 5.0);
     assert!(srv.metric("ringmail_rejections_total", "reason=\"login_throttled\"") >= 15.0);
+    srv.wait_log("too many failed logins");
     let log = srv.log();
     assert!(log.matches("login failed").count() >= 5, "{log}");
     assert!(log.contains("too many failed logins"), "{log}");

@@ -123,7 +123,7 @@ fn a_data_path_with_a_missing_parent_is_refused_and_greetings_name_the_host() {
     let mut c = Raw::connect_with(srv.smtp, "220");
     let ehlo = c.cmd("EHLO client.example");
     assert!(ehlo.starts_with(&format!("250-{host} ")), "{ehlo}");
-    assert!(srv.log().contains(&format!("hostname={host}")));
+    srv.wait_log(&format!("hostname={host}"));
 }
 
 /// Item 7: mail, users.toml and the index were created 0644, readable by every local user.

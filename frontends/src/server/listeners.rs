@@ -13,6 +13,12 @@
 //! (`/proc/net/tcp`, `/proc/net/tcp6`, matched by socket inode against `/proc/self/fd`) and
 //! refuses to start if it finds any. When two instances start at the same instant, each
 //! sees the other and both refuse: neither serves half of a port.
+//!
+//! A server restarted right after it was killed can find its predecessor's sockets still
+//! listening, held by no process: io_uring tears a dead process's rings down a moment after
+//! it exits, and an accept pending on a ring keeps its socket open until then. Such a
+//! socket (in the way of a bind, or sharing a port) is waited for, up to [`LINGER`], before
+//! the start fails.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -51,14 +57,15 @@ pub enum ListenError {
     },
     #[error(
         "{name} on {addr}: another process also listens on this port (socket inode \
-         {inode}{pid}); only the shards of one ringmail may share a port. Stop the other \
-         process or choose another address"
+         {inode}{}); only the shards of one ringmail may share a port. Stop the other \
+         process or choose another address",
+        owner.map(|p| format!(", process {p}")).unwrap_or_default()
     )]
     Shared {
         name: &'static str,
         addr: SocketAddr,
         inode: u64,
-        pid: String,
+        owner: Option<u32>,
     },
     #[error("{a} and {b} are both configured on {addr}")]
     Duplicate {
@@ -114,9 +121,43 @@ pub fn configured(l: &Listen) -> Vec<(Listener, SocketAddr)> {
         .collect()
 }
 
+/// How long a start waits for listening sockets no process holds (a killed predecessor's).
+const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Binds `shards` sockets for every configured listener and one for metrics, and checks
 /// that no other process shares their ports.
 pub fn bind_all(l: &Listen, shards: usize) -> Result<Sockets, ListenError> {
+    let deadline = std::time::Instant::now() + LINGER;
+    loop {
+        match try_bind_all(l, shards) {
+            Err(e) if e.lingering() && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
+}
+
+impl ListenError {
+    /// Whether what is in the way is a socket no process holds (it goes away by itself).
+    fn lingering(&self) -> bool {
+        match self {
+            ListenError::Shared { owner, .. } => owner.is_none(),
+            ListenError::Bind { addr, source, .. }
+                if source.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                let holders: Vec<ListeningSocket> = listening_sockets()
+                    .into_iter()
+                    .filter(|s| overlaps(s.addr, *addr))
+                    .collect();
+                !holders.is_empty() && holders.iter().all(|s| owner_of(s.inode).is_none())
+            }
+            _ => false,
+        }
+    }
+}
+
+fn try_bind_all(l: &Listen, shards: usize) -> Result<Sockets, ListenError> {
     let listeners = configured(l);
     let mut seen: Vec<(&'static str, SocketAddr)> = Vec::new();
     for (name, addr) in listeners
@@ -156,9 +197,7 @@ pub fn bind_all(l: &Listen, shards: usize) -> Result<Sockets, ListenError> {
                     name: kind.name(),
                     addr,
                     inode: s.inode,
-                    pid: owner_of(s.inode)
-                        .map(|p| format!(", process {p}"))
-                        .unwrap_or_default(),
+                    owner: owner_of(s.inode),
                 });
             }
         }

@@ -1,11 +1,13 @@
 //! Values the main thread replaces while the shards run: the configuration and TLS
 //! certificate (on SIGHUP) and the users (when `users.toml` changes).
 //!
-//! A shard keeps its own `Arc` of each and, before using it, compares a version number, an
-//! atomic that changes a few times a day, with the one it copied. Taking the shared `Arc` on
-//! every delivery instead would bounce its reference count between the cores.
+//! A shard keeps its own handle on each (an `Rc` around the shared `Arc`) and, before using
+//! it, compares a version number, an atomic that changes a few times a day, with the one it
+//! copied. Cloning the shared `Arc` on every delivery instead would bounce its reference
+//! count between the cores; the `Rc`'s count is the shard's own.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -35,24 +37,27 @@ impl<T> Versioned<T> {
 }
 
 /// One shard's copy of a [`Versioned`] value.
+// The Rc around the Arc is the point: its count is this shard's alone (see the module
+// comment), where cloning the shared Arc would bounce its count between the cores.
+#[allow(clippy::redundant_allocation)]
 pub struct Cached<T> {
-    inner: RefCell<(Arc<T>, u64)>,
+    inner: RefCell<(Rc<Arc<T>>, u64)>,
 }
 
 impl<T> Cached<T> {
     pub fn new(src: &Versioned<T>) -> Self {
         let version = src.version.load(Ordering::Acquire);
         Self {
-            inner: RefCell::new((src.current(), version)),
+            inner: RefCell::new((Rc::new(src.current()), version)),
         }
     }
 
     /// The value, refreshed from `src` if it was replaced since the last look.
-    pub fn get(&self, src: &Versioned<T>) -> Arc<T> {
+    pub fn get(&self, src: &Versioned<T>) -> Rc<Arc<T>> {
         let version = src.version.load(Ordering::Acquire);
         let mut c = self.inner.borrow_mut();
         if c.1 != version {
-            *c = (src.current(), version);
+            *c = (Rc::new(src.current()), version);
         }
         c.0.clone()
     }
@@ -66,9 +71,9 @@ mod tests {
     fn a_copy_follows_replacements() {
         let v = Versioned::new(1);
         let c = Cached::new(&v);
-        assert_eq!(*c.get(&v), 1);
+        assert_eq!(**c.get(&v), 1);
         v.replace(2);
-        assert_eq!(*c.get(&v), 2);
-        assert_eq!(*c.get(&v), 2);
+        assert_eq!(**c.get(&v), 2);
+        assert_eq!(**c.get(&v), 2);
     }
 }

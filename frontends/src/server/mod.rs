@@ -129,12 +129,12 @@ fn local_server() -> Option<Rc<ShardServer>> {
 
 impl ShardServer {
     /// The configuration and certificate as they are now.
-    pub fn live(&self) -> Arc<Live> {
+    pub fn live(&self) -> Rc<Arc<Live>> {
         self.live.get(&self.shared.live)
     }
 
     /// The users as they are now.
-    pub fn users(&self) -> Arc<Users> {
+    pub fn users(&self) -> Rc<Arc<Users>> {
         self.users.get(&self.shared.users)
     }
 
@@ -156,7 +156,7 @@ impl ShardServer {
         if let Some(s) = self.auth_cache.borrow_mut().get(&users, &user, &password.0) {
             return Some(s);
         }
-        let (u, p) = (users.clone(), password.0.clone());
+        let (u, p) = (Arc::clone(&users), password.0.clone());
         let name = user.clone();
         let r = glommio::executor()
             .spawn_blocking(move || u.authenticate(&name, &p))
