@@ -204,10 +204,10 @@ pub struct Partition {
     maildrop_locks: RefCell<std::collections::HashSet<String>>,
     /// Bumped after every durable commit; IMAP sessions wait on it (IDLE).
     changes: crate::io::changes::Changes,
-    /// Per (account, mailbox): the highest UID some session was already told is \Recent
+    /// Per (account, mailbox's UIDVALIDITY): the highest UID some session was already told is \Recent
     /// (RFC 3501 section 2.3.2). Kept in memory only: after a restart, messages are
     /// \Recent to the first session again, as RFC 3501 allows of a server that cannot keep it.
-    recent: RefCell<HashMap<(String, String), u32>>,
+    recent: RefCell<HashMap<(String, u32), u32>>,
     /// `None` when deferred compression is off.
     worker: Option<CompressWorker>,
     deferred: RefCell<Deferred>,
@@ -577,8 +577,12 @@ impl Partition {
     /// to which earlier sessions claimed them; every message above it is \Recent to the
     /// caller, and to no later caller.
     pub fn claim_recent(&self, account: &str, mailbox: &str) -> Result<Uid> {
-        let last = self.status(account, mailbox)?.uidnext.0.saturating_sub(1);
-        let key = (account.to_string(), normalize_mailbox(mailbox));
+        let st = self.status(account, mailbox)?;
+        let last = st.uidnext.0.saturating_sub(1);
+        // By UIDVALIDITY, not by name: a mailbox deleted and created again under the same
+        // name starts from UID 1 again, and none of it is claimed (and a renamed one keeps
+        // its claims).
+        let key = (crate::state::normalize_account(account), st.uidvalidity.0);
         let mut r = self.recent.borrow_mut();
         let old = r.get(&key).copied().unwrap_or(0);
         r.insert(key, last.max(old));
@@ -587,7 +591,10 @@ impl Partition {
 
     /// The \Recent boundary without claiming (EXAMINE, STATUS RECENT).
     pub fn recent_boundary(&self, account: &str, mailbox: &str) -> Uid {
-        let key = (account.to_string(), normalize_mailbox(mailbox));
+        let Ok(st) = self.status(account, mailbox) else {
+            return Uid(0);
+        };
+        let key = (crate::state::normalize_account(account), st.uidvalidity.0);
         Uid(self.recent.borrow().get(&key).copied().unwrap_or(0))
     }
 
@@ -637,7 +644,13 @@ impl Partition {
 
     pub async fn delete_mailbox(self: &Rc<Self>, account: &str, name: &str) -> Result<()> {
         let m = self.state.borrow().plan_delete_mailbox(account, name)?;
-        self.commit(&[m]).await
+        let uidvalidity = self.status(account, name).map(|s| s.uidvalidity.0);
+        self.commit(&[m]).await?;
+        if let Ok(v) = uidvalidity {
+            let key = (crate::state::normalize_account(account), v);
+            self.recent.borrow_mut().remove(&key);
+        }
+        Ok(())
     }
 
     pub async fn subscribe(

@@ -609,10 +609,9 @@ impl PartitionState {
         uids: &[Uid],
     ) -> Result<Mutation, StoreError> {
         let (a, src) = self.mailbox(account, from)?;
+        // To the same mailbox too (RFC 6851 allows it; clients use it to renumber): the
+        // messages get new UIDs at its end and the old ones are expunged.
         let dst = a.mailbox_by_name(to).ok_or(StoreError::NoSuchMailbox)?;
-        if src.id == dst.id {
-            return Err(StoreError::InvalidName("MOVE to the same mailbox".into()));
-        }
         let uids = &dedup(uids)?;
         let mut next = dst.uidnext.0;
         let items = uids
@@ -849,9 +848,6 @@ impl PartitionState {
                         .mailboxes
                         .get(to)
                         .ok_or_else(|| ApplyError(format!("no mailbox {to}")))?;
-                    if from == to {
-                        return bad("move within one mailbox");
-                    }
                     let mut next = dst.uidnext.0;
                     let mut seen = std::collections::HashSet::new();
                     for (old, new) in items {

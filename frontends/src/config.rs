@@ -126,6 +126,9 @@ pub struct Auth {
     /// logins are refused until the window has passed (0: no limit).
     pub max_failures_per_account: u32,
     pub failure_window_secs: u64,
+    /// A login name without `@` is this domain's user (Dovecot's `auth_default_realm`);
+    /// unset: logins are full addresses.
+    pub default_domain: Option<String>,
 }
 
 /// Logging.
@@ -152,6 +155,7 @@ impl Default for Auth {
             max_failures_per_ip: 10,
             max_failures_per_account: 30,
             failure_window_secs: 900,
+            default_domain: None,
         }
     }
 }

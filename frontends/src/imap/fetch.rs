@@ -300,8 +300,15 @@ fn binary(raw: &[u8], meta: &MessageMeta, s: &Section) -> Result<Option<Vec<u8>>
     }
     let body = section::extract(raw, meta, s).unwrap_or_default();
     let decoded = section::decode_binary(&body, &p.encoding)?;
-    // Text goes out with CRLF line ends whatever the decoded bytes had (RFC 9051 4.3.1).
-    Ok(Some(if p.content_type.starts_with("text/") {
+    // The line ends of a text part sent as it was stored are protocol line ends: CRLF
+    // (RFC 9051 4.3.1), also where a client stored bare LFs. Decoded base64 is the content
+    // itself, octet for octet, bare LFs included; quoted-printable's line breaks already
+    // decode to CRLF (RFC 2045 6.7), and an encoded `=0A` is a bare LF of the content.
+    let identity = matches!(
+        p.encoding.to_ascii_uppercase().as_str(),
+        "" | "7BIT" | "8BIT"
+    );
+    Ok(Some(if identity && p.content_type.starts_with("text/") {
         section::to_crlf(&decoded).into_owned()
     } else {
         decoded
@@ -402,6 +409,29 @@ mod tests {
         assert_eq!(
             render(MSG, "RFC822.HEADER", false),
             "* 3 FETCH (RFC822.HEADER {34}\r\nFrom: a@b.example\r\nSubject: hi\r\n\r\n)\r\n"
+        );
+    }
+
+    /// Regression: decoded base64 of a text part had its bare LFs turned into CRLF, so
+    /// BINARY returned other octets than were encoded and BINARY.SIZE was one more per LF.
+    #[test]
+    fn binary_of_base64_text_is_the_decoded_octets_exactly() {
+        const B64: &[u8] = b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8Kd29ybGQ=\r\n";
+        assert_eq!(
+            render(B64, "(BINARY.SIZE[1] BINARY[1])", false),
+            "* 3 FETCH (BINARY.SIZE[1] 11 BINARY[1] {11}\r\nhello\nworld)\r\n"
+        );
+        // Quoted-printable: a line break is CRLF, an encoded =0A a bare LF.
+        const QP: &[u8] = b"Content-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\na=0Ab\ncd";
+        assert_eq!(
+            render(QP, "BINARY[1]", false),
+            "* 3 FETCH (BINARY[1] {7}\r\na\nb\r\ncd)\r\n"
+        );
+        // Sent as stored, a text part's bare LFs are line ends: CRLF.
+        const RAW: &[u8] = b"Content-Type: text/plain\r\n\r\nx\ny";
+        assert_eq!(
+            render(RAW, "BINARY[1]", false),
+            "* 3 FETCH (BINARY[1] {4}\r\nx\r\ny)\r\n"
         );
     }
 

@@ -506,6 +506,29 @@ fn collect_text(m: &Message, out: &mut String, depth: usize) {
     }
 }
 
+/// An address field's addresses as ENVELOPE has them, folded for matching:
+/// `name <mailbox@host>, ...` (RFC 2047 words in names decoded).
+fn address_text(raw: &str) -> String {
+    let mut s = String::new();
+    for a in crate::imap::structure::addresses(Some(raw))
+        .iter()
+        .filter(|a| a.host.is_some())
+    {
+        if let Some(n) = &a.name {
+            s.push_str(&decode_header(n.as_bytes()));
+            s.push(' ');
+        }
+        s.push('<');
+        s.push_str(a.mailbox.as_deref().unwrap_or(""));
+        if let Some(h) = a.host.as_deref().filter(|h| !h.is_empty()) {
+            s.push('@');
+            s.push_str(h);
+        }
+        s.push_str(">, ");
+    }
+    fold(&s)
+}
+
 struct Eval<'e, 'a> {
     c: &'e Candidate<'a>,
     ctx: &'e Context<'e>,
@@ -535,6 +558,25 @@ impl Eval<'_, '_> {
             .meta
             .and_then(|m| envelope_value(m, &name))
             .is_some_and(|v| fold(&decode_header(v.as_bytes())).contains(&needle))
+    }
+
+    /// An address field (FROM, TO, CC, BCC): the substring search of [`Self::header`], or a
+    /// match in the addresses as ENVELOPE parses them, `name <mailbox@host>` with comments
+    /// and folding gone, so `<user-from (comment)@ (comment) domain.org>` is found by
+    /// `FROM user-from@domain.org`.
+    fn address(&self, name: &str, needle: &str) -> bool {
+        if self.header(name, needle) {
+            return true;
+        }
+        let needle = fold(needle);
+        let found = |value: &str| address_text(value).contains(&needle);
+        if let Some(p) = self.parsed() {
+            return p.headers.iter().any(|(n, v)| n == name && found(v));
+        }
+        self.c
+            .meta
+            .and_then(|m| envelope_value(m, name))
+            .is_some_and(found)
     }
 
     fn sent(&self) -> Option<Day> {
@@ -587,11 +629,11 @@ impl Eval<'_, '_> {
             K::Unseen => !self.flag("\\Seen"),
             K::Keyword(f) => self.flag(f),
             K::Unkeyword(f) => !self.flag(f),
-            K::Bcc(s) => self.header("bcc", s),
-            K::Cc(s) => self.header("cc", s),
-            K::From(s) => self.header("from", s),
+            K::Bcc(s) => self.address("bcc", s),
+            K::Cc(s) => self.address("cc", s),
+            K::From(s) => self.address("from", s),
             K::Subject(s) => self.header("subject", s),
-            K::To(s) => self.header("to", s),
+            K::To(s) => self.address("to", s),
             K::Header(n, s) => self.header(n, s),
             K::Body(s) => self.parsed().is_some_and(|p| p.body.contains(&fold(s))),
             K::Text(s) => self.parsed().is_some_and(|p| {
@@ -1005,6 +1047,29 @@ Stra=C3=9Fe und MA=C3=91ANA, caf=C3=A9.\r\n";
             ..msg(&[], None, None)
         };
         assert!(hit("OLD UNSEEN", &old) && !hit("NEW", &old));
+    }
+
+    /// Regression: FROM/TO/CC/BCC matched only the header's text, so an address written
+    /// with comments and folding (as ENVELOPE parses it) was not found by its plain form.
+    #[test]
+    fn addresses_match_as_envelope_parses_them() {
+        let mail: &[u8] = b"From: <user-from (comment)@ (comment) domain.org>\r\nTo: x@y.org\r\nCc: =?UTF-8?Q?J=C3=B6rg?= <jorg (x) @example.org>\r\nSubject: s\r\n\r\nbody\r\n";
+        let meta = MessageMeta::parse(mail);
+        for (label, c) in [
+            ("raw", msg(&[], None, Some(mail))),
+            ("meta", msg(&[], Some(&meta), None)),
+        ] {
+            for (q, want) in [
+                ("FROM user-from@domain.org", true),
+                ("FROM comment", true),
+                ("FROM nobody@domain.org", false),
+                ("CC jorg@example.org", true),
+                ("CC jörg", true),
+                ("TO x@y.org", true),
+            ] {
+                assert_eq!(hit(q, &c), want, "{label}: {q}");
+            }
+        }
     }
 
     #[test]

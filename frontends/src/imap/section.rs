@@ -292,7 +292,8 @@ pub struct UnknownCte;
 /// The content of a part body with its Content-Transfer-Encoding (`encoding`, any case)
 /// removed, for BINARY[] (RFC 3516). Decoding is lenient, as RFC 2045 advises: characters
 /// outside the base64 alphabet are skipped, and a quoted-printable `=` not followed by two
-/// hex digits is kept as it is. Text parts should then go through [`to_crlf`].
+/// hex digits is kept as it is; quoted-printable line breaks decode to CRLF. Text parts sent
+/// without a transfer encoding should then go through [`to_crlf`].
 pub fn decode_binary(part_body: &[u8], encoding: &str) -> Result<Vec<u8>, UnknownCte> {
     match encoding.to_ascii_uppercase().as_str() {
         "" | "7BIT" | "8BIT" | "BINARY" => Ok(part_body.to_vec()),
@@ -360,7 +361,11 @@ fn quoted_printable(b: &[u8]) -> Vec<u8> {
                 }
             }
         }
-        out.extend_from_slice(eol);
+        // A hard line break stands for CRLF (RFC 2045 section 6.7), however the stored
+        // message ended the line.
+        if !eol.is_empty() {
+            out.extend_from_slice(b"\r\n");
+        }
     }
     out
 }
@@ -586,7 +591,12 @@ mod tests {
                 "café au lait\r\nsoftbreak ==end".as_bytes(),
             ),
             ("quoted-printable", b"a=ZZb=4\r\n=", b"a=ZZb=4\r\n"),
-            ("quoted-printable", b"lf\nonly=\nline\n", b"lf\nonlyline\n"),
+            // A line break is CRLF in the content (RFC 2045 section 6.7), stored as LF or not.
+            (
+                "quoted-printable",
+                b"lf\nonly=\nline\n",
+                b"lf\r\nonlyline\r\n",
+            ),
             ("7bit", b"as is=41\r\n", b"as is=41\r\n"),
             ("8BIT", b"\xe9\r\n", b"\xe9\r\n"),
             ("binary", b"\x00\xff", b"\x00\xff"),

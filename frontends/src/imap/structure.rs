@@ -321,7 +321,20 @@ fn write_part(out: &mut Vec<u8>, part: &PartMeta, extended: bool, depth: usize) 
         out.push(b' ');
         upper_string(out, sub);
         out.push(b' ');
-        write_params(out, &part.params);
+        // A text part without a charset is US-ASCII (RFC 2045 section 5.2); said outright,
+        // as Dovecot does, so clients need not know the default.
+        if ty.eq_ignore_ascii_case("text")
+            && !part
+                .params
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("charset"))
+        {
+            let mut params = part.params.clone();
+            params.push(("charset".into(), "us-ascii".into()));
+            write_params(out, &params);
+        } else {
+            write_params(out, &part.params);
+        }
         for f in [&part.id, &part.description] {
             out.push(b' ');
             encode::nstring(out, f.as_deref().map(str::as_bytes));
@@ -649,6 +662,23 @@ mod tests {
         );
     }
 
+    /// Regression: a text part without a charset parameter reported no parameters; RFC
+    /// 2045 says its charset is US-ASCII, and Dovecot says so in BODYSTRUCTURE.
+    #[test]
+    fn text_without_a_charset_is_us_ascii() {
+        assert_eq!(
+            body(b"Content-Type: text/html\r\n\r\nhi\r\n", false),
+            r#"("TEXT" "HTML" ("CHARSET" "us-ascii") NIL NIL "7BIT" 4 1)"#
+        );
+        assert_eq!(
+            body(
+                b"Content-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n",
+                false
+            ),
+            r#"("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 4 1)"#
+        );
+    }
+
     #[test]
     fn degenerate_structures_stay_well_formed() {
         let mut out = Vec::new();
@@ -657,7 +687,10 @@ mod tests {
             ..Default::default()
         };
         write_body_structure(&mut out, &empty_multipart, false);
-        assert_eq!(out, br#"(("TEXT" "PLAIN" NIL NIL NIL "7BIT" 0 0) "MIXED")"#);
+        assert_eq!(
+            out,
+            br#"(("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 0 0) "MIXED")"#
+        );
 
         // message/rfc822 with nothing inside still has an envelope and a body.
         out.clear();
@@ -669,7 +702,7 @@ mod tests {
         write_body_structure(&mut out, &hollow, false);
         assert_eq!(
             out,
-            &br#"("MESSAGE" "RFC822" NIL NIL NIL "7BIT" 0 (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) ("TEXT" "PLAIN" NIL NIL NIL "7BIT" 0 0) 0)"#[..]
+            &br#"("MESSAGE" "RFC822" NIL NIL NIL "7BIT" 0 (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) ("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 0 0) 0)"#[..]
         );
 
         // Metadata deeper than any parse produces is cut off, not recursed into.

@@ -210,6 +210,32 @@ impl Conn {
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
     }
 
+    /// Acknowledges what the client sent at once, instead of after the delayed-ACK timer.
+    ///
+    /// For a wait in the middle of a command: a client that writes an IMAP literal and its
+    /// closing CRLF in two writes (Python's imaplib does) holds the second, with Nagle's
+    /// algorithm, until the first is acknowledged; the kernel delays that ACK up to 40 ms
+    /// while the server has nothing to send. Each APPEND then took 44 ms instead of 0.5 ms.
+    /// TCP_QUICKACK sends the pending ACK now (it is not sticky: asked for each wait).
+    pub fn quick_ack(&self) {
+        let fd = match &self.stream {
+            Stream::Plain(s) => s.as_raw_fd(),
+            Stream::Tls(t) => t.tcp().as_raw_fd(),
+            Stream::Gone => return,
+        };
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt on a socket this connection owns, reading a local int.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+
     pub async fn close(&mut self) {
         let _ = match &mut self.stream {
             Stream::Plain(s) => s.close().await,

@@ -151,6 +151,10 @@ impl Io {
             if !self.flush().await {
                 return Err(Read::Closed);
             }
+            if self.framer.buffered() > 0 {
+                // Waiting for the rest of a command: see `Conn::quick_ack`.
+                self.conn.quick_ack();
+            }
             match self
                 .conn
                 .read_or_stop(&mut self.buf, patience.remaining())
@@ -178,12 +182,16 @@ fn preauth_timeout(server: &ShardServer) -> Duration {
     Duration::from_secs(server.live().cfg.limits.command_timeout_secs)
 }
 
+/// The longest command line outside literals IMAP accepts at least: an ID (RFC 2971) with
+/// its 30 fields of 1,024-byte values is about 32 KiB on one line.
+const MIN_IMAP_LINE: usize = 40 << 10;
+
 /// The framer's limits after login: a literal (an APPEND) up to the message size limit,
 /// and a whole command (MULTIAPPEND included) up to that plus 64 KiB.
 fn limits(server: &ShardServer) -> Limits {
     let max = server.live().cfg.limits.max_message_size;
     Limits {
-        max_line: server.live().cfg.limits.max_line_length.max(8192),
+        max_line: server.live().cfg.limits.max_line_length.max(MIN_IMAP_LINE),
         max_literal: max,
         max_nonsync_literal: max,
         max_command: max + (64 << 10),
@@ -555,6 +563,12 @@ struct Session {
     saved: Vec<u32>,
     keywords: Vec<String>,
     closing: bool,
+    /// The selected mailbox's HIGHESTMODSEQ was reported with CONDSTORE on (RFC 7162 section
+    /// 3.1: a command that enables CONDSTORE after SELECT reports it then).
+    modseq_told: bool,
+    /// How many of the account's keywords the last FLAGS response named (the list only
+    /// grows): a new one is announced before any FETCH shows it.
+    keywords_told: usize,
 }
 
 async fn authenticated(
@@ -577,6 +591,8 @@ async fn authenticated(
         saved: Vec::new(),
         keywords: Vec::new(),
         closing: false,
+        modseq_told: false,
+        keywords_told: 0,
     };
     if let Err(e) = s.server.ensure_account(&s.account).await {
         s.io.line(&format!("* BYE [UNAVAILABLE] {e}"));
@@ -682,12 +698,16 @@ impl Session {
         }
     }
 
+    /// A mailbox name as the client sent it, decoded. One that is not modified UTF-7 is
+    /// still a well-formed astring, so no mailbox has it: `NO [NONEXISTENT]`, as Dovecot
+    /// answers (CREATE says `NO [CANNOT]` itself), not `BAD`.
     fn mailbox_name(&self, raw: &str) -> Result<String, String> {
         let name = if self.enabled.utf8 {
             raw.to_string()
         } else {
-            mutf7::decode(raw)
-                .ok_or_else(|| "BAD mailbox name is not modified UTF-7".to_string())?
+            mutf7::decode(raw).ok_or_else(|| {
+                "NO [NONEXISTENT] no such mailbox (the name is not modified UTF-7)".to_string()
+            })?
         };
         let name = name.trim_end_matches(DELIMITER).to_string();
         if name.eq_ignore_ascii_case("INBOX") {
@@ -707,10 +727,33 @@ impl Session {
         out
     }
 
+    /// Reads the account's keywords again; a new one is announced at once (untagged FLAGS
+    /// and PERMANENTFLAGS, RFC 9051 section 7.3.5), before a FETCH can show it.
     fn refresh_keywords(&mut self) {
         if let Ok(k) = self.part.keywords(&self.account) {
             self.keywords = k;
         }
+        if let Some(v) = &self.view {
+            if self.keywords.len() > self.keywords_told {
+                let readonly = v.readonly;
+                self.flag_lines(readonly);
+            }
+        }
+    }
+
+    /// The FLAGS and PERMANENTFLAGS responses for the selected mailbox.
+    fn flag_lines(&mut self, readonly: bool) {
+        let mut l = b"* FLAGS ".to_vec();
+        let mut names: Vec<&str> =
+            vec!["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"];
+        names.extend(self.keywords.iter().map(|s| s.as_str()));
+        encode::flag_list(&mut l, names.iter().copied());
+        l.extend_from_slice(b"\r\n* OK [PERMANENTFLAGS ");
+        names.push("\\*");
+        encode::flag_list(&mut l, if readonly { vec![] } else { names });
+        l.extend_from_slice(b"] flags permitted\r\n");
+        self.io.out.extend_from_slice(&l);
+        self.keywords_told = self.keywords.len();
     }
 
     /// The IMAP names of a message's flags: system flags, then the account's keywords.
@@ -766,7 +809,16 @@ impl Session {
             uid: self.enabled.qresync,
             recent: !self.enabled.rev2,
         };
-        self.keywords = self.part.keywords(&self.account).unwrap_or_default();
+        if let Ok(k) = self.part.keywords(&self.account) {
+            self.keywords = k;
+        }
+        if self.keywords.len() > self.keywords_told {
+            let readonly = view.readonly;
+            self.flag_lines(readonly);
+        }
+        let Some(view) = self.view.as_mut() else {
+            return;
+        };
         let kw = &self.keywords;
         let render = |f: u64, out: &mut Vec<u8>| Self::render_flags(kw, f, false, out);
         view.sync(
@@ -809,12 +861,12 @@ impl Session {
                 for c in caps {
                     let hit = match c.as_str() {
                         "CONDSTORE" => {
-                            self.enabled.condstore = true;
+                            self.enable_condstore();
                             true
                         }
                         "QRESYNC" => {
                             self.enabled.qresync = true;
-                            self.enabled.condstore = true;
+                            self.enable_condstore();
                             true
                         }
                         "UTF8=ACCEPT" => {
@@ -850,6 +902,9 @@ impl Session {
                 self.select(tag, &mailbox, readonly, qresync).await
             }
             Command::Create(name) => {
+                if !self.enabled.utf8 && mutf7::decode(&name).is_none() {
+                    return Err("NO [CANNOT] the mailbox name is not modified UTF-7".into());
+                }
                 let name = self.mailbox_name(&name)?;
                 self.room_for(&name, 1)?;
                 // Superiors are created too (RFC 9051 section 6.3.4).
@@ -1174,7 +1229,11 @@ impl Session {
                 mutf7::decode(s)
             }
         };
-        let reference = decode(reference).ok_or("BAD reference is not modified UTF-7")?;
+        // A reference or pattern that is not modified UTF-7 names no mailbox: nothing
+        // matches it (an empty OK, as Dovecot answers).
+        let Some(reference) = decode(reference) else {
+            return Ok(());
+        };
         if patterns.len() == 1 && patterns[0].is_empty() && !lsub {
             // The hierarchy delimiter and root (RFC 9051 section 6.3.9).
             self.io.line("* LIST (\\Noselect) \"/\" \"\"");
@@ -1187,9 +1246,8 @@ impl Session {
         let show_subscribed = lsub || only_subscribed || ret.iter().any(|r| r == "SUBSCRIBED");
         let pats: Vec<String> = patterns
             .iter()
-            .map(|p| decode(p).map(|p| format!("{reference}{p}")))
-            .collect::<Option<_>>()
-            .ok_or("BAD pattern is not modified UTF-7")?;
+            .filter_map(|p| decode(p).map(|p| format!("{reference}{p}")))
+            .collect();
         for b in &boxes {
             if !pats.iter().any(|p| list_match(p, &b.name)) {
                 continue;
@@ -1264,16 +1322,7 @@ impl Session {
             recent_above.0,
         );
         self.refresh_keywords();
-        let mut l = b"* FLAGS ".to_vec();
-        let mut names: Vec<&str> =
-            vec!["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"];
-        names.extend(self.keywords.iter().map(|s| s.as_str()));
-        encode::flag_list(&mut l, names.iter().copied());
-        l.extend_from_slice(b"\r\n* OK [PERMANENTFLAGS ");
-        names.push("\\*");
-        encode::flag_list(&mut l, if readonly { vec![] } else { names });
-        l.extend_from_slice(b"] flags permitted\r\n");
-        self.io.out.extend_from_slice(&l);
+        self.flag_lines(readonly);
         self.io.line(&format!("* {} EXISTS", view.len()));
         if !self.enabled.rev2 {
             self.io.line(&format!("* {} RECENT", view.recent_count()));
@@ -1300,6 +1349,7 @@ impl Session {
             "* OK [HIGHESTMODSEQ {}] highest",
             view.highest_modseq
         ));
+        self.modseq_told = self.enabled.condstore;
         self.io
             .line(&format!("* OK [MAILBOXID ({})] stable id", mailbox_id(&st)));
         if let Some(q) = qresync.filter(|q| q.uidvalidity == view.uidvalidity) {
@@ -1599,6 +1649,23 @@ impl Session {
         Ok(())
     }
 
+    /// Turns CONDSTORE on (RFC 7162 section 3.1): by ENABLE, or by the first command that
+    /// uses a modification sequence. If a mailbox was selected before, its HIGHESTMODSEQ
+    /// is reported now, once.
+    fn enable_condstore(&mut self) {
+        self.enabled.condstore = true;
+        if self.modseq_told {
+            return;
+        }
+        if let Some(v) = &self.view {
+            self.io.line(&format!(
+                "* OK [HIGHESTMODSEQ {}] highest",
+                v.highest_modseq
+            ));
+            self.modseq_told = true;
+        }
+    }
+
     async fn fetch(
         &mut self,
         tag: &str,
@@ -1609,8 +1676,12 @@ impl Session {
     ) -> Res {
         let items = fetch::prepare(attrs).map_err(|e| format!("BAD {e}"))?;
         let needs = fetch::needs(&items);
-        if changed_since.is_some() {
-            self.enabled.condstore = true;
+        if changed_since.is_some()
+            || attrs
+                .iter()
+                .any(|a| matches!(a, crate::imap::FetchAttr::ModSeq))
+        {
+            self.enable_condstore();
         }
         let mut targets = self.resolve(set, uid)?;
         if let Some(since) = changed_since {
@@ -1785,7 +1856,7 @@ impl Session {
             return Err("NO [READ-ONLY] mailbox is read-only".into());
         }
         if unchanged_since.is_some() {
-            self.enabled.condstore = true;
+            self.enable_condstore();
         }
         let (sys, kws) = Self::parse_flags(flags)?;
         let targets = self.resolve(set, uid)?;
@@ -1900,9 +1971,6 @@ impl Session {
         if uids.is_empty() {
             return self.ok(tag, "nothing to do").await;
         }
-        if is_move && to == from {
-            return Err("NO [CANNOT] source and destination are the same mailbox".into());
-        }
         let (uv, pairs) = if is_move {
             self.part
                 .move_messages(&self.account, &from, &to, &uids)
@@ -1948,7 +2016,7 @@ impl Session {
         }
         let needs = search::needs(keys);
         if needs.modseq {
-            self.enabled.condstore = true;
+            self.enable_condstore();
         }
         self.refresh_keywords();
         let v = self.view();

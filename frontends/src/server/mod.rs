@@ -152,6 +152,7 @@ impl ShardServer {
         user: String,
         password: crate::smtp::Secret,
     ) -> Option<Vec<String>> {
+        let user = self.login_name(user);
         let users = self.users();
         if let Some(s) = self.auth_cache.borrow_mut().get(&users, &user, &password.0) {
             return Some(s);
@@ -173,6 +174,7 @@ impl ShardServer {
     /// and the salt shown for unknown users, the same on every attempt so probing cannot
     /// tell them from real ones.
     pub fn scram_lookup(&self, user: &str) -> ScramLookup {
+        let user = &self.login_name(user.to_string());
         let found = self.users().scram(user);
         let fake_salt = ringmail_engine::format::crc32(user.as_bytes())
             .to_le_bytes()
@@ -180,10 +182,20 @@ impl ShardServer {
         (found, smtp::random_b64(18), fake_salt)
     }
 
+    /// The address a login name stands for: with `[auth] default_domain` set, a name
+    /// without `@` is that domain's user.
+    fn login_name(&self, user: String) -> String {
+        match &self.live().cfg.auth.default_domain {
+            Some(d) if !user.contains('@') && !user.is_empty() => format!("{user}@{d}"),
+            _ => user,
+        }
+    }
+
     /// Before any credential is checked: whether logins from this address, or to this
     /// account, are refused for now (too many failures; see `throttle`). The refusal is
     /// logged and counted; the caller answers with its protocol's temporary error.
     pub fn login_blocked(&self, from: &LoginFrom, user: &str) -> bool {
+        let user = &self.login_name(user.to_string());
         match self.shared.throttle.check(from.ip, user, Instant::now()) {
             Ok(()) => false,
             Err(why) => {
@@ -217,6 +229,7 @@ impl ShardServer {
             return;
         }
         self.shared.metrics.auth_failure(from.protocol);
+        let user = &self.login_name(user.to_string());
         let rec = self.shared.throttle.failed(from.ip, user, Instant::now());
         tracing::info!(
             target: "ringmail::login",

@@ -27,6 +27,16 @@ fn write_date(out: &mut impl Write, t: SystemTime) {
     );
 }
 
+/// Writes `Return-Path:` with the envelope's reverse-path (RFC 5321 section 4.4: added by
+/// the server that makes the final delivery; `<>` for the null sender of bounces).
+pub fn write_return_path(out: &mut impl Write, from: &str) {
+    let _ = out.write_str("Return-Path: <");
+    for c in from.chars().filter(|c| !c.is_control()).take(320) {
+        let _ = out.write_char(c);
+    }
+    let _ = out.write_str(">\r\n");
+}
+
 /// Writes the header, CRLF-terminated, to `out`: the buffer the message then follows, so
 /// delivery builds the stored message with no intermediate string.
 pub fn write_header(
@@ -70,6 +80,14 @@ mod tests {
         let mut s = String::new();
         write_date(&mut s, t);
         s
+    }
+
+    #[test]
+    fn return_path() {
+        let mut s = String::new();
+        write_return_path(&mut s, "");
+        write_return_path(&mut s, "a@b.example");
+        assert_eq!(s, "Return-Path: <>\r\nReturn-Path: <a@b.example>\r\n");
     }
 
     #[test]

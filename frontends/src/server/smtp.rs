@@ -222,6 +222,8 @@ async fn deliver(
     // The stored message: the trace header, then the message, in one buffer (the received
     // bytes are freed at once: a large message is held twice only for this copy).
     let mut head = String::with_capacity(512 + message.len());
+    // Every delivery here is final: the reverse-path goes on top (RFC 5321 section 4.4).
+    received::write_return_path(&mut head, &env.from);
     received::write_header(
         &mut head,
         env,

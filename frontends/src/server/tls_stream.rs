@@ -38,6 +38,11 @@ impl TlsStream {
         Ok(s)
     }
 
+    /// The socket under the TLS session.
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
     pub fn from_parts(tcp: TcpStream, tls: ServerConnection) -> Self {
         Self {
             tcp,

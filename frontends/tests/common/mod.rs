@@ -427,7 +427,15 @@ pub fn inbox_with_meta(data: &Path, account: &str) -> Vec<(Vec<u8>, ringmail::mi
         .collect()
 }
 
+/// The message as the client sent it: without the `Return-Path:` and `Received:` headers
+/// the server put on top.
 pub fn strip_received(b: &[u8]) -> &[u8] {
+    assert!(
+        b.starts_with(b"Return-Path: <"),
+        "no Return-Path header: {:?}",
+        String::from_utf8_lossy(&b[..b.len().min(80)])
+    );
+    let b = &b[memchr_crlf(b).unwrap() + 2..];
     assert!(
         b.starts_with(b"Received: "),
         "no Received header: {:?}",

@@ -1,0 +1,245 @@
+//! IMAP as real clients and test suites see it (issue "IMAP and delivery correctness"):
+//! each test is a bug a client hit, fixed, on the real binary over loopback.
+
+mod common;
+
+use common::*;
+
+const ALICE: &str = "alice@example.org";
+
+fn imap_server(extra: &str) -> Server {
+    Server::with_config(
+        &[ALICE],
+        &format!("[auth]\ndanger_plaintext_without_tls = true\n{extra}"),
+    )
+}
+
+/// A logged-in raw IMAP connection.
+fn login(srv: &Server) -> Raw {
+    let mut c = Raw::connect_with(srv.imap, "* OK");
+    c.send(b"a LOGIN alice@example.org secret\r\n");
+    while !c.line().starts_with("a OK") {}
+    c
+}
+
+/// Sends a tagged command and returns every line up to and including the tagged reply.
+fn command(c: &mut Raw, tag: &str, cmd: &str) -> String {
+    c.send(format!("{tag} {cmd}\r\n").as_bytes());
+    let mut all = String::new();
+    loop {
+        let l = c.line();
+        all.push_str(&l);
+        if l.starts_with(&format!("{tag} ")) || l.is_empty() {
+            return all;
+        }
+    }
+}
+
+/// Item 1: Python's imaplib writes an APPEND's literal and its closing CRLF in two writes;
+/// with Nagle's algorithm the second waited for the server's delayed ACK, 40 ms and more
+/// per APPEND (0.5 ms with one write).
+#[test]
+fn an_append_written_in_two_pieces_is_not_held_for_a_delayed_ack() {
+    let srv = imap_server("");
+    let out = srv.python(
+        r#"
+import imaplib, os, statistics, time
+c = imaplib.IMAP4("127.0.0.1", int(os.environ["IMAP"]))
+c.login("alice@example.org", "secret")
+msg = b"From: a@example.org\r\nSubject: append\r\n\r\n" + b"line of text\r\n" * 200
+times = []
+for i in range(15):
+    t = time.perf_counter()
+    typ, _ = c.append("INBOX", None, None, msg)
+    times.append(time.perf_counter() - t)
+    assert typ == "OK"
+print("median_ms", round(statistics.median(times) * 1000, 2))
+c.logout()
+"#,
+    );
+    let median: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("median_ms "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The stall was 40 ms or more per APPEND; an APPEND takes about 1 ms here.
+    assert!(median < 20.0, "median APPEND {median} ms");
+}
+
+/// Item 6: a name with atom-specials that is not modified UTF-7 is still a well-formed
+/// astring: SELECT gets NO (no such mailbox), not BAD, and LIST matching it is OK.
+#[test]
+fn a_name_that_is_not_modified_utf7_is_just_nonexistent() {
+    let srv = imap_server("");
+    let mut c = login(&srv);
+    let name = "!#$&'+,-.0123456789:;<=>?@^_|[}";
+    let r = command(&mut c, "b", &format!("SELECT {name}"));
+    assert!(r.contains("b NO [NONEXISTENT]"), "{r}");
+    let r = command(&mut c, "c", &format!("LIST \"\" {name}"));
+    assert!(r.starts_with("c OK"), "{r}");
+    let r = command(&mut c, "d", &format!("STATUS {name} (MESSAGES)"));
+    assert!(r.contains("d NO"), "{r}");
+    let r = command(&mut c, "e", &format!("CREATE {name}"));
+    assert!(r.contains("e NO [CANNOT]"), "{r}");
+}
+
+/// Item 7: an ID with RFC 2971's maximum (30 fields, values of 1,024 octets) got `BAD line
+/// too long`.
+#[test]
+fn the_largest_id_rfc_2971_allows_is_accepted() {
+    let srv = imap_server("");
+    let mut c = Raw::connect_with(srv.imap, "* OK");
+    let fields: Vec<String> = (0..30)
+        .map(|i| format!("\"field{i:02}\" \"{}\"", "v".repeat(1024)))
+        .collect();
+    let r = command(&mut c, "a", &format!("ID ({})", fields.join(" ")));
+    assert!(r.contains("a OK"), "{}", &r[..r.len().min(300)]);
+}
+
+/// Item 15: with a default domain configured, the local part alone logs in (Dovecot's
+/// `auth_default_realm`); without one, it does not.
+#[test]
+fn the_local_part_alone_logs_in_with_a_default_domain() {
+    let script = r#"
+import imaplib, os
+c = imaplib.IMAP4("127.0.0.1", int(os.environ["IMAP"]))
+try:
+    c.login("alice", "secret"); print("imap ok")
+except imaplib.IMAP4.error as e:
+    print("imap refused")
+"#;
+    let srv = imap_server("default_domain = \"example.org\"\n");
+    assert!(srv.python(script).contains("imap ok"));
+    let srv = imap_server("");
+    assert!(srv.python(script).contains("imap refused"));
+}
+
+/// Appends a small message to `mailbox` over `c`.
+fn append(c: &mut Raw, tag: &str, mailbox: &str, subject: &str) {
+    let msg = format!("From: a@example.org\r\nSubject: {subject}\r\n\r\nbody\r\n");
+    let r = command(
+        c,
+        tag,
+        &format!("APPEND {mailbox} {{{}+}}\r\n{msg}", msg.len()),
+    );
+    assert!(r.contains(&format!("{tag} OK")), "{r}");
+}
+
+/// Item 2: \Recent claims were kept by mailbox name, so a mailbox deleted and created again
+/// under the same name had its new messages counted as claimed already.
+#[test]
+fn recent_starts_over_when_a_name_is_reused() {
+    let srv = imap_server("");
+    let mut c = login(&srv);
+    command(&mut c, "a1", "CREATE r");
+    for i in 0..3 {
+        append(&mut c, &format!("b{i}"), "r", "first");
+    }
+    assert!(command(&mut c, "c", "SELECT r").contains("* 3 RECENT"));
+    command(&mut c, "d", "CLOSE");
+    assert!(command(&mut c, "e", "DELETE r").contains("e OK"));
+    command(&mut c, "f", "CREATE r");
+    append(&mut c, "g1", "r", "second");
+    append(&mut c, "g2", "r", "second");
+    let r = command(&mut c, "h", "STATUS r (RECENT)");
+    assert!(r.contains("RECENT 2"), "{r}");
+    let r = command(&mut c, "i", "EXAMINE r");
+    assert!(r.contains("* 2 RECENT"), "{r}");
+}
+
+/// Item 3: a FETCH of MODSEQ enables CONDSTORE (RFC 7162 section 3.1): later STORE
+/// responses carry MODSEQ, and the enabling command reports HIGHESTMODSEQ once, since the
+/// SELECT came before CONDSTORE was on.
+#[test]
+fn a_fetch_of_modseq_enables_condstore() {
+    let srv = imap_server("");
+    let mut c = login(&srv);
+    append(&mut c, "a", "INBOX", "one");
+    command(&mut c, "b", "SELECT INBOX");
+    let r = command(&mut c, "c", "FETCH 1 (FLAGS MODSEQ)");
+    assert!(r.contains("* OK [HIGHESTMODSEQ "), "{r}");
+    assert!(r.contains("MODSEQ ("), "{r}");
+    let r = command(&mut c, "d", "STORE 1 +FLAGS (\\Flagged)");
+    let fetch = r.lines().find(|l| l.starts_with("* 1 FETCH")).unwrap_or("");
+    assert!(fetch.contains("MODSEQ ("), "{r}");
+    let r = command(&mut c, "e", "FETCH 1 (MODSEQ)");
+    assert!(!r.contains("HIGHESTMODSEQ"), "reported once: {r}");
+    // Enabled before SELECT: SELECT reports it, and no command repeats it.
+    let mut c = login(&srv);
+    command(&mut c, "a", "ENABLE CONDSTORE");
+    command(&mut c, "b", "SELECT INBOX");
+    let r = command(&mut c, "c", "FETCH 1 (MODSEQ)");
+    assert!(!r.contains("HIGHESTMODSEQ"), "{r}");
+}
+
+/// Item 9: MOVE to the selected mailbox itself renumbers the messages (RFC 6851); it got
+/// `NO [CANNOT]`.
+#[test]
+fn a_move_into_the_same_mailbox_renumbers() {
+    let srv = imap_server("");
+    let mut c = login(&srv);
+    append(&mut c, "a1", "INBOX", "one");
+    append(&mut c, "a2", "INBOX", "two");
+    command(&mut c, "b", "SELECT INBOX");
+    let r = command(&mut c, "c", "UID MOVE 1 INBOX");
+    assert!(r.contains("c OK"), "{r}");
+    assert!(r.contains("[COPYUID ") && r.contains(" 1 3]"), "{r}");
+    assert!(r.contains("* 1 EXPUNGE"), "{r}");
+    assert!(r.contains("* 2 EXISTS"), "{r}");
+    let r = command(
+        &mut c,
+        "d",
+        "UID FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])",
+    );
+    assert!(r.contains("UID 2 ") && r.contains("UID 3 "), "{r}");
+    assert!(
+        r.contains("Subject: one") && r.contains("Subject: two"),
+        "{r}"
+    );
+}
+
+/// Item 11: a STORE that makes a new keyword sends FLAGS and PERMANENTFLAGS before the
+/// FETCH that shows it, in this session and in others on the mailbox.
+#[test]
+fn a_new_keyword_is_announced_before_it_is_shown() {
+    let srv = imap_server("");
+    let mut c = login(&srv);
+    append(&mut c, "a", "INBOX", "one");
+    command(&mut c, "b", "SELECT INBOX");
+    let mut other = login(&srv);
+    command(&mut other, "b", "SELECT INBOX");
+    let r = command(&mut c, "c", "STORE 1 +FLAGS (hello)");
+    let flags = r.find("* FLAGS (").expect(&r);
+    let perm = r.find("[PERMANENTFLAGS (").expect(&r);
+    let fetch = r.find("* 1 FETCH").expect(&r);
+    assert!(flags < fetch && perm < fetch, "{r}");
+    assert!(r[flags..perm].contains("hello"), "{r}");
+    let r = command(&mut other, "c", "NOOP");
+    let flags = r.find("* FLAGS (").expect(&r);
+    let fetch = r.find("* 1 FETCH").expect(&r);
+    assert!(flags < fetch && r[flags..fetch].contains("hello"), "{r}");
+    // Once is enough.
+    let r = command(&mut c, "d", "STORE 1 -FLAGS (hello)");
+    assert!(!r.contains("* FLAGS"), "{r}");
+}
+
+/// Item 13: final delivery adds `Return-Path:` with the envelope sender (RFC 5321 section
+/// 4.4), `<>` for the null sender, over SMTP and LMTP.
+#[test]
+fn final_delivery_adds_return_path() {
+    let mut srv = imap_server("");
+    srv.python(
+        r#"
+import os, smtplib
+s = smtplib.SMTP("127.0.0.1", int(os.environ["SMTP"]))
+s.sendmail("", ["alice@example.org"], b"Subject: bounce\r\n\r\nx\r\n"); s.quit()
+l = smtplib.LMTP("127.0.0.1", int(os.environ["LMTP"]))
+l.sendmail("bob@remote.example", ["alice@example.org"], b"Subject: lmtp\r\n\r\nx\r\n"); l.quit()
+"#,
+    );
+    srv.stop();
+    let stored = inbox_raw(&srv.data(), ALICE);
+    assert!(stored[0].starts_with(b"Return-Path: <>\r\nReceived: from "));
+    assert!(stored[1].starts_with(b"Return-Path: <bob@remote.example>\r\nReceived: from "));
+}
