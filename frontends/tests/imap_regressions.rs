@@ -243,3 +243,50 @@ l.sendmail("bob@remote.example", ["alice@example.org"], b"Subject: lmtp\r\n\r\nx
     assert!(stored[0].starts_with(b"Return-Path: <>\r\nReceived: from "));
     assert!(stored[1].starts_with(b"Return-Path: <bob@remote.example>\r\nReceived: from "));
 }
+
+/// Item 5: after a literal8 APPEND, FETCH BODY[] and BODY[1] sent raw NUL octets inside
+/// ordinary literals, which IMAP forbids (RFC 3516 section 4.2). The part is stored base64
+/// now; BINARY gives the octets back exactly, in a literal8.
+#[test]
+fn nul_octets_travel_only_in_literal8() {
+    let srv = imap_server("");
+    let mut c = login(&srv);
+    let raw: &[u8] = b"Subject: nul\r\nContent-Type: text/plain\r\n\r\na\x00b\nc";
+    let mut cmd = format!("APPEND INBOX ~{{{}+}}\r\n", raw.len()).into_bytes();
+    cmd.extend_from_slice(raw);
+    c.send(b"b ");
+    c.send(&cmd);
+    c.send(b"\r\n");
+    loop {
+        let l = c.line();
+        if l.starts_with("b ") {
+            assert!(l.starts_with("b OK"), "{l}");
+            break;
+        }
+    }
+    command(&mut c, "c", "SELECT INBOX");
+    let read_all = |c: &mut Raw, tag: &str| {
+        let mut all = Vec::new();
+        loop {
+            let mut l = Vec::new();
+            std::io::BufRead::read_until(&mut c.s, b'\n', &mut l).unwrap();
+            all.extend_from_slice(&l);
+            if l.starts_with(tag.as_bytes()) || l.is_empty() {
+                return all;
+            }
+        }
+    };
+    c.send(b"d FETCH 1 (BODY.PEEK[] BODY.PEEK[1])\r\n");
+    let r = read_all(&mut c, "d ");
+    assert!(!r.contains(&0), "{:?}", String::from_utf8_lossy(&r));
+    let text = String::from_utf8_lossy(&r).to_string();
+    assert!(text.contains("Content-Transfer-Encoding: base64"), "{text}");
+    c.send(b"e FETCH 1 (BINARY.PEEK[1])\r\n");
+    let r = read_all(&mut c, "e ");
+    let want: &[u8] = b"BINARY[1] ~{5}\r\na\x00b\nc)";
+    assert!(
+        r.windows(want.len()).any(|w| w == want),
+        "{:?}",
+        String::from_utf8_lossy(&r)
+    );
+}

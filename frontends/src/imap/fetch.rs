@@ -233,7 +233,7 @@ pub fn write(
                 out.extend_from_slice(name.as_bytes());
                 out.push(b' ');
                 match section::extract(raw, meta, s) {
-                    Some(b) => encode::literal(out, &b),
+                    Some(b) => text_literal(out, &b),
                     None => out.extend_from_slice(b"NIL"),
                 }
             }
@@ -339,9 +339,20 @@ fn write_partial(out: &mut Vec<u8>, data: Option<&[u8]>, partial: Option<(u32, u
         None => out.extend_from_slice(b" NIL"),
         Some(d) => {
             out.push(b' ');
-            encode::literal(out, d);
+            text_literal(out, d);
         }
     }
+}
+
+/// An ordinary literal, which may not hold NUL (RFC 9051 section 4.3): new mail with NULs
+/// is stored re-encoded (`mime::binary`), and any NUL in mail stored before that is sent as
+/// 0x80, as Dovecot does. Only BINARY sends NULs, in a literal8.
+fn text_literal(out: &mut Vec<u8>, d: &[u8]) {
+    if memchr::memchr(0, d).is_none() {
+        return encode::literal(out, d);
+    }
+    let clean: Vec<u8> = d.iter().map(|&c| if c == 0 { 0x80 } else { c }).collect();
+    encode::literal(out, &clean);
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! can answer ENVELOPE, BODYSTRUCTURE and BODY[section] without parsing the body again.
 #![forbid(unsafe_code)]
 
+pub mod binary;
 pub mod meta;
 mod scan;
 

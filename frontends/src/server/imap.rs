@@ -1414,9 +1414,11 @@ impl Session {
                 None => None,
             };
             let (flags, keywords) = Self::parse_flags(&m.flags)?;
-            let meta = MessageMeta::parse(&m.message).encode();
+            // NUL octets (literal8): their parts are stored base64 (see `mime::binary`).
+            let body = crate::mime::binary::without_nul(&m.message).unwrap_or(m.message);
+            let meta = MessageMeta::parse(&body).encode();
             prepared.push(NewMessage {
-                body: m.message,
+                body,
                 meta,
                 flags,
                 keywords,

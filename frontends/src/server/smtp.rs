@@ -234,7 +234,11 @@ async fn deliver(
         SystemTime::now(),
     );
     let mut body = head.into_bytes();
-    body.extend_from_slice(&message);
+    // NUL octets (BODY=BINARYMIME): their parts are stored base64 (see `mime::binary`).
+    match crate::mime::binary::without_nul(&message) {
+        Some(clean) => body.extend_from_slice(&clean),
+        None => body.extend_from_slice(&message),
+    }
     drop(message);
     let size = body.len() as u64;
     let recipients: Vec<Recipient> = unique.iter().map(|a| Recipient::inbox(a)).collect();
