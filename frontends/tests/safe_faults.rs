@@ -31,7 +31,7 @@ fn deliver(port: u16, rcpt: &str, body: &[u8]) -> String {
     r
 }
 
-/// Bytes zstd cannot shrink (any byte but CR and LF), as message lines.
+/// Bytes zstd cannot shrink (any byte but CR, LF and NUL), as message lines.
 fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = b"Subject: noise\r\n\r\n".to_vec();
@@ -41,7 +41,8 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
             x ^= x >> 7;
             x ^= x << 17;
             match (x >> 24) as u8 {
-                b'\r' | b'\n' => out.push(b'x'),
+                // NUL too: a part holding one is stored base64 (`mime::binary`).
+                b'\r' | b'\n' | 0 => out.push(b'x'),
                 b => out.push(b),
             }
         }

@@ -662,6 +662,39 @@ mod tests {
         );
     }
 
+    /// Regression: only the first of repeated To/Cc/Bcc fields counted; Dovecot (and the
+    /// message's author) mean all of them.
+    #[test]
+    fn every_occurrence_of_an_address_field_counts() {
+        let raw = b"From: a@x.org\r\nCc: b@x.org\r\nTo: t@x.org\r\nCc: c@x.org,\r\n d@x.org\r\nSubject: s\r\n\r\nbody\r\n";
+        let env = envelope(raw);
+        assert!(
+            env.contains(r#"((NIL NIL "b" "x.org")(NIL NIL "c" "x.org")(NIL NIL "d" "x.org"))"#),
+            "{env}"
+        );
+    }
+
+    /// Regression: an RFC 2047-encoded parameter was decoded into its bytes; it is passed
+    /// as sent (RFC 2047 words are not allowed in parameters, and IMAP clients decode them
+    /// themselves), while an RFC 2231 one is decoded.
+    #[test]
+    fn parameters_are_passed_as_sent() {
+        let raw = b"Content-Type: text/plain; name=\"=?UTF-8?B?w6k=?=\"; charset=utf-8\r\nContent-Disposition: attachment; filename=\"=?UTF-8?B?w6k=?=\"\r\n\r\nx\r\n";
+        let b = body(raw, true);
+        assert!(
+            b.contains(r#"("NAME" "=?UTF-8?B?w6k=?=" "CHARSET" "utf-8")"#),
+            "{b}"
+        );
+        assert!(
+            b.contains(r#"("attachment" ("FILENAME" "=?UTF-8?B?w6k=?="))"#)
+                || b.contains(r#"("ATTACHMENT" ("FILENAME" "=?UTF-8?B?w6k=?="))"#),
+            "{b}"
+        );
+        let raw = b"Content-Type: text/plain; name*=utf-8''%C3%A9\r\n\r\nx\r\n";
+        let b = body(raw, false);
+        assert!(b.contains("(\"NAME\" {2}\r\n\u{e9} "), "{b}");
+    }
+
     /// Regression: a text part without a charset parameter reported no parameters; RFC
     /// 2045 says its charset is US-ASCII, and Dovecot says so in BODYSTRUCTURE.
     #[test]

@@ -9,7 +9,12 @@ use ringmail_engine::format::{Reader, Writer};
 use ringmail_engine::FormatError;
 
 /// Version of the encoding below; a change bumps it (old metadata is then reparsed).
-pub const META_VERSION: u8 = 2;
+/// Version 3 encodes as version 2 does, and means more in it: address fields hold every
+/// occurrence of their header, and parameters their value as sent (RFC 2047 words not
+/// decoded); version 2 is still read, as it was made.
+pub const META_VERSION: u8 = 3;
+/// The oldest version still read.
+const META_OLDEST: u8 = 2;
 /// Nesting beyond this is stored as an opaque leaf (a hostile message cannot recurse us).
 pub const MAX_DEPTH: usize = 32;
 const MAX_STR: u32 = 1 << 20;
@@ -224,7 +229,7 @@ impl MessageMeta {
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let mut r = Reader::new(bytes);
         let v = r.u8()?;
-        if v != META_VERSION {
+        if !(META_OLDEST..=META_VERSION).contains(&v) {
             return Err(FormatError::UnsupportedVersion {
                 got: v as u32,
                 supported: META_VERSION as u32,
@@ -324,9 +329,12 @@ mod tests {
             MessageMeta::decode(&enc),
             Err(FormatError::UnsupportedVersion {
                 got: 1,
-                supported: 2
+                supported: 3
             })
         ));
+        // Version 2 (the same encoding) is read as it is.
+        enc[0] = 2;
+        assert_eq!(MessageMeta::decode(&enc).unwrap(), m);
         // A version-2 encoding of a message without References round-trips too.
         let m = MessageMeta::parse(b"Subject: x\r\nMessage-ID: <x@y>\r\n\r\nbody\r\n");
         assert_eq!(m.envelope.references, None);

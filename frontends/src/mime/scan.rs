@@ -191,13 +191,20 @@ fn describe(headers: &Vec<Header<'_>>, block: &[u8], in_digest: bool) -> PartMet
                 vec![("charset".to_string(), "us-ascii".to_string())],
             ),
         };
-    let [id, description, location] = raw_headers(
+    let [id, description, location, raw_type, raw_disposition] = raw_headers(
         block,
-        ["Content-ID", "Content-Description", "Content-Location"],
+        [
+            "Content-ID",
+            "Content-Description",
+            "Content-Location",
+            "Content-Type",
+            "Content-Disposition",
+        ],
+        [false; 5],
     );
     PartMeta {
         content_type,
-        params,
+        params: as_sent(params, raw_type.as_deref()),
         id,
         description,
         encoding: value(HeaderName::ContentTransferEncoding)
@@ -206,7 +213,12 @@ fn describe(headers: &Vec<Header<'_>>, block: &[u8], in_digest: bool) -> PartMet
             .to_ascii_uppercase(),
         disposition: value(HeaderName::ContentDisposition)
             .and_then(HeaderValue::as_content_type)
-            .map(|d| (d.ctype().to_string(), pairs(d.attributes()))),
+            .map(|d| {
+                (
+                    d.ctype().to_string(),
+                    as_sent(pairs(d.attributes()), raw_disposition.as_deref()),
+                )
+            }),
         language: value(HeaderName::ContentLanguage)
             .and_then(HeaderValue::as_text)
             .map(str::to_string),
@@ -222,13 +234,91 @@ fn pairs(a: Option<&[mail_parser::Attribute<'_>]>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Parameters as the message wrote them where mail-parser decoded RFC 2047 words inside
+/// them (which RFC 2047 section 5 does not allow there, and which IMAP returns as sent, as
+/// Dovecot does): each parameter without `*` takes its value from `raw`, the header's own
+/// text. RFC 2231 parameters (`name*=`) keep their decoded value.
+fn as_sent(params: Vec<(String, String)>, raw: Option<&str>) -> Vec<(String, String)> {
+    let Some(raw) = raw.filter(|r| r.contains("=?")) else {
+        return params;
+    };
+    let sent = raw_params(raw);
+    params
+        .into_iter()
+        .map(|(k, v)| {
+            match sent
+                .iter()
+                .find(|(n, _)| !k.contains('*') && n.eq_ignore_ascii_case(&k))
+            {
+                Some((_, raw_v)) => (k, raw_v.clone()),
+                None => (k, v),
+            }
+        })
+        .collect()
+}
+
+/// `type/sub; name=value; name="quoted \" value"` → the (name, value) pairs, quotes and
+/// escapes removed, nothing else decoded.
+fn raw_params(value: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let b = value.as_bytes();
+    let mut i = memchr::memchr(b';', b).map_or(b.len(), |p| p + 1);
+    while i < b.len() {
+        while i < b.len() && (b[i] == b' ' || b[i] == b'\t' || b[i] == b';') {
+            i += 1;
+        }
+        let start = i;
+        while i < b.len() && b[i] != b'=' && b[i] != b';' {
+            i += 1;
+        }
+        let name = value[start..i].trim().to_string();
+        if i >= b.len() || b[i] == b';' {
+            continue;
+        }
+        i += 1; // '='
+        while i < b.len() && (b[i] == b' ' || b[i] == b'\t') {
+            i += 1;
+        }
+        let mut v = Vec::new();
+        if b.get(i) == Some(&b'"') {
+            i += 1;
+            while i < b.len() && b[i] != b'"' {
+                if b[i] == b'\\' && i + 1 < b.len() {
+                    i += 1;
+                }
+                v.push(b[i]);
+                i += 1;
+            }
+            i += 1;
+        } else {
+            while i < b.len() && b[i] != b';' {
+                v.push(b[i]);
+                i += 1;
+            }
+            while v.last().is_some_and(|c| c.is_ascii_whitespace()) {
+                v.pop();
+            }
+        }
+        if !name.is_empty() {
+            out.push((name, String::from_utf8_lossy(&v).into_owned()));
+        }
+    }
+    out
+}
+
 fn count_lines(b: &[u8]) -> u32 {
     memchr::memchr_iter(b'\n', b).count() as u32
 }
 
 /// The raw values of the first header of each of `names` in `block`, unfolded, without the
-/// trailing CRLF: one pass over the header bytes, whatever the number of names.
-fn raw_headers<const N: usize>(block: &[u8], names: [&str; N]) -> [Option<String>; N] {
+/// trailing CRLF: one pass over the header bytes, whatever the number of names. Where
+/// `join` is set, every occurrence counts, joined with `, ` (a message with two Cc: fields
+/// has the addresses of both, as Dovecot reads it).
+fn raw_headers<const N: usize>(
+    block: &[u8],
+    names: [&str; N],
+    join: [bool; N],
+) -> [Option<String>; N] {
     let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
     // The header being collected (its index in `names`).
     let mut current: Option<usize> = None;
@@ -256,11 +346,21 @@ fn raw_headers<const N: usize>(block: &[u8], names: [&str; N]) -> [Option<String
             .iter()
             .position(|n| n.as_bytes().eq_ignore_ascii_case(name))
         {
-            if found[i].is_none() {
-                found[i] = Some(
-                    String::from_utf8_lossy(line[colon + 1..].trim_ascii_start()).into_owned(),
-                );
-                current = Some(i);
+            let value = String::from_utf8_lossy(line[colon + 1..].trim_ascii_start());
+            match &mut found[i] {
+                None => {
+                    found[i] = Some(value.into_owned());
+                    current = Some(i);
+                }
+                Some(v) if join[i] => {
+                    v.truncate(v.trim_end().len());
+                    if !v.is_empty() {
+                        v.push_str(", ");
+                    }
+                    v.push_str(&value);
+                    current = Some(i);
+                }
+                Some(_) => {}
             }
         }
     }
@@ -287,6 +387,10 @@ pub(super) fn envelope(block: &[u8]) -> EnvelopeMeta {
                 "In-Reply-To",
                 "Message-ID",
                 "References",
+            ],
+            // The address fields: every occurrence.
+            [
+                false, false, true, true, true, true, true, true, false, false, false,
             ],
         );
     EnvelopeMeta {
