@@ -290,3 +290,29 @@ fn nul_octets_travel_only_in_literal8() {
         String::from_utf8_lossy(&r)
     );
 }
+
+/// Item 8: LIST-EXTENDED as RFC 5258 has it: unknown options are BAD; SUBSCRIBED lists
+/// subscriptions whose mailbox is gone (\NonExistent); RECURSIVEMATCH gives CHILDINFO; and
+/// LSUB shows a level `%` hides a subscription under, and subscriptions without a mailbox.
+#[test]
+fn list_extended_and_lsub_as_rfc_5258_has_them() {
+    let srv = imap_server("");
+    let mut c = login(&srv);
+    let r = command(&mut c, "a", "LIST (NOSUCH) \"\" *");
+    assert!(r.starts_with("a BAD"), "{r}");
+    let r = command(&mut c, "b", "LIST \"\" * RETURN (NOSUCH)");
+    assert!(r.starts_with("b BAD"), "{r}");
+    command(&mut c, "c1", "CREATE p/q");
+    command(&mut c, "c2", "SUBSCRIBE p/q");
+    command(&mut c, "c3", "CREATE gone");
+    command(&mut c, "c4", "SUBSCRIBE gone");
+    command(&mut c, "c5", "DELETE gone");
+    let r = command(&mut c, "d", "LIST (SUBSCRIBED) \"\" *");
+    assert!(r.contains("* LIST (\\NonExistent \\Subscribed) \"/\" gone"), "{r}");
+    assert!(r.contains("\\Subscribed) \"/\" p/q"), "{r}");
+    let r = command(&mut c, "e", "LIST (SUBSCRIBED RECURSIVEMATCH) \"\" %");
+    assert!(r.contains("\"/\" p (\"CHILDINFO\" (\"SUBSCRIBED\"))"), "{r}");
+    let r = command(&mut c, "f", "LSUB \"\" %");
+    assert!(r.contains("* LSUB (\\Noselect) \"/\" p"), "{r}");
+    assert!(r.contains("* LSUB (\\Noselect) \"/\" gone"), "{r}");
+}

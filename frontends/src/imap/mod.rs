@@ -8,6 +8,7 @@ pub mod datetime;
 pub mod encode;
 pub mod fetch;
 pub mod framer;
+pub mod list;
 pub mod mutf7;
 pub mod search;
 pub mod section;

@@ -23,8 +23,8 @@ use crate::imap::command::{AppendMessage, Qresync};
 use crate::imap::encode::compress_set;
 use crate::imap::view::{self, Msg, SyncOptions, View};
 use crate::imap::{
-    datetime, encode, fetch, mutf7, parse_command, search, sort, thread, Command, Frame, Framer,
-    Limits, SequenceSet, StatusItem, StoreOp,
+    datetime, encode, fetch, list, mutf7, parse_command, search, sort, thread, Command, Frame,
+    Framer, Limits, SequenceSet, StatusItem, StoreOp,
 };
 use crate::mime::MessageMeta;
 use crate::sasl::scram::{Finish, ServerExchange};
@@ -1239,52 +1239,43 @@ impl Session {
             self.io.line("* LIST (\\Noselect) \"/\" \"\"");
             return Ok(());
         }
+        let sel = list::Selection::parse(select)?;
+        let rets = list::Returns::parse(ret)?;
         let boxes = self.part.mailboxes(&self.account).map_err(no)?;
         let subs = self.part.subscriptions(&self.account).unwrap_or_default();
-        let only_subscribed = lsub || select.iter().any(|s| s == "SUBSCRIBED");
-        let only_special = select.iter().any(|s| s == "SPECIAL-USE");
-        let show_subscribed = lsub || only_subscribed || ret.iter().any(|r| r == "SUBSCRIBED");
         let pats: Vec<String> = patterns
             .iter()
             .filter_map(|p| decode(p).map(|p| format!("{reference}{p}")))
             .collect();
-        for b in &boxes {
-            if !pats.iter().any(|p| list_match(p, &b.name)) {
-                continue;
-            }
-            if only_subscribed && !subs.contains(&b.name) {
-                continue;
-            }
-            if only_special && b.special_use == SpecialUse::None {
-                continue;
-            }
-            let children = boxes.iter().any(|c| {
-                c.name.len() > b.name.len()
-                    && c.name.starts_with(&b.name)
-                    && c.name[b.name.len()..].starts_with(DELIMITER)
-            });
-            let mut attrs: Vec<&str> = vec![if children {
-                "\\HasChildren"
-            } else {
-                "\\HasNoChildren"
-            }];
-            if show_subscribed && subs.contains(&b.name) {
-                attrs.push("\\Subscribed");
-            }
-            if let Some(a) = b.special_use.attribute() {
-                attrs.push(a);
-            }
+        let seen: Vec<list::Mailbox> = boxes
+            .iter()
+            .map(|b| list::Mailbox {
+                name: &b.name,
+                special: b.special_use.attribute(),
+            })
+            .collect();
+        let entries = if lsub {
+            list::lsub(&seen, &subs, &pats)
+        } else {
+            list::list(&seen, &subs, &pats, sel, rets)
+        };
+        for e in entries {
             let mut l = if lsub {
                 b"* LSUB ".to_vec()
             } else {
                 b"* LIST ".to_vec()
             };
-            encode::flag_list(&mut l, attrs);
+            encode::flag_list(&mut l, e.attrs.iter().copied());
             l.extend_from_slice(b" \"/\" ");
-            l.extend_from_slice(&self.show_name(&b.name));
+            l.extend_from_slice(&self.show_name(&e.name));
+            if e.childinfo {
+                l.extend_from_slice(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))");
+            }
             l.extend_from_slice(b"\r\n");
-            if let Some(items) = status {
-                l.extend_from_slice(&self.status_line(b, items));
+            if let (Some(items), true) = (status, e.exists) {
+                if let Some(b) = boxes.iter().find(|b| b.name == e.name) {
+                    l.extend_from_slice(&self.status_line(b, items));
+                }
             }
             self.io.out.extend_from_slice(&l);
         }
@@ -2227,77 +2218,4 @@ fn mailbox_msgs(part: &Partition, account: &str, mailbox: &str) -> Result<Vec<Ms
             modseq: m.modseq.0,
         })
         .collect())
-}
-
-/// LIST pattern matching (RFC 9051 section 6.3.9): `*` matches anything, `%` anything but
-/// the delimiter. INBOX matches case-insensitively.
-fn list_match(pattern: &str, name: &str) -> bool {
-    // INBOX matches whatever the case of its letters in the pattern.
-    let p: Vec<char> = match pattern.get(..5) {
-        Some(head) if name == "INBOX" && head.eq_ignore_ascii_case("INBOX") => {
-            "INBOX".chars().chain(pattern[5..].chars()).collect()
-        }
-        _ => pattern.chars().collect(),
-    };
-    let n: Vec<char> = name.chars().collect();
-    // Dynamic programming over (pattern position, name position): O(|p| * |n|) whatever
-    // the wildcards, so no pattern can make it backtrack without end.
-    // row[j]: the pattern so far matches the first j characters of the name.
-    let mut row = vec![false; n.len() + 1];
-    row[0] = true;
-    for &pc in &p {
-        let mut next = vec![false; n.len() + 1];
-        match pc {
-            '*' => {
-                let mut any = false;
-                for j in 0..=n.len() {
-                    any |= row[j];
-                    next[j] = any;
-                }
-            }
-            '%' => {
-                let mut any = false;
-                for j in 0..=n.len() {
-                    any |= row[j];
-                    next[j] = any;
-                    // `%` does not cross the hierarchy delimiter.
-                    if j < n.len() && n[j] == DELIMITER {
-                        any = false;
-                    }
-                }
-            }
-            c => {
-                for j in 1..=n.len() {
-                    next[j] = row[j - 1] && n[j - 1] == c;
-                }
-            }
-        }
-        row = next;
-    }
-    row[n.len()]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::list_match;
-
-    #[test]
-    fn list_patterns() {
-        assert!(list_match("*", "a/b/c"));
-        assert!(list_match("%", "Sent"));
-        assert!(!list_match("%", "a/b"));
-        assert!(list_match("a/%", "a/b"));
-        assert!(list_match("inbox", "INBOX"));
-        assert!(list_match("S*", "Sent"));
-        assert!(!list_match("S*", "Trash"));
-        assert!(list_match("%/%", "a/b"));
-        assert!(!list_match("%", "a/"));
-        assert!(list_match("a%", "abc"));
-        assert!(list_match("INBOX*", "INBOX"));
-        assert!(!list_match("Entw&APw-rfe", "INBOX"));
-        // No backtracking blow-up: a long name and many stars answer at once.
-        let long = "a".repeat(4000);
-        assert!(!list_match("********b", &long));
-        assert!(list_match("*a*a*a*a*a*a*a*a", &long));
-    }
 }
