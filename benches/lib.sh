@@ -108,7 +108,8 @@ rm_ringmail() { # DIR USERS LISTENER=ADDR...
   for i in $(seq 0 $((users - 1))); do
     "$BIN/ringmail" user add "bench$i@example.org" --password bench --data "$dir" >/dev/null
   done
-  printf '[auth]\ndanger_plaintext_without_tls = true\n' >"$dir.toml"
+  # RING_CONFIG: top-level settings to add (they must come before the first [section]).
+  printf '%s\n[auth]\ndanger_plaintext_without_tls = true\n' "${RING_CONFIG:-}" >"$dir.toml"
   local -A on=()
   for l in "$@"; do
     on[${l%%=*}]=${l#*=}

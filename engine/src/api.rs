@@ -48,6 +48,12 @@ pub struct MailboxInfo {
     pub uidvalidity: UidValidity,
     pub uidnext: Uid,
     pub highest_modseq: ModSeq,
+    /// The mod-sequence of the last change to messages already in the mailbox (flags,
+    /// expunge, move away); new messages do not count. A reader that has seen the mailbox
+    /// up to `highest_modseq` X and finds this at most X knows that only messages with UIDs
+    /// from its UIDNEXT on came since. Kept in memory: after a restart it starts as
+    /// `highest_modseq`.
+    pub changed_modseq: ModSeq,
     pub special_use: SpecialUse,
     pub messages: u32,
     pub unseen: u32,
@@ -80,4 +86,9 @@ pub struct AccountInfo {
 pub struct StoreResult {
     pub changed: Vec<MessageInfo>,
     pub modified: Vec<Uid>,
+    /// When this STORE changed messages and is still the mailbox's last change to existing
+    /// messages: the mod-sequence of the change before it. A reader whose picture of the
+    /// mailbox was whole up to at least that, and who applies `changed`, has a picture
+    /// whole up to this STORE's mod-sequence (new messages aside).
+    pub previous_change: Option<ModSeq>,
 }

@@ -175,6 +175,9 @@ struct Housekeeping {
 const DEFER_UNTIL_QUIET: Duration = Duration::from_millis(50);
 /// After a background checkpoint failed, the next waits at least this long.
 const CHECKPOINT_RETRY: Duration = Duration::from_secs(30);
+/// Reads [`Partition::fetch_metas`] keeps in flight: one round trip to the device (or one
+/// io_uring submission for the page cache) serves that many messages of a scan.
+const META_READ_AHEAD: usize = 32;
 
 /// Messages stored raw for the worker to compress (deferred compression).
 #[derive(Default)]
@@ -689,6 +692,7 @@ impl Partition {
             uidvalidity: m.uidvalidity,
             uidnext: m.uidnext,
             highest_modseq: m.highest_modseq,
+            changed_modseq: m.changed_modseq,
             special_use: m.special_use,
             messages: m.index.len() as u32,
             unseen: m.unseen,
@@ -719,9 +723,42 @@ impl Partition {
         lo: Uid,
         hi: Uid,
     ) -> Result<Vec<MessageInfo>> {
+        self.messages_as(account, mailbox, lo, hi, |m| m)
+    }
+
+    /// [`Self::messages`], each made into what the caller keeps of it as it is read, so a
+    /// big mailbox is not first copied whole.
+    pub fn messages_as<T>(
+        &self,
+        account: &str,
+        mailbox: &str,
+        lo: Uid,
+        hi: Uid,
+        f: impl FnMut(MessageInfo) -> T,
+    ) -> Result<Vec<T>> {
         let st = self.state.borrow();
         let (_, m) = st.mailbox(account, mailbox)?;
-        Ok(m.index.range(lo, hi).map(to_info).collect())
+        let whole = lo.0 <= 1 && hi.0 == u32::MAX;
+        let mut out = Vec::with_capacity(if whole { m.index.len() } else { 0 });
+        out.extend(m.index.range(lo, hi).map(to_info).map(f));
+        Ok(out)
+    }
+
+    /// The messages of `uids` (ascending) that exist, in order, found in one walk.
+    pub fn messages_of(
+        &self,
+        account: &str,
+        mailbox: &str,
+        uids: &[Uid],
+    ) -> Result<Vec<MessageInfo>> {
+        let st = self.state.borrow();
+        let (_, m) = st.mailbox(account, mailbox)?;
+        if uids.is_sorted() {
+            return Ok(m.index.get_sorted(uids).map(to_info).collect());
+        }
+        let mut sorted = uids.to_vec();
+        sorted.sort_unstable();
+        Ok(m.index.get_sorted(&sorted).map(to_info).collect())
     }
 
     pub fn message(&self, account: &str, mailbox: &str, uid: Uid) -> Result<MessageInfo> {
@@ -995,13 +1032,17 @@ impl Partition {
         }
         let st = self.state.borrow();
         let (_, m) = st.mailbox(account, mailbox)?;
+        let changed: Vec<MessageInfo> = m.index.get_sorted(&changed_uids).map(to_info).collect();
+        // Every changed entry carries this STORE's mod-sequence unless a later change took
+        // some of them; then it is not the last change.
+        let previous_change = match changed.first() {
+            Some(c) if c.modseq == m.changed_modseq => Some(m.previous_change),
+            _ => None,
+        };
         Ok(StoreResult {
-            changed: changed_uids
-                .iter()
-                .filter_map(|&u| m.index.get(u))
-                .map(to_info)
-                .collect(),
+            changed,
             modified,
+            previous_change,
         })
     }
 
@@ -1109,6 +1150,23 @@ impl Partition {
         }
         let end = start.saturating_add(len).min(size);
         Ok(body[start as usize..end as usize].to_vec())
+    }
+
+    /// The metadata of each of `uids`, as [`Self::fetch_meta`] gives it, in the same order;
+    /// up to [`META_READ_AHEAD`] reads run at once, so a scan over a mailbox does not wait
+    /// for each record in turn.
+    pub async fn fetch_metas(
+        &self,
+        account: &str,
+        mailbox: &str,
+        uids: &[Uid],
+    ) -> Vec<Result<Vec<u8>>> {
+        use futures_util::stream::{self, StreamExt};
+        stream::iter(uids)
+            .map(|&uid| self.fetch_meta(account, mailbox, uid))
+            .buffered(META_READ_AHEAD)
+            .collect()
+            .await
     }
 
     /// The metadata stored with the message at delivery; reads no body bytes beyond the

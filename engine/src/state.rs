@@ -42,6 +42,12 @@ pub struct MailboxState {
     pub uidvalidity: UidValidity,
     pub uidnext: Uid,
     pub highest_modseq: ModSeq,
+    /// The mod-sequence of the last change to messages already there (flags, expunge, move
+    /// away), as far as this state knows: loaded from a checkpoint it is `highest_modseq`,
+    /// as if everything had just changed. Not stored.
+    pub changed_modseq: ModSeq,
+    /// `changed_modseq` before the last change (same caveat).
+    pub previous_change: ModSeq,
     pub special_use: SpecialUse,
     pub index: MailboxIndex,
     pub unseen: u32,
@@ -49,6 +55,12 @@ pub struct MailboxState {
 }
 
 impl MailboxState {
+    /// Existing messages change, at `highest_modseq`.
+    fn changed(&mut self) {
+        self.previous_change = self.changed_modseq;
+        self.changed_modseq = self.highest_modseq;
+    }
+
     fn count(&mut self, e: &Entry, sign: i64) {
         if e.flags & Flags::SEEN.0 == 0 {
             self.unseen = (self.unseen as i64 + sign) as u32;
@@ -209,6 +221,8 @@ impl PartitionState {
                     uidvalidity: UidValidity(m.uidvalidity.to_native()),
                     uidnext: Uid(m.uidnext.to_native()),
                     highest_modseq: ModSeq(m.highest_modseq.to_native()),
+                    changed_modseq: ModSeq(m.highest_modseq.to_native()),
+                    previous_change: ModSeq(m.highest_modseq.to_native()),
                     special_use: SpecialUse::from_u8(m.special_use).unwrap_or_default(),
                     index: MailboxIndex::with_base(BaseRef {
                         checkpoint: ck.clone(),
@@ -518,17 +532,16 @@ impl PartitionState {
         let uids = &dedup(uids)?;
         let mut items = Vec::new();
         let mut failed = Vec::new();
-        for &uid in uids {
-            let Some(e) = m.index.get(uid) else { continue };
+        for e in m.index.get_sorted(uids) {
             if let Some(since) = unchanged_since {
                 if e.modseq > since {
-                    failed.push(uid);
+                    failed.push(Uid(e.uid));
                     continue;
                 }
             }
             let new = op.apply(Flags(e.flags), flags);
             if new.0 != e.flags {
-                items.push((uid, new.0));
+                items.push((Uid(e.uid), new.0));
             }
         }
         Ok((
@@ -718,6 +731,8 @@ impl PartitionState {
                         uidvalidity: *uidvalidity,
                         uidnext: Uid(1),
                         highest_modseq: ModSeq(1),
+                        changed_modseq: ModSeq(1),
+                        previous_change: ModSeq(1),
                         special_use: SpecialUse::from_u8(*special_use).unwrap_or_default(),
                         index: MailboxIndex::default(),
                         unseen: 0,
@@ -804,16 +819,29 @@ impl PartitionState {
                 let mb = self.mailbox_mut(*account, *mailbox)?;
                 mb.highest_modseq.0 += 1;
                 let modseq = mb.highest_modseq.0;
-                for &(uid, flags) in items {
-                    let Some(mut e) = mb.index.get(uid) else {
-                        continue;
-                    };
-                    mb.count(&e, -1);
-                    e.flags = flags;
-                    e.modseq = modseq;
-                    mb.count(&e, 1);
-                    mb.index.replace(e);
+                mb.changed();
+                // Planned in UID order; a record made otherwise is put in order first.
+                let mut items = items.clone();
+                if !items.is_sorted_by_key(|(u, _)| *u) {
+                    items.sort_by_key(|(u, _)| *u);
                 }
+                let uids: Vec<Uid> = items.iter().map(|(u, _)| *u).collect();
+                let mut old = Vec::with_capacity(items.len());
+                let mut changed = Vec::with_capacity(items.len());
+                let mut it = items.iter().peekable();
+                for e in mb.index.get_sorted(&uids) {
+                    while it.peek().is_some_and(|(u, _)| u.0 < e.uid) {
+                        it.next();
+                    }
+                    let Some(&&(_, flags)) = it.peek() else { break };
+                    old.push(e);
+                    changed.push(Entry { flags, modseq, ..e });
+                }
+                for (o, n) in old.iter().zip(&changed) {
+                    mb.count(o, -1);
+                    mb.count(n, 1);
+                }
+                mb.index.replace_sorted(&changed);
             }
             Mutation::Expunge {
                 account,
@@ -822,6 +850,7 @@ impl PartitionState {
             } => {
                 let mb = self.mailbox_mut(*account, *mailbox)?;
                 mb.highest_modseq.0 += 1;
+                mb.changed();
                 let removed = mb.index.remove_many(uids);
                 for e in &removed {
                     mb.count(e, -1);
@@ -859,6 +888,7 @@ impl PartitionState {
                 }
                 let src = self.mailbox_mut(*account, *from)?;
                 src.highest_modseq.0 += 1;
+                src.changed();
                 let uids: Vec<Uid> = items.iter().map(|(u, _)| *u).collect();
                 let removed = src.index.remove_many(&uids);
                 for e in &removed {

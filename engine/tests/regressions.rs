@@ -230,3 +230,175 @@ fn compact_counts_removed_segments_despite_concurrent_appends() {
         assert_eq!(removed, planned.len());
     });
 }
+
+/// STORE finds and changes its messages in one walk over the index (checkpoint base, its
+/// patches, expunged positions, the tail since) instead of a search per UID, and an index
+/// most of whose base was changed is copied out of it: checked against a model over random
+/// UID sets, dense and sparse, with expunges and appends between, across a checkpoint and a
+/// reopen.
+#[test]
+fn stores_over_base_tail_and_holes_match_a_model() {
+    use rand::{Rng, SeedableRng};
+    use ringmail_engine::{FlagOp, Flags};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let model = run(&d.clone(), move || async move {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(20261206);
+        let p = open_with_account(&d, config(), A).await;
+        let mut model = std::collections::BTreeMap::new();
+        for n in 0..3000u64 {
+            let uid = p
+                .append(A, "INBOX", &new_message(message(n, 200)))
+                .await
+                .unwrap()
+                .uid
+                .0;
+            model.insert(uid, 0u64);
+            if n == 2000 {
+                // The first 2000 go into the checkpoint's base; the rest stay in the tail.
+                p.checkpoint().await.unwrap();
+            }
+        }
+        // Holes in the base and in the tail.
+        let gone: Vec<Uid> = model
+            .keys()
+            .filter(|u| *u % 7 == 3)
+            .map(|&u| Uid(u))
+            .collect();
+        p.expunge(A, "INBOX", Some(&gone)).await.unwrap();
+        for u in &gone {
+            model.remove(&u.0);
+        }
+        for round in 0..60 {
+            let flag = [Flags::SEEN, Flags::FLAGGED, Flags::ANSWERED][round % 3];
+            let op = if rng.gen_bool(0.5) {
+                FlagOp::Add
+            } else {
+                FlagOp::Remove
+            };
+            // Dense ranges, sparse picks, UIDs that do not exist.
+            let uids: Vec<Uid> = match round % 3 {
+                0 => (1..=3200).map(Uid).collect(),
+                1 => (0..20).map(|_| Uid(rng.gen_range(1..=3200))).collect(),
+                _ => (rng.gen_range(1..1500)..rng.gen_range(1500..=3200))
+                    .map(Uid)
+                    .collect(),
+            };
+            p.store(A, "INBOX", &uids, op, flag, &[], None)
+                .await
+                .unwrap();
+            for u in &uids {
+                if let Some(f) = model.get_mut(&u.0) {
+                    *f = match op {
+                        FlagOp::Add => *f | flag.0,
+                        _ => *f & !flag.0,
+                    };
+                }
+            }
+            if round == 30 {
+                p.checkpoint().await.unwrap();
+            }
+            if round % 10 == 5 {
+                // Expunges and appends over an index a dense STORE copied out of its base.
+                let gone: Vec<Uid> = model
+                    .keys()
+                    .filter(|_| rng.gen_bool(0.05))
+                    .map(|&u| Uid(u))
+                    .collect();
+                p.expunge(A, "INBOX", Some(&gone)).await.unwrap();
+                for u in &gone {
+                    model.remove(&u.0);
+                }
+                let uid = p
+                    .append(A, "INBOX", &new_message(message(round as u64, 200)))
+                    .await
+                    .unwrap()
+                    .uid
+                    .0;
+                model.insert(uid, 0u64);
+            }
+            assert_matches_model(&p, &model, &format!("round {round}"));
+        }
+        p.close().await.unwrap();
+        model
+    });
+    let d = dir.path().to_path_buf();
+    run(&d.clone(), move || async move {
+        let p = open(&d, config()).await;
+        assert_matches_model(&p, &model, "after reopen");
+    });
+}
+
+/// The INBOX's UIDs and system flags are the model's.
+fn assert_matches_model(
+    p: &ringmail_engine::Partition,
+    model: &std::collections::BTreeMap<u32, u64>,
+    when: &str,
+) {
+    use ringmail_engine::Flags;
+    let have: Vec<(u32, u64)> = p
+        .messages(A, "INBOX", Uid(1), Uid(u32::MAX))
+        .unwrap()
+        .iter()
+        .map(|m| (m.uid.0, m.flags.0 & Flags::SYSTEM_MASK))
+        .collect();
+    let want: Vec<(u32, u64)> = model.iter().map(|(&u, &f)| (u, f)).collect();
+    assert_eq!(have, want, "{when}");
+}
+
+/// A selected mailbox was read whole after every APPEND to tell the session what changed
+/// (quadratic filling); `changed_modseq` now says when only new messages came, and a
+/// STORE's `previous_change` when the store was the next change after what a reader saw.
+#[test]
+fn changed_modseq_counts_changes_to_existing_messages_only() {
+    use ringmail_engine::{FlagOp, Flags};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(&d.clone(), move || async move {
+        let p = open_with_account(&d, config(), A).await;
+        let add = |uid: u32, flag: Flags| {
+            let p = p.clone();
+            async move {
+                p.store(A, "INBOX", &[Uid(uid)], FlagOp::Add, flag, &[], None)
+                    .await
+                    .unwrap()
+            }
+        };
+        for n in 0..3 {
+            p.append(A, "INBOX", &new_message(message(n, 300)))
+                .await
+                .unwrap();
+        }
+        let st = p.status(A, "INBOX").unwrap();
+        let appended = st.changed_modseq;
+        assert!(appended < st.highest_modseq, "{st:?}");
+        let seen = st.highest_modseq;
+        let r = add(2, Flags::SEEN).await;
+        let st = p.status(A, "INBOX").unwrap();
+        assert_eq!(st.changed_modseq, r.changed[0].modseq);
+        assert_eq!(r.previous_change, Some(appended));
+        assert!(r.previous_change.unwrap() <= seen);
+        // More mail: not a change to what was there.
+        p.append(A, "INBOX", &new_message(message(9, 300)))
+            .await
+            .unwrap();
+        let st2 = p.status(A, "INBOX").unwrap();
+        assert_eq!(st2.changed_modseq, st.changed_modseq);
+        assert!(st2.highest_modseq > st.highest_modseq);
+        let r2 = add(1, Flags::FLAGGED).await;
+        assert_eq!(r2.previous_change, Some(st.changed_modseq));
+        // A STORE that changes nothing is no change and claims nothing.
+        let r3 = add(1, Flags::FLAGGED).await;
+        assert!(r3.changed.is_empty() && r3.previous_change.is_none());
+        p.expunge(A, "INBOX", Some(&[Uid(3)])).await.unwrap();
+        let st3 = p.status(A, "INBOX").unwrap();
+        assert_eq!(st3.changed_modseq, st3.highest_modseq);
+        assert!(st3.changed_modseq > r2.changed[0].modseq);
+        p.close().await.unwrap();
+        drop(p);
+        // After a restart every reader starts over: as if everything had just changed.
+        let p = open(&d, config()).await;
+        let st4 = p.status(A, "INBOX").unwrap();
+        assert_eq!(st4.changed_modseq, st4.highest_modseq);
+    });
+}

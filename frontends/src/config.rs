@@ -25,6 +25,9 @@ pub struct Config {
     /// Mail each partition may keep stored uncompressed, in MiB, for a background thread to
     /// compress when a core is idle (0: compress every message before it is stored).
     pub deferred_compression_mib: u64,
+    /// Envelopes (the headers SEARCH, SORT and THREAD read) each shard keeps in memory, in
+    /// MiB; about 300 bytes a message, so the default holds ~200,000 messages per shard.
+    pub envelope_cache_mib: u64,
     /// The name this server gives in greetings and Received headers; by default the
     /// machine's host name.
     pub hostname: String,
@@ -233,6 +236,7 @@ impl Default for Config {
             partitions: 0,
             spin_before_park_us: 0,
             deferred_compression_mib: 1024,
+            envelope_cache_mib: 64,
             hostname: machine_hostname(),
             log: Log::default(),
             listen: Listen::default(),

@@ -7,40 +7,12 @@ use common::*;
 
 const ALICE: &str = "alice@example.org";
 
-fn imap_server(extra: &str) -> Server {
-    Server::with_config(
-        &[ALICE],
-        &format!("[auth]\ndanger_plaintext_without_tls = true\n{extra}"),
-    )
-}
-
-/// A logged-in raw IMAP connection.
-fn login(srv: &Server) -> Raw {
-    let mut c = Raw::connect_with(srv.imap, "* OK");
-    c.send(b"a LOGIN alice@example.org secret\r\n");
-    while !c.line().starts_with("a OK") {}
-    c
-}
-
-/// Sends a tagged command and returns every line up to and including the tagged reply.
-fn command(c: &mut Raw, tag: &str, cmd: &str) -> String {
-    c.send(format!("{tag} {cmd}\r\n").as_bytes());
-    let mut all = String::new();
-    loop {
-        let l = c.line();
-        all.push_str(&l);
-        if l.starts_with(&format!("{tag} ")) || l.is_empty() {
-            return all;
-        }
-    }
-}
-
 /// Item 1: Python's imaplib writes an APPEND's literal and its closing CRLF in two writes;
 /// with Nagle's algorithm the second waited for the server's delayed ACK, 40 ms and more
 /// per APPEND (0.5 ms with one write).
 #[test]
 fn an_append_written_in_two_pieces_is_not_held_for_a_delayed_ack() {
-    let srv = imap_server("");
+    let srv = imap_server(&[ALICE], "", "");
     let out = srv.python(
         r#"
 import imaplib, os, statistics, time
@@ -71,16 +43,16 @@ c.logout()
 /// astring: SELECT gets NO (no such mailbox), not BAD, and LIST matching it is OK.
 #[test]
 fn a_name_that_is_not_modified_utf7_is_just_nonexistent() {
-    let srv = imap_server("");
-    let mut c = login(&srv);
+    let srv = imap_server(&[ALICE], "", "");
+    let mut c = imap_login(&srv, ALICE);
     let name = "!#$&'+,-.0123456789:;<=>?@^_|[}";
-    let r = command(&mut c, "b", &format!("SELECT {name}"));
+    let r = imap_command(&mut c, "b", &format!("SELECT {name}"));
     assert!(r.contains("b NO [NONEXISTENT]"), "{r}");
-    let r = command(&mut c, "c", &format!("LIST \"\" {name}"));
+    let r = imap_command(&mut c, "c", &format!("LIST \"\" {name}"));
     assert!(r.starts_with("c OK"), "{r}");
-    let r = command(&mut c, "d", &format!("STATUS {name} (MESSAGES)"));
+    let r = imap_command(&mut c, "d", &format!("STATUS {name} (MESSAGES)"));
     assert!(r.contains("d NO"), "{r}");
-    let r = command(&mut c, "e", &format!("CREATE {name}"));
+    let r = imap_command(&mut c, "e", &format!("CREATE {name}"));
     assert!(r.contains("e NO [CANNOT]"), "{r}");
 }
 
@@ -88,12 +60,12 @@ fn a_name_that_is_not_modified_utf7_is_just_nonexistent() {
 /// too long`.
 #[test]
 fn the_largest_id_rfc_2971_allows_is_accepted() {
-    let srv = imap_server("");
+    let srv = imap_server(&[ALICE], "", "");
     let mut c = Raw::connect_with(srv.imap, "* OK");
     let fields: Vec<String> = (0..30)
         .map(|i| format!("\"field{i:02}\" \"{}\"", "v".repeat(1024)))
         .collect();
-    let r = command(&mut c, "a", &format!("ID ({})", fields.join(" ")));
+    let r = imap_command(&mut c, "a", &format!("ID ({})", fields.join(" ")));
     assert!(r.contains("a OK"), "{}", &r[..r.len().min(300)]);
 }
 
@@ -109,16 +81,16 @@ try:
 except imaplib.IMAP4.error as e:
     print("imap refused")
 "#;
-    let srv = imap_server("default_domain = \"example.org\"\n");
+    let srv = imap_server(&[ALICE], "", "default_domain = \"example.org\"\n");
     assert!(srv.python(script).contains("imap ok"));
-    let srv = imap_server("");
+    let srv = imap_server(&[ALICE], "", "");
     assert!(srv.python(script).contains("imap refused"));
 }
 
 /// Appends a small message to `mailbox` over `c`.
 fn append(c: &mut Raw, tag: &str, mailbox: &str, subject: &str) {
     let msg = format!("From: a@example.org\r\nSubject: {subject}\r\n\r\nbody\r\n");
-    let r = command(
+    let r = imap_command(
         c,
         tag,
         &format!("APPEND {mailbox} {{{}+}}\r\n{msg}", msg.len()),
@@ -130,21 +102,21 @@ fn append(c: &mut Raw, tag: &str, mailbox: &str, subject: &str) {
 /// under the same name had its new messages counted as claimed already.
 #[test]
 fn recent_starts_over_when_a_name_is_reused() {
-    let srv = imap_server("");
-    let mut c = login(&srv);
-    command(&mut c, "a1", "CREATE r");
+    let srv = imap_server(&[ALICE], "", "");
+    let mut c = imap_login(&srv, ALICE);
+    imap_command(&mut c, "a1", "CREATE r");
     for i in 0..3 {
         append(&mut c, &format!("b{i}"), "r", "first");
     }
-    assert!(command(&mut c, "c", "SELECT r").contains("* 3 RECENT"));
-    command(&mut c, "d", "CLOSE");
-    assert!(command(&mut c, "e", "DELETE r").contains("e OK"));
-    command(&mut c, "f", "CREATE r");
+    assert!(imap_command(&mut c, "c", "SELECT r").contains("* 3 RECENT"));
+    imap_command(&mut c, "d", "CLOSE");
+    assert!(imap_command(&mut c, "e", "DELETE r").contains("e OK"));
+    imap_command(&mut c, "f", "CREATE r");
     append(&mut c, "g1", "r", "second");
     append(&mut c, "g2", "r", "second");
-    let r = command(&mut c, "h", "STATUS r (RECENT)");
+    let r = imap_command(&mut c, "h", "STATUS r (RECENT)");
     assert!(r.contains("RECENT 2"), "{r}");
-    let r = command(&mut c, "i", "EXAMINE r");
+    let r = imap_command(&mut c, "i", "EXAMINE r");
     assert!(r.contains("* 2 RECENT"), "{r}");
 }
 
@@ -153,23 +125,23 @@ fn recent_starts_over_when_a_name_is_reused() {
 /// SELECT came before CONDSTORE was on.
 #[test]
 fn a_fetch_of_modseq_enables_condstore() {
-    let srv = imap_server("");
-    let mut c = login(&srv);
+    let srv = imap_server(&[ALICE], "", "");
+    let mut c = imap_login(&srv, ALICE);
     append(&mut c, "a", "INBOX", "one");
-    command(&mut c, "b", "SELECT INBOX");
-    let r = command(&mut c, "c", "FETCH 1 (FLAGS MODSEQ)");
+    imap_command(&mut c, "b", "SELECT INBOX");
+    let r = imap_command(&mut c, "c", "FETCH 1 (FLAGS MODSEQ)");
     assert!(r.contains("* OK [HIGHESTMODSEQ "), "{r}");
     assert!(r.contains("MODSEQ ("), "{r}");
-    let r = command(&mut c, "d", "STORE 1 +FLAGS (\\Flagged)");
+    let r = imap_command(&mut c, "d", "STORE 1 +FLAGS (\\Flagged)");
     let fetch = r.lines().find(|l| l.starts_with("* 1 FETCH")).unwrap_or("");
     assert!(fetch.contains("MODSEQ ("), "{r}");
-    let r = command(&mut c, "e", "FETCH 1 (MODSEQ)");
+    let r = imap_command(&mut c, "e", "FETCH 1 (MODSEQ)");
     assert!(!r.contains("HIGHESTMODSEQ"), "reported once: {r}");
     // Enabled before SELECT: SELECT reports it, and no command repeats it.
-    let mut c = login(&srv);
-    command(&mut c, "a", "ENABLE CONDSTORE");
-    command(&mut c, "b", "SELECT INBOX");
-    let r = command(&mut c, "c", "FETCH 1 (MODSEQ)");
+    let mut c = imap_login(&srv, ALICE);
+    imap_command(&mut c, "a", "ENABLE CONDSTORE");
+    imap_command(&mut c, "b", "SELECT INBOX");
+    let r = imap_command(&mut c, "c", "FETCH 1 (MODSEQ)");
     assert!(!r.contains("HIGHESTMODSEQ"), "{r}");
 }
 
@@ -177,17 +149,17 @@ fn a_fetch_of_modseq_enables_condstore() {
 /// `NO [CANNOT]`.
 #[test]
 fn a_move_into_the_same_mailbox_renumbers() {
-    let srv = imap_server("");
-    let mut c = login(&srv);
+    let srv = imap_server(&[ALICE], "", "");
+    let mut c = imap_login(&srv, ALICE);
     append(&mut c, "a1", "INBOX", "one");
     append(&mut c, "a2", "INBOX", "two");
-    command(&mut c, "b", "SELECT INBOX");
-    let r = command(&mut c, "c", "UID MOVE 1 INBOX");
+    imap_command(&mut c, "b", "SELECT INBOX");
+    let r = imap_command(&mut c, "c", "UID MOVE 1 INBOX");
     assert!(r.contains("c OK"), "{r}");
     assert!(r.contains("[COPYUID ") && r.contains(" 1 3]"), "{r}");
     assert!(r.contains("* 1 EXPUNGE"), "{r}");
     assert!(r.contains("* 2 EXISTS"), "{r}");
-    let r = command(
+    let r = imap_command(
         &mut c,
         "d",
         "UID FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])",
@@ -203,24 +175,24 @@ fn a_move_into_the_same_mailbox_renumbers() {
 /// FETCH that shows it, in this session and in others on the mailbox.
 #[test]
 fn a_new_keyword_is_announced_before_it_is_shown() {
-    let srv = imap_server("");
-    let mut c = login(&srv);
+    let srv = imap_server(&[ALICE], "", "");
+    let mut c = imap_login(&srv, ALICE);
     append(&mut c, "a", "INBOX", "one");
-    command(&mut c, "b", "SELECT INBOX");
-    let mut other = login(&srv);
-    command(&mut other, "b", "SELECT INBOX");
-    let r = command(&mut c, "c", "STORE 1 +FLAGS (hello)");
+    imap_command(&mut c, "b", "SELECT INBOX");
+    let mut other = imap_login(&srv, ALICE);
+    imap_command(&mut other, "b", "SELECT INBOX");
+    let r = imap_command(&mut c, "c", "STORE 1 +FLAGS (hello)");
     let flags = r.find("* FLAGS (").expect(&r);
     let perm = r.find("[PERMANENTFLAGS (").expect(&r);
     let fetch = r.find("* 1 FETCH").expect(&r);
     assert!(flags < fetch && perm < fetch, "{r}");
     assert!(r[flags..perm].contains("hello"), "{r}");
-    let r = command(&mut other, "c", "NOOP");
+    let r = imap_command(&mut other, "c", "NOOP");
     let flags = r.find("* FLAGS (").expect(&r);
     let fetch = r.find("* 1 FETCH").expect(&r);
     assert!(flags < fetch && r[flags..fetch].contains("hello"), "{r}");
     // Once is enough.
-    let r = command(&mut c, "d", "STORE 1 -FLAGS (hello)");
+    let r = imap_command(&mut c, "d", "STORE 1 -FLAGS (hello)");
     assert!(!r.contains("* FLAGS"), "{r}");
 }
 
@@ -228,7 +200,7 @@ fn a_new_keyword_is_announced_before_it_is_shown() {
 /// 4.4), `<>` for the null sender, over SMTP and LMTP.
 #[test]
 fn final_delivery_adds_return_path() {
-    let mut srv = imap_server("");
+    let mut srv = imap_server(&[ALICE], "", "");
     srv.python(
         r#"
 import os, smtplib
@@ -249,8 +221,8 @@ l.sendmail("bob@remote.example", ["alice@example.org"], b"Subject: lmtp\r\n\r\nx
 /// now; BINARY gives the octets back exactly, in a literal8.
 #[test]
 fn nul_octets_travel_only_in_literal8() {
-    let srv = imap_server("");
-    let mut c = login(&srv);
+    let srv = imap_server(&[ALICE], "", "");
+    let mut c = imap_login(&srv, ALICE);
     let raw: &[u8] = b"Subject: nul\r\nContent-Type: text/plain\r\n\r\na\x00b\nc";
     let mut cmd = format!("APPEND INBOX ~{{{}+}}\r\n", raw.len()).into_bytes();
     cmd.extend_from_slice(raw);
@@ -264,7 +236,7 @@ fn nul_octets_travel_only_in_literal8() {
             break;
         }
     }
-    command(&mut c, "c", "SELECT INBOX");
+    imap_command(&mut c, "c", "SELECT INBOX");
     let read_all = |c: &mut Raw, tag: &str| {
         let mut all = Vec::new();
         loop {
@@ -296,23 +268,29 @@ fn nul_octets_travel_only_in_literal8() {
 /// LSUB shows a level `%` hides a subscription under, and subscriptions without a mailbox.
 #[test]
 fn list_extended_and_lsub_as_rfc_5258_has_them() {
-    let srv = imap_server("");
-    let mut c = login(&srv);
-    let r = command(&mut c, "a", "LIST (NOSUCH) \"\" *");
+    let srv = imap_server(&[ALICE], "", "");
+    let mut c = imap_login(&srv, ALICE);
+    let r = imap_command(&mut c, "a", "LIST (NOSUCH) \"\" *");
     assert!(r.starts_with("a BAD"), "{r}");
-    let r = command(&mut c, "b", "LIST \"\" * RETURN (NOSUCH)");
+    let r = imap_command(&mut c, "b", "LIST \"\" * RETURN (NOSUCH)");
     assert!(r.starts_with("b BAD"), "{r}");
-    command(&mut c, "c1", "CREATE p/q");
-    command(&mut c, "c2", "SUBSCRIBE p/q");
-    command(&mut c, "c3", "CREATE gone");
-    command(&mut c, "c4", "SUBSCRIBE gone");
-    command(&mut c, "c5", "DELETE gone");
-    let r = command(&mut c, "d", "LIST (SUBSCRIBED) \"\" *");
-    assert!(r.contains("* LIST (\\NonExistent \\Subscribed) \"/\" gone"), "{r}");
+    imap_command(&mut c, "c1", "CREATE p/q");
+    imap_command(&mut c, "c2", "SUBSCRIBE p/q");
+    imap_command(&mut c, "c3", "CREATE gone");
+    imap_command(&mut c, "c4", "SUBSCRIBE gone");
+    imap_command(&mut c, "c5", "DELETE gone");
+    let r = imap_command(&mut c, "d", "LIST (SUBSCRIBED) \"\" *");
+    assert!(
+        r.contains("* LIST (\\NonExistent \\Subscribed) \"/\" gone"),
+        "{r}"
+    );
     assert!(r.contains("\\Subscribed) \"/\" p/q"), "{r}");
-    let r = command(&mut c, "e", "LIST (SUBSCRIBED RECURSIVEMATCH) \"\" %");
-    assert!(r.contains("\"/\" p (\"CHILDINFO\" (\"SUBSCRIBED\"))"), "{r}");
-    let r = command(&mut c, "f", "LSUB \"\" %");
+    let r = imap_command(&mut c, "e", "LIST (SUBSCRIBED RECURSIVEMATCH) \"\" %");
+    assert!(
+        r.contains("\"/\" p (\"CHILDINFO\" (\"SUBSCRIBED\"))"),
+        "{r}"
+    );
+    let r = imap_command(&mut c, "f", "LSUB \"\" %");
     assert!(r.contains("* LSUB (\\Noselect) \"/\" p"), "{r}");
     assert!(r.contains("* LSUB (\\Noselect) \"/\" gone"), "{r}");
 }

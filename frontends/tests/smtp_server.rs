@@ -116,8 +116,8 @@ fn pipelining_bdat_and_8bit_bodies_are_stored_byte_identical() {
     assert!(c.reply().starts_with("354"));
     c.send("Subject: caf\u{e9}\r\n\r\n..dot line\r\n\u{fc}ber 8-bit\r\n.\r\n".as_bytes());
     assert!(c.reply().starts_with("250 2.0.0 stored"));
-    // BDAT with a binary body in two chunks.
-    let body: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    // BDAT with a binary body in two chunks: every octet but NUL is stored as sent.
+    let body: Vec<u8> = (1..=255u8).cycle().take(70_000).collect();
     c.send(b"MAIL FROM:<a@remote.example> BODY=BINARYMIME\r\nRCPT TO:<alice@example.org>\r\n");
     assert!(c.reply().starts_with("250"));
     assert!(c.reply().starts_with("250"));
@@ -126,6 +126,19 @@ fn pipelining_bdat_and_8bit_bodies_are_stored_byte_identical() {
     assert!(c.reply().starts_with("250 2.0.0 30000 octets"));
     c.send(format!("BDAT {} LAST\r\n", 40_000).as_bytes());
     c.send(&body[30_000..]);
+    assert!(c.reply().starts_with("250 2.0.0 stored"));
+    // A binary part with NUL octets is stored base64-encoded (an IMAP literal cannot carry
+    // NUL), and decodes to exactly what was sent.
+    let binary: Vec<u8> = (0..=255u8).cycle().take(5_000).collect();
+    let mut with_nul =
+        b"Subject: nul\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+            .to_vec();
+    with_nul.extend_from_slice(&binary);
+    c.send(b"MAIL FROM:<a@remote.example> BODY=BINARYMIME\r\nRCPT TO:<alice@example.org>\r\n");
+    assert!(c.reply().starts_with("250"));
+    assert!(c.reply().starts_with("250"));
+    c.send(format!("BDAT {} LAST\r\n", with_nul.len()).as_bytes());
+    c.send(&with_nul);
     assert!(c.reply().starts_with("250 2.0.0 stored"));
     // A smuggling attempt: bare-LF "ends of data" are text, so the hidden transaction is
     // part of one message, and only the real end (CRLF . CRLF) ends it.
@@ -141,8 +154,18 @@ fn pipelining_bdat_and_8bit_bodies_are_stored_byte_identical() {
     assert!(c.cmd("QUIT").starts_with("221"));
     srv.stop();
     let a = inbox(&srv.data(), ALICE);
-    assert_eq!(a.len(), 3, "one message per transaction");
-    assert_eq!(a[2], smuggled);
+    assert_eq!(a.len(), 4, "one message per transaction");
+    assert_eq!(a[3], smuggled);
+    let stored = &a[2];
+    assert!(!stored.contains(&0));
+    let text = String::from_utf8(stored.clone()).unwrap();
+    let (head, b64) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("Content-Transfer-Encoding: base64"), "{head}");
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(b64.replace("\r\n", ""))
+        .unwrap();
+    assert_eq!(decoded, binary);
     assert_eq!(
         a[0],
         "Subject: caf\u{e9}\r\n\r\n.dot line\r\n\u{fc}ber 8-bit\r\n".as_bytes()

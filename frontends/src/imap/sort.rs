@@ -14,7 +14,7 @@ use mail_parser::HeaderValue;
 use super::command::{P, R};
 use super::search::{decode_header, parse_search_key_list, SearchKey};
 use super::structure;
-use crate::mime::MessageMeta;
+use crate::mime::PackedEnvelope;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SortKey {
@@ -127,7 +127,7 @@ pub struct SortItem<'a> {
     pub size: u32,
     /// Unix seconds.
     pub internal_date: i64,
-    pub meta: &'a MessageMeta,
+    pub envelope: &'a PackedEnvelope,
 }
 
 /// The value one criterion compares.
@@ -153,19 +153,17 @@ pub(crate) fn casemap(s: &str) -> Vec<u8> {
 }
 
 fn value(item: &SortItem, key: SortKey) -> Value {
-    let env = &item.meta.envelope;
+    let env = item.envelope;
     match key {
         SortKey::Arrival => Value::Num(item.internal_date),
-        SortKey::Date => Value::Num(sent_date(item.meta, item.internal_date)),
+        SortKey::Date => Value::Num(sent_date(item.envelope, item.internal_date)),
         SortKey::Size => Value::Num(item.size.into()),
-        SortKey::Subject => Value::Text(casemap(&base_subject(
-            env.subject.as_deref().unwrap_or_default(),
-        ))),
-        SortKey::From => Value::Text(casemap(&first_mailbox(env.from.as_deref()))),
-        SortKey::To => Value::Text(casemap(&first_mailbox(env.to.as_deref()))),
-        SortKey::Cc => Value::Text(casemap(&first_mailbox(env.cc.as_deref()))),
-        SortKey::DisplayFrom => Value::Text(casemap(&display_name(env.from.as_deref()))),
-        SortKey::DisplayTo => Value::Text(casemap(&display_name(env.to.as_deref()))),
+        SortKey::Subject => Value::Text(casemap(&base_subject(env.subject().unwrap_or_default()))),
+        SortKey::From => Value::Text(casemap(&first_mailbox(env.from()))),
+        SortKey::To => Value::Text(casemap(&first_mailbox(env.to()))),
+        SortKey::Cc => Value::Text(casemap(&first_mailbox(env.cc()))),
+        SortKey::DisplayFrom => Value::Text(casemap(&display_name(env.from()))),
+        SortKey::DisplayTo => Value::Text(casemap(&display_name(env.to()))),
     }
 }
 
@@ -216,10 +214,9 @@ fn header_date(v: &str) -> Option<i64> {
 
 /// The sent date (RFC 5256 section 2.2): the Date: header in UTC, or the internal date when
 /// that is missing or cannot be parsed.
-pub fn sent_date(meta: &MessageMeta, internal_date: i64) -> i64 {
-    meta.envelope
-        .date
-        .as_deref()
+pub fn sent_date(envelope: &PackedEnvelope, internal_date: i64) -> i64 {
+    envelope
+        .date()
         .and_then(header_date)
         .unwrap_or(internal_date)
 }
@@ -518,7 +515,7 @@ mod tests {
         assert_eq!(base_subject(&trailers), "x");
     }
 
-    fn meta(headers: &[(&str, &str)]) -> MessageMeta {
+    fn meta(headers: &[(&str, &str)]) -> PackedEnvelope {
         let mut e = EnvelopeMeta::default();
         for (k, v) in headers {
             let v = Some(v.to_string());
@@ -531,13 +528,10 @@ mod tests {
                 _ => panic!("{k}"),
             }
         }
-        MessageMeta {
-            envelope: e,
-            ..Default::default()
-        }
+        PackedEnvelope::pack(&e)
     }
 
-    fn sorted(metas: &[(u32, i64, MessageMeta)], criteria: &[SortCriterion]) -> Vec<u32> {
+    fn sorted(metas: &[(u32, i64, PackedEnvelope)], criteria: &[SortCriterion]) -> Vec<u32> {
         let mut items: Vec<SortItem> = metas
             .iter()
             .enumerate()
@@ -545,7 +539,7 @@ mod tests {
                 id: i as u32 + 1,
                 size: *size,
                 internal_date: *internal_date,
-                meta,
+                envelope: meta,
             })
             .collect();
         sort(&mut items, criteria);

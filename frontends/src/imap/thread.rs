@@ -12,7 +12,7 @@ use std::fmt;
 use super::command::{P, R};
 use super::search::{parse_search_key_list, SearchKey};
 use super::sort::{base_subject_reply, casemap, parse_charset, sent_date};
-use crate::mime::MessageMeta;
+use crate::mime::PackedEnvelope;
 
 /// Message-ids kept from one References header (the last ones).
 pub const MAX_REFS: usize = 100;
@@ -65,7 +65,7 @@ pub struct ThreadItem<'a> {
     pub id: u32,
     /// Unix seconds.
     pub internal_date: i64,
-    pub meta: &'a MessageMeta,
+    pub envelope: &'a PackedEnvelope,
 }
 
 /// A thread tree node: a message (`id`), or a dummy standing for a missing parent (`None`,
@@ -110,11 +110,10 @@ fn messages(items: &[ThreadItem]) -> Vec<Msg> {
         .iter()
         .enumerate()
         .map(|(i, it)| {
-            let (s, reply) =
-                base_subject_reply(it.meta.envelope.subject.as_deref().unwrap_or_default());
+            let (s, reply) = base_subject_reply(it.envelope.subject().unwrap_or_default());
             Msg {
                 id: it.id,
-                key: (sent_date(it.meta, it.internal_date), i),
+                key: (sent_date(it.envelope, it.internal_date), i),
                 subject: casemap(&s),
                 reply,
             }
@@ -349,20 +348,19 @@ fn references(items: &[ThreadItem], msgs: &[Msg]) -> Forest {
     for (i, it) in items.iter().enumerate() {
         let me = l.add();
         l.c[me].msg = Some(i);
-        if let Some(id) = it.meta.envelope.message_id.as_deref().and_then(first_id) {
+        if let Some(id) = it.envelope.message_id().and_then(first_id) {
             ids.entry(id).or_insert(me);
         }
     }
     for (me, it) in items.iter().enumerate() {
-        let env = &it.meta.envelope;
+        let env = it.envelope;
         let mut refs = env
-            .references
-            .as_deref()
+            .references()
             .map(|r| last_ids(r, MAX_REFS))
             .unwrap_or_default();
         if refs.is_empty() {
             // No valid References: the first valid id of In-Reply-To, alone.
-            refs.extend(env.in_reply_to.as_deref().and_then(first_id));
+            refs.extend(env.in_reply_to().and_then(first_id));
         }
         let mut chain: Vec<usize> = refs
             .into_iter()
@@ -675,19 +673,18 @@ mod tests {
     /// the internal date, in days.
     type Spec<'s> = (&'s str, &'s str, &'s str, &'s str, i64);
 
-    fn metas(specs: &[Spec]) -> Vec<MessageMeta> {
+    fn metas(specs: &[Spec]) -> Vec<PackedEnvelope> {
         let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
         specs
             .iter()
-            .map(|&(mid, refs, irt, subject, _)| MessageMeta {
-                envelope: EnvelopeMeta {
+            .map(|&(mid, refs, irt, subject, _)| {
+                PackedEnvelope::pack(&EnvelopeMeta {
                     message_id: opt(mid),
                     references: opt(refs),
                     in_reply_to: opt(irt),
                     subject: opt(subject),
                     ..Default::default()
-                },
-                ..Default::default()
+                })
             })
             .collect()
     }
@@ -702,7 +699,7 @@ mod tests {
             .map(|(i, (s, meta))| ThreadItem {
                 id: i as u32 + 1,
                 internal_date: s.4 * 86_400,
-                meta,
+                envelope: meta,
             })
             .collect();
         let out = written(&thread(&items, alg));
@@ -888,7 +885,7 @@ mod tests {
                 .map(|(i, meta)| ThreadItem {
                     id: i as u32 + 1,
                     internal_date: i as i64,
-                    meta,
+                    envelope: meta,
                 })
                 .collect();
             let t = thread(&items, Refs);

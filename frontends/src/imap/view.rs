@@ -8,6 +8,7 @@
 //! marked gone, and are reported at the next command that allows it.
 
 use std::collections::BTreeSet;
+use std::rc::Rc;
 
 use super::command::{SeqBound, SequenceSet};
 use super::encode;
@@ -40,7 +41,9 @@ pub struct View {
     pub uidvalidity: u32,
     pub uidnext: u32,
     pub highest_modseq: u64,
-    msgs: Vec<Msg>,
+    /// Shared with other sessions' views of the same mailbox at the same state (see
+    /// [`Self::snapshot`]) until one of them changes it.
+    msgs: Rc<Vec<Msg>>,
     /// UIDs removed from the store but not yet reported (positions still occupied).
     gone: BTreeSet<u32>,
     recent: BTreeSet<u32>,
@@ -58,14 +61,11 @@ impl View {
         uidvalidity: u32,
         uidnext: u32,
         highest_modseq: u64,
-        msgs: Vec<Msg>,
+        msgs: Rc<Vec<Msg>>,
         recent_above: u32,
     ) -> Self {
-        let recent = msgs
-            .iter()
-            .map(|m| m.uid)
-            .filter(|&u| u > recent_above)
-            .collect();
+        let first_recent = msgs.partition_point(|m| m.uid <= recent_above);
+        let recent = msgs[first_recent..].iter().map(|m| m.uid).collect();
         Self {
             mailbox,
             readonly,
@@ -96,6 +96,18 @@ impl View {
 
     pub fn is_gone(&self, uid: u32) -> bool {
         self.gone.contains(&uid)
+    }
+
+    /// Messages removed from the store and not yet reported.
+    pub fn has_gone(&self) -> bool {
+        !self.gone.is_empty()
+    }
+
+    /// The messages, to share with a view another session makes of the mailbox at the same
+    /// state, when this view is the store's picture at [`Self::highest_modseq`] (nothing
+    /// removed and unreported). The sharing ends at the first change either makes.
+    pub fn snapshot(&self) -> Option<&Rc<Vec<Msg>>> {
+        self.gone.is_empty().then_some(&self.msgs)
     }
 
     /// Message `seq` (1-based).
@@ -190,8 +202,47 @@ impl View {
     /// Records flags the client was just told (its own STORE's FETCH responses).
     pub fn set_flags(&mut self, uid: u32, flags: u64, modseq: u64) {
         if let Ok(i) = self.msgs.binary_search_by_key(&uid, |m| m.uid) {
-            self.msgs[i].flags = flags;
-            self.msgs[i].modseq = modseq;
+            let msgs = Rc::make_mut(&mut self.msgs);
+            msgs[i].flags = flags;
+            msgs[i].modseq = modseq;
+        }
+    }
+
+    /// [`Self::set_flags`] for many messages, given in ascending UID order, in one walk.
+    pub fn set_flags_sorted(&mut self, changed: impl IntoIterator<Item = Msg>) {
+        let mut changed = changed.into_iter().peekable();
+        if changed.peek().is_none() {
+            return;
+        }
+        let msgs = Rc::make_mut(&mut self.msgs);
+        let mut i = 0;
+        for c in changed {
+            // Galloping from the last match: a dense walk is linear, a sparse one
+            // logarithmic per message.
+            let mut step = 1;
+            while i + step < msgs.len() && msgs[i + step].uid < c.uid {
+                i += step;
+                step *= 2;
+            }
+            let end = (i + step + 1).min(msgs.len());
+            i += msgs[i..end].partition_point(|m| m.uid < c.uid);
+            match msgs.get_mut(i) {
+                Some(m) if m.uid == c.uid => {
+                    m.flags = c.flags;
+                    m.modseq = c.modseq;
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+
+    /// After this session's own change at `modseq`, which the view has applied: when the
+    /// mailbox's change before it (`previous`) was already in the view, the view is whole
+    /// up to `modseq` and the next sync need not compare every message.
+    pub fn caught_up(&mut self, previous: u64, modseq: u64) {
+        if previous <= self.highest_modseq && modseq > self.highest_modseq {
+            self.highest_modseq = modseq;
         }
     }
 
@@ -282,7 +333,49 @@ impl View {
                 out.extend_from_slice(b" RECENT\r\n");
             }
         }
-        self.msgs = next;
+        self.msgs = Rc::new(next);
+        self.uidnext = uidnext;
+        self.highest_modseq = highest_modseq;
+    }
+}
+
+impl View {
+    /// [`Self::sync`] when the store says nothing but new messages came since the view was
+    /// last brought up to date (the mailbox's last change to existing messages is not past
+    /// [`Self::highest_modseq`]): `new` holds the messages from [`Self::uidnext`] on, and
+    /// the cost is theirs, not the mailbox's.
+    pub fn sync_new(
+        &mut self,
+        new: &[Msg],
+        uidnext: u32,
+        highest_modseq: u64,
+        claimed_above: Option<u32>,
+        opt: SyncOptions,
+        out: &mut Vec<u8>,
+    ) {
+        let old_recent = self.recent.len();
+        let last = self.msgs.last().map_or(0, |m| m.uid);
+        let before = self.msgs.len();
+        let first_new = new.partition_point(|c| c.uid <= last);
+        if first_new < new.len() {
+            let msgs = Rc::make_mut(&mut self.msgs);
+            for c in &new[first_new..] {
+                if claimed_above.is_some_and(|a| c.uid > a) {
+                    self.recent.insert(c.uid);
+                }
+                msgs.push(*c);
+            }
+        }
+        if self.msgs.len() > before {
+            out.extend_from_slice(b"* ");
+            encode::number(out, self.msgs.len() as u64);
+            out.extend_from_slice(b" EXISTS\r\n");
+            if opt.recent && self.recent.len() != old_recent {
+                out.extend_from_slice(b"* ");
+                encode::number(out, self.recent.len() as u64);
+                out.extend_from_slice(b" RECENT\r\n");
+            }
+        }
         self.uidnext = uidnext;
         self.highest_modseq = highest_modseq;
     }
@@ -333,7 +426,7 @@ mod tests {
             7,
             uids.last().map_or(1, |u| u + 1),
             1,
-            uids.iter().map(|&u| m(u, 0, 1)).collect(),
+            Rc::new(uids.iter().map(|&u| m(u, 0, 1)).collect()),
             uids.last().copied().unwrap_or(0),
         )
     }
@@ -392,6 +485,45 @@ mod tests {
             "* VANISHED 2\r\n* 1 FETCH (UID 3 FLAGS (\\Seen) MODSEQ (8))\r\n* 2 EXISTS\r\n* 2 RECENT\r\n"
         );
         assert_eq!(sync(&mut v, &[m(3, 1, 8), m(4, 0, 9)], vanished), "");
+    }
+
+    #[test]
+    fn flags_set_in_one_walk_and_new_messages_alone() {
+        let uids: Vec<u32> = (1..=1000).filter(|u| u % 3 != 0).collect();
+        let mut v = view(&uids);
+        // Dense, sparse, and UIDs the view does not hold.
+        let changed: Vec<Msg> = [1, 2, 3, 4, 5, 300, 301, 997, 998, 999, 1000, 5000]
+            .iter()
+            .map(|&u| m(u, 1, 2))
+            .collect();
+        v.set_flags_sorted(changed.iter().copied());
+        for (seq, &u) in uids.iter().enumerate() {
+            let want = changed.iter().any(|c| c.uid == u);
+            let got = v.get(seq as u32 + 1).unwrap();
+            assert_eq!(got.flags == 1 && got.modseq == 2, want, "uid {u}");
+        }
+        // Only new messages: EXISTS (and RECENT), no comparison of the rest.
+        let before = v.len();
+        let mut out = Vec::new();
+        v.sync_new(
+            &[m(1001, 0, 3), m(1002, 0, 4)],
+            1003,
+            4,
+            Some(1000),
+            ALL,
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("* {} EXISTS\r\n* 2 RECENT\r\n", before + 2)
+        );
+        assert_eq!((v.uidnext, v.highest_modseq), (1003, 4));
+        // A change of this session's own, after everything before it was seen.
+        v.caught_up(4, 6);
+        assert_eq!(v.highest_modseq, 6);
+        // One after a change the view has not seen: not caught up.
+        v.caught_up(8, 9);
+        assert_eq!(v.highest_modseq, 6);
     }
 
     #[test]

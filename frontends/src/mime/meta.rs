@@ -228,6 +228,19 @@ impl MessageMeta {
 
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let mut r = Reader::new(bytes);
+        let envelope = Self::envelope_of(&mut r)?;
+        let root = PartMeta::get(&mut r, 0)?;
+        r.finish()?;
+        Ok(Self { envelope, root })
+    }
+
+    /// The envelope alone, for SEARCH, SORT and THREAD: the structure after it is left
+    /// unread (the metadata's own checksum was verified when it was read).
+    pub fn decode_envelope(bytes: &[u8]) -> Result<EnvelopeMeta, FormatError> {
+        Self::envelope_of(&mut Reader::new(bytes))
+    }
+
+    fn envelope_of(r: &mut Reader<'_>) -> Result<EnvelopeMeta, FormatError> {
         let v = r.u8()?;
         if !(META_OLDEST..=META_VERSION).contains(&v) {
             return Err(FormatError::UnsupportedVersion {
@@ -235,10 +248,7 @@ impl MessageMeta {
                 supported: META_VERSION as u32,
             });
         }
-        let envelope = EnvelopeMeta::get(&mut r)?;
-        let root = PartMeta::get(&mut r, 0)?;
-        r.finish()?;
-        Ok(Self { envelope, root })
+        EnvelopeMeta::get(r)
     }
 }
 
@@ -298,6 +308,10 @@ mod tests {
             ("BASE64", Some("<pdf@x>"))
         );
         assert_eq!(MessageMeta::decode(&m.encode()).unwrap(), m);
+        assert_eq!(
+            MessageMeta::decode_envelope(&m.encode()).unwrap(),
+            m.envelope
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 #![forbid(unsafe_code)]
 
 pub mod binary;
+pub mod envelope;
 pub mod meta;
 mod scan;
 
+pub use envelope::PackedEnvelope;
 pub use meta::{EnvelopeMeta, MessageMeta, PartMeta};

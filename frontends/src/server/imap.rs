@@ -12,12 +12,14 @@ use std::time::Duration;
 
 use glommio::net::TcpStream;
 use ringmail_engine::{
-    BlobId, Error, FlagOp, Flags, MailboxInfo, NewMessage, Partition, SpecialUse, StoreError, Uid,
+    BlobId, Error, FlagOp, Flags, MailboxInfo, MessageInfo, NewMessage, Partition, SpecialUse,
+    StoreError, Uid,
 };
 
 use super::budget::Hold;
 use super::conn::{Conn, Patience, Read};
 use super::deflate::Deflate;
+use super::shared_views::Stamp;
 use super::{LoginFrom, ShardServer};
 use crate::imap::command::{AppendMessage, Qresync};
 use crate::imap::encode::compress_set;
@@ -26,7 +28,7 @@ use crate::imap::{
     datetime, encode, fetch, list, mutf7, parse_command, search, sort, thread, Command, Frame,
     Framer, Limits, SequenceSet, StatusItem, StoreOp,
 };
-use crate::mime::MessageMeta;
+use crate::mime::{MessageMeta, PackedEnvelope};
 use crate::sasl::scram::{Finish, ServerExchange};
 
 /// Idle sessions are logged out after this long (RFC 9051 section 5.4: at least 30 minutes).
@@ -34,6 +36,9 @@ const AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
 /// FETCH output is written to the socket in pieces of about this size.
 const FLUSH_AT: usize = 256 << 10;
 const DELIMITER: char = '/';
+/// SEARCH, SORT and THREAD take a mailbox this many messages at a time: enough to keep the
+/// engine's reads of missing envelopes busy, few enough to hold little.
+const SEARCH_CHUNK: usize = 512;
 
 /// What the client turned on with ENABLE.
 #[derive(Clone, Copy, Default)]
@@ -769,15 +774,51 @@ impl Session {
     }
 
     fn render_flags(keywords: &[String], f: u64, recent: bool, out: &mut Vec<u8>) {
-        let mut names = Self::flag_names(keywords, f);
-        if recent {
-            names.push("\\Recent");
+        let flags = Flags(f);
+        // Written straight out, with no list of names: FETCH 1:* (FLAGS) does this for
+        // every message.
+        out.push(b'(');
+        let start = out.len();
+        let mut put = |name: &str| {
+            if out.len() > start {
+                out.push(b' ');
+            }
+            out.extend_from_slice(name.as_bytes());
+        };
+        flags.system_names().for_each(&mut put);
+        for k in flags.keywords() {
+            if let Some(name) = keywords.get(k as usize) {
+                put(name);
+            }
         }
-        encode::flag_list(out, names);
+        if recent {
+            put("\\Recent");
+        }
+        out.push(b')');
+    }
+
+    /// Offers the view's picture to other sessions' SELECTs while it is the store's.
+    fn share_view(&self) {
+        let Some(v) = &self.view else { return };
+        let Some(msgs) = v.snapshot() else { return };
+        let stamp = Stamp {
+            highest_modseq: v.highest_modseq,
+            uidnext: v.uidnext,
+            messages: v.len(),
+        };
+        self.server
+            .views
+            .borrow_mut()
+            .put(&self.account, v.uidvalidity, stamp, msgs);
     }
 
     /// Brings the client's view of the selected mailbox up to date (untagged responses).
     async fn sync(&mut self, expunge: bool) {
+        self.sync_view(expunge).await;
+        self.share_view();
+    }
+
+    async fn sync_view(&mut self, expunge: bool) {
         let Some(view) = self.view.as_mut() else {
             return;
         };
@@ -787,11 +828,23 @@ impl Session {
         if st.highest_modseq.0 == view.highest_modseq
             && st.uidnext.0 == view.uidnext
             && st.messages == view.len()
-            && !(expunge && view.messages().iter().any(|m| view.is_gone(m.uid)))
+            && !(expunge && view.has_gone())
         {
             return;
         }
-        let Ok(cur) = mailbox_msgs(&self.part, &self.account, &view.mailbox) else {
+        // Only new messages since the view was last brought up to date (the common case
+        // while mail arrives): read just those, not the whole mailbox.
+        let only_new = st.changed_modseq.0 <= view.highest_modseq
+            && st.uidvalidity.0 == view.uidvalidity
+            && !(expunge && view.has_gone());
+        let from = if only_new { view.uidnext } else { 1 };
+        let Ok(cur) = self.part.messages_as(
+            &self.account,
+            &view.mailbox,
+            Uid(from),
+            Uid(u32::MAX),
+            |m| msg_of(&m),
+        ) else {
             return;
         };
         let claimed = if view.readonly {
@@ -820,6 +873,17 @@ impl Session {
             return;
         };
         let kw = &self.keywords;
+        if only_new {
+            view.sync_new(
+                &cur,
+                st.uidnext.0,
+                st.highest_modseq.0,
+                claimed,
+                opt,
+                &mut self.io.out,
+            );
+            return;
+        }
         let render = |f: u64, out: &mut Vec<u8>| Self::render_flags(kw, f, false, out);
         view.sync(
             &cur,
@@ -1290,13 +1354,29 @@ impl Session {
         qresync: Option<Qresync>,
     ) -> Res {
         // A new SELECT closes the old mailbox even when it fails (RFC 9051 section 6.3.2).
-        let had = self.view.take().is_some();
+        // The old picture is dropped only at the end: a SELECT of the same mailbox at the
+        // same state shares it.
+        let old = self.view.take();
+        let had = old.is_some();
         if had && self.enabled.qresync {
             self.io.line("* OK [CLOSED] previous mailbox is now closed");
         }
         let name = self.mailbox_name(mailbox)?;
         let st = self.part.status(&self.account, &name).map_err(no)?;
-        let msgs = mailbox_msgs(&self.part, &self.account, &name).map_err(no)?;
+        let stamp = Stamp {
+            highest_modseq: st.highest_modseq.0,
+            uidnext: st.uidnext.0,
+            messages: st.messages,
+        };
+        let shared = self
+            .server
+            .views
+            .borrow()
+            .get(&self.account, st.uidvalidity.0, stamp);
+        let msgs = match shared {
+            Some(m) => m,
+            None => Rc::new(mailbox_msgs(&self.part, &self.account, &name).map_err(no)?),
+        };
         let recent_above = if readonly {
             self.part.recent_boundary(&self.account, &name)
         } else {
@@ -1362,6 +1442,8 @@ impl Session {
             }
         }
         self.view = Some(view);
+        self.share_view();
+        drop(old);
         let mode = if readonly { "READ-ONLY" } else { "READ-WRITE" };
         self.io.line(&format!("{tag} OK [{mode}] SELECT completed"));
         Ok(())
@@ -1542,11 +1624,54 @@ impl Session {
             }
         };
         let meta = Rc::new(meta);
+        // The decoded form holds about three times the encoded size in strings and vectors.
         self.server
             .meta_cache
             .borrow_mut()
-            .insert(key, meta.clone(), len);
+            .insert(key, meta.clone(), len * 3 + 192);
         Some(meta)
+    }
+
+    /// The envelopes of `chunk`'s messages, for SEARCH, SORT and THREAD: from the shard's
+    /// cache, else read from their records many at a time (else, for metadata of an older
+    /// version or none, parsed from the message). `None` for a message that cannot be read.
+    async fn envelopes_of(
+        &self,
+        mailbox: &str,
+        chunk: &[(u32, MessageInfo)],
+    ) -> Vec<Option<Rc<PackedEnvelope>>> {
+        let part = self.part.id().0;
+        let mut out: Vec<Option<Rc<PackedEnvelope>>> = {
+            let cache = self.server.envelopes.borrow();
+            chunk
+                .iter()
+                .map(|(_, i)| cache.get((part, i.blob.0)))
+                .collect()
+        };
+        let missing: Vec<usize> = (0..chunk.len()).filter(|&k| out[k].is_none()).collect();
+        if missing.is_empty() {
+            return out;
+        }
+        let uids: Vec<Uid> = missing.iter().map(|&k| chunk[k].1.uid).collect();
+        let stored = self.part.fetch_metas(&self.account, mailbox, &uids).await;
+        for (&k, stored) in missing.iter().zip(stored) {
+            let info = &chunk[k].1;
+            let envelope = match stored.map(|b| MessageMeta::decode_envelope(&b)) {
+                Ok(Ok(e)) => e,
+                _ => match self.part.fetch(&self.account, mailbox, info.uid).await {
+                    Ok(raw) => MessageMeta::parse(&raw).envelope,
+                    Err(_) => continue,
+                },
+            };
+            let packed = Rc::new(PackedEnvelope::pack(&envelope));
+            self.server.envelopes.borrow_mut().insert(
+                (part, info.blob.0),
+                packed.clone(),
+                packed.weight(),
+            );
+            out[k] = Some(packed);
+        }
+        out
     }
 
     fn view(&self) -> &View {
@@ -1729,12 +1854,22 @@ impl Session {
         // Messages whose body could not be read: the others are still sent.
         let mut unreadable: Option<String> = None;
         let mut unsent: Vec<Uid> = Vec::new();
+        // What is stored of each, looked up in one walk (a lookup per message was a quarter
+        // of FETCH 1:* (FLAGS)); a message expunged meanwhile, while the body of another
+        // was sent, is caught when its own body is read.
+        let uids: Vec<Uid> = targets.iter().map(|(_, m)| Uid(m.uid)).collect();
+        let infos = self
+            .part
+            .messages_of(&self.account, &mailbox, &uids)
+            .map_err(no)?;
+        let mut infos = infos.into_iter().peekable();
         for (seq, m) in targets {
             let gone = self.view().is_gone(m.uid);
-            let info = match self.part.message(&self.account, &mailbox, Uid(m.uid)) {
-                Ok(i) => i,
-                Err(_) if gone => continue,
-                Err(e) => return Err(no(e)),
+            while infos.next_if(|i| i.uid.0 < m.uid).is_some() {}
+            let info = match infos.next_if(|i| i.uid.0 == m.uid) {
+                Some(i) => i,
+                None if gone => continue,
+                None => return Err(no(Error::Store(StoreError::NoSuchMessage))),
             };
             let raw = if needs.body {
                 match self.part.fetch(&self.account, &mailbox, Uid(m.uid)).await {
@@ -1881,22 +2016,29 @@ impl Session {
         let condstore = self.enabled.condstore;
         let rev2 = self.enabled.rev2;
         let view = self.view.as_mut().expect("selected");
-        for c in &r.changed {
-            view.set_flags(c.uid.0, c.flags.0, c.modseq.0);
+        view.set_flags_sorted(r.changed.iter().map(msg_of));
+        if let (Some(previous), Some(c)) = (r.previous_change, r.changed.first()) {
+            view.caught_up(previous.0, c.modseq.0);
         }
-        let changed_set: HashSet<u32> = r.changed.iter().map(|c| c.uid.0).collect();
-        let modified_set: HashSet<u32> = r.modified.iter().map(|u| u.0).collect();
+        // `changed` and `modified` are in UID order, as `targets` is.
+        let (mut changed_at, mut modified_at) = (0, 0);
         // Report the flags of every message named (changed or not), unless .SILENT; with
         // CONDSTORE, .SILENT still reports the new MODSEQ (RFC 7162 section 3.1.3).
         for (seq, m) in &targets {
-            let now = view.get(*seq).unwrap_or(*m);
-            let changed = changed_set.contains(&m.uid);
+            while r.changed.get(changed_at).is_some_and(|c| c.uid.0 < m.uid) {
+                changed_at += 1;
+            }
+            while r.modified.get(modified_at).is_some_and(|u| u.0 < m.uid) {
+                modified_at += 1;
+            }
+            let changed = r.changed.get(changed_at).is_some_and(|c| c.uid.0 == m.uid);
             if silent && !(condstore && changed) {
                 continue;
             }
-            if modified_set.contains(&m.uid) {
+            if r.modified.get(modified_at).is_some_and(|u| u.0 == m.uid) {
                 continue;
             }
+            let now = view.get(*seq).unwrap_or(*m);
             let mut l = format!("* {seq} FETCH (").into_bytes();
             if uid {
                 l.extend_from_slice(format!("UID {} ", m.uid).as_bytes());
@@ -2018,15 +2160,15 @@ impl Session {
         let max_uid = msgs.last().map_or(0, |m| m.uid);
         let max_seq = msgs.len() as u32;
         let saved = self.saved.clone();
-        let mut hits = Vec::new();
         let mut infos = self
             .part
             .messages(&self.account, &mailbox, Uid(1), Uid(u32::MAX))
             .map_err(no)?
             .into_iter()
             .peekable();
+        // (sequence number, what is stored of it) for each message still there.
+        let mut found = Vec::with_capacity(msgs.len());
         for (i, m) in msgs.iter().enumerate() {
-            let seq = i as u32 + 1;
             let info = loop {
                 match infos.peek() {
                     Some(x) if x.uid.0 < m.uid => {
@@ -2036,54 +2178,63 @@ impl Session {
                     _ => break None,
                 }
             };
-            let Some(info) = info else {
-                continue; // expunged meanwhile: matches nothing
-            };
-            let raw = if needs.raw {
-                self.part
-                    .fetch(&self.account, &mailbox, Uid(m.uid))
-                    .await
-                    .ok()
+            // A message expunged meanwhile matches nothing.
+            if let Some(info) = info {
+                found.push((i as u32 + 1, info));
+            }
+        }
+        let want_envelope = needs.meta || want_meta;
+        let mut hits = Vec::new();
+        // Flag names by flag bits: a mailbox has few distinct combinations, and naming
+        // them once each spares an allocation per message.
+        let mut names_of: HashMap<u64, Vec<&str>> = HashMap::new();
+        // In chunks, so the envelopes missing from the cache are read many at a time
+        // while what a chunk holds stays small however big the mailbox.
+        for chunk in found.chunks(SEARCH_CHUNK) {
+            let envelopes = if want_envelope {
+                self.envelopes_of(&mailbox, chunk).await
             } else {
-                None
+                Vec::new()
             };
-            let meta = if (needs.meta && raw.is_none()) || want_meta {
-                self.meta_of(
-                    &mailbox,
-                    Uid(m.uid),
-                    info.blob,
-                    raw.as_deref().map(|r| r.as_slice()),
-                )
-                .await
-            } else {
-                None
-            };
-            let names = Self::flag_names(&self.keywords, info.flags.0);
-            let c = search::Candidate {
-                seq,
-                uid: m.uid,
-                flags: &names,
-                recent: self.view().is_recent(m.uid),
-                internal_date: info.internal_date,
-                size: info.size,
-                modseq: info.modseq.0,
-                meta: meta.as_deref(),
-                raw: raw.as_deref().map(|r| r.as_slice()),
-            };
-            let ctx = search::Context {
-                max_seq,
-                max_uid,
-                saved: &saved,
-            };
-            if search::matches(keys, &c, &ctx) {
-                hits.push(Hit {
-                    seq,
-                    uid: m.uid,
-                    size: info.size,
+            for (k, (seq, info)) in chunk.iter().enumerate() {
+                let raw = if needs.raw {
+                    self.part
+                        .fetch(&self.account, &mailbox, info.uid)
+                        .await
+                        .ok()
+                } else {
+                    None
+                };
+                let envelope = envelopes.get(k).cloned().flatten();
+                let names = names_of
+                    .entry(info.flags.0)
+                    .or_insert_with(|| Self::flag_names(&self.keywords, info.flags.0));
+                let c = search::Candidate {
+                    seq: *seq,
+                    uid: info.uid.0,
+                    flags: names,
+                    recent: self.view().is_recent(info.uid.0),
                     internal_date: info.internal_date,
+                    size: info.size,
                     modseq: info.modseq.0,
-                    meta: if want_meta { meta } else { None },
-                });
+                    envelope: envelope.as_deref(),
+                    raw: raw.as_deref().map(|r| r.as_slice()),
+                };
+                let ctx = search::Context {
+                    max_seq,
+                    max_uid,
+                    saved: &saved,
+                };
+                if search::matches(keys, &c, &ctx) {
+                    hits.push(Hit {
+                        seq: *seq,
+                        uid: info.uid.0,
+                        size: info.size,
+                        internal_date: info.internal_date,
+                        modseq: info.modseq.0,
+                        envelope: if want_meta { envelope } else { None },
+                    });
+                }
             }
         }
         Ok(hits)
@@ -2120,14 +2271,14 @@ impl Session {
 
     async fn sort(&mut self, tag: &str, uid: bool, cmd: sort::SortCommand) -> Res {
         let found = self.matching(Some(&cmd.charset), &cmd.keys, true).await?;
-        let empty = MessageMeta::default();
+        let empty = PackedEnvelope::default();
         let mut items: Vec<sort::SortItem> = found
             .iter()
             .map(|h| sort::SortItem {
                 id: if uid { h.uid } else { h.seq },
                 size: h.size,
                 internal_date: h.internal_date,
-                meta: h.meta.as_deref().unwrap_or(&empty),
+                envelope: h.envelope.as_deref().unwrap_or(&empty),
             })
             .collect();
         sort::sort(&mut items, &cmd.criteria);
@@ -2140,13 +2291,13 @@ impl Session {
 
     async fn thread(&mut self, tag: &str, uid: bool, cmd: thread::ThreadCommand) -> Res {
         let found = self.matching(Some(&cmd.charset), &cmd.keys, true).await?;
-        let empty = MessageMeta::default();
+        let empty = PackedEnvelope::default();
         let items: Vec<thread::ThreadItem> = found
             .iter()
             .map(|h| thread::ThreadItem {
                 id: if uid { h.uid } else { h.seq },
                 internal_date: h.internal_date,
-                meta: h.meta.as_deref().unwrap_or(&empty),
+                envelope: h.envelope.as_deref().unwrap_or(&empty),
             })
             .collect();
         let threads = thread::thread(&items, cmd.algorithm);
@@ -2164,7 +2315,7 @@ struct Hit {
     size: u32,
     internal_date: i64,
     modseq: u64,
-    meta: Option<Rc<MessageMeta>>,
+    envelope: Option<Rc<PackedEnvelope>>,
 }
 
 /// OBJECTID's MAILBOXID (RFC 8474): the UIDVALIDITY, which a mailbox keeps for its life,
@@ -2209,13 +2360,13 @@ fn vanished_earlier(v: &View, set: Option<&SequenceSet>, out: &mut Vec<u8>) {
 
 /// Every message of the mailbox as the view keeps them.
 fn mailbox_msgs(part: &Partition, account: &str, mailbox: &str) -> Result<Vec<Msg>, Error> {
-    Ok(part
-        .messages(account, mailbox, Uid(1), Uid(u32::MAX))?
-        .iter()
-        .map(|m| Msg {
-            uid: m.uid.0,
-            flags: m.flags.0,
-            modseq: m.modseq.0,
-        })
-        .collect())
+    part.messages_as(account, mailbox, Uid(1), Uid(u32::MAX), |m| msg_of(&m))
+}
+
+fn msg_of(m: &MessageInfo) -> Msg {
+    Msg {
+        uid: m.uid.0,
+        flags: m.flags.0,
+        modseq: m.modseq.0,
+    }
 }

@@ -1,23 +1,22 @@
-//! Decoded message metadata (ENVELOPE, structure) kept per shard, so SEARCH on headers,
-//! SORT, THREAD and FETCH ENVELOPE/BODYSTRUCTURE do not read and decode the same records
-//! again and again. Keyed by partition and blob id: a blob's metadata never changes and its
-//! id is never reused, so nothing here can go stale.
+//! What IMAP decoded of messages, kept per shard, so SEARCH on headers, SORT, THREAD and
+//! FETCH ENVELOPE/BODYSTRUCTURE do not read and decode the same records again and again:
+//! whole metadata (structure and envelope) for FETCH, and packed envelopes for the commands
+//! that scan a mailbox. Keyed by partition and blob id: a blob's metadata never changes and
+//! its id is never reused, so nothing here can go stale.
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
-use crate::mime::MessageMeta;
-
 type Key = (u32, u64);
 
-pub struct MetaCache {
+pub struct ShardCache<V> {
     budget: usize,
     used: usize,
-    map: HashMap<Key, (Rc<MessageMeta>, usize)>,
+    map: HashMap<Key, (Rc<V>, usize)>,
     order: VecDeque<Key>,
 }
 
-impl MetaCache {
+impl<V> ShardCache<V> {
     pub fn new(budget: usize) -> Self {
         Self {
             budget,
@@ -27,19 +26,18 @@ impl MetaCache {
         }
     }
 
-    pub fn get(&self, key: Key) -> Option<Rc<MessageMeta>> {
+    pub fn get(&self, key: Key) -> Option<Rc<V>> {
         self.map.get(&key).map(|(m, _)| m.clone())
     }
 
-    /// `cost`: about what the decoded form holds in memory (the encoded size is a fair
-    /// proxy, times the overhead of its strings and vectors).
-    pub fn insert(&mut self, key: Key, meta: Rc<MessageMeta>, encoded_len: usize) {
-        let cost = encoded_len * 3 + 256;
+    /// `cost`: about what the value holds in memory, with the entry's own bookkeeping.
+    pub fn insert(&mut self, key: Key, value: Rc<V>, cost: usize) {
+        let cost = cost + 64;
         if cost > self.budget / 8 || self.map.contains_key(&key) {
             return;
         }
         self.used += cost;
-        self.map.insert(key, (meta, cost));
+        self.map.insert(key, (value, cost));
         self.order.push_back(key);
         // First in, first out: cheap, and what a scan over a mailbox needs.
         while self.used > self.budget {
@@ -59,8 +57,8 @@ mod tests {
 
     #[test]
     fn keeps_within_its_budget() {
-        let mut c = MetaCache::new(10_000);
-        let m = Rc::new(MessageMeta::default());
+        let mut c = ShardCache::new(10_000);
+        let m = Rc::new(());
         for i in 0..100 {
             c.insert((0, i), m.clone(), 100);
         }

@@ -17,6 +17,7 @@ mod metrics;
 mod pop3;
 pub mod received;
 pub mod reload;
+pub mod shared_views;
 mod smtp;
 mod throttle;
 mod tls_stream;
@@ -35,6 +36,7 @@ use glommio::net::TcpListener;
 use ringmail_engine::{AccountOptions, NodeConfig, Service, ShardContext, StoreError};
 
 use crate::config::Config;
+use crate::mime::{MessageMeta, PackedEnvelope};
 use crate::smtp::Mode;
 use crate::users::Users;
 pub use budget::Budget;
@@ -96,8 +98,12 @@ pub struct ShardServer {
     live: Cached<Live>,
     users: Cached<Users>,
     auth_cache: RefCell<auth_cache::AuthCache>,
-    /// Decoded message metadata, for IMAP (32 MiB per shard).
-    pub meta_cache: RefCell<meta_cache::MetaCache>,
+    /// Decoded message metadata, for IMAP FETCH (32 MiB per shard).
+    pub meta_cache: RefCell<meta_cache::ShardCache<MessageMeta>>,
+    /// Packed envelopes, for SEARCH, SORT and THREAD (`envelope_cache_mib`).
+    pub envelopes: RefCell<meta_cache::ShardCache<PackedEnvelope>>,
+    /// Pictures of selected mailboxes IMAP sessions share.
+    pub views: RefCell<shared_views::SharedViews>,
     known_accounts: RefCell<HashSet<String>>,
     per_ip: RefCell<HashMap<IpAddr, usize>>,
     /// Every connection's deadlines, and the shutdown signal for their reads.
@@ -564,11 +570,14 @@ async fn run_shard(shared: Arc<Shared>, ctx: Rc<ShardContext>) {
         .unwrap_or_default();
     let live = Cached::new(&shared.live);
     let ttl = live.get(&shared.live).cfg.auth.cache_ttl_secs;
+    let envelope_mib = live.get(&shared.live).cfg.envelope_cache_mib;
     let server = Rc::new(ShardServer {
         users: Cached::new(&shared.users),
         live,
         auth_cache: RefCell::new(auth_cache::AuthCache::new(Duration::from_secs(ttl))),
-        meta_cache: RefCell::new(meta_cache::MetaCache::new(32 << 20)),
+        meta_cache: RefCell::new(meta_cache::ShardCache::new(32 << 20)),
+        envelopes: RefCell::new(meta_cache::ShardCache::new((envelope_mib << 20) as usize)),
+        views: RefCell::default(),
         shared: shared.clone(),
         ctx: ctx.clone(),
         known_accounts: RefCell::new(HashSet::new()),

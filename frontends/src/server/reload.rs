@@ -32,12 +32,13 @@ pub struct Running {
 }
 
 /// Keys whose change needs a restart (a reload keeps their running values).
-const FIXED: [&str; 6] = [
+const FIXED: [&str; 7] = [
     "data",
     "cores",
     "partitions",
     "listen.",
     "deferred_compression_mib",
+    "envelope_cache_mib",
     "spin_before_park_us",
 ];
 
@@ -112,6 +113,7 @@ impl Running {
         new.partitions = self.cfg.partitions;
         new.listen = self.cfg.listen.clone();
         new.deferred_compression_mib = self.cfg.deferred_compression_mib;
+        new.envelope_cache_mib = self.cfg.envelope_cache_mib;
         new.spin_before_park_us = self.cfg.spin_before_park_us;
         let tls = crate::tls::server_config(&new)?;
         let changes = changes(&self.cfg, &new);

@@ -456,3 +456,33 @@ pub fn strip_received(b: &[u8]) -> &[u8] {
 fn memchr_crlf(b: &[u8]) -> Option<usize> {
     b.windows(2).position(|w| w == b"\r\n")
 }
+
+/// A server for IMAP tests that log in over plaintext: `top_level` keys go before any
+/// section (TOML puts a key in the last section opened), `auth` keys into `[auth]`.
+pub fn imap_server(users: &[&str], top_level: &str, auth: &str) -> Server {
+    Server::with_config(
+        users,
+        &format!("{top_level}\n[auth]\ndanger_plaintext_without_tls = true\n{auth}"),
+    )
+}
+
+/// A raw IMAP connection logged in as `user` (password `secret`).
+pub fn imap_login(srv: &Server, user: &str) -> Raw {
+    let mut c = Raw::connect_with(srv.imap, "* OK");
+    c.send(format!("a LOGIN {user} secret\r\n").as_bytes());
+    while !c.line().starts_with("a OK") {}
+    c
+}
+
+/// Sends a tagged IMAP command and returns every line up to and including the tagged reply.
+pub fn imap_command(c: &mut Raw, tag: &str, cmd: &str) -> String {
+    c.send(format!("{tag} {cmd}\r\n").as_bytes());
+    let mut all = String::new();
+    loop {
+        let l = c.line();
+        all.push_str(&l);
+        if l.starts_with(&format!("{tag} ")) || l.is_empty() {
+            return all;
+        }
+    }
+}
