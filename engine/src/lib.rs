@@ -40,6 +40,7 @@ pub mod mutation;
 pub mod node;
 pub mod partition;
 pub mod recovery;
+pub mod retired;
 pub mod segment;
 pub mod slots;
 pub mod state;

@@ -35,6 +35,7 @@ use crate::mutation::{
     decode_blob_meta, BlobRecord, BodyCodec, Mutation, Target, BLOB_META_PREFIX,
 };
 use crate::recovery::{self, RecoveryMode, RecoveryReport};
+use crate::retired::{ReaderMark, Retired};
 use crate::state::{normalize_mailbox, AccountState, MailboxState, PartitionState};
 
 #[derive(Clone, Debug)]
@@ -211,6 +212,9 @@ pub struct Partition {
     /// (RFC 3501 section 2.3.2). Kept in memory only: after a restart, messages are
     /// \Recent to the first session again, as RFC 3501 allows of a server that cannot keep it.
     recent: RefCell<HashMap<(String, u32), u32>>,
+    /// Expunged messages some IMAP session may still fetch before it is told (RFC 2180
+    /// section 4.1.1).
+    retired: Rc<RefCell<Retired>>,
     /// `None` when deferred compression is off.
     worker: Option<CompressWorker>,
     deferred: RefCell<Deferred>,
@@ -330,6 +334,7 @@ impl Partition {
             maildrop_locks: RefCell::new(std::collections::HashSet::new()),
             changes: Default::default(),
             recent: RefCell::new(HashMap::new()),
+            retired: Rc::default(),
             since_image: RefCell::new(None),
             worker,
             deferred: RefCell::new(deferred),
@@ -414,6 +419,11 @@ impl Partition {
             let (loc, _) = self.log.append(m.kind(), &buf[start..end])?;
             start = end;
             bytes += loc.len as u64;
+            let removed = if self.retired.borrow().has_readers() {
+                st.removed_by(m)
+            } else {
+                Vec::new()
+            };
             if let Err(e) = st.apply(m, loc) {
                 // The record is in the log but the state disagrees with it: a bug. Stop
                 // accepting writes; recovery will skip and report the record.
@@ -423,6 +433,15 @@ impl Partition {
             }
             if let Some(rec) = self.since_image.borrow_mut().as_mut() {
                 rec.push((without_body(m), loc));
+            }
+            if !removed.is_empty() {
+                let now = Instant::now();
+                let mut retired = self.retired.borrow_mut();
+                for (key, entry, at) in removed {
+                    // A body other mailboxes still refer to stays in the blob table.
+                    let dead = at.filter(|l| st.blobs.get(l.id).is_none());
+                    retired.retire(key, entry, dead, now);
+                }
             }
         }
         if buf.capacity() > 1 << 20 {
@@ -759,6 +778,29 @@ impl Partition {
         let mut sorted = uids.to_vec();
         sorted.sort_unstable();
         Ok(m.index.get_sorted(&sorted).map(to_info).collect())
+    }
+
+    /// A reader's mark on expunged messages: while it is held and behind, a message another
+    /// session expunges stays readable through [`Self::expunged_message`].
+    pub fn reader_mark(&self) -> ReaderMark {
+        ReaderMark::new(self.retired.clone())
+    }
+
+    /// The retirement sequence now, for [`ReaderMark::caught_up`].
+    pub fn retired_seq(&self) -> u64 {
+        self.retired.borrow().seq()
+    }
+
+    /// A message expunged from `mailbox` that a reader behind may still fetch (its body
+    /// through [`Self::fetch_blob`]), if it is still kept.
+    pub fn expunged_message(&self, account: &str, mailbox: &str, uid: Uid) -> Option<MessageInfo> {
+        let st = self.state.borrow();
+        let id = st.account_id(account).ok()?;
+        let (_, m) = st.mailbox(account, mailbox).ok()?;
+        self.retired
+            .borrow()
+            .entry((id.0, m.id.0, uid.0))
+            .map(to_info)
     }
 
     pub fn message(&self, account: &str, mailbox: &str, uid: Uid) -> Result<MessageInfo> {
@@ -1173,6 +1215,11 @@ impl Partition {
     /// first disk block.
     pub async fn fetch_meta(&self, account: &str, mailbox: &str, uid: Uid) -> Result<Vec<u8>> {
         let blob = self.message(account, mailbox, uid)?.blob;
+        self.fetch_blob_meta(blob).await
+    }
+
+    /// [`Self::fetch_meta`] of a stored body.
+    pub async fn fetch_blob_meta(&self, blob: BlobId) -> Result<Vec<u8>> {
         let loc = self.blob_loc(blob)?;
         self.await_durable(loc.segment, loc.offset + loc.record_len as u64)
             .await?;
@@ -1217,6 +1264,7 @@ impl Partition {
             .borrow()
             .blobs
             .get(blob.0)
+            .or_else(|| self.retired.borrow().dead_blob(blob.0))
             .ok_or_else(|| StoreError::NoSuchMessage.into())
     }
 
@@ -1360,8 +1408,11 @@ impl Partition {
         // The segments this checkpoint needs: those holding its blobs, and the log from its
         // position on. Deletion must go by the image, not by the live state, which may hold
         // changes (expunges, relocations) that are not yet durable.
-        let needed: std::collections::BTreeSet<u64> =
+        let mut needed: std::collections::BTreeSet<u64> =
             image.blobs.iter().map(|b| b.segment as u64).collect();
+        // And those of bodies a reader behind may still fetch; the checkpoint after it
+        // has caught up deletes them.
+        needed.extend(self.retired.borrow().segments());
         // From here on (no await since the image), record what is applied after it.
         *self.since_image.borrow_mut() = Some(Vec::new());
         self.log.wait_durable(end).await?;

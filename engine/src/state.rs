@@ -1000,6 +1000,40 @@ impl PartitionState {
         self.release(account, &entries)
     }
 
+    /// The index entries `m` will remove from a mailbox (EXPUNGE, the source of a MOVE), with
+    /// where their bodies lie now: what [`crate::retired`] keeps for readers behind.
+    pub fn removed_by(&self, m: &Mutation) -> Vec<(crate::retired::Key, Entry, Option<BlobLoc>)> {
+        let (account, mailbox, uids): (AccountId, MailboxId, Vec<Uid>) = match m {
+            Mutation::Expunge {
+                account,
+                mailbox,
+                uids,
+            } => (*account, *mailbox, uids.clone()),
+            Mutation::Move {
+                account,
+                from,
+                items,
+                ..
+            } => (*account, *from, items.iter().map(|(u, _)| *u).collect()),
+            _ => return Vec::new(),
+        };
+        let Some(mb) = self
+            .accounts
+            .get(&account)
+            .and_then(|a| a.mailboxes.get(&mailbox))
+        else {
+            return Vec::new();
+        };
+        let mut uids = uids;
+        if !uids.is_sorted() {
+            uids.sort_unstable();
+        }
+        mb.index
+            .get_sorted(&uids)
+            .map(|e| ((account.0, mailbox.0, e.uid), e, self.blobs.get(e.blob)))
+            .collect()
+    }
+
     /// Drops the references of removed entries; a blob nobody refers to is dead.
     fn release(&mut self, account: AccountId, removed: &[Entry]) -> Result<(), ApplyError> {
         for e in removed {

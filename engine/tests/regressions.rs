@@ -7,6 +7,14 @@ use ringmail_engine::{PartitionConfig, Uid};
 
 const A: &str = "reg@example.org";
 
+/// Tiny segments that raw (deferred-compression) bodies fill fast.
+fn raw_tiny_segments() -> PartitionConfig {
+    PartitionConfig {
+        deferred_compression_bytes: 1 << 30,
+        ..tiny_segments()
+    }
+}
+
 fn tiny_segments() -> PartitionConfig {
     PartitionConfig {
         segment_size: 64 << 10,
@@ -194,11 +202,7 @@ fn compact_counts_removed_segments_despite_concurrent_appends() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     run(&d.clone(), move || async move {
-        let cfg = PartitionConfig {
-            deferred_compression_bytes: 1 << 30,
-            ..tiny_segments()
-        };
-        let p = open_with_account(&d, cfg, A).await;
+        let p = open_with_account(&d, raw_tiny_segments(), A).await;
         for n in 0..200 {
             p.append(A, "INBOX", &new_message(message(n, 3000)))
                 .await
@@ -400,5 +404,56 @@ fn changed_modseq_counts_changes_to_existing_messages_only() {
         let p = open(&d, config()).await;
         let st4 = p.status(A, "INBOX").unwrap();
         assert_eq!(st4.changed_modseq, st4.highest_modseq);
+    });
+}
+
+/// A message another IMAP session expunged was gone at once for a session not yet told
+/// of it, whose FETCH then failed (RFC 2180 section 4.1.1 lets it be read until then). While
+/// a reader's mark is behind, the expunged entry and its body stay readable, through
+/// checkpoints and compaction; once the mark catches up, the next checkpoint frees them.
+#[test]
+fn an_expunged_message_stays_readable_while_a_reader_is_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(&d.clone(), move || async move {
+        let p = open_with_account(&d, raw_tiny_segments(), A).await;
+        let mut bodies = Vec::new();
+        for n in 0..120 {
+            let body = message(n, 3000);
+            p.append(A, "INBOX", &new_message(body.clone()))
+                .await
+                .unwrap();
+            bodies.push(body);
+        }
+        // Nobody reading: an expunge keeps nothing.
+        p.expunge(A, "INBOX", Some(&[Uid(1)])).await.unwrap();
+        assert!(p.expunged_message(A, "INBOX", Uid(1)).is_none());
+
+        let mark = p.reader_mark();
+        let gone: Vec<Uid> = (2..=120).filter(|u| u % 3 != 0).map(Uid).collect();
+        p.expunge(A, "INBOX", Some(&gone)).await.unwrap();
+        // Compaction moves the live messages out of the sparse segments and a checkpoint
+        // would delete those: not while the reader may still fetch what was in them.
+        p.checkpoint().await.unwrap();
+        assert!(!p.compaction_plan().rewrite.is_empty());
+        p.compact().await.unwrap();
+        p.checkpoint().await.unwrap();
+        for u in &gone {
+            let info = p.expunged_message(A, "INBOX", *u).expect("kept");
+            assert_eq!(info.uid, *u);
+            let body = p.fetch_blob(info.blob).await.unwrap();
+            assert_eq!(body.as_slice(), &bodies[u.0 as usize - 1][..], "uid {u:?}");
+            p.fetch_blob_meta(info.blob).await.unwrap();
+        }
+        assert!(p.message(A, "INBOX", gone[0]).is_err());
+
+        // Caught up: the entries go at once, the emptied segments with the next checkpoint.
+        let before = p.stats().segments;
+        mark.caught_up(p.retired_seq());
+        assert!(p.expunged_message(A, "INBOX", gone[0]).is_none());
+        p.checkpoint().await.unwrap();
+        assert!(p.stats().segments < before, "{before} segments before");
+        let rep = p.check_integrity().await;
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
     });
 }

@@ -294,3 +294,116 @@ fn list_extended_and_lsub_as_rfc_5258_has_them() {
     assert!(r.contains("* LSUB (\\Noselect) \"/\" p"), "{r}");
     assert!(r.contains("* LSUB (\\Noselect) \"/\" gone"), "{r}");
 }
+
+/// Item 14: a message another session expunged was gone at once for a session not yet told
+/// (`NO no message with that UID`), though its sequence number still named it there. It is
+/// fetchable, body and all, until the session is told; then the numbers move on.
+#[test]
+fn a_message_expunged_elsewhere_is_fetchable_until_announced() {
+    let srv = imap_server(&[ALICE], "", "");
+    let mut a = imap_login(&srv, ALICE);
+    for i in 1..=3 {
+        append(&mut a, &format!("a{i}"), "INBOX", &format!("number {i}"));
+    }
+    let r = imap_command(&mut a, "b", "SELECT INBOX");
+    assert!(r.contains("* 3 EXISTS"), "{r}");
+
+    let mut other = imap_login(&srv, ALICE);
+    imap_command(&mut other, "c1", "SELECT INBOX");
+    let r = imap_command(&mut other, "c2", "STORE 2 +FLAGS.SILENT (\\Deleted)");
+    assert!(r.contains("c2 OK"), "{r}");
+    let r = imap_command(&mut other, "c3", "EXPUNGE");
+    assert!(r.contains("* 2 EXPUNGE"), "{r}");
+
+    // FETCH may not announce the expunge (RFC 9051 section 7.5.1): the data is sent.
+    let r = imap_command(
+        &mut a,
+        "d",
+        "FETCH 2 (UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT)] ENVELOPE)",
+    );
+    assert!(r.contains("d OK"), "{r}");
+    assert!(r.contains("* 2 FETCH (UID 2 "), "{r}");
+    assert!(r.contains("Subject: number 2"), "{r}");
+    assert!(r.contains("\"number 2\""), "{r}");
+    assert!(!r.contains("EXPUNGE"), "{r}");
+    let r = imap_command(&mut a, "e", "UID FETCH 2 (BODY[])");
+    assert!(r.contains("e OK") && r.contains("body"), "{r}");
+    // Told now; afterwards 2 is the message that was 3.
+    let r = imap_command(&mut a, "f", "NOOP");
+    assert!(r.contains("* 2 EXPUNGE"), "{r}");
+    let r = imap_command(&mut a, "g", "FETCH 2 (UID)");
+    assert!(r.contains("* 2 FETCH (UID 3)"), "{r}");
+    let r = imap_command(&mut a, "h", "UID FETCH 2 (BODY[])");
+    assert!(r.contains("h OK") && !r.contains("FETCH ("), "{r}");
+}
+
+/// Item 14 as a stress client saw it: sessions on one mailbox appending, fetching by
+/// sequence number, flagging \Deleted and expunging at once. Every FETCH of a number the
+/// session was shown must succeed (before the fix, dozens a run got NO).
+#[test]
+fn concurrent_expunges_fail_no_fetch() {
+    let srv = imap_server(&[ALICE], "", "");
+    let out = srv.python(
+        r#"
+import imaplib, os, random, threading, time
+port = int(os.environ["IMAP"])
+stop = time.time() + 4
+fails, fetches = [], [0]
+def session(k):
+    rnd = random.Random(k)
+    c = imaplib.IMAP4("127.0.0.1", port)
+    c.login("alice@example.org", "secret")
+    typ, data = c.select("INBOX")
+    n = int(data[0])
+    def track():
+        nonlocal n
+        ex = c.untagged_responses.pop("EXISTS", None)
+        gone = c.untagged_responses.pop("EXPUNGE", None)
+        if ex:
+            n = int(ex[-1])
+        elif gone:
+            n -= len(gone)
+    while time.time() < stop:
+        op = rnd.random()
+        if op < 0.25 or n < 3:
+            msg = b"From: s%d@example.org\r\nSubject: stress %d\r\n\r\n" % (k, k) + b"line\r\n" * rnd.randint(1, 200)
+            typ, data = c.append("INBOX", None, None, msg)
+            if typ != "OK":
+                fails.append(("APPEND", data))
+            c.noop()
+        elif op < 0.75:
+            m = rnd.randint(1, n)
+            typ, data = c.fetch(str(m), "(UID RFC822.SIZE BODY.PEEK[] ENVELOPE)")
+            fetches[0] += 1
+            if typ != "OK":
+                fails.append(("FETCH", m, n, data))
+        elif op < 0.9:
+            m = rnd.randint(1, n)
+            typ, data = c.store(str(m), "+FLAGS.SILENT", "(\\Deleted)")
+            if typ != "OK":
+                fails.append(("STORE", m, n, data))
+        else:
+            c.expunge()
+        track()
+    c.logout()
+seed = imaplib.IMAP4("127.0.0.1", port)
+seed.login("alice@example.org", "secret")
+for i in range(30):
+    seed.append("INBOX", None, None, b"Subject: seed %d\r\n\r\nbody\r\n" % i)
+seed.logout()
+threads = [threading.Thread(target=session, args=(k,)) for k in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("fetches", fetches[0])
+for f in fails[:10]: print("FAIL", f)
+print("failures", len(fails))
+"#,
+    );
+    assert!(out.contains("failures 0"), "{out}");
+    let fetches: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("fetches "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(fetches > 200, "too few fetches to mean anything: {out}");
+}

@@ -564,6 +564,9 @@ struct Session {
     io: Io,
     enabled: Enabled,
     view: Option<View>,
+    /// While a mailbox is selected: keeps messages other sessions expunge readable until
+    /// this one is told (RFC 2180 section 4.1.1).
+    mark: Option<ringmail_engine::retired::ReaderMark>,
     /// The saved search result (`$`, RFC 5182), as UIDs.
     saved: Vec<u32>,
     keywords: Vec<String>,
@@ -593,6 +596,7 @@ async fn authenticated(
         io,
         enabled: Enabled::default(),
         view: None,
+        mark: None,
         saved: Vec::new(),
         keywords: Vec::new(),
         closing: false,
@@ -814,7 +818,15 @@ impl Session {
 
     /// Brings the client's view of the selected mailbox up to date (untagged responses).
     async fn sync(&mut self, expunge: bool) {
+        // Read with the mailbox: sync_view does not await before the view is up to date.
+        let retired = self.part.retired_seq();
         self.sync_view(expunge).await;
+        if let (Some(view), Some(mark)) = (&self.view, &self.mark) {
+            if !view.has_gone() {
+                // Told of every expunge so far: nothing kept before is needed for us.
+                mark.caught_up(retired);
+            }
+        }
         self.share_view();
     }
 
@@ -1001,6 +1013,7 @@ impl Session {
                     .map_err(no)?;
                 if self.view.as_ref().is_some_and(|v| v.mailbox == name) {
                     self.view = None;
+                    self.mark = None;
                 }
                 self.ok(tag, "DELETE completed").await
             }
@@ -1147,6 +1160,7 @@ impl Session {
             Command::Close | Command::Unselect => {
                 let close = matches!(cmd, Command::Close);
                 let view = self.view.take().expect("checked above");
+                self.mark = None;
                 if close && !view.readonly {
                     // CLOSE expunges silently (RFC 9051 section 6.4.1).
                     self.part
@@ -1358,6 +1372,9 @@ impl Session {
         // same state shares it.
         let old = self.view.take();
         let had = old.is_some();
+        // Taken before the mailbox is read, so nothing expunged after is missed by it.
+        let mark = self.part.reader_mark();
+        self.mark = None;
         if had && self.enabled.qresync {
             self.io.line("* OK [CLOSED] previous mailbox is now closed");
         }
@@ -1442,6 +1459,7 @@ impl Session {
             }
         }
         self.view = Some(view);
+        self.mark = Some(mark);
         self.share_view();
         drop(old);
         let mode = if readonly { "READ-ONLY" } else { "READ-WRITE" };
@@ -1597,26 +1615,18 @@ impl Session {
 
     /// The message's metadata: from the shard's cache, else as stored at delivery, else (an
     /// older version, or none) parsed from the message.
-    async fn meta_of(
-        &self,
-        mailbox: &str,
-        uid: Uid,
-        blob: BlobId,
-        raw: Option<&[u8]>,
-    ) -> Option<Rc<MessageMeta>> {
+    async fn meta_of(&self, blob: BlobId, raw: Option<&[u8]>) -> Option<Rc<MessageMeta>> {
         let key = (self.part.id().0, blob.0);
         if let Some(m) = self.server.meta_cache.borrow().get(key) {
             return Some(m);
         }
-        let stored = self.part.fetch_meta(&self.account, mailbox, uid).await.ok();
+        let stored = self.part.fetch_blob_meta(blob).await.ok();
         let (meta, len) = match stored.as_deref().map(MessageMeta::decode) {
             Some(Ok(m)) => (m, stored.as_ref().map_or(0, |b| b.len())),
             _ => {
                 let m = match raw {
                     Some(r) => MessageMeta::parse(r),
-                    None => MessageMeta::parse(
-                        &self.part.fetch(&self.account, mailbox, uid).await.ok()?,
-                    ),
+                    None => MessageMeta::parse(&self.part.fetch_blob(blob).await.ok()?),
                 };
                 // What a stored copy would weigh.
                 let len = m.encode().len();
@@ -1866,13 +1876,21 @@ impl Session {
         for (seq, m) in targets {
             let gone = self.view().is_gone(m.uid);
             while infos.next_if(|i| i.uid.0 < m.uid).is_some() {}
+            // Expunged by another session: still readable until we tell the client (RFC
+            // 2180 section 4.1.1), if the engine still keeps it (it does for a while).
             let info = match infos.next_if(|i| i.uid.0 == m.uid) {
                 Some(i) => i,
-                None if gone => continue,
-                None => return Err(no(Error::Store(StoreError::NoSuchMessage))),
+                None => match self
+                    .part
+                    .expunged_message(&self.account, &mailbox, Uid(m.uid))
+                {
+                    Some(i) => i,
+                    None if gone => continue,
+                    None => return Err(no(Error::Store(StoreError::NoSuchMessage))),
+                },
             };
             let raw = if needs.body {
-                match self.part.fetch(&self.account, &mailbox, Uid(m.uid)).await {
+                match self.part.fetch_blob(info.blob).await {
                     Ok(b) => Some(b),
                     Err(_) if gone => continue,
                     Err(e) => {
@@ -1902,13 +1920,8 @@ impl Session {
                 None
             };
             let meta = if needs.meta {
-                self.meta_of(
-                    &mailbox,
-                    Uid(m.uid),
-                    info.blob,
-                    raw.as_deref().map(|r| r.as_slice()),
-                )
-                .await
+                self.meta_of(info.blob, raw.as_deref().map(|r| r.as_slice()))
+                    .await
             } else {
                 None
             };
