@@ -407,3 +407,35 @@ print("failures", len(fails))
         .unwrap_or(0);
     assert!(fetches > 200, "too few fetches to mean anything: {out}");
 }
+
+/// Extensions: CREATE-SPECIAL-USE (RFC 6154 section 3). The attribute given at CREATE is
+/// listed; one this server cannot honour is `NO [USEATTR]` with nothing created; a
+/// malformed parameter is `BAD`.
+#[test]
+fn create_special_use_marks_the_new_mailbox() {
+    let srv = imap_server(&[ALICE], "", "");
+    let mut c = imap_login(&srv, ALICE);
+    let r = imap_command(&mut c, "a", "CAPABILITY");
+    assert!(r.contains(" CREATE-SPECIAL-USE"), "{r}");
+    let r = imap_command(&mut c, "b", "CREATE \"Old Sent\" (USE (\\Sent))");
+    assert!(r.contains("b OK"), "{r}");
+    let r = imap_command(&mut c, "c", "LIST \"\" \"Old Sent\"");
+    assert!(r.contains("\\Sent") && r.contains("\"Old Sent\""), "{r}");
+    let r = imap_command(&mut c, "d", "LIST (SPECIAL-USE) \"\" *");
+    assert!(r.contains("\"Old Sent\""), "{r}");
+    for (tag, attrs) in [
+        ("e1", "\\All"),
+        ("e2", "\\Flagged"),
+        ("e3", "\\Important"),
+        ("e4", "\\Sent \\Trash"),
+    ] {
+        let r = imap_command(&mut c, tag, &format!("CREATE x (USE ({attrs}))"));
+        assert!(r.contains(&format!("{tag} NO [USEATTR]")), "{r}");
+    }
+    let r = imap_command(&mut c, "f", "LIST \"\" x");
+    assert!(!r.contains("* LIST"), "nothing is created: {r}");
+    let r = imap_command(&mut c, "g", "CREATE x (COLOR (red))");
+    assert!(r.contains("g BAD"), "{r}");
+    let r = imap_command(&mut c, "h", "CREATE x (USE ())");
+    assert!(r.contains("h OK"), "{r}");
+}

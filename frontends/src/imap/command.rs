@@ -113,7 +113,12 @@ pub enum Command {
         /// QRESYNC (RFC 7162 section 3.2.5): known UIDVALIDITY, known modseq, known UIDs.
         qresync: Option<Qresync>,
     },
-    Create(String),
+    /// CREATE, with the special-use attributes of `USE (...)` (RFC 6154 section 3; the
+    /// create-params of RFC 4466), `\` included, as sent.
+    Create {
+        mailbox: String,
+        special_use: Vec<String>,
+    },
     Delete(String),
     Rename {
         from: String,
@@ -741,7 +746,38 @@ pub fn parse_command(bytes: &[u8]) -> Result<(String, Command), ParseError> {
         }
         (false, "CREATE") => {
             p.sp()?;
-            Command::Create(p.mailbox()?)
+            let mailbox = p.mailbox()?;
+            let mut special_use = Vec::new();
+            if p.eat(b' ') {
+                // create-params = SP "(" create-param *(SP create-param) ")"
+                if !p.eat(b'(') {
+                    return p.err("expected CREATE parameters");
+                }
+                loop {
+                    let name = p.atom()?.to_ascii_uppercase();
+                    if name != "USE" {
+                        return p.err(format!("unknown CREATE parameter {name}"));
+                    }
+                    p.sp()?;
+                    if p.peek() != Some(b'(') {
+                        return p.err("USE takes a list of attributes");
+                    }
+                    for a in p.flag_list()? {
+                        if !a.starts_with('\\') || a == "\\*" {
+                            return p.err("a special-use attribute starts with a backslash");
+                        }
+                        special_use.push(a);
+                    }
+                    if p.eat(b')') {
+                        break;
+                    }
+                    p.sp()?;
+                }
+            }
+            Command::Create {
+                mailbox,
+                special_use,
+            }
         }
         (false, "DELETE") => {
             p.sp()?;
@@ -997,6 +1033,38 @@ mod tests {
         parse_command(s)
             .unwrap_or_else(|e| panic!("{e:?} in {:?}", String::from_utf8_lossy(s)))
             .1
+    }
+
+    #[test]
+    fn create_takes_special_use_attributes() {
+        let create = |m: &str, a: &[&str]| Command::Create {
+            mailbox: m.into(),
+            special_use: a.iter().map(|s| s.to_string()).collect(),
+        };
+        assert_eq!(ok(b"a CREATE x\r\n"), create("x", &[]));
+        assert_eq!(
+            ok(b"a CREATE Drafts (USE (\\Drafts))\r\n"),
+            create("Drafts", &["\\Drafts"])
+        );
+        assert_eq!(
+            ok(b"a CREATE y (use (\\Sent \\Junk))\r\n"),
+            create("y", &["\\Sent", "\\Junk"])
+        );
+        assert_eq!(ok(b"a CREATE z (USE ())\r\n"), create("z", &[]));
+        for bad in [
+            &b"a CREATE x ()\r\n"[..],
+            b"a CREATE x (FOO)\r\n",
+            b"a CREATE x (USE \\Drafts)\r\n",
+            b"a CREATE x (USE (Drafts))\r\n",
+            b"a CREATE x (USE (\\Drafts)\r\n",
+            b"a CREATE x USE (\\Drafts)\r\n",
+        ] {
+            assert!(
+                parse_command(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

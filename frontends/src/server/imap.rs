@@ -284,10 +284,32 @@ fn preauth_capabilities(server: &ShardServer, tls: bool) -> String {
     c
 }
 
+/// The special use a CREATE asks for (RFC 6154 section 3). A mailbox here has at most one,
+/// and \All and \Flagged name virtual mailboxes this store does not keep: those, several
+/// at once, and attributes nobody defined are `NO [USEATTR]`, and nothing is created.
+fn create_special_use(attrs: &[String]) -> Result<SpecialUse, String> {
+    let refuse = |why: &str| Err(format!("NO [USEATTR] {why}"));
+    match attrs {
+        [] => Ok(SpecialUse::None),
+        [a] => match a.to_ascii_lowercase().as_str() {
+            "\\archive" => Ok(SpecialUse::Archive),
+            "\\drafts" => Ok(SpecialUse::Drafts),
+            "\\junk" => Ok(SpecialUse::Junk),
+            "\\sent" => Ok(SpecialUse::Sent),
+            "\\trash" => Ok(SpecialUse::Trash),
+            "\\all" | "\\flagged" => refuse(&format!(
+                "{a} is a virtual mailbox, which this server does not make"
+            )),
+            _ => refuse(&format!("{a} is not a special-use attribute")),
+        },
+        _ => refuse("a mailbox here has one special use at most"),
+    }
+}
+
 fn capabilities(server: &ShardServer) -> String {
     format!(
         "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS \
-         CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE STATUS=SIZE MOVE CONDSTORE QRESYNC \
+         CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE CREATE-SPECIAL-USE STATUS=SIZE MOVE CONDSTORE QRESYNC \
          ESEARCH SEARCHRES MULTIAPPEND BINARY UTF8=ACCEPT QUOTA QUOTA=RES-STORAGE \
          QUOTA=RES-MESSAGE OBJECTID COMPRESS=DEFLATE SORT SORT=DISPLAY \
          THREAD=ORDEREDSUBJECT THREAD=REFERENCES APPENDLIMIT={}",
@@ -399,7 +421,7 @@ async fn preauth(server: &ShardServer, io: &mut Io, from: &mut LoginFrom) -> Opt
                 r.map(|(res, user, mech)| (tag, res, user, mech))
             }
             Command::Select { .. }
-            | Command::Create(_)
+            | Command::Create { .. }
             | Command::Delete(_)
             | Command::Rename { .. }
             | Command::Subscribe(_)
@@ -977,7 +999,11 @@ impl Session {
                 }
                 self.select(tag, &mailbox, readonly, qresync).await
             }
-            Command::Create(name) => {
+            Command::Create {
+                mailbox: name,
+                special_use,
+            } => {
+                let special_use = create_special_use(&special_use)?;
                 if !self.enabled.utf8 && mutf7::decode(&name).is_none() {
                     return Err("NO [CANNOT] the mailbox name is not modified UTF-7".into());
                 }
@@ -999,7 +1025,7 @@ impl Session {
                 }
                 let st = self
                     .part
-                    .create_mailbox(&self.account, &name, SpecialUse::None)
+                    .create_mailbox(&self.account, &name, special_use)
                     .await
                     .map_err(no)?;
                 let text = format!("[MAILBOXID ({})] CREATE completed", mailbox_id(&st));
