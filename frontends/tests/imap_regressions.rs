@@ -439,3 +439,67 @@ fn create_special_use_marks_the_new_mailbox() {
     let r = imap_command(&mut c, "h", "CREATE x (USE ())");
     assert!(r.contains("h OK"), "{r}");
 }
+
+/// Extensions: PARTIAL (RFC 9394) for SEARCH, SORT and FETCH, and ESORT (RFC 5267): pages
+/// counted from either end, MIN and MAX in sort order, SAVE of a page.
+#[test]
+fn partial_pages_and_esort_answer_in_esearch() {
+    let srv = imap_server(&[ALICE], "", "");
+    let mut c = imap_login(&srv, ALICE);
+    let r = imap_command(&mut c, "a", "CAPABILITY");
+    assert!(r.contains(" ESORT ") && r.contains(" PARTIAL "), "{r}");
+    for i in 1..=6 {
+        append(&mut c, &format!("b{i}"), "INBOX", &format!("s{i}"));
+    }
+    imap_command(&mut c, "c", "SELECT INBOX");
+    let r = imap_command(&mut c, "d", "UID SEARCH RETURN (PARTIAL 2:4 COUNT) ALL");
+    assert!(
+        r.contains("* ESEARCH (TAG \"d\") UID COUNT 6 PARTIAL (2:4 2:4)"),
+        "{r}"
+    );
+    let r = imap_command(&mut c, "e", "SEARCH RETURN (PARTIAL -2:-1) ALL");
+    assert!(r.contains("PARTIAL (-1:-2 5:6)"), "{r}");
+    let r = imap_command(&mut c, "f", "SEARCH RETURN (PARTIAL 7:9) ALL");
+    assert!(r.contains("PARTIAL (7:9 NIL)") && r.contains("f OK"), "{r}");
+    let r = imap_command(&mut c, "g", "SEARCH RETURN (ALL PARTIAL 1:2) ALL");
+    assert!(r.contains("g BAD"), "{r}");
+
+    let r = imap_command(
+        &mut c,
+        "h",
+        "UID SORT RETURN (MIN MAX ALL) (REVERSE SUBJECT) UTF-8 ALL",
+    );
+    assert!(
+        r.contains("* ESEARCH (TAG \"h\") UID MIN 6 MAX 1 ALL 6,5,4,3,2,1"),
+        "{r}"
+    );
+    let r = imap_command(
+        &mut c,
+        "i",
+        "UID SORT RETURN (SAVE PARTIAL 1:2) (REVERSE SUBJECT) UTF-8 ALL",
+    );
+    assert!(r.contains("UID PARTIAL (1:2 6,5)"), "{r}");
+    let r = imap_command(&mut c, "j", "UID FETCH $ (UID)");
+    assert!(
+        r.contains("FETCH (UID 5)") && r.contains("FETCH (UID 6)"),
+        "{r}"
+    );
+    assert!(!r.contains("FETCH (UID 4)"), "{r}");
+    let r = imap_command(&mut c, "k", "UID SORT (SUBJECT) UTF-8 ALL");
+    assert!(r.contains("* SORT 1 2 3 4 5 6"), "{r}");
+
+    let r = imap_command(&mut c, "l", "UID FETCH 2:* (UID) (PARTIAL -1:-2)");
+    assert!(
+        r.contains("FETCH (UID 5)") && r.contains("FETCH (UID 6)"),
+        "{r}"
+    );
+    assert_eq!(r.matches("FETCH (").count(), 2, "{r}");
+    let r = imap_command(&mut c, "m", "UID FETCH 1:* (UID) (PARTIAL 2:3)");
+    assert!(
+        r.contains("FETCH (UID 2)") && r.contains("FETCH (UID 3)"),
+        "{r}"
+    );
+    assert_eq!(r.matches("FETCH (").count(), 2, "{r}");
+    let r = imap_command(&mut c, "n", "UID FETCH 1:* (UID) (PARTIAL 1:*)");
+    assert!(r.contains("n BAD"), "{r}");
+}

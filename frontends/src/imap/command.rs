@@ -162,6 +162,8 @@ pub enum Command {
         changed_since: Option<u64>,
         /// QRESYNC's VANISHED modifier (RFC 7162 section 3.2.6): report expunged UIDs too.
         vanished: bool,
+        /// RFC 9394: only this page of the messages the set (and CHANGEDSINCE) selects.
+        partial: Option<crate::imap::partial::PartialRange>,
     },
     Store {
         uid: bool,
@@ -201,6 +203,14 @@ pub enum Command {
     Compress(String),
     /// A command this parser does not know the arguments of yet.
     Unsupported(String),
+}
+
+/// What follows a FETCH's attributes.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FetchModifiers {
+    pub(crate) changed_since: Option<u64>,
+    pub(crate) vanished: bool,
+    pub(crate) partial: Option<crate::imap::partial::PartialRange>,
 }
 
 /// The grammar cursor over one framed command, shared by the command parsers of
@@ -570,21 +580,28 @@ impl<'a> P<'a> {
         }
         Ok(items)
     }
-    /// `(NAME value ...)` modifiers such as `(CHANGEDSINCE 5)`.
-    /// fetch-modifiers (RFC 7162): `(CHANGEDSINCE n [VANISHED])`, in any order.
-    pub(crate) fn fetch_modifiers(&mut self) -> R<(Option<u64>, bool)> {
+    /// fetch-modifiers (RFC 7162, RFC 9394): `(CHANGEDSINCE n [VANISHED] [PARTIAL range])`,
+    /// in any order, each once.
+    pub(crate) fn fetch_modifiers(&mut self) -> R<FetchModifiers> {
+        let mut m = FetchModifiers::default();
         if self.peek() != Some(b' ') || self.b.get(self.i + 1) != Some(&b'(') {
-            return Ok((None, false));
+            return Ok(m);
         }
         self.i += 2;
-        let (mut since, mut vanished) = (None, false);
         loop {
             match self.atom()?.to_ascii_uppercase().as_str() {
-                "CHANGEDSINCE" => {
+                "CHANGEDSINCE" if m.changed_since.is_none() => {
                     self.sp()?;
-                    since = Some(self.number()?);
+                    m.changed_since = Some(self.number()?);
                 }
-                "VANISHED" => vanished = true,
+                "VANISHED" if !m.vanished => m.vanished = true,
+                "PARTIAL" if m.partial.is_none() => {
+                    self.sp()?;
+                    m.partial = Some(crate::imap::partial::PartialRange::parse(self)?);
+                }
+                "CHANGEDSINCE" | "VANISHED" | "PARTIAL" => {
+                    return self.err("a FETCH modifier is given once")
+                }
                 m => return self.err(format!("unsupported modifier {m}")),
             }
             if self.eat(b')') {
@@ -592,10 +609,10 @@ impl<'a> P<'a> {
             }
             self.sp()?;
         }
-        if vanished && since.is_none() {
+        if m.vanished && m.changed_since.is_none() {
             return self.err("VANISHED needs CHANGEDSINCE");
         }
-        Ok((since, vanished))
+        Ok(m)
     }
     pub(crate) fn modifier(&mut self, name: &str) -> R<Option<u64>> {
         if self.peek() != Some(b' ') || self.b.get(self.i + 1) != Some(&b'(') {
@@ -901,13 +918,14 @@ pub fn parse_command(bytes: &[u8]) -> Result<(String, Command), ParseError> {
             let set = p.seq_set()?;
             p.sp()?;
             let attrs = p.fetch_atts()?;
-            let (changed_since, vanished) = p.fetch_modifiers()?;
+            let m = p.fetch_modifiers()?;
             Command::Fetch {
                 uid,
                 set,
                 attrs,
-                changed_since,
-                vanished,
+                changed_since: m.changed_since,
+                vanished: m.vanished,
+                partial: m.partial,
             }
         }
         (_, "STORE") => {
@@ -1176,7 +1194,8 @@ mod tests {
                     FetchAttr::Binary { peek: true, size_only: true, section: "1".into(), partial: None }
                 ],
                 changed_since: Some(9),
-                vanished: false
+                vanished: false,
+                partial: None
             }
         );
         assert_eq!(
@@ -1190,7 +1209,8 @@ mod tests {
                     FetchAttr::Rfc822Size
                 ],
                 changed_since: None,
-                vanished: false
+                vanished: false,
+                partial: None
             }
         );
         assert_eq!(
@@ -1247,6 +1267,7 @@ mod tests {
             Command::Sort {
                 uid: true,
                 sort: SortCommand {
+                    ret: None,
                     criteria: vec![
                         SortCriterion {
                             reverse: true,

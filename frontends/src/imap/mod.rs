@@ -10,6 +10,7 @@ pub mod fetch;
 pub mod framer;
 pub mod list;
 pub mod mutf7;
+pub mod partial;
 pub mod search;
 pub mod section;
 pub mod sort;

@@ -11,6 +11,7 @@ use mail_parser::parsers::MessageStream;
 use mail_parser::{HeaderValue, Message, MessageParser, PartType};
 
 use super::command::{SeqBound, SequenceSet, P, R};
+use super::partial::PartialRange;
 use super::{datetime, encode};
 use crate::mime::PackedEnvelope;
 
@@ -80,6 +81,8 @@ pub enum ReturnOpt {
     All,
     Count,
     Save,
+    /// A page of the result (RFC 9394).
+    Partial(PartialRange),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,6 +106,62 @@ fn lossy(b: Vec<u8>) -> String {
     String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
+/// `RETURN (opt ...) ` if that is what comes next (SEARCH, RFC 4731; SORT, RFC 5267),
+/// with the space after it.
+///
+/// ```text
+/// search-return-opts = SP "RETURN" SP "(" [search-return-opt *(SP search-return-opt)] ")"
+/// search-return-opt  = "MIN" / "MAX" / "ALL" / "COUNT" / "SAVE" / "PARTIAL" SP partial-range
+/// ```
+/// One PARTIAL or one ALL at most, not both (RFC 9394 section 3.1).
+pub(crate) fn parse_return_opts(p: &mut P) -> R<Option<Vec<ReturnOpt>>> {
+    if !word_then_sp(p, "RETURN") {
+        return Ok(None);
+    }
+    if !p.eat(b'(') {
+        return p.err("RETURN needs a list of options");
+    }
+    let mut v = Vec::new();
+    while !p.eat(b')') {
+        if !v.is_empty() {
+            p.sp()?;
+        }
+        let o = match p.atom()?.to_ascii_uppercase().as_str() {
+            "MIN" => ReturnOpt::Min,
+            "MAX" => ReturnOpt::Max,
+            "ALL" => ReturnOpt::All,
+            "COUNT" => ReturnOpt::Count,
+            "SAVE" => ReturnOpt::Save,
+            "PARTIAL" => {
+                p.sp()?;
+                ReturnOpt::Partial(PartialRange::parse(p)?)
+            }
+            o => return p.err(format!("unknown return option {o}")),
+        };
+        let paging = |o: &ReturnOpt| matches!(o, ReturnOpt::All | ReturnOpt::Partial(_));
+        if paging(&o) && v.iter().any(paging) {
+            return p.err("one PARTIAL or one ALL at most");
+        }
+        if !v.contains(&o) {
+            v.push(o);
+        }
+    }
+    // RFC 4731: an empty list means ALL.
+    if v.is_empty() {
+        v.push(ReturnOpt::All);
+    }
+    p.sp()?;
+    Ok(Some(v))
+}
+
+/// The PARTIAL return option, if asked for.
+pub fn partial_of(ret: &[ReturnOpt]) -> Option<PartialRange> {
+    ret.iter().find_map(|o| match o {
+        ReturnOpt::Partial(r) => Some(*r),
+        _ => None,
+    })
+}
+
 /// Consumes `word` followed by a space if that is what comes next.
 fn word_then_sp(p: &mut P, word: &str) -> bool {
     let save = p.i;
@@ -120,32 +179,7 @@ fn word_then_sp(p: &mut P, word: &str) -> bool {
 /// ```
 /// Called after `SEARCH `; stops at the CRLF (the caller checks the end).
 pub(crate) fn parse_search(p: &mut P) -> R<SearchCommand> {
-    let mut ret = None;
-    if word_then_sp(p, "RETURN") {
-        if !p.eat(b'(') {
-            return p.err("RETURN needs a list of options");
-        }
-        let mut v = Vec::new();
-        while !p.eat(b')') {
-            if !v.is_empty() {
-                p.sp()?;
-            }
-            v.push(match p.atom()?.to_ascii_uppercase().as_str() {
-                "MIN" => ReturnOpt::Min,
-                "MAX" => ReturnOpt::Max,
-                "ALL" => ReturnOpt::All,
-                "COUNT" => ReturnOpt::Count,
-                "SAVE" => ReturnOpt::Save,
-                o => return p.err(format!("unknown SEARCH return option {o}")),
-            });
-        }
-        // RFC 4731: an empty list means ALL.
-        if v.is_empty() {
-            v.push(ReturnOpt::All);
-        }
-        ret = Some(v);
-        p.sp()?;
-    }
+    let ret = parse_return_opts(p)?;
     let charset = if word_then_sp(p, "CHARSET") {
         Some(lossy(p.astring()?))
     } else {
@@ -683,21 +717,27 @@ pub fn matches(keys: &[SearchKey], c: &Candidate, ctx: &Context) -> bool {
         && keys.iter().filter(costly).all(|k| e.eval(k))
 }
 
-/// The hits a SAVE keeps (RFC 5182 section 2.4) and whose highest mod-sequence is reported
-/// (RFC 7162 section 3.1.5): only the MIN / MAX hits when those are asked without ALL or
-/// COUNT, else all of them.
+/// The hits a SAVE keeps (RFC 5182 section 2.4, RFC 9394 section 3.2) and whose highest
+/// mod-sequence is reported (RFC 7162 section 3.1.5): with COUNT or ALL, or with none of
+/// MIN, MAX and PARTIAL, all of them; else the PARTIAL page and the MIN / MAX hits. `hits`
+/// in result order (sort order for SORT).
 pub fn returned_hits(hits: &[u32], ret: &[ReturnOpt]) -> Vec<u32> {
     let has = |o| ret.contains(&o);
-    if has(ReturnOpt::All) || has(ReturnOpt::Count) || !(has(ReturnOpt::Min) || has(ReturnOpt::Max))
+    let partial = partial_of(ret);
+    if has(ReturnOpt::All)
+        || has(ReturnOpt::Count)
+        || !(has(ReturnOpt::Min) || has(ReturnOpt::Max) || partial.is_some())
     {
         return hits.to_vec();
     }
-    let mut v = Vec::new();
+    let mut v = partial.map_or_else(Vec::new, |r| r.select(hits).to_vec());
     if let (true, Some(&m)) = (has(ReturnOpt::Min), hits.first()) {
-        v.push(m);
+        if !v.contains(&m) {
+            v.push(m);
+        }
     }
     if let (true, Some(&m)) = (has(ReturnOpt::Max), hits.last()) {
-        if v.last() != Some(&m) {
+        if !v.contains(&m) {
             v.push(m);
         }
     }
@@ -717,9 +757,12 @@ pub fn write_search(out: &mut Vec<u8>, hits: &[u32], modseq: Option<u64>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// `* ESEARCH (TAG "a1") [UID] [MIN n] [MAX n] [COUNT n] [ALL set] [MODSEQ n]` CRLF, for
-/// ascending `hits`. MIN, MAX, ALL and MODSEQ are absent when nothing matched (RFC 4731);
-/// an empty `ret` means ALL; a SAVE alone writes nothing (RFC 5182 section 2.4).
+/// `* ESEARCH (TAG "a1") [UID] [MIN n] [MAX n] [COUNT n] [ALL set] [PARTIAL (range set)]
+/// [MODSEQ n]` CRLF, for `hits` in result order (ascending for SEARCH, sort order for SORT:
+/// MIN and MAX are then the first and last sorted, RFC 5267 section 3.1). MIN, MAX, ALL and
+/// MODSEQ are absent when nothing matched (RFC 4731); PARTIAL is always there, `NIL` when
+/// its page is empty (RFC 9394); an empty `ret` means ALL; a SAVE alone writes nothing (RFC
+/// 5182 section 2.4).
 pub fn write_esearch(
     out: &mut Vec<u8>,
     tag: &str,
@@ -754,6 +797,17 @@ pub fn write_esearch(
     }
     if has(ReturnOpt::All) && !hits.is_empty() {
         s += &format!(" ALL {}", encode::compress_set(hits));
+    }
+    if let Some(r) = partial_of(ret) {
+        let mut range = Vec::new();
+        r.write(&mut range);
+        let page = r.select(hits);
+        let set = if page.is_empty() {
+            "NIL".to_string()
+        } else {
+            encode::compress_set(page)
+        };
+        s += &format!(" PARTIAL ({} {set})", String::from_utf8_lossy(&range));
     }
     if let (Some(m), false) = (modseq, hits.is_empty()) {
         s += &format!(" MODSEQ {m}");
@@ -930,7 +984,7 @@ mod tests {
             "KEYWORD \\Seen",
             "MODSEQ \"/flags/x\" nope 5",
             "MODSEQ 9223372036854775808",
-            "RETURN (PARTIAL 1:5) ALL",
+            "RETURN (PARTIAL 1:*) ALL",
             "RETURN ALL",
             "RETURN (MIN)",
             "CHARSET",
@@ -1201,6 +1255,65 @@ Stra=C3=9Fe und MA=C3=91ANA, caf=C3=A9.\r\n";
         let mut v = Vec::new();
         f(&mut v);
         String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn partial_pages_results_and_saves_as_rfc_9394_says() {
+        use ReturnOpt::*;
+        let page = |s: &str| {
+            let c = parse(&format!("RETURN ({s}) ALL")).unwrap();
+            c.ret.unwrap()
+        };
+        let r = page("PARTIAL 2:4 COUNT");
+        assert_eq!(
+            partial_of(&r).map(|p| (p.lo, p.hi, p.from_end)),
+            Some((2, 4, false))
+        );
+        assert_eq!(partial_of(&page("PARTIAL -100:-1")).unwrap().hi, 100);
+        for bad in [
+            "PARTIAL 1:5 PARTIAL 6:9",
+            "PARTIAL 1:5 ALL",
+            "ALL PARTIAL 1:5",
+            "PARTIAL",
+            "PARTIAL 0:5",
+            "PARTIAL 1:*",
+            "PARTIAL -1:5",
+        ] {
+            assert!(parse(&format!("RETURN ({bad}) ALL")).is_err(), "{bad}");
+        }
+        let hits = [5, 7, 9, 10, 11, 20];
+        let w =
+            |ret: &[ReturnOpt], hits: &[u32]| out(|o| write_esearch(o, "t", true, hits, ret, None));
+        assert_eq!(
+            w(&page("PARTIAL 2:4"), &hits),
+            "* ESEARCH (TAG \"t\") UID PARTIAL (2:4 7,9:10)\r\n"
+        );
+        assert_eq!(
+            w(&page("MIN PARTIAL -2:-1 COUNT"), &hits),
+            "* ESEARCH (TAG \"t\") UID MIN 5 COUNT 6 PARTIAL (-1:-2 11,20)\r\n"
+        );
+        assert_eq!(
+            w(&page("PARTIAL 7:9"), &hits),
+            "* ESEARCH (TAG \"t\") UID PARTIAL (7:9 NIL)\r\n"
+        );
+        assert_eq!(
+            w(&page("PARTIAL 1:9 COUNT"), &[]),
+            "* ESEARCH (TAG \"t\") UID COUNT 0 PARTIAL (1:9 NIL)\r\n"
+        );
+        // SAVE keeps the page, plus MIN / MAX; with COUNT, everything.
+        assert_eq!(returned_hits(&hits, &page("SAVE PARTIAL 2:3")), [7, 9]);
+        assert_eq!(
+            returned_hits(&hits, &page("SAVE PARTIAL 2:3 MIN MAX")),
+            [7, 9, 5, 20]
+        );
+        assert_eq!(returned_hits(&hits, &page("SAVE PARTIAL 2:3 COUNT")), hits);
+        assert_eq!(returned_hits(&hits, &[Save, Min]), [5]);
+        // Sort order: MIN and MAX are first and last; ranges only for ascending runs.
+        let sorted = [5, 3, 4, 2, 7, 8, 9];
+        assert_eq!(
+            w(&[Min, Max, All], &sorted),
+            "* ESEARCH (TAG \"t\") UID MIN 5 MAX 9 ALL 5,3:4,2,7:9\r\n"
+        );
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct SortCriterion {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SortCommand {
+    /// ESORT (RFC 5267 section 3): `RETURN (...)` asks for an ESEARCH response in sort
+    /// order; `None` for the classic `* SORT`.
+    pub ret: Option<Vec<super::search::ReturnOpt>>,
     pub criteria: Vec<SortCriterion>,
     /// As given; the caller answers `NO [BADCHARSET (UTF-8 US-ASCII)]` unless
     /// [`charset_supported`](super::search::charset_supported).
@@ -55,7 +58,7 @@ pub struct SortCommand {
 }
 
 /// ```text
-/// sort            = ["UID" SP] "SORT" SP sort-criteria SP search-criteria
+/// sort            = ["UID" SP] "SORT" [search-return-opts] SP sort-criteria SP search-criteria
 /// sort-criteria   = "(" sort-criterion *(SP sort-criterion) ")"
 /// sort-criterion  = ["REVERSE" SP] sort-key
 /// sort-key        = "ARRIVAL" / "CC" / "DATE" / "FROM" / "SIZE" / "SUBJECT" / "TO" /
@@ -64,6 +67,7 @@ pub struct SortCommand {
 /// ```
 /// Called after `SORT `; stops at the CRLF (the caller checks the end).
 pub(crate) fn parse_sort(p: &mut P) -> R<SortCommand> {
+    let ret = super::search::parse_return_opts(p)?;
     if !p.eat(b'(') {
         return p.err("SORT needs a parenthesized list of sort criteria");
     }
@@ -82,6 +86,7 @@ pub(crate) fn parse_sort(p: &mut P) -> R<SortCommand> {
     }
     p.sp()?;
     Ok(SortCommand {
+        ret,
         criteria,
         charset,
         keys: parse_search_key_list(p)?,
@@ -375,6 +380,20 @@ mod tests {
 
     fn c(reverse: bool, key: SortKey) -> SortCriterion {
         SortCriterion { reverse, key }
+    }
+
+    #[test]
+    fn esort_return_options_come_first() {
+        use crate::imap::search::ReturnOpt;
+        let c = parse("RETURN (MIN MAX) (REVERSE DATE) UTF-8 ALL").unwrap();
+        assert_eq!(c.ret, Some(vec![ReturnOpt::Min, ReturnOpt::Max]));
+        assert_eq!(c.criteria.len(), 1);
+        let c = parse("RETURN () (SUBJECT) UTF-8 ALL").unwrap();
+        assert_eq!(c.ret, Some(vec![ReturnOpt::All]));
+        assert_eq!(parse("(SUBJECT) UTF-8 ALL").unwrap().ret, None);
+        assert!(parse("RETURN (PARTIAL 1:10) (ARRIVAL) UTF-8 ALL").is_ok());
+        assert!(parse("RETURN (ALL PARTIAL 1:10) (ARRIVAL) UTF-8 ALL").is_err());
+        assert!(parse("RETURN MIN (ARRIVAL) UTF-8 ALL").is_err());
     }
 
     #[test]

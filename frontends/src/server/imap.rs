@@ -23,6 +23,7 @@ use super::shared_views::Stamp;
 use super::{LoginFrom, ShardServer};
 use crate::imap::command::{AppendMessage, Qresync};
 use crate::imap::encode::compress_set;
+use crate::imap::partial::PartialRange;
 use crate::imap::view::{self, Msg, SyncOptions, View};
 use crate::imap::{
     datetime, encode, fetch, list, mutf7, parse_command, search, sort, thread, Command, Frame,
@@ -289,9 +290,11 @@ fn preauth_capabilities(server: &ShardServer, tls: bool) -> String {
 /// at once, and attributes nobody defined are `NO [USEATTR]`, and nothing is created.
 fn create_special_use(attrs: &[String]) -> Result<SpecialUse, String> {
     let refuse = |why: &str| Err(format!("NO [USEATTR] {why}"));
-    match attrs {
+    let mut attrs: Vec<String> = attrs.iter().map(|a| a.to_ascii_lowercase()).collect();
+    attrs.dedup();
+    match attrs.as_slice() {
         [] => Ok(SpecialUse::None),
-        [a] => match a.to_ascii_lowercase().as_str() {
+        [a] => match a.as_str() {
             "\\archive" => Ok(SpecialUse::Archive),
             "\\drafts" => Ok(SpecialUse::Drafts),
             "\\junk" => Ok(SpecialUse::Junk),
@@ -310,7 +313,7 @@ fn capabilities(server: &ShardServer) -> String {
     format!(
         "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS \
          CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE CREATE-SPECIAL-USE STATUS=SIZE MOVE CONDSTORE QRESYNC \
-         ESEARCH SEARCHRES MULTIAPPEND BINARY UTF8=ACCEPT QUOTA QUOTA=RES-STORAGE \
+         ESEARCH ESORT PARTIAL SEARCHRES MULTIAPPEND BINARY UTF8=ACCEPT QUOTA QUOTA=RES-STORAGE \
          QUOTA=RES-MESSAGE OBJECTID COMPRESS=DEFLATE SORT SORT=DISPLAY \
          THREAD=ORDEREDSUBJECT THREAD=REFERENCES APPENDLIMIT={}",
         server.live().cfg.limits.max_message_size
@@ -1207,6 +1210,7 @@ impl Session {
                 attrs,
                 changed_since,
                 vanished,
+                partial,
             } => {
                 if vanished {
                     if !uid || !self.enabled.qresync {
@@ -1215,7 +1219,8 @@ impl Session {
                     let view = self.view.as_ref().expect("selected");
                     vanished_earlier(view, Some(&set), &mut self.io.out);
                 }
-                self.fetch(tag, uid, &set, &attrs, changed_since).await
+                self.fetch(tag, uid, &set, &attrs, changed_since, partial)
+                    .await
             }
             Command::Store {
                 uid,
@@ -1827,6 +1832,7 @@ impl Session {
         set: &SequenceSet,
         attrs: &[crate::imap::FetchAttr],
         changed_since: Option<u64>,
+        partial: Option<PartialRange>,
     ) -> Res {
         let items = fetch::prepare(attrs).map_err(|e| format!("BAD {e}"))?;
         let needs = fetch::needs(&items);
@@ -1840,6 +1846,11 @@ impl Session {
         let mut targets = self.resolve(set, uid)?;
         if let Some(since) = changed_since {
             targets.retain(|(_, m)| m.modseq > since);
+        }
+        // The page counts the messages the set and CHANGEDSINCE leave (RFC 9394 section
+        // 3.4), in mailbox order.
+        if let Some(r) = partial {
+            targets = r.select(&targets).to_vec();
         }
         let v = self.view();
         let mailbox = v.mailbox.clone();
@@ -2322,7 +2333,29 @@ impl Session {
             .collect();
         sort::sort(&mut items, &cmd.criteria);
         let ids: Vec<u32> = items.iter().map(|i| i.id).collect();
-        sort::write_sort(&mut self.io.out, &ids);
+        match &cmd.ret {
+            None => sort::write_sort(&mut self.io.out, &ids),
+            // ESORT (RFC 5267 section 3): ESEARCH in sort order. `$` is a set: what SAVE
+            // keeps loses the order.
+            Some(ret) => {
+                if ret.contains(&search::ReturnOpt::Save) {
+                    let uids: Vec<u32> = if uid {
+                        ids.clone()
+                    } else {
+                        let by_seq: HashMap<u32, u32> =
+                            found.iter().map(|h| (h.seq, h.uid)).collect();
+                        ids.iter().map(|s| by_seq[s]).collect()
+                    };
+                    let mut kept = search::returned_hits(&uids, ret);
+                    kept.sort_unstable();
+                    self.saved = kept;
+                }
+                let modseq = search::needs(&cmd.keys)
+                    .modseq
+                    .then(|| found.iter().map(|h| h.modseq).max().unwrap_or(0));
+                search::write_esearch(&mut self.io.out, tag, uid, &ids, ret, modseq);
+            }
+        }
         self.sync(uid).await;
         self.io.line(&format!("{tag} OK SORT completed"));
         Ok(())
