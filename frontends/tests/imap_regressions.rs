@@ -503,3 +503,30 @@ fn partial_pages_and_esort_answer_in_esearch() {
     let r = imap_command(&mut c, "n", "UID FETCH 1:* (UID) (PARTIAL 1:*)");
     assert!(r.contains("n BAD"), "{r}");
 }
+
+/// Item 12: header bytes that are not UTF-8 reach an IMAP client as sent (in literals), not
+/// as U+FFFD: imaplib sees the Latin-1 octets in ENVELOPE and BODYSTRUCTURE.
+#[test]
+fn latin1_header_bytes_pass_through() {
+    let srv = imap_server(&[ALICE], "", "");
+    let out = srv.python(
+        r#"
+import imaplib, os
+c = imaplib.IMAP4("127.0.0.1", int(os.environ["IMAP"]))
+c.login("alice@example.org", "secret")
+msg = (b"From: J\xf6rg <j@example.de>\r\nSubject: Caf\xe9 cr\xe8me\r\n"
+       b"Content-Type: text/plain; name=\"r\xe9sum\xe9.txt\"\r\n\r\nbody\r\n")
+typ, _ = c.append("INBOX", None, None, msg)
+assert typ == "OK"
+c.select("INBOX")
+typ, data = c.fetch("1", "(ENVELOPE BODYSTRUCTURE)")
+assert typ == "OK", data
+flat = b"".join(p if isinstance(p, bytes) else b"".join(p) for p in data)
+for want in [b"Caf\xe9 cr\xe8me", b"J\xf6rg", b"r\xe9sum\xe9.txt"]:
+    assert want in flat, (want, flat)
+assert "\ufffd".encode() not in flat, flat
+print("ok")
+"#,
+    );
+    assert!(out.contains("ok"), "{out}");
+}

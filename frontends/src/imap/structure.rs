@@ -5,6 +5,7 @@
 
 use super::encode;
 use crate::mime::meta::{EnvelopeMeta, PartMeta, MAX_DEPTH};
+use crate::mime::raw_text;
 
 /// ```abnf
 /// envelope = "(" env-date SP env-subject SP env-from SP env-sender SP env-reply-to SP
@@ -18,9 +19,9 @@ pub fn write_envelope(out: &mut Vec<u8>, env: &EnvelopeMeta) {
     let from = addresses(env.from.as_deref());
     let or_from = |v: Vec<Address>| if v.is_empty() { from.clone() } else { v };
     out.push(b'(');
-    encode::nstring(out, env.date.as_deref().map(str::as_bytes));
+    nstring8(out, env.date.as_deref());
     out.push(b' ');
-    encode::nstring(out, env.subject.as_deref().map(str::as_bytes));
+    nstring8(out, env.subject.as_deref());
     for list in [
         from.clone(),
         or_from(addresses(env.sender.as_deref())),
@@ -33,10 +34,23 @@ pub fn write_envelope(out: &mut Vec<u8>, env: &EnvelopeMeta) {
         write_addresses(out, &list);
     }
     out.push(b' ');
-    encode::nstring(out, env.in_reply_to.as_deref().map(str::as_bytes));
+    nstring8(out, env.in_reply_to.as_deref());
     out.push(b' ');
-    encode::nstring(out, env.message_id.as_deref().map(str::as_bytes));
+    nstring8(out, env.message_id.as_deref());
     out.push(b')');
+}
+
+/// A header-derived `string`, with the 8-bit octets the metadata keeps escaped sent as
+/// they came (`mime::raw_text`).
+fn string8(out: &mut Vec<u8>, s: &str) {
+    encode::string(out, &raw_text::octets(s));
+}
+
+fn nstring8(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => string8(out, s),
+        None => encode::nstring(out, None),
+    }
 }
 
 /// One `address` structure; group markers are addresses with a NIL host.
@@ -65,7 +79,7 @@ fn write_addresses(out: &mut Vec<u8>, list: &[Address]) {
             if i > 0 {
                 out.push(b' ');
             }
-            encode::nstring(out, f.as_deref().map(str::as_bytes));
+            nstring8(out, f.as_deref());
         }
         out.push(b')');
     }
@@ -337,7 +351,7 @@ fn write_part(out: &mut Vec<u8>, part: &PartMeta, extended: bool, depth: usize) 
         }
         for f in [&part.id, &part.description] {
             out.push(b' ');
-            encode::nstring(out, f.as_deref().map(str::as_bytes));
+            nstring8(out, f.as_deref());
         }
         out.push(b' ');
         upper_string(
@@ -404,7 +418,7 @@ fn write_params(out: &mut Vec<u8>, params: &[(String, String)]) {
         }
         upper_string(out, k);
         out.push(b' ');
-        encode::string(out, v.as_bytes());
+        string8(out, v);
     }
     out.push(b')');
 }
@@ -438,20 +452,20 @@ fn write_ext_tail(out: &mut Vec<u8>, part: &PartMeta) {
         .collect();
     match langs.as_slice() {
         [] => out.extend_from_slice(b"NIL"),
-        [one] => encode::string(out, one.as_bytes()),
+        [one] => string8(out, one),
         many => {
             out.push(b'(');
             for (i, l) in many.iter().enumerate() {
                 if i > 0 {
                     out.push(b' ');
                 }
-                encode::string(out, l.as_bytes());
+                string8(out, l);
             }
             out.push(b')');
         }
     }
     out.push(b' ');
-    encode::nstring(out, part.location.as_deref().map(str::as_bytes));
+    nstring8(out, part.location.as_deref());
 }
 
 /// The index of the `)` closing the RFC 5322 comment that opens at `b[i]` (nested comments
@@ -537,6 +551,36 @@ mod tests {
              (({5}\r\nJörg NIL \"j\" \"example.de\")) (({5}\r\nJörg NIL \"j\" \"example.de\")) \
              NIL NIL NIL NIL NIL)"
         );
+    }
+
+    /// Item 12: header bytes that are not UTF-8 (Latin-1 from old mailers) were replaced with
+    /// U+FFFD; they go out as sent, in literals, as Dovecot sends them.
+    #[test]
+    fn header_bytes_that_are_not_utf8_go_out_as_sent() {
+        let raw = b"Subject: Caf\xe9\r\nFrom: J\xf6rg <j@example.de>\r\n\
+            Content-Type: application/pdf; name=\"r\xe9sum\xe9.pdf\"\r\n\
+            Content-Description: \xa3 list\r\n\r\nx\r\n";
+        let meta = MessageMeta::parse(raw);
+        let mut out = Vec::new();
+        write_envelope(&mut out, &meta.envelope);
+        let want: &[u8] = b"(NIL {4}\r\nCaf\xe9 (({4}\r\nJ\xf6rg NIL \"j\" \"example.de\")) ";
+        assert!(out.starts_with(want), "{}", String::from_utf8_lossy(&out));
+        let mut out = Vec::new();
+        write_body_structure(&mut out, &meta.root, false);
+        let has = |needle: &[u8]| out.windows(needle.len()).any(|w| w == needle);
+        assert!(
+            has(b"{10}\r\nr\xe9sum\xe9.pdf"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        assert!(
+            has(b"{6}\r\n\xa3 list"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        // Stored and read back, the bytes are the same.
+        let back = MessageMeta::decode(&meta.encode()).unwrap();
+        assert_eq!(back, meta);
     }
 
     #[test]

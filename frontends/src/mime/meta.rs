@@ -11,8 +11,9 @@ use ringmail_engine::FormatError;
 /// Version of the encoding below; a change bumps it (old metadata is then reparsed).
 /// Version 3 encodes as version 2 does, and means more in it: address fields hold every
 /// occurrence of their header, and parameters their value as sent (RFC 2047 words not
-/// decoded); version 2 is still read, as it was made.
-pub const META_VERSION: u8 = 3;
+/// decoded); version 4 keeps header bytes that are not UTF-8 (`raw_text`) where 3
+/// replaced them with U+FFFD. Versions 2 and 3 are still read, as they were made.
+pub const META_VERSION: u8 = 4;
 /// The oldest version still read.
 const META_OLDEST: u8 = 2;
 /// Nesting beyond this is stored as an opaque leaf (a hostile message cannot recurse us).
@@ -343,7 +344,7 @@ mod tests {
             MessageMeta::decode(&enc),
             Err(FormatError::UnsupportedVersion {
                 got: 1,
-                supported: 3
+                supported: 4
             })
         ));
         // Version 2 (the same encoding) is read as it is.

@@ -5,6 +5,7 @@
 pub mod binary;
 pub mod envelope;
 pub mod meta;
+pub mod raw_text;
 mod scan;
 
 pub use envelope::PackedEnvelope;

@@ -239,7 +239,9 @@ fn pairs(a: Option<&[mail_parser::Attribute<'_>]>) -> Vec<(String, String)> {
 /// Dovecot does): each parameter without `*` takes its value from `raw`, the header's own
 /// text. RFC 2231 parameters (`name*=`) keep their decoded value.
 fn as_sent(params: Vec<(String, String)>, raw: Option<&str>) -> Vec<(String, String)> {
-    let Some(raw) = raw.filter(|r| r.contains("=?")) else {
+    // Only where mail-parser changed a value: RFC 2047 words it decoded, and 8-bit bytes
+    // it replaced (`raw_text` kept them in `raw`; they are above U+10FF00).
+    let Some(raw) = raw.filter(|r| r.contains("=?") || r.chars().any(|c| c >= '\u{10FF80}')) else {
         return params;
     };
     let sent = raw_params(raw);
@@ -300,7 +302,7 @@ fn raw_params(value: &str) -> Vec<(String, String)> {
             }
         }
         if !name.is_empty() {
-            out.push((name, String::from_utf8_lossy(&v).into_owned()));
+            out.push((name, super::raw_text::text(&v).into_owned()));
         }
     }
     out
@@ -330,7 +332,7 @@ fn raw_headers<const N: usize>(
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.first().is_some_and(|c| *c == b' ' || *c == b'\t') {
             if let Some(v) = current.and_then(|i| found[i].as_mut()) {
-                v.push_str(&String::from_utf8_lossy(line));
+                v.push_str(&super::raw_text::text(line));
             }
             continue;
         }
@@ -346,7 +348,7 @@ fn raw_headers<const N: usize>(
             .iter()
             .position(|n| n.as_bytes().eq_ignore_ascii_case(name))
         {
-            let value = String::from_utf8_lossy(line[colon + 1..].trim_ascii_start());
+            let value = super::raw_text::text(line[colon + 1..].trim_ascii_start());
             match &mut found[i] {
                 None => {
                     found[i] = Some(value.into_owned());
