@@ -530,3 +530,76 @@ print("ok")
     );
     assert!(out.contains("ok"), "{out}");
 }
+
+/// Extensions: CATENATE (RFC 4469). A message made of TEXT parts and URLs to messages and
+/// sections already stored; a URL that names nothing is `NO [BADURL url]` and nothing of
+/// the APPEND is stored, MULTIAPPEND included.
+#[test]
+fn catenate_builds_a_message_from_stored_parts() {
+    let srv = imap_server(&[ALICE, "bob@example.org"], "", "");
+    let mut c = imap_login(&srv, ALICE);
+    let r = imap_command(&mut c, "a", "CAPABILITY");
+    assert!(r.contains(" CATENATE"), "{r}");
+    let original = "From: a@example.org\r\nSubject: parts\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nfirst part\r\n--b\r\nContent-Type: text/plain\r\n\r\nsecond part\r\n--b--\r\n";
+    let r = imap_command(
+        &mut c,
+        "b",
+        &format!("APPEND Drafts {{{}+}}\r\n{original}", original.len()),
+    );
+    assert!(r.contains("b OK [APPENDUID"), "{r}");
+    let r = imap_command(&mut c, "c", "STATUS Drafts (UIDVALIDITY)");
+    let uv: u32 = r
+        .split("UIDVALIDITY ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{r}"));
+
+    let text = "\r\nnew text\r\n";
+    let r = imap_command(
+        &mut c,
+        "d",
+        &format!(
+            "APPEND Drafts (\\Draft) CATENATE (URL \"/Drafts;UIDVALIDITY={uv}/;UID=1/;section=HEADER\" TEXT {{{}+}}\r\n{text} URL \"imap://alice%40example.org@localhost/Drafts/;UID=1/;SECTION=2/;PARTIAL=0.6\")",
+            text.len()
+        ),
+    );
+    assert!(r.contains("d OK [APPENDUID"), "{r}");
+    imap_command(&mut c, "e", "SELECT Drafts");
+    let r = imap_command(&mut c, "f", "FETCH 2 (FLAGS BODY[])");
+    let header_end = original.find("\r\n\r\n").unwrap() + 4;
+    let want = format!("{}{text}second", &original[..header_end]);
+    assert!(r.contains(&format!("{{{}}}\r\n{want})", want.len())), "{r}");
+    assert!(r.contains("\\Draft"), "{r}");
+    // Relative to the selected mailbox.
+    let r = imap_command(
+        &mut c,
+        "g",
+        "APPEND Drafts CATENATE (TEXT {14+}\r\nSubject: rel\r\n URL \";UID=1/;SECTION=1\")",
+    );
+    assert!(r.contains("g OK"), "{r}");
+    let r = imap_command(&mut c, "h", "FETCH 3 (BODY[])");
+    assert!(r.contains("Subject: rel\r\nfirst part)"), "{r}");
+
+    for (tag, url) in [
+        ("i1", "/Drafts/;UID=99".to_string()),
+        ("i2", format!("/Drafts;UIDVALIDITY={}/;UID=1", uv + 1)),
+        ("i3", "/Nowhere/;UID=1".to_string()),
+        ("i4", "/Drafts/;UID=1/;SECTION=7".to_string()),
+        (
+            "i5",
+            "imap://bob%40example.org@localhost/INBOX/;UID=1".to_string(),
+        ),
+        ("i6", "imap://elsewhere.example/Drafts/;UID=1".to_string()),
+    ] {
+        // The first message of the MULTIAPPEND is good; none may be stored.
+        let r = imap_command(
+            &mut c,
+            tag,
+            &format!("APPEND Drafts {{5+}}\r\nhello CATENATE (URL \"{url}\")"),
+        );
+        assert!(r.contains(&format!("{tag} NO [BADURL {url}]")), "{r}");
+    }
+    let r = imap_command(&mut c, "j", "STATUS Drafts (MESSAGES)");
+    assert!(r.contains("MESSAGES 3"), "{r}");
+}

@@ -74,7 +74,23 @@ pub enum FetchAttr {
 pub struct AppendMessage {
     pub flags: Vec<String>,
     pub date: Option<String>,
-    pub message: Vec<u8>,
+    pub message: AppendData,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppendData {
+    /// The message, as a literal or literal8.
+    Literal(Vec<u8>),
+    /// CATENATE (RFC 4469): the message made of these, in order.
+    Catenate(Vec<CatPart>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CatPart {
+    /// `TEXT literal`: octets as sent.
+    Text(Vec<u8>),
+    /// `URL astring`: an IMAP URL (RFC 5092) to a message or part on this server.
+    Url(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,6 +219,42 @@ pub enum Command {
     Compress(String),
     /// A command this parser does not know the arguments of yet.
     Unsupported(String),
+}
+
+/// ```text
+/// append-data-ext = "CATENATE" SP "(" cat-part *(SP cat-part) ")"
+/// cat-part        = text-literal / url
+/// text-literal    = "TEXT" SP literal
+/// url             = "URL" SP astring
+/// ```
+fn catenate(p: &mut P) -> R<Vec<CatPart>> {
+    if !p.atom()?.eq_ignore_ascii_case("CATENATE") {
+        return p.err("APPEND needs the message as a literal or CATENATE");
+    }
+    p.sp()?;
+    if !p.eat(b'(') {
+        return p.err("CATENATE takes a list of parts");
+    }
+    let mut parts = Vec::new();
+    loop {
+        let kind = p.atom()?.to_ascii_uppercase();
+        p.sp()?;
+        parts.push(match kind.as_str() {
+            "TEXT" => {
+                // literal8 is not allowed here (RFC 4469 section 5).
+                if p.peek() != Some(b'{') {
+                    return p.err("TEXT takes a literal");
+                }
+                CatPart::Text(p.literal()?)
+            }
+            "URL" => CatPart::Url(p.astr()?),
+            _ => return p.err(format!("unknown CATENATE part {kind}")),
+        });
+        if p.eat(b')') {
+            return Ok(parts);
+        }
+        p.sp()?;
+    }
 }
 
 /// What follows a FETCH's attributes.
@@ -897,15 +949,20 @@ pub fn parse_command(bytes: &[u8]) -> Result<(String, Command), ParseError> {
                 } else {
                     None
                 };
-                // literal8 (RFC 3516): the message may hold any octet.
-                p.eat(b'~');
-                if p.peek() != Some(b'{') {
-                    return p.err("APPEND needs the message as a literal");
-                }
+                let message = if p.peek().is_some_and(|c| c == b'c' || c == b'C') {
+                    AppendData::Catenate(catenate(&mut p)?)
+                } else {
+                    // literal8 (RFC 3516): the message may hold any octet.
+                    p.eat(b'~');
+                    if p.peek() != Some(b'{') {
+                        return p.err("APPEND needs the message as a literal");
+                    }
+                    AppendData::Literal(p.literal()?)
+                };
                 messages.push(AppendMessage {
                     flags,
                     date,
-                    message: p.literal()?,
+                    message,
                 });
             }
             if messages.is_empty() {
@@ -1054,6 +1111,43 @@ mod tests {
     }
 
     #[test]
+    fn append_takes_catenate_parts() {
+        let c = ok(b"a APPEND Drafts (\\Seen) CATENATE (URL \"/Drafts;UIDVALIDITY=385759045/;UID=20/;section=HEADER\" TEXT {4+}\r\nab\r\n URL /Drafts/;UID=30)\r\n");
+        let Command::Append { messages, .. } = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(messages[0].flags, ["\\Seen"]);
+        assert_eq!(
+            messages[0].message,
+            AppendData::Catenate(vec![
+                CatPart::Url("/Drafts;UIDVALIDITY=385759045/;UID=20/;section=HEADER".into()),
+                CatPart::Text(b"ab\r\n".to_vec()),
+                CatPart::Url("/Drafts/;UID=30".into()),
+            ])
+        );
+        // MULTIAPPEND mixes both kinds.
+        let c = ok(b"a APPEND x {1+}\r\na catenate (TEXT {1+}\r\nb)\r\n");
+        let Command::Append { messages, .. } = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(messages.len(), 2);
+        for bad in [
+            &b"a APPEND x CATENATE ()\r\n"[..],
+            b"a APPEND x CATENATE (TEXT \"abc\")\r\n",
+            b"a APPEND x CATENATE (TEXT ~{1+}\r\na)\r\n",
+            b"a APPEND x CATENATE (FILE /etc/passwd)\r\n",
+            b"a APPEND x CATENATE (URL /x/;UID=1\r\n",
+            b"a APPEND x CATENATE URL /x/;UID=1\r\n",
+        ] {
+            assert!(
+                parse_command(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
     fn create_takes_special_use_attributes() {
         let create = |m: &str, a: &[&str]| Command::Create {
             mailbox: m.into(),
@@ -1163,7 +1257,7 @@ mod tests {
         );
         assert_eq!(
             ok(b"a7 APPEND Drafts (\\Seen $Draft) \" 7-Feb-1994 21:52:25 -0800\" {5+}\r\nhello\r\n"),
-            Command::Append { mailbox: "Drafts".into(), messages: vec![AppendMessage { flags: vec!["\\Seen".into(), "$Draft".into()], date: Some(" 7-Feb-1994 21:52:25 -0800".into()), message: b"hello".to_vec() }] }
+            Command::Append { mailbox: "Drafts".into(), messages: vec![AppendMessage { flags: vec!["\\Seen".into(), "$Draft".into()], date: Some(" 7-Feb-1994 21:52:25 -0800".into()), message: AppendData::Literal(b"hello".to_vec()) }] }
         );
         assert_eq!(
             ok(b"a7 APPEND Drafts {1+}\r\na (\\Seen) {2+}\r\nbc\r\n"),
@@ -1173,12 +1267,12 @@ mod tests {
                     AppendMessage {
                         flags: vec![],
                         date: None,
-                        message: b"a".to_vec()
+                        message: AppendData::Literal(b"a".to_vec())
                     },
                     AppendMessage {
                         flags: vec!["\\Seen".into()],
                         date: None,
-                        message: b"bc".to_vec()
+                        message: AppendData::Literal(b"bc".to_vec())
                     }
                 ]
             }

@@ -16,6 +16,7 @@ pub mod section;
 pub mod sort;
 pub mod structure;
 pub mod thread;
+pub mod url;
 pub mod view;
 
 pub use command::{

@@ -21,12 +21,12 @@ use super::conn::{Conn, Patience, Read};
 use super::deflate::Deflate;
 use super::shared_views::Stamp;
 use super::{LoginFrom, ShardServer};
-use crate::imap::command::{AppendMessage, Qresync};
+use crate::imap::command::{AppendData, AppendMessage, CatPart, Qresync};
 use crate::imap::encode::compress_set;
 use crate::imap::partial::PartialRange;
 use crate::imap::view::{self, Msg, SyncOptions, View};
 use crate::imap::{
-    datetime, encode, fetch, list, mutf7, parse_command, search, sort, thread, Command, Frame,
+    datetime, encode, fetch, list, mutf7, parse_command, search, sort, thread, url, Command, Frame,
     Framer, Limits, SequenceSet, StatusItem, StoreOp,
 };
 use crate::mime::{MessageMeta, PackedEnvelope};
@@ -313,7 +313,7 @@ fn capabilities(server: &ShardServer) -> String {
     format!(
         "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS \
          CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE CREATE-SPECIAL-USE STATUS=SIZE MOVE CONDSTORE QRESYNC \
-         ESEARCH ESORT PARTIAL SEARCHRES MULTIAPPEND BINARY UTF8=ACCEPT QUOTA QUOTA=RES-STORAGE \
+         ESEARCH ESORT PARTIAL SEARCHRES MULTIAPPEND CATENATE BINARY UTF8=ACCEPT QUOTA QUOTA=RES-STORAGE \
          QUOTA=RES-MESSAGE OBJECTID COMPRESS=DEFLATE SORT SORT=DISPLAY \
          THREAD=ORDEREDSUBJECT THREAD=REFERENCES APPENDLIMIT={}",
         server.live().cfg.limits.max_message_size
@@ -1528,7 +1528,11 @@ impl Session {
         let limit = self.server.live().cfg.limits.max_message_size;
         let mut prepared = Vec::with_capacity(messages.len());
         for m in messages {
-            if m.message.len() as u64 > limit {
+            let message = match m.message {
+                AppendData::Literal(b) => b,
+                AppendData::Catenate(parts) => self.catenate(parts, limit).await?,
+            };
+            if message.len() as u64 > limit {
                 return Err(format!("NO [TOOBIG] message larger than {limit} bytes"));
             }
             let date = match &m.date {
@@ -1537,7 +1541,7 @@ impl Session {
             };
             let (flags, keywords) = Self::parse_flags(&m.flags)?;
             // NUL octets (literal8): their parts are stored base64 (see `mime::binary`).
-            let body = crate::mime::binary::without_nul(&m.message).unwrap_or(m.message);
+            let body = crate::mime::binary::without_nul(&message).unwrap_or(message);
             let meta = MessageMeta::parse(&body).encode();
             prepared.push(NewMessage {
                 body,
@@ -1569,6 +1573,101 @@ impl Session {
             compress_set(&uids)
         ));
         Ok(())
+    }
+
+    /// A CATENATE message (RFC 4469): the TEXT parts and what the URLs name, in order. A
+    /// URL that names nothing readable is `NO [BADURL url]` (the URL bare, RFC 4469 errata
+    /// 4046), and nothing of the APPEND is stored.
+    async fn catenate(&mut self, parts: Vec<CatPart>, limit: u64) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        for p in parts {
+            match p {
+                CatPart::Text(t) => out.extend_from_slice(&t),
+                CatPart::Url(u) => {
+                    let bytes = self.url_bytes(&u).await.map_err(|e| {
+                        format!("NO [BADURL {}] {e}", u.replace(['\r', '\n', ']'], ""))
+                    })?;
+                    out.extend_from_slice(&bytes);
+                }
+            }
+            if out.len() as u64 > limit {
+                return Err(format!("NO [TOOBIG] message larger than {limit} bytes"));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The octets an IMAP URL names in this account: the message, or the section of it as
+    /// FETCH BODY[section] returns it, cut to `;PARTIAL=`. An absolute URL must name this
+    /// server and this account; a relative one without a mailbox is relative to the
+    /// selected mailbox.
+    async fn url_bytes(&mut self, text: &str) -> Result<Vec<u8>, url::BadUrl> {
+        use url::BadUrl;
+        let u = url::parse(text)?;
+        if let Some(host) = &u.host {
+            let host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+            let ours = self.server.live().cfg.hostname.clone();
+            if !(host.eq_ignore_ascii_case(&ours)
+                || host.eq_ignore_ascii_case("localhost")
+                || host == "127.0.0.1")
+            {
+                return Err(BadUrl("the URL names another server"));
+            }
+        }
+        if u.user
+            .as_ref()
+            .is_some_and(|x| !x.eq_ignore_ascii_case(&self.account))
+        {
+            return Err(BadUrl("the URL names another user's mail"));
+        }
+        let mailbox = match (&u.mailbox, &self.view) {
+            (Some(m), _) => {
+                let m = m.trim_end_matches(DELIMITER);
+                if m.eq_ignore_ascii_case("INBOX") {
+                    "INBOX".to_string()
+                } else {
+                    m.to_string()
+                }
+            }
+            (None, Some(v)) => v.mailbox.clone(),
+            (None, None) => return Err(BadUrl("a relative URL needs a selected mailbox")),
+        };
+        let st = self
+            .part
+            .status(&self.account, &mailbox)
+            .map_err(|_| BadUrl("no such mailbox"))?;
+        if u.uidvalidity.is_some_and(|v| v != st.uidvalidity.0) {
+            return Err(BadUrl("UIDVALIDITY does not match"));
+        }
+        let info = self
+            .part
+            .message(&self.account, &mailbox, Uid(u.uid))
+            .map_err(|_| BadUrl("no such message"))?;
+        let raw = self
+            .part
+            .fetch_blob(info.blob)
+            .await
+            .map_err(|_| BadUrl("the message cannot be read now"))?;
+        let mut bytes = match &u.section {
+            None => raw.to_vec(),
+            Some(s) => {
+                let section = crate::imap::section::parse_section(&s.to_ascii_uppercase())
+                    .map_err(|_| BadUrl("a bad section"))?;
+                let meta = self
+                    .meta_of(info.blob, Some(&raw))
+                    .await
+                    .ok_or(BadUrl("the message cannot be read now"))?;
+                crate::imap::section::extract(&raw, &meta, &section)
+                    .ok_or(BadUrl("no such section"))?
+                    .into_owned()
+            }
+        };
+        if let Some((offset, len)) = u.partial {
+            let start = (offset as usize).min(bytes.len());
+            let end = len.map_or(bytes.len(), |l| (start + l as usize).min(bytes.len()));
+            bytes = bytes[start..end].to_vec();
+        }
+        Ok(bytes)
     }
 
     async fn idle(&mut self, tag: &str) -> Res {
