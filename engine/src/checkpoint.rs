@@ -9,7 +9,7 @@
 //! archive after it was validated once.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use rkyv::rancor;
@@ -275,23 +275,7 @@ pub fn write(image: &Image, final_path: &Path) -> Result<usize> {
 
     let mut tmp = PathBuf::from(final_path);
     tmp.set_extension(format!("idx{CHECKPOINT_TMP_SUFFIX}"));
-    let io = |what: &str, e: std::io::Error| {
-        // A half-written checkpoint is never read: it goes (a full disk gets its space back).
-        let _ = fs::remove_file(&tmp);
-        match e.raw_os_error().and_then(crate::error::Resource::of_errno) {
-            Some(r) => Error::Store(crate::error::StoreError::Unavailable(r)),
-            None => Error::io(format!("{what} {tmp:?}"), e),
-        }
-    };
-    let mut f = fs::File::create(&tmp).map_err(|e| io("creating", e))?;
-    f.write_all(&header).map_err(|e| io("writing", e))?;
-    f.write_all(&archive).map_err(|e| io("writing", e))?;
-    f.sync_data().map_err(|e| io("syncing", e))?;
-    drop(f);
-    fs::rename(&tmp, final_path).map_err(|e| io("renaming", e))?;
-    if let Some(dir) = final_path.parent() {
-        crate::io::fsync_dir(dir)?;
-    }
+    crate::io::replace_file(final_path, &tmp, &[&header, &archive])?;
     Ok(HEADER_LEN + archive.len())
 }
 

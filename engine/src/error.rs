@@ -83,6 +83,10 @@ pub enum StoreError {
     MailboxFull,
     #[error("the engine is shutting down")]
     ShuttingDown,
+    #[error("an annotation value is larger than {max} bytes")]
+    AnnotationTooBig { max: usize },
+    #[error("more than {max} annotations")]
+    TooManyAnnotations { max: usize },
     /// Nothing was written: try again later. Writing resumes by itself once the resource
     /// is back.
     #[error("storage is temporarily unavailable: {0}")]

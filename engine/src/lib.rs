@@ -25,6 +25,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod annotations;
 pub mod api;
 pub mod checkpoint;
 pub mod compaction;

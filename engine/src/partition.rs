@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::annotations::{AccountAnnotations, Entries};
 use crate::api::{
     AccountInfo, Appended, MailboxInfo, MessageInfo, NewMessage, Recipient, StoreResult,
 };
@@ -215,6 +216,10 @@ pub struct Partition {
     /// Expunged messages some IMAP session may still fetch before it is told (RFC 2180
     /// section 4.1.1).
     retired: Rc<RefCell<Retired>>,
+    /// Accounts' annotations as last written (`annotations.rs`), read on first use.
+    annotations: RefCell<HashMap<u32, Rc<AccountAnnotations>>>,
+    /// One annotation write at a time: each writes the account's whole file.
+    annotation_writes: glommio::sync::Semaphore,
     /// `None` when deferred compression is off.
     worker: Option<CompressWorker>,
     deferred: RefCell<Deferred>,
@@ -335,6 +340,8 @@ impl Partition {
             changes: Default::default(),
             recent: RefCell::new(HashMap::new()),
             retired: Rc::default(),
+            annotations: RefCell::new(HashMap::new()),
+            annotation_writes: glommio::sync::Semaphore::new(1),
             since_image: RefCell::new(None),
             worker,
             deferred: RefCell::new(deferred),
@@ -533,13 +540,88 @@ impl Partition {
     }
 
     pub async fn delete_account(self: &Rc<Self>, name: &str) -> Result<()> {
-        let m = {
-            let st = self.state.borrow();
-            Mutation::DeleteAccount {
-                account: st.account_id(name)?,
-            }
+        let id = self.state.borrow().account_id(name)?;
+        self.commit(&[Mutation::DeleteAccount { account: id }])
+            .await?;
+        // Its annotations go too (an account id is never given out again).
+        self.annotations.borrow_mut().remove(&id.0);
+        let _ = std::fs::remove_file(crate::annotations::file(&self.dir, id.0));
+        Ok(())
+    }
+
+    // ---- annotations (IMAP METADATA) ------------------------------------------------------
+
+    async fn account_annotations(&self, id: u32) -> Result<Rc<AccountAnnotations>> {
+        if let Some(a) = self.annotations.borrow().get(&id) {
+            return Ok(a.clone());
+        }
+        let dir = self.dir.clone();
+        let a = Rc::new(
+            glommio::executor()
+                .spawn_blocking(move || crate::annotations::load(&dir, id))
+                .await?,
+        );
+        Ok(self.annotations.borrow_mut().entry(id).or_insert(a).clone())
+    }
+
+    /// The annotations of `mailbox`, or of the account itself when `None`.
+    pub async fn annotations(&self, account: &str, mailbox: Option<&str>) -> Result<Entries> {
+        let (id, uv) = self.annotation_target(account, mailbox)?;
+        let a = self.account_annotations(id).await?;
+        Ok(match uv {
+            None => a.account.clone(),
+            Some(uv) => a.mailboxes.get(&uv).cloned().unwrap_or_default(),
+        })
+    }
+
+    fn annotation_target(
+        &self,
+        account: &str,
+        mailbox: Option<&str>,
+    ) -> Result<(u32, Option<u32>)> {
+        let st = self.state.borrow();
+        let id = st.account_id(account)?.0;
+        let uv = match mailbox {
+            None => None,
+            Some(m) => Some(st.mailbox(account, m)?.1.uidvalidity.0),
         };
-        self.commit(&[m]).await
+        Ok((id, uv))
+    }
+
+    /// Sets (`Some`) or removes (`None`) annotations of `mailbox` (the account's own when
+    /// `None`), all or none, and returns once they are on disk.
+    pub async fn set_annotations(
+        &self,
+        account: &str,
+        mailbox: Option<&str>,
+        changes: &[(String, Option<Vec<u8>>)],
+    ) -> Result<()> {
+        let _one = self
+            .annotation_writes
+            .acquire_permit(1)
+            .await
+            .map_err(|_| Error::Store(StoreError::ShuttingDown))?;
+        let (id, uv) = self.annotation_target(account, mailbox)?;
+        let mut next = (*self.account_annotations(id).await?).clone();
+        {
+            // Entries of mailboxes deleted since go now.
+            let st = self.state.borrow();
+            let a = st.account(account)?;
+            let live: std::collections::HashSet<u32> =
+                a.mailboxes.values().map(|m| m.uidvalidity.0).collect();
+            next.mailboxes.retain(|uv, _| live.contains(uv));
+        }
+        next.apply(uv, changes).map_err(|e| match e {
+            crate::annotations::Refused::TooBig { max } => StoreError::AnnotationTooBig { max },
+            crate::annotations::Refused::TooMany { max } => StoreError::TooManyAnnotations { max },
+        })?;
+        let dir = self.dir.clone();
+        let write = next.clone();
+        glommio::executor()
+            .spawn_blocking(move || crate::annotations::store(&dir, id, &write))
+            .await?;
+        self.annotations.borrow_mut().insert(id, Rc::new(next));
+        Ok(())
     }
 
     pub async fn set_quota(

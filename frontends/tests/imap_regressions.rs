@@ -603,3 +603,105 @@ fn catenate_builds_a_message_from_stored_parts() {
     let r = imap_command(&mut c, "j", "STATUS Drafts (MESSAGES)");
     assert!(r.contains("MESSAGES 3"), "{r}");
 }
+
+/// Extensions: METADATA (RFC 5464). Annotations on mailboxes and on the server (per
+/// account), kept across a crash, following RENAME and gone with DELETE; DEPTH and MAXSIZE;
+/// the limits answered with their codes; bad entry names BAD.
+#[test]
+fn metadata_is_kept_per_mailbox_and_server() {
+    let mut srv = imap_server(&[ALICE], "", "");
+    let mut c = imap_login(&srv, ALICE);
+    let r = imap_command(&mut c, "a", "CAPABILITY");
+    assert!(r.contains(" METADATA"), "{r}");
+    let r = imap_command(
+        &mut c,
+        "b",
+        "SETMETADATA INBOX (/private/comment {12+}\r\nline1\r\nline2 /shared/vendor/acme/a \"1\" /shared/vendor/acme/a/b ~{3+}\r\nx\0y)",
+    );
+    assert!(r.contains("b OK"), "{r}");
+    let r = imap_command(
+        &mut c,
+        "c",
+        "SETMETADATA \"\" (/shared/comment \"server note\")",
+    );
+    assert!(r.contains("c OK"), "{r}");
+    let r = imap_command(
+        &mut c,
+        "d",
+        "GETMETADATA INBOX (/private/comment /shared/comment)",
+    );
+    assert!(
+        r.contains(
+            "* METADATA INBOX (/private/comment {12}\r\nline1\r\nline2 /shared/comment NIL)"
+        ),
+        "{r}"
+    );
+    let r = imap_command(&mut c, "e", "GETMETADATA (DEPTH infinity) INBOX /shared");
+    assert!(
+        r.contains("/shared/vendor/acme/a \"1\" /shared/vendor/acme/a/b ~{3}\r\nx\0y)"),
+        "{r}"
+    );
+    let r = imap_command(
+        &mut c,
+        "f",
+        "GETMETADATA INBOX (MAXSIZE 5) (/private/comment)",
+    );
+    assert!(r.contains("f OK [METADATA LONGENTRIES 12]"), "{r}");
+    assert!(!r.contains("* METADATA"), "{r}");
+    let r = imap_command(&mut c, "g", "GETMETADATA \"\" /shared/comment");
+    assert!(
+        r.contains("* METADATA \"\" (/shared/comment \"server note\")"),
+        "{r}"
+    );
+
+    // Durable: a kill -9 right after the OK loses nothing.
+    srv.kill9();
+    srv.start();
+    let mut c = imap_login(&srv, ALICE);
+    let r = imap_command(&mut c, "h", "GETMETADATA INBOX /private/comment");
+    assert!(r.contains("line1\r\nline2"), "{r}");
+
+    imap_command(&mut c, "i1", "CREATE old");
+    imap_command(&mut c, "i2", "SETMETADATA old (/private/comment \"moves\")");
+    assert!(imap_command(&mut c, "i3", "RENAME old new").contains("i3 OK"));
+    let r = imap_command(&mut c, "i4", "GETMETADATA new /private/comment");
+    assert!(r.contains("\"moves\""), "{r}");
+    imap_command(&mut c, "j1", "DELETE new");
+    imap_command(&mut c, "j2", "CREATE new");
+    let r = imap_command(&mut c, "j3", "GETMETADATA new /private/comment");
+    assert!(r.contains("(/private/comment NIL)"), "{r}");
+    let r = imap_command(&mut c, "k", "SETMETADATA INBOX (/private/comment NIL)");
+    assert!(r.contains("k OK"), "{r}");
+    let r = imap_command(&mut c, "l", "GETMETADATA INBOX /private/comment");
+    assert!(r.contains("(/private/comment NIL)"), "{r}");
+
+    let big = "x".repeat(70_000);
+    let r = imap_command(
+        &mut c,
+        "m",
+        &format!(
+            "SETMETADATA INBOX (/private/big {{{}+}}\r\n{big})",
+            big.len()
+        ),
+    );
+    assert!(r.contains("m NO [METADATA MAXSIZE 65536]"), "{r}");
+    let many: Vec<String> = (0..101).map(|i| format!("/private/n{i} \"v\"")).collect();
+    let r = imap_command(
+        &mut c,
+        "n",
+        &format!("SETMETADATA INBOX ({})", many.join(" ")),
+    );
+    assert!(r.contains("n NO [METADATA TOOMANY]"), "{r}");
+    let r = imap_command(&mut c, "o", "GETMETADATA INBOX /private/n0");
+    assert!(r.contains("(/private/n0 NIL)"), "all or none: {r}");
+    let r = imap_command(&mut c, "p", "GETMETADATA nowhere /private/comment");
+    assert!(r.contains("p NO [NONEXISTENT]"), "{r}");
+    for (tag, cmd) in [
+        ("q1", "GETMETADATA INBOX /public/x"),
+        ("q2", "SETMETADATA INBOX (/shared//x \"v\")"),
+        ("q3", "GETMETADATA INBOX (DEPTH 2) /shared/x"),
+    ] {
+        let r = imap_command(&mut c, tag, cmd);
+        assert!(r.contains(&format!("{tag} BAD")), "{r}");
+    }
+}

@@ -20,6 +20,32 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("syncing directory {dir:?}"), e))
 }
 
+/// Writes `parts` as `path` durably and all at once: a temporary file `tmp`, fdatasync,
+/// rename into place, directory fsync. A crash leaves the old file or the new one, never a
+/// half-written one under `path`; a failure removes `tmp` (a full disk gets its space back)
+/// and says which resource ran out when one did.
+pub fn replace_file(path: &Path, tmp: &Path, parts: &[&[u8]]) -> Result<()> {
+    use std::io::Write;
+    let io = |what: &str, e: std::io::Error| {
+        let _ = fs::remove_file(tmp);
+        match e.raw_os_error().and_then(crate::error::Resource::of_errno) {
+            Some(r) => Error::Store(crate::error::StoreError::Unavailable(r)),
+            None => Error::io(format!("{what} {tmp:?}"), e),
+        }
+    };
+    let mut f = fs::File::create(tmp).map_err(|e| io("creating", e))?;
+    for p in parts {
+        f.write_all(p).map_err(|e| io("writing", e))?;
+    }
+    f.sync_data().map_err(|e| io("syncing", e))?;
+    drop(f);
+    fs::rename(tmp, path).map_err(|e| io("renaming", e))?;
+    match path.parent() {
+        Some(dir) => fsync_dir(dir),
+        None => Ok(()),
+    }
+}
+
 /// The DMA write alignment the engine uses for every segment file.
 pub const ALIGN: u64 = 4096;
 

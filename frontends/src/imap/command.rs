@@ -216,6 +216,9 @@ pub enum Command {
     },
     GetQuotaRoot(String),
     GetQuota(String),
+    /// METADATA (RFC 5464).
+    GetMetadata(crate::imap::metadata::GetMetadata),
+    SetMetadata(crate::imap::metadata::SetMetadata),
     Compress(String),
     /// A command this parser does not know the arguments of yet.
     Unsupported(String),
@@ -1063,6 +1066,14 @@ pub fn parse_command(bytes: &[u8]) -> Result<(String, Command), ParseError> {
         (false, "GETQUOTA") => {
             p.sp()?;
             Command::GetQuota(p.astr()?)
+        }
+        (false, "GETMETADATA") => {
+            p.sp()?;
+            Command::GetMetadata(crate::imap::metadata::parse_get(&mut p)?)
+        }
+        (false, "SETMETADATA") => {
+            p.sp()?;
+            Command::SetMetadata(crate::imap::metadata::parse_set(&mut p)?)
         }
         (false, "COMPRESS") => {
             p.sp()?;

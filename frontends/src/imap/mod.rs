@@ -9,6 +9,7 @@ pub mod encode;
 pub mod fetch;
 pub mod framer;
 pub mod list;
+pub mod metadata;
 pub mod mutf7;
 pub mod partial;
 pub mod search;

@@ -26,8 +26,8 @@ use crate::imap::encode::compress_set;
 use crate::imap::partial::PartialRange;
 use crate::imap::view::{self, Msg, SyncOptions, View};
 use crate::imap::{
-    datetime, encode, fetch, list, mutf7, parse_command, search, sort, thread, url, Command, Frame,
-    Framer, Limits, SequenceSet, StatusItem, StoreOp,
+    datetime, encode, fetch, list, metadata, mutf7, parse_command, search, sort, thread, url,
+    Command, Frame, Framer, Limits, SequenceSet, StatusItem, StoreOp,
 };
 use crate::mime::{MessageMeta, PackedEnvelope};
 use crate::sasl::scram::{Finish, ServerExchange};
@@ -313,7 +313,7 @@ fn capabilities(server: &ShardServer) -> String {
     format!(
         "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS \
          CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE CREATE-SPECIAL-USE STATUS=SIZE MOVE CONDSTORE QRESYNC \
-         ESEARCH ESORT PARTIAL SEARCHRES MULTIAPPEND CATENATE BINARY UTF8=ACCEPT QUOTA QUOTA=RES-STORAGE \
+         ESEARCH ESORT PARTIAL SEARCHRES MULTIAPPEND CATENATE METADATA BINARY UTF8=ACCEPT QUOTA QUOTA=RES-STORAGE \
          QUOTA=RES-MESSAGE OBJECTID COMPRESS=DEFLATE SORT SORT=DISPLAY \
          THREAD=ORDEREDSUBJECT THREAD=REFERENCES APPENDLIMIT={}",
         server.live().cfg.limits.max_message_size
@@ -436,6 +436,8 @@ async fn preauth(server: &ShardServer, io: &mut Io, from: &mut LoginFrom) -> Opt
             | Command::Idle
             | Command::Enable(_)
             | Command::GetQuota(_)
+            | Command::GetMetadata(_)
+            | Command::SetMetadata(_)
             | Command::GetQuotaRoot(_) => {
                 io.line(&format!("{tag} BAD log in first"));
                 None
@@ -1169,6 +1171,23 @@ impl Session {
                 self.quota_line()?;
                 self.ok(tag, "GETQUOTA completed").await
             }
+            Command::GetMetadata(get) => self.get_metadata(tag, get).await,
+            Command::SetMetadata(set) => {
+                let mailbox = self.metadata_target(&set.mailbox)?;
+                self.part
+                    .set_annotations(&self.account, mailbox.as_deref(), &set.values)
+                    .await
+                    .map_err(|e| match e.store() {
+                        Some(StoreError::AnnotationTooBig { max }) => {
+                            format!("NO [METADATA MAXSIZE {max}] {e}")
+                        }
+                        Some(StoreError::TooManyAnnotations { .. }) => {
+                            format!("NO [METADATA TOOMANY] {e}")
+                        }
+                        _ => no(e),
+                    })?;
+                self.ok(tag, "SETMETADATA completed").await
+            }
             Command::Compress(alg) => {
                 if self.io.deflate.is_some() {
                     return Err("NO [COMPRESSIONACTIVE] already compressing".into());
@@ -1575,6 +1594,72 @@ impl Session {
         Ok(())
     }
 
+    /// The mailbox a METADATA command names: `None` for `""`, the server's (kept per
+    /// account: every user here has the server to themselves).
+    fn metadata_target(&self, mailbox: &str) -> Result<Option<String>, String> {
+        if mailbox.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.mailbox_name(mailbox)?))
+    }
+
+    /// GETMETADATA (RFC 5464 section 4.2): each asked entry, with its children to DEPTH;
+    /// one asked for by name that has no value is NIL; values over MAXSIZE are left out and
+    /// the largest of them reported as `[METADATA LONGENTRIES n]`.
+    async fn get_metadata(&mut self, tag: &str, get: metadata::GetMetadata) -> Res {
+        let mailbox = self.metadata_target(&get.mailbox)?;
+        let entries = self
+            .part
+            .annotations(&self.account, mailbox.as_deref())
+            .await
+            .map_err(no)?;
+        let mut items: Vec<(&str, Option<&[u8]>)> = Vec::new();
+        let mut longest = None;
+        for asked in &get.entries {
+            if get.depth == metadata::Depth::Zero && !entries.contains_key(asked) {
+                items.push((asked, None));
+            }
+            for (name, value) in &entries {
+                if !metadata::selects(asked, get.depth, name)
+                    || items.iter().any(|(n, _)| *n == name)
+                {
+                    continue;
+                }
+                if get.maxsize.is_some_and(|m| value.len() as u64 > m) {
+                    longest = longest.max(Some(value.len()));
+                    continue;
+                }
+                items.push((name, Some(value)));
+            }
+        }
+        if !items.is_empty() {
+            let mut l = b"* METADATA ".to_vec();
+            match &mailbox {
+                Some(m) => l.extend_from_slice(&self.show_name(m)),
+                None => l.extend_from_slice(b"\"\""),
+            }
+            l.extend_from_slice(b" (");
+            for (i, (name, value)) in items.iter().enumerate() {
+                if i > 0 {
+                    l.push(b' ');
+                }
+                encode::astring(&mut l, name.as_bytes());
+                l.push(b' ');
+                match value {
+                    Some(v) => metadata::write_value(&mut l, v),
+                    None => l.extend_from_slice(b"NIL"),
+                }
+            }
+            l.extend_from_slice(b")\r\n");
+            self.io.out.extend_from_slice(&l);
+        }
+        let text = match longest {
+            Some(n) => format!("[METADATA LONGENTRIES {n}] GETMETADATA completed"),
+            None => "GETMETADATA completed".into(),
+        };
+        self.ok(tag, &text).await
+    }
+
     /// A CATENATE message (RFC 4469): the TEXT parts and what the URLs name, in order. A
     /// URL that names nothing readable is `NO [BADURL url]` (the URL bare, RFC 4469 errata
     /// 4046), and nothing of the APPEND is stored.
@@ -1593,6 +1678,10 @@ impl Session {
             if out.len() as u64 > limit {
                 return Err(format!("NO [TOOBIG] message larger than {limit} bytes"));
             }
+        }
+        // Empty parts are fine; an empty message is not (RFC 3502's rule for literals).
+        if out.is_empty() {
+            return Err("NO the catenated message is empty".into());
         }
         Ok(out)
     }
