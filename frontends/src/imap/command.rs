@@ -216,6 +216,11 @@ pub enum Command {
     },
     GetQuotaRoot(String),
     GetQuota(String),
+    /// URLAUTH (RFC 4467): (URL rump, mechanism) pairs.
+    GenUrlAuth(Vec<(String, String)>),
+    /// RESETKEY [mailbox [mechanism...]]: the mailbox, or every key when `None`.
+    ResetKey(Option<String>, Vec<String>),
+    UrlFetch(Vec<String>),
     /// METADATA (RFC 5464).
     GetMetadata(crate::imap::metadata::GetMetadata),
     SetMetadata(crate::imap::metadata::SetMetadata),
@@ -1066,6 +1071,39 @@ pub fn parse_command(bytes: &[u8]) -> Result<(String, Command), ParseError> {
         (false, "GETQUOTA") => {
             p.sp()?;
             Command::GetQuota(p.astr()?)
+        }
+        (false, "GENURLAUTH") => {
+            let mut v = Vec::new();
+            while p.eat(b' ') {
+                let rump = p.astr()?;
+                p.sp()?;
+                v.push((rump, p.atom()?.to_ascii_uppercase()));
+            }
+            if v.is_empty() {
+                return p.err("GENURLAUTH needs a URL and a mechanism");
+            }
+            Command::GenUrlAuth(v)
+        }
+        (false, "RESETKEY") => {
+            let mut mailbox = None;
+            let mut mechs = Vec::new();
+            if p.eat(b' ') {
+                mailbox = Some(p.mailbox()?);
+                while p.eat(b' ') {
+                    mechs.push(p.atom()?.to_ascii_uppercase());
+                }
+            }
+            Command::ResetKey(mailbox, mechs)
+        }
+        (false, "URLFETCH") => {
+            let mut v = Vec::new();
+            while p.eat(b' ') {
+                v.push(p.astr()?);
+            }
+            if v.is_empty() {
+                return p.err("URLFETCH needs a URL");
+            }
+            Command::UrlFetch(v)
         }
         (false, "GETMETADATA") => {
             p.sp()?;

@@ -18,6 +18,7 @@ pub mod sort;
 pub mod structure;
 pub mod thread;
 pub mod url;
+pub mod urlauth;
 pub mod view;
 
 pub use command::{

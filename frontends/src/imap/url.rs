@@ -189,6 +189,32 @@ pub fn parse(url: &str) -> Result<ImapUrl, BadUrl> {
     Ok(u)
 }
 
+/// What `u` names in `raw`: the message, or the section as FETCH BODY[section] returns it
+/// (`meta` is needed then), cut to `;PARTIAL=`.
+pub fn cut(
+    raw: &[u8],
+    meta: Option<&crate::mime::MessageMeta>,
+    u: &ImapUrl,
+) -> Result<Vec<u8>, BadUrl> {
+    let mut bytes = match (&u.section, meta) {
+        (None, _) => raw.to_vec(),
+        (Some(s), Some(meta)) => {
+            let section = super::section::parse_section(&s.to_ascii_uppercase())
+                .map_err(|_| BadUrl("a bad section"))?;
+            super::section::extract(raw, meta, &section)
+                .ok_or(BadUrl("no such section"))?
+                .into_owned()
+        }
+        (Some(_), None) => return Err(BadUrl("the message cannot be read now")),
+    };
+    if let Some((offset, len)) = u.partial {
+        let start = (offset as usize).min(bytes.len());
+        let end = len.map_or(bytes.len(), |l| (start + l as usize).min(bytes.len()));
+        bytes = bytes[start..end].to_vec();
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,7 @@ use crate::imap::partial::PartialRange;
 use crate::imap::view::{self, Msg, SyncOptions, View};
 use crate::imap::{
     datetime, encode, fetch, list, metadata, mutf7, parse_command, search, sort, thread, url,
-    Command, Frame, Framer, Limits, SequenceSet, StatusItem, StoreOp,
+    urlauth, Command, Frame, Framer, Limits, SequenceSet, StatusItem, StoreOp,
 };
 use crate::mime::{MessageMeta, PackedEnvelope};
 use crate::sasl::scram::{Finish, ServerExchange};
@@ -313,7 +313,7 @@ fn capabilities(server: &ShardServer) -> String {
     format!(
         "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS \
          CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE CREATE-SPECIAL-USE STATUS=SIZE MOVE CONDSTORE QRESYNC \
-         ESEARCH ESORT PARTIAL SEARCHRES MULTIAPPEND CATENATE METADATA BINARY UTF8=ACCEPT QUOTA QUOTA=RES-STORAGE \
+         ESEARCH ESORT PARTIAL SEARCHRES MULTIAPPEND CATENATE METADATA URLAUTH BINARY UTF8=ACCEPT QUOTA QUOTA=RES-STORAGE \
          QUOTA=RES-MESSAGE OBJECTID COMPRESS=DEFLATE SORT SORT=DISPLAY \
          THREAD=ORDEREDSUBJECT THREAD=REFERENCES APPENDLIMIT={}",
         server.live().cfg.limits.max_message_size
@@ -437,6 +437,9 @@ async fn preauth(server: &ShardServer, io: &mut Io, from: &mut LoginFrom) -> Opt
             | Command::Enable(_)
             | Command::GetQuota(_)
             | Command::GetMetadata(_)
+            | Command::GenUrlAuth(_)
+            | Command::ResetKey(..)
+            | Command::UrlFetch(_)
             | Command::SetMetadata(_)
             | Command::GetQuotaRoot(_) => {
                 io.line(&format!("{tag} BAD log in first"));
@@ -1172,6 +1175,22 @@ impl Session {
                 self.ok(tag, "GETQUOTA completed").await
             }
             Command::GetMetadata(get) => self.get_metadata(tag, get).await,
+            Command::GenUrlAuth(pairs) => self.genurlauth(tag, pairs).await,
+            Command::ResetKey(mailbox, mechs) => self.resetkey(tag, mailbox, mechs).await,
+            Command::UrlFetch(urls) => {
+                let mut l = b"* URLFETCH".to_vec();
+                for u in &urls {
+                    let who = urlauth::Requester::Imap(&self.account);
+                    let data = super::urlauth::fetch(&self.server, u, who).await;
+                    l.push(b' ');
+                    encode::astring(&mut l, u.as_bytes());
+                    l.push(b' ');
+                    encode::nstring(&mut l, data.as_deref());
+                }
+                l.extend_from_slice(b"\r\n");
+                self.io.out.extend_from_slice(&l);
+                self.ok(tag, "URLFETCH completed").await
+            }
             Command::SetMetadata(set) => {
                 let mailbox = self.metadata_target(&set.mailbox)?;
                 self.part
@@ -1660,6 +1679,119 @@ impl Session {
         self.ok(tag, &text).await
     }
 
+    /// RESETKEY (RFC 4467 section 6): a new key for the mailbox, or no key for any, which
+    /// revokes the URLs made with the old ones.
+    async fn resetkey(&mut self, tag: &str, mailbox: Option<String>, mechs: Vec<String>) -> Res {
+        if let Some(m) = mechs.iter().find(|m| *m != "INTERNAL") {
+            return Err(format!("BAD unknown URLAUTH mechanism {m}"));
+        }
+        let one = mailbox.is_some();
+        let names = match mailbox {
+            Some(m) => {
+                let name = self.mailbox_name(&m)?;
+                self.part.status(&self.account, &name).map_err(no)?;
+                vec![name]
+            }
+            None => self
+                .part
+                .mailboxes(&self.account)
+                .map_err(no)?
+                .into_iter()
+                .map(|m| m.name)
+                .collect(),
+        };
+        for name in names {
+            let has = self
+                .part
+                .annotations(&self.account, Some(&name))
+                .await
+                .map_err(no)?
+                .contains_key(urlauth::KEY_ENTRY);
+            // One mailbox gets a new key; "every key" means none is left.
+            let value = one.then(super::urlauth::new_key);
+            if has || value.is_some() {
+                self.part
+                    .set_annotations(
+                        &self.account,
+                        Some(&name),
+                        &[(urlauth::KEY_ENTRY.into(), value)],
+                    )
+                    .await
+                    .map_err(no)?;
+            }
+        }
+        self.ok(tag, "[URLMECH INTERNAL] RESETKEY completed").await
+    }
+
+    /// GENURLAUTH (RFC 4467 section 7): each rump must be an absolute URL of this server,
+    /// owned by this user, naming a message that exists, ending in `;URLAUTH=<access>`; the
+    /// answer adds `:internal:<token>` under the mailbox's key (made now if it has none).
+    /// Anything wrong is BAD, as the RFC says.
+    async fn genurlauth(&mut self, tag: &str, pairs: Vec<(String, String)>) -> Res {
+        let mut out = Vec::new();
+        for (rump, mech) in &pairs {
+            if mech != "INTERNAL" {
+                return Err(format!("BAD unknown URLAUTH mechanism {mech}"));
+            }
+            let u = url::parse(rump).map_err(|e| format!("BAD {e}"))?;
+            match &u.urlauth {
+                Some((access, m, t)) if m.is_empty() && t.is_empty() => {
+                    if urlauth::Access::parse(access).is_none() {
+                        return Err(format!("BAD unknown access identifier {access}"));
+                    }
+                }
+                Some(_) => return Err("BAD the URL is already authorized".into()),
+                None => return Err("BAD the URL needs ;URLAUTH=<access>".into()),
+            }
+            if !u
+                .host
+                .as_deref()
+                .is_some_and(|h| super::urlauth::is_ours(&self.server, h))
+            {
+                return Err("BAD the URL must name this server".into());
+            }
+            if !u
+                .user
+                .as_deref()
+                .is_some_and(|o| o.eq_ignore_ascii_case(&self.account))
+            {
+                return Err("BAD the URL must name its owner, the logged-in user".into());
+            }
+            if u.expire
+                .as_deref()
+                .is_some_and(|e| urlauth::parse_expire(e).is_none())
+            {
+                return Err("BAD EXPIRE is not an RFC 3339 date-time".into());
+            }
+            let mailbox = self.mailbox_name(u.mailbox.as_deref().unwrap_or_default())?;
+            let st = self
+                .part
+                .status(&self.account, &mailbox)
+                .map_err(|_| "BAD no such mailbox".to_string())?;
+            if u.uidvalidity.is_some_and(|v| v != st.uidvalidity.0)
+                || self
+                    .part
+                    .message(&self.account, &mailbox, Uid(u.uid))
+                    .is_err()
+            {
+                return Err("BAD no such message".into());
+            }
+            let key = super::urlauth::mailbox_key(&self.part, &self.account, &mailbox, true)
+                .await
+                .map_err(no)?
+                .expect("made when missing");
+            out.push(format!("{rump}:internal:{}", urlauth::token(&key, rump)));
+        }
+        let mut l = b"* GENURLAUTH".to_vec();
+        for u in &out {
+            l.push(b' ');
+            encode::string(&mut l, u.as_bytes());
+        }
+        l.extend_from_slice(b"\r\n");
+        self.io.out.extend_from_slice(&l);
+        self.ok(tag, "GENURLAUTH completed").await
+    }
+
     /// A CATENATE message (RFC 4469): the TEXT parts and what the URLs name, in order. A
     /// URL that names nothing readable is `NO [BADURL url]` (the URL bare, RFC 4469 errata
     /// 4046), and nothing of the APPEND is stored.
@@ -1737,26 +1869,11 @@ impl Session {
             .fetch_blob(info.blob)
             .await
             .map_err(|_| BadUrl("the message cannot be read now"))?;
-        let mut bytes = match &u.section {
-            None => raw.to_vec(),
-            Some(s) => {
-                let section = crate::imap::section::parse_section(&s.to_ascii_uppercase())
-                    .map_err(|_| BadUrl("a bad section"))?;
-                let meta = self
-                    .meta_of(info.blob, Some(&raw))
-                    .await
-                    .ok_or(BadUrl("the message cannot be read now"))?;
-                crate::imap::section::extract(&raw, &meta, &section)
-                    .ok_or(BadUrl("no such section"))?
-                    .into_owned()
-            }
+        let meta = match u.section {
+            Some(_) => self.meta_of(info.blob, Some(&raw)).await,
+            None => None,
         };
-        if let Some((offset, len)) = u.partial {
-            let start = (offset as usize).min(bytes.len());
-            let end = len.map_or(bytes.len(), |l| (start + l as usize).min(bytes.len()));
-            bytes = bytes[start..end].to_vec();
-        }
-        Ok(bytes)
+        url::cut(&raw, meta.as_deref(), &u)
     }
 
     async fn idle(&mut self, tag: &str) -> Res {

@@ -21,6 +21,7 @@ pub mod shared_views;
 mod smtp;
 mod throttle;
 mod tls_stream;
+mod urlauth;
 mod watch;
 
 use std::cell::{Cell, RefCell};

@@ -102,6 +102,15 @@ pub async fn serve(
                     login = Some((user, "SCRAM-SHA-256"));
                     session.scram_credentials(found, &nonce, &fake_salt, &mut out);
                 }
+                Event::FetchUrl { url, user } => {
+                    let who = crate::imap::urlauth::Requester::Submission(&user);
+                    let data = super::urlauth::fetch(&server, &url, who)
+                        .await
+                        .ok_or_else(|| {
+                            Reply::new(554, Some((5, 6, 6)), "IMAP URL resolution failed")
+                        });
+                    session.burl_result(data, &mut out);
+                }
                 Event::Deliver { envelope, message } => {
                     let res = deliver(&server, &live, &envelope, message, mode, &peer).await;
                     session.deliver_result(res, &mut out);

@@ -27,6 +27,11 @@ pub enum Command {
         size: u64,
         last: bool,
     },
+    /// RFC 4468: message content from an IMAP URL, on submission.
+    Burl {
+        url: String,
+        last: bool,
+    },
     Rset,
     Noop,
     Quit,
@@ -86,15 +91,17 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
                 .next()
                 .and_then(|s| s.parse::<u64>().ok())
                 .ok_or_else(|| r::syntax("BDAT needs a chunk size"))?;
-            let last = match it.next() {
-                None => false,
-                Some(l) if l.eq_ignore_ascii_case("LAST") => true,
-                Some(_) => return Err(r::syntax("BDAT size [LAST]")),
-            };
-            if it.next().is_some() {
-                return Err(r::syntax("BDAT size [LAST]"));
-            }
+            let last = last_marker(it, "BDAT size [LAST]")?;
             Ok(Command::Bdat { size, last })
+        }
+        "BURL" => {
+            let mut it = rest.split_ascii_whitespace();
+            let url = it
+                .next()
+                .ok_or_else(|| r::syntax("BURL needs a URL"))?
+                .to_string();
+            let last = last_marker(it, "BURL url [LAST]")?;
+            Ok(Command::Burl { url, last })
         }
         "RSET" => none(Command::Rset),
         "NOOP" => Ok(Command::Noop),
@@ -174,6 +181,19 @@ pub fn valid_mailbox(addr: &str) -> bool {
         }
         None => addr.eq_ignore_ascii_case("postmaster"),
     }
+}
+
+/// The optional `LAST` that ends BDAT and BURL, and nothing after it.
+fn last_marker<'a>(mut rest: impl Iterator<Item = &'a str>, usage: &str) -> Result<bool, Reply> {
+    let last = match rest.next() {
+        None => false,
+        Some(l) if l.eq_ignore_ascii_case("LAST") => true,
+        Some(_) => return Err(r::syntax(usage)),
+    };
+    if rest.next().is_some() {
+        return Err(r::syntax(usage));
+    }
+    Ok(last)
 }
 
 #[cfg(test)]

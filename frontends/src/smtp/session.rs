@@ -113,6 +113,9 @@ pub enum Event {
     StartTls,
     /// SCRAM: look up the user's keys; answer with `scram_credentials`.
     ScramLookup { user: String },
+    /// BURL (RFC 4468): resolve this URLAUTH URL for `user` (the authenticated submitter);
+    /// answer with `burl_result`.
+    FetchUrl { url: String, user: String },
 }
 
 #[derive(Debug)]
@@ -126,6 +129,9 @@ enum Waiting {
     Scram,
     Deliver,
     StartTls,
+    Burl {
+        last: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -458,6 +464,34 @@ impl Session {
                     self.state = State::Data { line_start: true };
                 }
             },
+            Command::Burl { url, last } => {
+                let refuse = match (&self.envelope, &self.auth_user) {
+                    _ if self.cfg.mode != Mode::Submission => {
+                        Some(Reply::new(502, Some((5, 5, 1)), "BURL is for submission"))
+                    }
+                    (_, None) => Some(r::bad_sequence("authenticate before BURL")),
+                    (None, _) => Some(r::bad_sequence("need MAIL before BURL")),
+                    (Some(e), _) if e.rcpts.is_empty() => Some(Reply::new(
+                        554,
+                        Some((5, 5, 0)),
+                        "no recipients have been specified",
+                    )),
+                    _ => None,
+                };
+                if let Some(reply) = refuse {
+                    self.error(out, reply);
+                    return None;
+                }
+                if !self.bdat_active {
+                    self.message.clear();
+                    self.too_big = false;
+                    self.bdat_active = true;
+                    self.messages_started += 1;
+                }
+                let user = self.auth_user.clone().unwrap_or_default();
+                self.state = State::Wait(Waiting::Burl { last });
+                return Some(Event::FetchUrl { url, user });
+            }
             Command::Bdat { size, last } => {
                 // The chunk follows the command at once, so it must be consumed even when the
                 // command is refused.
@@ -509,6 +543,10 @@ impl Session {
         lines.push("SMTPUTF8".into());
         lines.push("CHUNKING".into());
         lines.push("BINARYMIME".into());
+        if self.cfg.mode == Mode::Submission {
+            // URLAUTH URLs of this server's IMAP (RFC 4468 section 3).
+            lines.push("BURL imap".into());
+        }
         lines.push("ENHANCEDSTATUSCODES".into());
         lines.push("DSN".into());
         if self.cfg.starttls && !self.cfg.tls {
@@ -610,14 +648,8 @@ impl Session {
         let State::Data { mut line_start } = self.state else {
             return None;
         };
-        let mut sink = BodySink {
-            message: &mut self.message,
-            too_big: &mut self.too_big,
-            over_budget: &mut self.over_budget,
-            max: self.cfg.max_message_size,
-            allowance: self.allowance,
-        };
-        let p = super::data::unstuff(self.input.bytes(), &mut line_start, |b| sink.append(b));
+        let (mut sink, input) = self.sink_and_input();
+        let p = super::data::unstuff(input.bytes(), &mut line_start, |b| sink.append(b));
         self.input.consume(p.consumed);
         if p.ended {
             self.state = State::Command;
@@ -627,19 +659,25 @@ impl Session {
         None
     }
 
-    fn chunk(&mut self, out: &mut Vec<u8>) -> Option<Event> {
-        let State::Chunk { remaining, last } = self.state else {
-            return None;
-        };
-        let n = (remaining as usize).min(self.input.len());
-        BodySink {
+    /// Where message bytes go now, and the input they may come from.
+    fn sink_and_input(&mut self) -> (BodySink<'_>, &crate::lines::Input) {
+        let sink = BodySink {
             message: &mut self.message,
             too_big: &mut self.too_big,
             over_budget: &mut self.over_budget,
             max: self.cfg.max_message_size,
             allowance: self.allowance,
-        }
-        .append(&self.input.bytes()[..n]);
+        };
+        (sink, &self.input)
+    }
+
+    fn chunk(&mut self, out: &mut Vec<u8>) -> Option<Event> {
+        let State::Chunk { remaining, last } = self.state else {
+            return None;
+        };
+        let n = (remaining as usize).min(self.input.len());
+        let (mut sink, input) = self.sink_and_input();
+        sink.append(&input.bytes()[..n]);
         self.input.consume(n);
         let remaining = remaining - n as u64;
         if remaining > 0 {
@@ -665,6 +703,27 @@ impl Session {
             return None;
         }
         self.finish_message(out)
+    }
+
+    /// Answers a `FetchUrl` event: the URL's octets join the message as a chunk would (with
+    /// LAST, the message is delivered next); a URL that could not be resolved fails the
+    /// whole transaction (RFC 4468 section 3).
+    pub fn burl_result(&mut self, data: Result<Vec<u8>, Reply>, out: &mut Vec<u8>) {
+        let State::Wait(Waiting::Burl { last }) = self.state else {
+            return;
+        };
+        match data {
+            Ok(bytes) => {
+                self.sink_and_input().0.append(&bytes);
+                // An empty chunk: `poll` answers it, or delivers with LAST.
+                self.state = State::Chunk { remaining: 0, last };
+            }
+            Err(reply) => {
+                self.state = State::Command;
+                self.reply(out, reply);
+                self.reset_transaction();
+            }
+        }
     }
 
     /// Why the message being received was dropped, as the reply to its end.

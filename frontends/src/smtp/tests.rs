@@ -53,6 +53,19 @@ fn run_parts(cfg: SessionConfig, parts: &[&[u8]], byte_at_a_time: bool) -> Trans
                 }
                 Event::StartTls => s.tls_started(),
                 Event::ScramLookup { .. } => s.scram_credentials(None, "n", b"salt", &mut out),
+                // URLs containing "good" resolve to a line naming the submitter.
+                Event::FetchUrl { url, user } => s.burl_result(
+                    if url.contains("good") {
+                        Ok(format!("[{url} for {user}]").into_bytes())
+                    } else {
+                        Err(Reply::new(
+                            554,
+                            Some((5, 6, 6)),
+                            "IMAP URL resolution failed",
+                        ))
+                    },
+                    &mut out,
+                ),
             }
         }
         if s.is_closed() {
@@ -115,6 +128,53 @@ fn lmtp_replies_once_per_recipient() {
     assert_eq!(delivered.len(), 1);
     let (out, _) = both(cfg, b"EHLO x\r\n");
     assert!(out.contains("500 this service expects LHLO"), "{out}");
+}
+
+/// BURL (RFC 4468): URL content joins the message like a BDAT chunk, interleaved with
+/// BDAT, delivered at LAST; a URL that does not resolve fails the transaction; BURL needs
+/// authentication, recipients, and the submission service.
+#[test]
+fn burl_takes_message_content_from_urls() {
+    let mut cfg = SessionConfig::new(Mode::Submission, "smtp.example.org");
+    cfg.tls = true;
+    let auth: &[u8] = b"EHLO c\r\nAUTH PLAIN AHVAZXhhbXBsZS5vcmcAc2VjcmV0\r\n";
+    let (out, delivered) = both(
+        cfg.clone(),
+        &[
+            auth,
+            b"MAIL FROM:<u@example.org>\r\nBURL imap://x/good;1\r\n",
+            b"RCPT TO:<v@example.org>\r\nBURL imap://x/good;1\r\nBDAT 3\r\n|x|BURL imap://x/good;2 LAST\r\n",
+            b"MAIL FROM:<u@example.org>\r\nRCPT TO:<v@example.org>\r\nBURL imap://x/bad LAST\r\n",
+            b"BDAT 1 LAST\r\nz",
+        ]
+        .concat(),
+    );
+    assert!(out.contains("250-BURL imap"), "{out}");
+    assert!(
+        out.contains("503 5.5.1 need MAIL before BURL") || out.contains("554 5.5.0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("554 5.6.6 IMAP URL resolution failed"),
+        "{out}"
+    );
+    assert_eq!(delivered.len(), 1, "{out}");
+    assert_eq!(
+        String::from_utf8_lossy(&delivered[0].1),
+        "[imap://x/good;1 for u@example.org]|x|[imap://x/good;2 for u@example.org]"
+    );
+    // The failed transaction is gone: its BDAT after it finds no MAIL.
+    assert!(out.contains("need MAIL before BDAT"), "{out}");
+    // Not on port 25, and not before AUTH.
+    let inbound = SessionConfig::new(Mode::Inbound, "mx.example.org");
+    let (out, _) = both(
+        inbound,
+        b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<v@example.org>\r\nBURL imap://x/good LAST\r\n",
+    );
+    assert!(!out.contains("BURL imap"), "{out}");
+    assert!(out.contains("502 5.5.1"), "{out}");
+    let (out, _) = both(cfg, b"EHLO c\r\nBURL imap://x/good LAST\r\n");
+    assert!(out.contains("503"), "{out}");
 }
 
 #[test]

@@ -1,0 +1,123 @@
+//! URLAUTH on the store: mailbox access keys (kept among the mailbox's annotations) and the
+//! resolution of an authorized URL, for IMAP URLFETCH and for BURL on submission. A URL may
+//! name another account's message: it is resolved on the shard that owns that account.
+
+use std::rc::Rc;
+
+use ringmail_engine::{Partition, Uid};
+
+use super::ShardServer;
+use crate::imap::url::{self, ImapUrl};
+use crate::imap::urlauth::{self, Access, Requester, KEY_ENTRY, KEY_LEN};
+
+/// The mailbox's access key; made (and stored) when it has none and `create` is set.
+pub async fn mailbox_key(
+    part: &Partition,
+    account: &str,
+    mailbox: &str,
+    create: bool,
+) -> Result<Option<Vec<u8>>, ringmail_engine::Error> {
+    let entries = part.annotations(account, Some(mailbox)).await?;
+    if let Some(k) = entries.get(KEY_ENTRY) {
+        return Ok(Some(k.clone()));
+    }
+    if !create {
+        return Ok(None);
+    }
+    let key = new_key();
+    part.set_annotations(
+        account,
+        Some(mailbox),
+        &[(KEY_ENTRY.into(), Some(key.clone()))],
+    )
+    .await?;
+    Ok(Some(key))
+}
+
+/// A fresh random access key (RESETKEY stores it, revoking every URL made with the old one).
+pub fn new_key() -> Vec<u8> {
+    use password_hash::rand_core::{OsRng, RngCore};
+    let mut k = vec![0u8; KEY_LEN];
+    OsRng.fill_bytes(&mut k);
+    k
+}
+
+/// Whether `host` (with or without a port) names this server.
+pub fn is_ours(server: &ShardServer, host: &str) -> bool {
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    host.eq_ignore_ascii_case(&server.live().cfg.hostname)
+        || host.eq_ignore_ascii_case("localhost")
+        || host == "127.0.0.1"
+}
+
+/// The octets an authorized URL names, if `who` may have them: the URL is absolute and
+/// names this server and an owner, its access identifier admits `who`, it has not expired,
+/// and its token verifies under the owner's key for the mailbox. `None` for anything else,
+/// without saying which (URLFETCH answers NIL, BURL 554).
+pub async fn fetch(server: &ShardServer, full: &str, who: Requester<'_>) -> Option<Vec<u8>> {
+    let (rump, mech, token) = urlauth::split(full)?;
+    if !mech.eq_ignore_ascii_case("INTERNAL") {
+        return None;
+    }
+    let u: ImapUrl = url::parse(full).ok()?;
+    if !is_ours(server, u.host.as_deref()?) {
+        return None;
+    }
+    let owner = u.user.clone()?;
+    let (access, _, _) = u.urlauth.as_ref()?;
+    if !Access::parse(access)?.allows(&who) {
+        return None;
+    }
+    if let Some(e) = &u.expire {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if urlauth::parse_expire(e)? <= now {
+            return None;
+        }
+    }
+    let (rump, token) = (rump.to_string(), token.to_string());
+    server
+        .on_account(&owner.clone(), move |part: Rc<Partition>| async move {
+            Ok(resolve(&part, &owner, &u, &rump, &token).await)
+        })
+        .await
+        .ok()
+        .flatten()
+}
+
+/// On the owner's shard: checks the token and reads the bytes.
+async fn resolve(
+    part: &Partition,
+    owner: &str,
+    u: &ImapUrl,
+    rump: &str,
+    token: &str,
+) -> Option<Vec<u8>> {
+    let mailbox = u.mailbox.as_deref()?;
+    let mailbox = if mailbox.eq_ignore_ascii_case("INBOX") {
+        "INBOX"
+    } else {
+        mailbox
+    };
+    // A mailbox without a key (never used, or reset) authorizes nothing.
+    let key = mailbox_key(part, owner, mailbox, false).await.ok()??;
+    if !urlauth::verify(&key, rump, token) {
+        return None;
+    }
+    let st = part.status(owner, mailbox).ok()?;
+    if u.uidvalidity.is_some_and(|v| v != st.uidvalidity.0) {
+        return None;
+    }
+    let info = part.message(owner, mailbox, Uid(u.uid)).ok()?;
+    let raw = part.fetch_blob(info.blob).await.ok()?;
+    let meta = match u.section {
+        Some(_) => Some(match part.fetch_blob_meta(info.blob).await.ok() {
+            Some(m) => crate::mime::MessageMeta::decode(&m)
+                .unwrap_or_else(|_| crate::mime::MessageMeta::parse(&raw)),
+            None => crate::mime::MessageMeta::parse(&raw),
+        }),
+        None => None,
+    };
+    url::cut(&raw, meta.as_ref(), u).ok()
+}
