@@ -705,3 +705,99 @@ fn metadata_is_kept_per_mailbox_and_server() {
         assert!(r.contains(&format!("{tag} BAD")), "{r}");
     }
 }
+
+/// Extensions: CONTEXT=SEARCH and CONTEXT=SORT (RFC 5267 section 4). A search with
+/// RETURN (UPDATE) is kept up to date: ADDTO after the EXISTS that brings a message,
+/// REMOVEFROM before the EXPUNGE that takes one, positions in sort order for SORT; tags are
+/// not reused while updating; CANCELUPDATE stops it; NOUPDATE past the limit.
+#[test]
+fn search_contexts_follow_the_mailbox() {
+    let srv = imap_server(&[ALICE], "", "");
+    let mut a = imap_login(&srv, ALICE);
+    let r = imap_command(&mut a, "x", "CAPABILITY");
+    assert!(
+        r.contains(" CONTEXT=SEARCH") && r.contains(" CONTEXT=SORT"),
+        "{r}"
+    );
+    for i in 1..=3 {
+        append(&mut a, &format!("b{i}"), "INBOX", &format!("m{i}"));
+    }
+    imap_command(&mut a, "c", "SELECT INBOX");
+    imap_command(&mut a, "d", "STORE 2 +FLAGS.SILENT (\\Flagged)");
+    let r = imap_command(&mut a, "u1", "UID SEARCH RETURN (UPDATE COUNT) FLAGGED");
+    assert!(r.contains("* ESEARCH (TAG \"u1\") UID COUNT 1\r\n"), "{r}");
+    let r = imap_command(&mut a, "s1", "SEARCH RETURN (UPDATE) FLAGGED");
+    assert!(r.contains("* ESEARCH (TAG \"s1\")\r\n"), "{r}");
+    let r = imap_command(
+        &mut a,
+        "t1",
+        "UID SORT RETURN (UPDATE ALL) (REVERSE SUBJECT) UTF-8 FLAGGED",
+    );
+    assert!(r.contains("* ESEARCH (TAG \"t1\") UID ALL 2\r\n"), "{r}");
+    let r = imap_command(&mut a, "u1", "UID SEARCH RETURN (UPDATE) ALL");
+    assert!(r.contains("u1 BAD"), "{r}");
+
+    // Another session flags one and delivers a flagged one.
+    let mut b = imap_login(&srv, ALICE);
+    imap_command(&mut b, "e1", "SELECT INBOX");
+    imap_command(&mut b, "e2", "STORE 3 +FLAGS.SILENT (\\Flagged)");
+    let msg = "Subject: m4\r\n\r\nbody\r\n";
+    imap_command(
+        &mut b,
+        "e3",
+        &format!("APPEND INBOX (\\Flagged) {{{}+}}\r\n{msg}", msg.len()),
+    );
+    let r = imap_command(&mut a, "f", "NOOP");
+    let exists = r.find("* 4 EXISTS").expect(&r);
+    let addto = r
+        .find("* ESEARCH (TAG \"u1\") UID ADDTO (0 3:4)")
+        .expect(&r);
+    assert!(exists < addto, "{r}");
+    assert!(r.contains("* ESEARCH (TAG \"s1\") ADDTO (0 3:4)"), "{r}");
+    // Reverse subject: m4 first, m3 after it, m2 last.
+    assert!(
+        r.contains("* ESEARCH (TAG \"t1\") UID ADDTO (1 4,3)"),
+        "{r}"
+    );
+
+    // An expunge: REMOVEFROM first, numbered as the client still has them.
+    imap_command(&mut b, "g1", "UID STORE 2 +FLAGS.SILENT (\\Deleted)");
+    imap_command(&mut b, "g2", "EXPUNGE");
+    let r = imap_command(&mut a, "h", "NOOP");
+    let rm = r
+        .find("* ESEARCH (TAG \"u1\") UID REMOVEFROM (0 2)")
+        .expect(&r);
+    assert!(rm < r.find("* 2 EXPUNGE").expect(&r), "{r}");
+    assert!(r.contains("* ESEARCH (TAG \"s1\") REMOVEFROM (0 2)"), "{r}");
+    assert!(
+        r.contains("* ESEARCH (TAG \"t1\") UID REMOVEFROM (3 2)"),
+        "{r}"
+    );
+
+    // The session's own change counts too.
+    let r = imap_command(&mut a, "i", "STORE 1 +FLAGS (\\Flagged)");
+    assert!(r.contains("* ESEARCH (TAG \"u1\") UID ADDTO (0 1)"), "{r}");
+    assert!(r.contains("* ESEARCH (TAG \"t1\") UID ADDTO (3 1)"), "{r}");
+
+    let r = imap_command(&mut a, "j", "CANCELUPDATE \"u1\"");
+    assert!(r.contains("j OK"), "{r}");
+    let r = imap_command(&mut a, "k", "CANCELUPDATE \"nope\"");
+    assert!(r.contains("k NO"), "{r}");
+    let r = imap_command(&mut a, "l", "STORE 1 -FLAGS (\\Flagged)");
+    assert!(!r.contains("TAG \"u1\""), "{r}");
+    assert!(r.contains("* ESEARCH (TAG \"s1\") REMOVEFROM (0 1)"), "{r}");
+
+    // Two are kept; eight more fit, the ninth is refused but still answered.
+    let mut refused = 0;
+    for n in 0..9 {
+        let r = imap_command(&mut a, &format!("n{n}"), "SEARCH RETURN (UPDATE COUNT) ALL");
+        assert!(r.contains("COUNT 3"), "{r}");
+        refused += r.matches("* NO [NOUPDATE").count();
+    }
+    assert_eq!(refused, 1);
+    // A new SELECT ends them all.
+    imap_command(&mut a, "o", "SELECT INBOX");
+    imap_command(&mut b, "p", "STORE 1 +FLAGS.SILENT (\\Flagged)");
+    let r = imap_command(&mut a, "q", "NOOP");
+    assert!(!r.contains("ESEARCH"), "{r}");
+}

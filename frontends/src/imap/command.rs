@@ -216,6 +216,8 @@ pub enum Command {
     },
     GetQuotaRoot(String),
     GetQuota(String),
+    /// RFC 5267: stop updating these search contexts (their tags).
+    CancelUpdate(Vec<String>),
     /// URLAUTH (RFC 4467): (URL rump, mechanism) pairs.
     GenUrlAuth(Vec<(String, String)>),
     /// RESETKEY [mailbox [mechanism...]]: the mailbox, or every key when `None`.
@@ -1071,6 +1073,19 @@ pub fn parse_command(bytes: &[u8]) -> Result<(String, Command), ParseError> {
         (false, "GETQUOTA") => {
             p.sp()?;
             Command::GetQuota(p.astr()?)
+        }
+        (false, "CANCELUPDATE") => {
+            let mut tags = Vec::new();
+            while p.eat(b' ') {
+                if p.peek() != Some(b'"') {
+                    return p.err("CANCELUPDATE takes quoted tags");
+                }
+                tags.push(String::from_utf8_lossy(&p.quoted()?).into_owned());
+            }
+            if tags.is_empty() {
+                return p.err("CANCELUPDATE needs a tag");
+            }
+            Command::CancelUpdate(tags)
         }
         (false, "GENURLAUTH") => {
             let mut v = Vec::new();

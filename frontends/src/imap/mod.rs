@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod command;
+pub mod context;
 pub mod datetime;
 pub mod encode;
 pub mod fetch;

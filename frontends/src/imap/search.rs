@@ -83,6 +83,10 @@ pub enum ReturnOpt {
     Save,
     /// A page of the result (RFC 9394).
     Partial(PartialRange),
+    /// RFC 5267: a hint that the program will be used again (nothing to do).
+    Context,
+    /// RFC 5267: keep the result up to date with ADDTO / REMOVEFROM.
+    Update,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,6 +136,8 @@ pub(crate) fn parse_return_opts(p: &mut P) -> R<Option<Vec<ReturnOpt>>> {
             "ALL" => ReturnOpt::All,
             "COUNT" => ReturnOpt::Count,
             "SAVE" => ReturnOpt::Save,
+            "CONTEXT" => ReturnOpt::Context,
+            "UPDATE" => ReturnOpt::Update,
             "PARTIAL" => {
                 p.sp()?;
                 ReturnOpt::Partial(PartialRange::parse(p)?)

@@ -115,6 +115,11 @@ impl View {
         self.msgs.get(seq.checked_sub(1)? as usize).copied()
     }
 
+    /// The picture as it is now, shared (cheap to keep while the view moves on).
+    pub fn pictured(&self) -> Rc<Vec<Msg>> {
+        self.msgs.clone()
+    }
+
     pub fn messages(&self) -> &[Msg] {
         &self.msgs
     }

@@ -26,8 +26,8 @@ use crate::imap::encode::compress_set;
 use crate::imap::partial::PartialRange;
 use crate::imap::view::{self, Msg, SyncOptions, View};
 use crate::imap::{
-    datetime, encode, fetch, list, metadata, mutf7, parse_command, search, sort, thread, url,
-    urlauth, Command, Frame, Framer, Limits, SequenceSet, StatusItem, StoreOp,
+    context, datetime, encode, fetch, list, metadata, mutf7, parse_command, search, sort, thread,
+    url, urlauth, Command, Frame, Framer, Limits, SequenceSet, StatusItem, StoreOp,
 };
 use crate::mime::{MessageMeta, PackedEnvelope};
 use crate::sasl::scram::{Finish, ServerExchange};
@@ -313,7 +313,7 @@ fn capabilities(server: &ShardServer) -> String {
     format!(
         "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS \
          CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE CREATE-SPECIAL-USE STATUS=SIZE MOVE CONDSTORE QRESYNC \
-         ESEARCH ESORT PARTIAL SEARCHRES MULTIAPPEND CATENATE METADATA URLAUTH BINARY UTF8=ACCEPT QUOTA QUOTA=RES-STORAGE \
+         ESEARCH ESORT CONTEXT=SEARCH CONTEXT=SORT PARTIAL SEARCHRES MULTIAPPEND CATENATE METADATA URLAUTH BINARY UTF8=ACCEPT QUOTA QUOTA=RES-STORAGE \
          QUOTA=RES-MESSAGE OBJECTID COMPRESS=DEFLATE SORT SORT=DISPLAY \
          THREAD=ORDEREDSUBJECT THREAD=REFERENCES APPENDLIMIT={}",
         server.live().cfg.limits.max_message_size
@@ -599,6 +599,10 @@ struct Session {
     mark: Option<ringmail_engine::retired::ReaderMark>,
     /// The saved search result (`$`, RFC 5182), as UIDs.
     saved: Vec<u32>,
+    /// Searches kept up to date (RFC 5267 UPDATE), and the mailbox's state when they were
+    /// last brought up to date.
+    contexts: Vec<SearchContext>,
+    contexts_at: (u64, u32, u32),
     keywords: Vec<String>,
     closing: bool,
     /// The selected mailbox's HIGHESTMODSEQ was reported with CONDSTORE on (RFC 7162 section
@@ -628,6 +632,8 @@ async fn authenticated(
         view: None,
         mark: None,
         saved: Vec::new(),
+        contexts: Vec::new(),
+        contexts_at: (0, 0, 0),
         keywords: Vec::new(),
         closing: false,
         modseq_told: false,
@@ -850,7 +856,20 @@ impl Session {
     async fn sync(&mut self, expunge: bool) {
         // Read with the mailbox: sync_view does not await before the view is up to date.
         let retired = self.part.retired_seq();
+        // Where REMOVEFROM goes (before any EXPUNGE, while its numbers are still valid), and
+        // the numbers it uses.
+        let before = match (&self.view, self.contexts.is_empty()) {
+            (Some(v), false) => Some((self.io.out.len(), v.pictured())),
+            (None, false) => {
+                self.contexts.clear();
+                None
+            }
+            _ => None,
+        };
         self.sync_view(expunge).await;
+        if let Some((at, old)) = before {
+            self.update_contexts(at, &old).await;
+        }
         if let (Some(view), Some(mark)) = (&self.view, &self.mark) {
             if !view.has_gone() {
                 // Told of every expunge so far: nothing kept before is needed for us.
@@ -1176,6 +1195,24 @@ impl Session {
             }
             Command::GetMetadata(get) => self.get_metadata(tag, get).await,
             Command::GenUrlAuth(pairs) => self.genurlauth(tag, pairs).await,
+            Command::CancelUpdate(_) if self.view.is_none() => {
+                Err("BAD no mailbox selected".into())
+            }
+            Command::CancelUpdate(tags) => {
+                let mut unknown = None;
+                for t in &tags {
+                    let before = self.contexts.len();
+                    self.contexts.retain(|c| &c.tag != t);
+                    if self.contexts.len() == before {
+                        unknown.get_or_insert(t.clone());
+                    }
+                }
+                if let Some(t) = unknown {
+                    return Err(format!("NO no search {t:?} is being updated"));
+                }
+                self.ok(tag, "CANCELUPDATE completed: no further updates")
+                    .await
+            }
             Command::ResetKey(mailbox, mechs) => self.resetkey(tag, mailbox, mechs).await,
             Command::UrlFetch(urls) => {
                 let mut l = b"* URLFETCH".to_vec();
@@ -1441,6 +1478,8 @@ impl Session {
         // same state shares it.
         let old = self.view.take();
         let had = old.is_some();
+        // Searches kept up to date end with the mailbox (RFC 5267 section 4.3).
+        self.contexts.clear();
         // Taken before the mailbox is read, so nothing expunged after is missed by it.
         let mark = self.part.reader_mark();
         self.mark = None;
@@ -2596,6 +2635,7 @@ impl Session {
     }
 
     async fn search(&mut self, tag: &str, uid: bool, cmd: search::SearchCommand) -> Res {
+        self.check_update_tag(tag, cmd.ret.as_ref())?;
         let found = self
             .matching(cmd.charset.as_deref(), &cmd.keys, false)
             .await?;
@@ -2617,6 +2657,10 @@ impl Session {
                     self.saved = kept;
                 }
                 search::write_esearch(&mut self.io.out, tag, uid, hits, ret, modseq);
+                if ret.contains(&search::ReturnOpt::Update) {
+                    let (charset, keys) = (cmd.charset.clone(), cmd.keys.clone());
+                    self.add_context(tag, uid, charset, &keys, None, hits_uid.clone());
+                }
             }
         }
         self.sync(uid).await;
@@ -2624,20 +2668,154 @@ impl Session {
         Ok(())
     }
 
-    async fn sort(&mut self, tag: &str, uid: bool, cmd: sort::SortCommand) -> Res {
-        let found = self.matching(Some(&cmd.charset), &cmd.keys, true).await?;
+    /// The UIDs of `found` in the order of `criteria`.
+    fn sorted_uids(found: &[Hit], criteria: &[sort::SortCriterion]) -> Vec<u32> {
         let empty = PackedEnvelope::default();
         let mut items: Vec<sort::SortItem> = found
             .iter()
             .map(|h| sort::SortItem {
-                id: if uid { h.uid } else { h.seq },
+                id: h.uid,
                 size: h.size,
                 internal_date: h.internal_date,
                 envelope: h.envelope.as_deref().unwrap_or(&empty),
             })
             .collect();
-        sort::sort(&mut items, &cmd.criteria);
-        let ids: Vec<u32> = items.iter().map(|i| i.id).collect();
+        sort::sort(&mut items, criteria);
+        items.iter().map(|i| i.id).collect()
+    }
+
+    /// A searching command with `RETURN (UPDATE)`: a tag still updating is BAD (RFC 5267
+    /// section 4.3); checked before anything is answered.
+    fn check_update_tag(&self, tag: &str, ret: Option<&Vec<search::ReturnOpt>>) -> Res {
+        let update = ret.is_some_and(|r| r.contains(&search::ReturnOpt::Update));
+        if update && self.contexts.iter().any(|c| c.tag == tag) {
+            return Err("BAD tag reuse: a search with this tag is still being updated".into());
+        }
+        Ok(())
+    }
+
+    /// Keeps a search up to date from now on, or says it will not (`NOUPDATE`).
+    fn add_context(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        charset: Option<String>,
+        keys: &[search::SearchKey],
+        sort: Option<Vec<sort::SortCriterion>>,
+        result: Vec<u32>,
+    ) {
+        if self.contexts.len() >= context::MAX_CONTEXTS {
+            let mut l = b"* NO [NOUPDATE ".to_vec();
+            encode::string(&mut l, tag.as_bytes());
+            l.extend_from_slice(b"] too many searches are being updated\r\n");
+            self.io.out.extend_from_slice(&l);
+            return;
+        }
+        let uids_of = |set: &SequenceSet| -> Vec<u32> {
+            self.resolve(set, false)
+                .map(|v| v.into_iter().map(|(_, m)| m.uid).collect())
+                .unwrap_or_default()
+        };
+        let keys = context::freeze(keys, &uids_of);
+        if let Ok(st) = self.part.status(&self.account, &self.view().mailbox) {
+            self.contexts_at = (st.highest_modseq.0, st.uidnext.0, st.messages);
+        }
+        self.contexts.push(SearchContext {
+            tag: tag.to_string(),
+            uid,
+            charset,
+            keys,
+            sort,
+            result,
+        });
+    }
+
+    /// Runs every kept search again if the mailbox changed, and tells the client what left
+    /// each result (inserted at `at`, before this sync's EXPUNGEs, numbered as in `old`)
+    /// and what joined it (after this sync's EXISTS).
+    async fn update_contexts(&mut self, at: usize, old: &[Msg]) {
+        let Some(v) = self.view.as_ref() else {
+            return;
+        };
+        let Ok(st) = self.part.status(&self.account, &v.mailbox) else {
+            return;
+        };
+        let stamp = (st.highest_modseq.0, st.uidnext.0, st.messages);
+        if stamp == self.contexts_at {
+            return;
+        }
+        self.contexts_at = stamp;
+        let old_seq = |u: u32| {
+            old.binary_search_by_key(&u, |m| m.uid)
+                .ok()
+                .map(|i| i as u32 + 1)
+        };
+        let (mut removals, mut additions) = (Vec::new(), Vec::new());
+        let contexts = std::mem::take(&mut self.contexts);
+        let mut kept = Vec::with_capacity(contexts.len());
+        for mut c in contexts {
+            let found = match self
+                .matching(c.charset.as_deref(), &c.keys, c.sort.is_some())
+                .await
+            {
+                Ok(f) => f,
+                Err(_) => {
+                    kept.push(c);
+                    continue;
+                }
+            };
+            let new: Vec<u32> = match &c.sort {
+                Some(criteria) => Self::sorted_uids(&found, criteria),
+                None => found.iter().map(|h| h.uid).collect(),
+            };
+            let (rm, add) = match &c.sort {
+                Some(_) => context::diff_sorted(&c.result, &new),
+                None => {
+                    let (rm, add) = context::diff_search(&c.result, &new);
+                    (
+                        rm.into_iter().map(|u| (0, u)).collect(),
+                        add.into_iter().map(|u| (0, u)).collect(),
+                    )
+                }
+            };
+            let view = self.view();
+            let number = |edits: Vec<(u32, u32)>, seq: &dyn Fn(u32) -> Option<u32>| {
+                edits
+                    .into_iter()
+                    .filter_map(|(p, u)| {
+                        if c.uid {
+                            Some((p, u))
+                        } else {
+                            seq(u).map(|s| (p, s))
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let rm = number(rm, &old_seq);
+            let add = number(add, &|u| view.seq_of(u));
+            context::write_update(&mut removals, &c.tag, c.uid, "REMOVEFROM", &rm);
+            context::write_update(&mut additions, &c.tag, c.uid, "ADDTO", &add);
+            c.result = new;
+            kept.push(c);
+        }
+        // Contexts made meanwhile (none: nothing here adds one) come after.
+        kept.append(&mut self.contexts);
+        self.contexts = kept;
+        let at = at.min(self.io.out.len());
+        self.io.out.splice(at..at, removals);
+        self.io.out.extend_from_slice(&additions);
+    }
+
+    async fn sort(&mut self, tag: &str, uid: bool, cmd: sort::SortCommand) -> Res {
+        self.check_update_tag(tag, cmd.ret.as_ref())?;
+        let found = self.matching(Some(&cmd.charset), &cmd.keys, true).await?;
+        let sorted_uids = Self::sorted_uids(&found, &cmd.criteria);
+        let ids: Vec<u32> = if uid {
+            sorted_uids.clone()
+        } else {
+            let seq_of: HashMap<u32, u32> = found.iter().map(|h| (h.uid, h.seq)).collect();
+            sorted_uids.iter().map(|u| seq_of[u]).collect()
+        };
         match &cmd.ret {
             None => sort::write_sort(&mut self.io.out, &ids),
             // ESORT (RFC 5267 section 3): ESEARCH in sort order. `$` is a set: what SAVE
@@ -2659,6 +2837,11 @@ impl Session {
                     .modseq
                     .then(|| found.iter().map(|h| h.modseq).max().unwrap_or(0));
                 search::write_esearch(&mut self.io.out, tag, uid, &ids, ret, modseq);
+                if ret.contains(&search::ReturnOpt::Update) {
+                    let charset = Some(cmd.charset.clone());
+                    let criteria = Some(cmd.criteria.clone());
+                    self.add_context(tag, uid, charset, &cmd.keys, criteria, sorted_uids);
+                }
             }
         }
         self.sync(uid).await;
@@ -2683,6 +2866,20 @@ impl Session {
         self.io.line(&format!("{tag} OK THREAD completed"));
         Ok(())
     }
+}
+
+/// A search whose result the session keeps up to date (RFC 5267 UPDATE).
+struct SearchContext {
+    tag: String,
+    /// Results are UIDs (UID SEARCH / UID SORT), else sequence numbers.
+    uid: bool,
+    charset: Option<String>,
+    /// With sequence numbers and `$` frozen to the UIDs they named at the command.
+    keys: Vec<search::SearchKey>,
+    /// SORT's criteria; `None` for SEARCH.
+    sort: Option<Vec<sort::SortCriterion>>,
+    /// The result as the client has it: UIDs, in its order.
+    result: Vec<u32>,
 }
 
 /// A message a search matched.
