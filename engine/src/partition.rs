@@ -621,6 +621,8 @@ impl Partition {
             .spawn_blocking(move || crate::annotations::store(&dir, id, &write))
             .await?;
         self.annotations.borrow_mut().insert(id, Rc::new(next));
+        // Sessions waiting for changes (IDLE with NOTIFY) look again.
+        self.changes.changed();
         Ok(())
     }
 

@@ -801,3 +801,96 @@ fn search_contexts_follow_the_mailbox() {
     let r = imap_command(&mut a, "q", "NOOP");
     assert!(!r.contains("ESEARCH"), "{r}");
 }
+
+/// Extensions: NOTIFY (RFC 5465). Another session's changes reach this one as asked:
+/// STATUS for other mailboxes (at NOTIFY SET STATUS, then as they change, during IDLE too),
+/// FETCH of the asked attributes for new messages in the selected one, LIST for mailboxes
+/// created, renamed, deleted or (un)subscribed, METADATA for annotations; a session's own
+/// changes are not echoed; unsupported events are NO [BADEVENT], bad pairs BAD.
+#[test]
+fn notify_reports_changes_across_the_account() {
+    let srv = imap_server(&[ALICE], "", "");
+    let mut a = imap_login(&srv, ALICE);
+    let mut b = imap_login(&srv, ALICE);
+    let r = imap_command(&mut a, "x", "CAPABILITY");
+    assert!(r.contains(" NOTIFY"), "{r}");
+    imap_command(&mut a, "a1", "CREATE Other");
+    imap_command(&mut a, "a2", "SELECT INBOX");
+    let r = imap_command(
+        &mut a,
+        "n1",
+        "NOTIFY SET STATUS (selected (MessageNew (UID BODY.PEEK[HEADER.FIELDS (Subject)]) MessageExpunge FlagChange)) (personal (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange MailboxMetadataChange ServerMetadataChange))",
+    );
+    assert!(r.contains("* STATUS Other (MESSAGES 0 UIDNEXT 1 "), "{r}");
+    assert!(!r.contains("* STATUS INBOX"), "{r}");
+    assert!(r.contains("n1 OK"), "{r}");
+
+    append(&mut b, "b1", "Other", "elsewhere");
+    let r = imap_command(&mut a, "c", "NOOP");
+    assert!(r.contains("* STATUS Other (MESSAGES 1 UIDNEXT 2 "), "{r}");
+    append(&mut b, "b2", "INBOX", "arrived");
+    let r = imap_command(&mut a, "d", "NOOP");
+    let exists = r.find("* 1 EXISTS").expect(&r);
+    let fetch = r
+        .find("* 1 FETCH (UID 1 BODY[HEADER.FIELDS (Subject)]")
+        .expect(&r);
+    assert!(exists < fetch && r.contains("Subject: arrived"), "{r}");
+    // Its own APPEND is not echoed back as a FETCH.
+    let msg = "Subject: mine\r\n\r\nx\r\n";
+    let r = imap_command(
+        &mut a,
+        "e",
+        &format!("APPEND INBOX {{{}+}}\r\n{msg}", msg.len()),
+    );
+    assert!(r.contains("* 2 EXISTS") && !r.contains("FETCH"), "{r}");
+
+    imap_command(&mut b, "f1", "CREATE New");
+    let r = imap_command(&mut a, "f2", "NOOP");
+    assert!(r.contains("* LIST () \"/\" New\r\n"), "{r}");
+    imap_command(&mut b, "f3", "RENAME New Newer");
+    let r = imap_command(&mut a, "f4", "NOOP");
+    assert!(
+        r.contains("* LIST () \"/\" Newer (\"OLDNAME\" (New))"),
+        "{r}"
+    );
+    imap_command(&mut b, "f5", "DELETE Newer");
+    let r = imap_command(&mut a, "f6", "NOOP");
+    assert!(r.contains("* LIST (\\NonExistent) \"/\" Newer"), "{r}");
+    imap_command(&mut b, "g1", "SUBSCRIBE Other");
+    let r = imap_command(&mut a, "g2", "NOOP");
+    assert!(r.contains("* LIST (\\Subscribed) \"/\" Other"), "{r}");
+    imap_command(&mut b, "h1", "SETMETADATA Other (/private/comment \"x\")");
+    imap_command(&mut b, "h2", "SETMETADATA \"\" (/shared/comment \"y\")");
+    let r = imap_command(&mut a, "h3", "NOOP");
+    assert!(r.contains("* METADATA Other /private/comment"), "{r}");
+    assert!(r.contains("* METADATA \"\" /shared/comment"), "{r}");
+    // Its own CREATE is not echoed.
+    let r = imap_command(&mut a, "i", "CREATE Mine");
+    assert!(!r.contains("* LIST"), "{r}");
+
+    // During IDLE, as it happens.
+    a.send(b"j IDLE\r\n");
+    while !a.line().starts_with('+') {}
+    append(&mut b, "k", "Other", "while idle");
+    let l = a.line();
+    assert!(
+        l.starts_with("* STATUS Other (MESSAGES 2 UIDNEXT 3 "),
+        "{l}"
+    );
+    a.send(b"DONE\r\n");
+    while !a.line().starts_with("j OK") {}
+
+    let r = imap_command(
+        &mut a,
+        "l1",
+        "NOTIFY SET (personal (MessageNew MessageExpunge AnnotationChange))",
+    );
+    assert!(r.contains("l1 NO [BADEVENT ("), "{r}");
+    let r = imap_command(&mut a, "l2", "NOTIFY SET (personal (MessageNew))");
+    assert!(r.contains("l2 BAD"), "{r}");
+    let r = imap_command(&mut a, "m1", "NOTIFY NONE");
+    assert!(r.contains("m1 OK"), "{r}");
+    append(&mut b, "m2", "Other", "unheard");
+    let r = imap_command(&mut a, "m3", "NOOP");
+    assert!(!r.contains("STATUS"), "{r}");
+}

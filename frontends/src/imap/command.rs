@@ -216,6 +216,8 @@ pub enum Command {
     },
     GetQuotaRoot(String),
     GetQuota(String),
+    /// RFC 5465.
+    Notify(crate::imap::notify::Notify),
     /// RFC 5267: stop updating these search contexts (their tags).
     CancelUpdate(Vec<String>),
     /// URLAUTH (RFC 4467): (URL rump, mechanism) pairs.
@@ -286,6 +288,14 @@ pub(crate) struct P<'a> {
 pub(crate) type R<T> = Result<T, ParseError>;
 
 impl<'a> P<'a> {
+    /// A cursor at the start of `b` (one framed command, or a piece of one in tests).
+    pub(crate) fn new(b: &'a [u8]) -> Self {
+        P {
+            b,
+            i: 0,
+            tag: String::new(),
+        }
+    }
     pub(crate) fn err<T>(&self, reason: impl Into<String>) -> R<T> {
         Err(ParseError {
             tag: self.tag.clone(),
@@ -696,11 +706,7 @@ impl<'a> P<'a> {
 
 /// Parses one framed command (`tag SP command CRLF`, literals inline).
 pub fn parse_command(bytes: &[u8]) -> Result<(String, Command), ParseError> {
-    let mut p = P {
-        b: bytes,
-        i: 0,
-        tag: String::new(),
-    };
+    let mut p = P::new(bytes);
     let tag = p.atom().or_else(|_| p.err("missing tag"))?;
     if tag.contains('+') {
         return p.err("invalid tag");
@@ -1073,6 +1079,10 @@ pub fn parse_command(bytes: &[u8]) -> Result<(String, Command), ParseError> {
         (false, "GETQUOTA") => {
             p.sp()?;
             Command::GetQuota(p.astr()?)
+        }
+        (false, "NOTIFY") => {
+            p.sp()?;
+            Command::Notify(crate::imap::notify::parse(&mut p)?)
         }
         (false, "CANCELUPDATE") => {
             let mut tags = Vec::new();

@@ -211,11 +211,7 @@ mod tests {
 
     fn with<T>(s: &str, f: impl FnOnce(&mut P) -> R<T>) -> R<T> {
         let b = format!("{s}\r\n");
-        let mut p = P {
-            b: b.as_bytes(),
-            i: 0,
-            tag: "t".into(),
-        };
+        let mut p = P::new(b.as_bytes());
         let r = f(&mut p)?;
         p.end()?;
         Ok(r)

@@ -12,6 +12,7 @@ pub mod framer;
 pub mod list;
 pub mod metadata;
 pub mod mutf7;
+pub mod notify;
 pub mod partial;
 pub mod search;
 pub mod section;

@@ -68,11 +68,7 @@ mod tests {
 
     fn parse(s: &str) -> R<PartialRange> {
         let b = format!("{s}\r\n");
-        let mut p = P {
-            b: b.as_bytes(),
-            i: 0,
-            tag: "t".into(),
-        };
+        let mut p = P::new(b.as_bytes());
         let r = PartialRange::parse(&mut p)?;
         p.end()?;
         Ok(r)

@@ -313,7 +313,7 @@ fn capabilities(server: &ShardServer) -> String {
     format!(
         "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS \
          CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE CREATE-SPECIAL-USE STATUS=SIZE MOVE CONDSTORE QRESYNC \
-         ESEARCH ESORT CONTEXT=SEARCH CONTEXT=SORT PARTIAL SEARCHRES MULTIAPPEND CATENATE METADATA URLAUTH BINARY UTF8=ACCEPT QUOTA QUOTA=RES-STORAGE \
+         NOTIFY ESEARCH ESORT CONTEXT=SEARCH CONTEXT=SORT PARTIAL SEARCHRES MULTIAPPEND CATENATE METADATA URLAUTH BINARY UTF8=ACCEPT QUOTA QUOTA=RES-STORAGE \
          QUOTA=RES-MESSAGE OBJECTID COMPRESS=DEFLATE SORT SORT=DISPLAY \
          THREAD=ORDEREDSUBJECT THREAD=REFERENCES APPENDLIMIT={}",
         server.live().cfg.limits.max_message_size
@@ -603,6 +603,11 @@ struct Session {
     /// last brought up to date.
     contexts: Vec<SearchContext>,
     contexts_at: (u64, u32, u32),
+    /// What NOTIFY asked for (RFC 5465), and the account as last told.
+    notify: Option<NotifyState>,
+    /// UIDs this session put into the selected mailbox (APPEND, COPY, MOVE): NOTIFY's
+    /// MessageNew FETCH is not sent for them.
+    own_new: HashSet<u32>,
     keywords: Vec<String>,
     closing: bool,
     /// The selected mailbox's HIGHESTMODSEQ was reported with CONDSTORE on (RFC 7162 section
@@ -634,6 +639,8 @@ async fn authenticated(
         saved: Vec::new(),
         contexts: Vec::new(),
         contexts_at: (0, 0, 0),
+        notify: None,
+        own_new: HashSet::new(),
         keywords: Vec::new(),
         closing: false,
         modseq_told: false,
@@ -866,9 +873,14 @@ impl Session {
             }
             _ => None,
         };
+        let uidnext = self.view.as_ref().map(|v| v.uidnext);
         self.sync_view(expunge).await;
         if let Some((at, old)) = before {
             self.update_contexts(at, &old).await;
+        }
+        if self.notify.is_some() {
+            self.notify_new_messages(uidnext).await;
+            self.notify_check(false).await;
         }
         if let (Some(view), Some(mark)) = (&self.view, &self.mark) {
             if !view.has_gone() {
@@ -1056,6 +1068,7 @@ impl Session {
                     .await
                     .map_err(no)?;
                 let text = format!("[MAILBOXID ({})] CREATE completed", mailbox_id(&st));
+                self.notify_absorb().await;
                 self.ok(tag, &text).await
             }
             Command::Delete(name) => {
@@ -1068,6 +1081,7 @@ impl Session {
                     self.view = None;
                     self.mark = None;
                 }
+                self.notify_absorb().await;
                 self.ok(tag, "DELETE completed").await
             }
             Command::Rename { from, to } => {
@@ -1109,6 +1123,7 @@ impl Session {
                             .await
                             .map_err(no)?;
                     }
+                    self.notify_absorb().await;
                     return self.ok(tag, "RENAME completed").await;
                 }
                 self.part
@@ -1119,6 +1134,7 @@ impl Session {
                 if let Some(v) = self.view.as_mut().filter(|v| v.mailbox == from) {
                     v.mailbox = to.clone();
                 }
+                self.notify_absorb().await;
                 self.ok(tag, "RENAME completed").await
             }
             Command::Subscribe(name) => {
@@ -1127,6 +1143,7 @@ impl Session {
                     .subscribe(&self.account, &name, true)
                     .await
                     .map_err(no)?;
+                self.notify_absorb().await;
                 self.ok(tag, "SUBSCRIBE completed").await
             }
             Command::Unsubscribe(name) => {
@@ -1135,6 +1152,7 @@ impl Session {
                     .subscribe(&self.account, &name, false)
                     .await
                     .map_err(no)?;
+                self.notify_absorb().await;
                 self.ok(tag, "UNSUBSCRIBE completed").await
             }
             Command::Namespace => {
@@ -1195,6 +1213,50 @@ impl Session {
             }
             Command::GetMetadata(get) => self.get_metadata(tag, get).await,
             Command::GenUrlAuth(pairs) => self.genurlauth(tag, pairs).await,
+            Command::Notify(crate::imap::notify::Notify::None) => {
+                self.notify = None;
+                self.ok(tag, "NOTIFY completed: no notifications").await
+            }
+            Command::Notify(crate::imap::notify::Notify::Set { status, groups }) => {
+                use crate::imap::notify::Event;
+                let unsupported = groups
+                    .iter()
+                    .flat_map(|g| &g.events)
+                    .any(|e| matches!(e, Event::Other(_) | Event::AnnotationChange));
+                if unsupported {
+                    return Err(format!(
+                        "NO [BADEVENT ({})] an event is not supported",
+                        crate::imap::notify::SUPPORTED
+                    ));
+                }
+                let new_atts = groups
+                    .iter()
+                    .filter(|g| {
+                        matches!(
+                            g.filter,
+                            crate::imap::notify::Filter::Selected
+                                | crate::imap::notify::Filter::SelectedDelayed
+                        )
+                    })
+                    .flat_map(|g| &g.events)
+                    .find_map(|e| match e {
+                        Event::MessageNew(a) if !a.is_empty() => Some(a.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                let mut state = NotifyState {
+                    groups,
+                    new_atts,
+                    known: Known::default(),
+                };
+                state.known = self.known(&state.groups).await;
+                self.notify = Some(state);
+                if status {
+                    self.notify_check(true).await;
+                }
+                // An implicit NOOP (RFC 5465 section 3).
+                self.ok(tag, "NOTIFY completed").await
+            }
             Command::CancelUpdate(_) if self.view.is_none() => {
                 Err("BAD no mailbox selected".into())
             }
@@ -1242,6 +1304,7 @@ impl Session {
                         }
                         _ => no(e),
                     })?;
+                self.notify_absorb().await;
                 self.ok(tag, "SETMETADATA completed").await
             }
             Command::Compress(alg) => {
@@ -1643,6 +1706,11 @@ impl Session {
                 }
             }
         }
+        // What this session did itself is not notified (RFC 5465 section 5).
+        if self.view.as_ref().is_some_and(|v| v.mailbox == name) {
+            self.own_new.extend(uids.iter().copied());
+        }
+        self.notify_absorb().await;
         self.sync(true).await;
         self.io.line(&format!(
             "{tag} OK [APPENDUID {} {}] APPEND completed",
@@ -1716,6 +1784,267 @@ impl Session {
             None => "GETMETADATA completed".into(),
         };
         self.ok(tag, &text).await
+    }
+
+    /// The account as NOTIFY follows it: mailboxes, subscriptions, and the annotations the
+    /// groups watch.
+    async fn known(&self, groups: &[crate::imap::notify::Group]) -> Known {
+        use crate::imap::notify::{covers, Event};
+        let mut k = Known::default();
+        let Ok(all) = self.part.mailboxes(&self.account) else {
+            return k;
+        };
+        k.subscriptions = self
+            .part
+            .subscriptions(&self.account)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let visible = |e: ringmail_engine::annotations::Entries| {
+            e.into_iter()
+                .filter(|(n, _)| n.starts_with('/'))
+                .collect::<ringmail_engine::annotations::Entries>()
+        };
+        for m in all {
+            let watched = groups.iter().any(|g| {
+                covers(&g.filter, &m.name, &|n| k.subscriptions.contains(n))
+                    && g.events.contains(&Event::MailboxMetadataChange)
+            });
+            if watched {
+                if let Ok(e) = self.part.annotations(&self.account, Some(&m.name)).await {
+                    k.annotations.insert(Some(m.uidvalidity.0), visible(e));
+                }
+            }
+            k.mailboxes.insert(m.uidvalidity.0, m);
+        }
+        let server = groups
+            .iter()
+            .any(|g| g.events.contains(&Event::ServerMetadataChange));
+        if server {
+            if let Ok(e) = self.part.annotations(&self.account, None).await {
+                k.annotations.insert(None, visible(e));
+            }
+        }
+        k
+    }
+
+    /// Takes the account as it is now as told, without telling: after this session's own
+    /// change (RFC 5465 section 5: a client is not told of what it did itself).
+    async fn notify_absorb(&mut self) {
+        if let Some(st) = self.notify.take() {
+            let known = self.known(&st.groups).await;
+            self.notify = Some(NotifyState { known, ..st });
+        }
+    }
+
+    /// MessageNew's FETCH for messages that came into the selected mailbox since `before`
+    /// (its UIDNEXT), except those this session put there.
+    async fn notify_new_messages(&mut self, before: Option<u32>) {
+        let (Some(st), Some(v), Some(before)) = (&self.notify, &self.view, before) else {
+            return;
+        };
+        if st.new_atts.is_empty() || v.uidnext <= before {
+            self.own_new.clear();
+            return;
+        }
+        let uids: Vec<u32> = v
+            .messages()
+            .iter()
+            .map(|m| m.uid)
+            .filter(|u| *u >= before && !self.own_new.contains(u))
+            .collect();
+        self.own_new.clear();
+        if uids.is_empty() {
+            return;
+        }
+        let set = SequenceSet::Ranges(
+            uids.iter()
+                .map(|&u| (crate::imap::SeqBound::Num(u), crate::imap::SeqBound::Num(u)))
+                .collect(),
+        );
+        let atts = st.new_atts.clone();
+        let _ = self.fetch_data(true, &set, &atts, None, None).await;
+    }
+
+    /// Tells the client what changed in the account since it was last told, as NOTIFY
+    /// asked: STATUS for mailboxes other than the selected one, LIST for mailboxes created,
+    /// deleted or renamed and for subscriptions, METADATA for annotations. With
+    /// `status_now` (NOTIFY SET STATUS), STATUS for every watched mailbox first.
+    async fn notify_check(&mut self, status_now: bool) {
+        use crate::imap::notify::{covers, Event};
+        let Some(st) = self.notify.take() else {
+            return;
+        };
+        let now = self.known(&st.groups).await;
+        let selected = self.view.as_ref().map(|v| v.uidvalidity);
+        let condstore = self.enabled.condstore;
+        let wants = |name: &str,
+                     subs: &std::collections::BTreeSet<String>,
+                     pick: &dyn Fn(&Event) -> bool| {
+            st.groups.iter().any(|g| {
+                covers(&g.filter, name, &|n| subs.contains(n)) && g.events.iter().any(pick)
+            })
+        };
+        let message_events = |e: &Event| matches!(e, Event::MessageNew(_) | Event::MessageExpunge);
+        let mut lines: Vec<Vec<u8>> = Vec::new();
+        let status_line = |this: &Self, m: &MailboxInfo, items: &str| {
+            let mut l = b"* STATUS ".to_vec();
+            l.extend_from_slice(&this.show_name(&m.name));
+            l.extend_from_slice(format!(" ({items})\r\n").as_bytes());
+            l
+        };
+        let full = |m: &MailboxInfo| {
+            let mut s = format!(
+                "MESSAGES {} UIDNEXT {} UIDVALIDITY {} UNSEEN {}",
+                m.messages, m.uidnext.0, m.uidvalidity.0, m.unseen
+            );
+            if condstore {
+                s += &format!(" HIGHESTMODSEQ {}", m.highest_modseq.0);
+            }
+            s
+        };
+        let list_line = |this: &Self, attrs: &str, name: &str, old: Option<&str>| {
+            let mut l = format!("* LIST ({attrs}) \"/\" ").into_bytes();
+            l.extend_from_slice(&this.show_name(name));
+            if let Some(o) = old {
+                l.extend_from_slice(b" (\"OLDNAME\" (");
+                l.extend_from_slice(&this.show_name(o));
+                l.extend_from_slice(b"))");
+            }
+            l.extend_from_slice(b"\r\n");
+            l
+        };
+        let mut by_name: Vec<&MailboxInfo> = now.mailboxes.values().collect();
+        by_name.sort_by(|a, b| a.name.cmp(&b.name));
+        for m in by_name {
+            let uv = m.uidvalidity.0;
+            let subs = &now.subscriptions;
+            if status_now {
+                if Some(uv) != selected && wants(&m.name, subs, &message_events) {
+                    lines.push(status_line(self, m, &full(m)));
+                }
+                continue;
+            }
+            match st.known.mailboxes.get(&uv) {
+                None => {
+                    if wants(&m.name, subs, &|e| *e == Event::MailboxName) {
+                        lines.push(list_line(self, "", &m.name, None));
+                    }
+                }
+                Some(old) if old.name != m.name => {
+                    if wants(&m.name, subs, &|e| *e == Event::MailboxName)
+                        || wants(&old.name, &st.known.subscriptions, &|e| {
+                            *e == Event::MailboxName
+                        })
+                    {
+                        lines.push(list_line(self, "", &m.name, Some(&old.name)));
+                    }
+                }
+                Some(_) if Some(uv) == selected => {}
+                Some(old) => {
+                    let moved = old.messages != m.messages || old.uidnext != m.uidnext;
+                    if moved && wants(&m.name, subs, &message_events) {
+                        lines.push(status_line(self, m, &full(m)));
+                    } else if old.highest_modseq != m.highest_modseq
+                        && wants(&m.name, subs, &|e| *e == Event::FlagChange)
+                    {
+                        let items = if condstore {
+                            format!(
+                                "UIDVALIDITY {} HIGHESTMODSEQ {}",
+                                m.uidvalidity.0, m.highest_modseq.0
+                            )
+                        } else {
+                            format!("UNSEEN {}", m.unseen)
+                        };
+                        lines.push(status_line(self, m, &items));
+                    }
+                }
+            }
+            // Annotations of the mailbox that changed (removed ones included).
+            if let (Some(a), Some(b)) = (
+                st.known.annotations.get(&Some(uv)),
+                now.annotations.get(&Some(uv)),
+            ) {
+                let changed: Vec<&String> = a
+                    .keys()
+                    .chain(b.keys())
+                    .filter(|k| a.get(*k) != b.get(*k))
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                if !changed.is_empty() {
+                    let mut l = b"* METADATA ".to_vec();
+                    l.extend_from_slice(&self.show_name(&m.name));
+                    for k in changed {
+                        l.push(b' ');
+                        l.extend_from_slice(k.as_bytes());
+                    }
+                    l.extend_from_slice(b"\r\n");
+                    lines.push(l);
+                }
+            }
+        }
+        if !status_now {
+            let mut gone: Vec<&MailboxInfo> = st
+                .known
+                .mailboxes
+                .iter()
+                .filter(|(uv, _)| !now.mailboxes.contains_key(uv))
+                .map(|(_, m)| m)
+                .collect();
+            gone.sort_by(|a, b| a.name.cmp(&b.name));
+            for m in gone {
+                if wants(&m.name, &st.known.subscriptions, &|e| {
+                    *e == Event::MailboxName
+                }) {
+                    lines.push(list_line(self, "\\NonExistent", &m.name, None));
+                }
+            }
+            let changed: std::collections::BTreeSet<&String> = st
+                .known
+                .subscriptions
+                .symmetric_difference(&now.subscriptions)
+                .collect();
+            for name in changed {
+                let either = wants(name, &now.subscriptions, &|e| {
+                    *e == Event::SubscriptionChange
+                }) || wants(name, &st.known.subscriptions, &|e| {
+                    *e == Event::SubscriptionChange
+                });
+                if either {
+                    let mut attrs = Vec::new();
+                    if !now.mailboxes.values().any(|m| &m.name == name) {
+                        attrs.push("\\NonExistent");
+                    }
+                    if now.subscriptions.contains(name) {
+                        attrs.push("\\Subscribed");
+                    }
+                    lines.push(list_line(self, &attrs.join(" "), name, None));
+                }
+            }
+            if let (Some(a), Some(b)) =
+                (st.known.annotations.get(&None), now.annotations.get(&None))
+            {
+                let changed: std::collections::BTreeSet<&String> = a
+                    .keys()
+                    .chain(b.keys())
+                    .filter(|k| a.get(*k) != b.get(*k))
+                    .collect();
+                if !changed.is_empty() {
+                    let mut l = b"* METADATA \"\"".to_vec();
+                    for k in changed {
+                        l.push(b' ');
+                        l.extend_from_slice(k.as_bytes());
+                    }
+                    l.extend_from_slice(b"\r\n");
+                    lines.push(l);
+                }
+            }
+        }
+        for l in lines {
+            self.io.out.extend_from_slice(&l);
+        }
+        self.notify = Some(NotifyState { known: now, ..st });
     }
 
     /// RESETKEY (RFC 4467 section 6): a new key for the mailbox, or no key for any, which
@@ -2178,6 +2507,26 @@ impl Session {
         changed_since: Option<u64>,
         partial: Option<PartialRange>,
     ) -> Res {
+        self.fetch_data(uid, set, attrs, changed_since, partial)
+            .await?;
+        if self.closing {
+            return Ok(());
+        }
+        self.sync(false).await;
+        self.io.line(&format!("{tag} OK FETCH completed"));
+        Ok(())
+    }
+
+    /// The FETCH responses of a FETCH (or of NOTIFY's MessageNew), without the sync and
+    /// the tagged reply.
+    async fn fetch_data(
+        &mut self,
+        uid: bool,
+        set: &SequenceSet,
+        attrs: &[crate::imap::FetchAttr],
+        changed_since: Option<u64>,
+        partial: Option<PartialRange>,
+    ) -> Res {
         let items = fetch::prepare(attrs).map_err(|e| format!("BAD {e}"))?;
         let needs = fetch::needs(&items);
         if changed_since.is_some()
@@ -2358,8 +2707,6 @@ impl Session {
             }
             return Err(e);
         }
-        self.sync(false).await;
-        self.io.line(&format!("{tag} OK FETCH completed"));
         Ok(())
     }
 
@@ -2513,6 +2860,10 @@ impl Session {
         };
         let src: Vec<u32> = pairs.iter().map(|p| p.0 .0).collect();
         let dst: Vec<u32> = pairs.iter().map(|p| p.1 .0).collect();
+        if from == to {
+            self.own_new.extend(dst.iter().copied());
+        }
+        self.notify_absorb().await;
         let code = format!(
             "COPYUID {} {} {}",
             uv.0,
@@ -2866,6 +3217,22 @@ impl Session {
         self.io.line(&format!("{tag} OK THREAD completed"));
         Ok(())
     }
+}
+
+/// NOTIFY's request (RFC 5465) and what the client was last told of the account.
+struct NotifyState {
+    groups: Vec<crate::imap::notify::Group>,
+    new_atts: Vec<crate::imap::FetchAttr>,
+    known: Known,
+}
+
+#[derive(Default)]
+struct Known {
+    /// By UIDVALIDITY, so a rename is told as one.
+    mailboxes: HashMap<u32, MailboxInfo>,
+    subscriptions: std::collections::BTreeSet<String>,
+    /// Annotations a client can see, by mailbox UIDVALIDITY (`None`: the server's).
+    annotations: HashMap<Option<u32>, ringmail_engine::annotations::Entries>,
 }
 
 /// A search whose result the session keeps up to date (RFC 5267 UPDATE).
