@@ -2901,33 +2901,13 @@ impl Session {
         self.refresh_keywords();
         let v = self.view();
         let mailbox = v.mailbox.clone();
-        let msgs: Vec<Msg> = v.messages().to_vec();
+        // The picture is shared, not copied; what is stored of each message is read a
+        // chunk at a time, so a search holds a few hundred entries however big the
+        // mailbox (whole copies of a 200,000-message index were most of a flag search).
+        let msgs = v.pictured();
         let max_uid = msgs.last().map_or(0, |m| m.uid);
         let max_seq = msgs.len() as u32;
         let saved = self.saved.clone();
-        let mut infos = self
-            .part
-            .messages(&self.account, &mailbox, Uid(1), Uid(u32::MAX))
-            .map_err(no)?
-            .into_iter()
-            .peekable();
-        // (sequence number, what is stored of it) for each message still there.
-        let mut found = Vec::with_capacity(msgs.len());
-        for (i, m) in msgs.iter().enumerate() {
-            let info = loop {
-                match infos.peek() {
-                    Some(x) if x.uid.0 < m.uid => {
-                        infos.next();
-                    }
-                    Some(x) if x.uid.0 == m.uid => break infos.next(),
-                    _ => break None,
-                }
-            };
-            // A message expunged meanwhile matches nothing.
-            if let Some(info) = info {
-                found.push((i as u32 + 1, info));
-            }
-        }
         let want_envelope = needs.meta || want_meta;
         let mut hits = Vec::new();
         // Flag names by flag bits: a mailbox has few distinct combinations, and naming
@@ -2935,7 +2915,27 @@ impl Session {
         let mut names_of: HashMap<u64, Vec<&str>> = HashMap::new();
         // In chunks, so the envelopes missing from the cache are read many at a time
         // while what a chunk holds stays small however big the mailbox.
-        for chunk in found.chunks(SEARCH_CHUNK) {
+        for (c, pictured) in msgs.chunks(SEARCH_CHUNK).enumerate() {
+            let uids: Vec<Uid> = pictured.iter().map(|m| Uid(m.uid)).collect();
+            let mut infos = self
+                .part
+                .messages_of(&self.account, &mailbox, &uids)
+                .map_err(no)?
+                .into_iter()
+                .peekable();
+            // (sequence number, what is stored of it) for each message still there; one
+            // expunged meanwhile matches nothing.
+            let first = (c * SEARCH_CHUNK) as u32 + 1;
+            let chunk: Vec<(u32, ringmail_engine::MessageInfo)> = pictured
+                .iter()
+                .enumerate()
+                .filter_map(|(k, m)| {
+                    infos
+                        .next_if(|i| i.uid.0 == m.uid)
+                        .map(|i| (first + k as u32, i))
+                })
+                .collect();
+            let chunk = &chunk[..];
             let envelopes = if want_envelope {
                 self.envelopes_of(&mailbox, chunk).await
             } else {
