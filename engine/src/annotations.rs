@@ -83,8 +83,9 @@ impl AccountAnnotations {
                 after.mailboxes.insert(uv, next);
             }
         }
+        // The account's whole store is a count limit, not a value's size.
         if after.size() > MAX_TOTAL {
-            return Err(Refused::TooBig { max: MAX_VALUE });
+            return Err(Refused::TooMany { max: MAX_ENTRIES });
         }
         *self = after;
         Ok(())
@@ -249,6 +250,16 @@ mod tests {
         )
         .unwrap();
         assert!(a.mailboxes.is_empty());
+
+        // The account's whole store is a count limit too.
+        let mut full = AccountAnnotations::default();
+        let big: Vec<_> = (0..17)
+            .map(|i| (format!("/private/b{i}"), Some(vec![b'x'; MAX_VALUE])))
+            .collect();
+        assert_eq!(
+            full.apply(Some(1), &big),
+            Err(Refused::TooMany { max: MAX_ENTRIES })
+        );
 
         let mut enc = a.encode();
         let n = enc.len();

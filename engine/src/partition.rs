@@ -588,6 +588,29 @@ impl Partition {
         Ok((id, uv))
     }
 
+    /// The value of annotation `name` of `mailbox`; if it has none, `make()`'s, stored
+    /// first. Checked and set under the write lock, so concurrent callers get one value.
+    pub async fn annotation_or_insert(
+        &self,
+        account: &str,
+        mailbox: Option<&str>,
+        name: &str,
+        make: impl FnOnce() -> Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        let _one = self
+            .annotation_writes
+            .acquire_permit(1)
+            .await
+            .map_err(|_| Error::Store(StoreError::ShuttingDown))?;
+        if let Some(v) = self.annotations(account, mailbox).await?.get(name) {
+            return Ok(v.clone());
+        }
+        let v = make();
+        self.set_annotations_locked(account, mailbox, &[(name.to_string(), Some(v.clone()))])
+            .await?;
+        Ok(v)
+    }
+
     /// Sets (`Some`) or removes (`None`) annotations of `mailbox` (the account's own when
     /// `None`), all or none, and returns once they are on disk.
     pub async fn set_annotations(
@@ -601,6 +624,16 @@ impl Partition {
             .acquire_permit(1)
             .await
             .map_err(|_| Error::Store(StoreError::ShuttingDown))?;
+        self.set_annotations_locked(account, mailbox, changes).await
+    }
+
+    /// [`Self::set_annotations`] with the write lock held.
+    async fn set_annotations_locked(
+        &self,
+        account: &str,
+        mailbox: Option<&str>,
+        changes: &[(String, Option<Vec<u8>>)],
+    ) -> Result<()> {
         let (id, uv) = self.annotation_target(account, mailbox)?;
         let mut next = (*self.account_annotations(id).await?).clone();
         {

@@ -24,6 +24,9 @@ use crate::checkpoint::{BlobLoc, Entry};
 pub const MAX_AGE: Duration = Duration::from_secs(30 * 60);
 /// How many expunged messages are kept at most (about 100 bytes each).
 pub const MAX_ENTRIES: usize = 250_000;
+/// How many bytes of log the bodies that died with kept entries may hold back from
+/// compaction: a reader that stays behind must not keep a busy partition's space.
+pub const MAX_DEAD_BYTES: u64 = 1 << 30;
 
 /// An expunged message: (account, mailbox, UID) in the partition's ids.
 pub type Key = (u32, u32, u32);
@@ -38,6 +41,8 @@ pub struct Retired {
     entries: HashMap<Key, Kept>,
     /// Bodies that died with kept entries: blob id → (where, how many entries keep it).
     dead: HashMap<u64, (BlobLoc, usize)>,
+    /// Their records' bytes.
+    dead_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +68,11 @@ impl Retired {
     pub fn retire(&mut self, key: Key, entry: Entry, dead: Option<BlobLoc>, now: Instant) {
         self.seq += 1;
         if let Some(loc) = dead {
-            self.dead.entry(loc.id).or_insert((loc, 0)).1 += 1;
+            let e = self.dead.entry(loc.id).or_insert((loc, 0));
+            if e.1 == 0 {
+                self.dead_bytes += loc.record_len as u64;
+            }
+            e.1 += 1;
         }
         let kept = Kept {
             entry,
@@ -118,9 +127,10 @@ impl Retired {
         if !old.dead_blob {
             return;
         }
-        if let Some((_, n)) = self.dead.get_mut(&old.entry.blob) {
+        if let Some((loc, n)) = self.dead.get_mut(&old.entry.blob) {
             *n -= 1;
             if *n == 0 {
+                self.dead_bytes -= loc.record_len as u64;
                 self.dead.remove(&old.entry.blob);
             }
         }
@@ -132,7 +142,8 @@ impl Retired {
         while let Some(&(at, when, key)) = self.order.front() {
             let unneeded = at <= needed_above || self.marks.is_empty();
             let expired = now.saturating_duration_since(when) > MAX_AGE;
-            if !(unneeded || expired || self.order.len() > MAX_ENTRIES) {
+            let over = self.order.len() > MAX_ENTRIES || self.dead_bytes > MAX_DEAD_BYTES;
+            if !(unneeded || expired || over) {
                 break;
             }
             self.order.pop_front();
@@ -254,6 +265,25 @@ mod tests {
         r.borrow_mut().prune(now + MAX_AGE + Duration::from_secs(1));
         assert!(r.borrow().is_empty());
         assert!(r.borrow().dead_blob(2).is_none());
+    }
+
+    #[test]
+    fn dead_bodies_are_kept_up_to_a_byte_limit() {
+        let r = Rc::new(RefCell::new(Retired::default()));
+        let now = Instant::now();
+        let _m = ReaderMark::new(r.clone());
+        let big = |id: u64| BlobLoc {
+            record_len: (MAX_DEAD_BYTES / 3 + 1) as u32,
+            ..loc(id, 1)
+        };
+        for id in 1..=3 {
+            r.borrow_mut()
+                .retire((1, 1, id as u32), entry(id as u32, id), Some(big(id)), now);
+        }
+        // The oldest went to stay under the limit.
+        assert!(r.borrow().entry((1, 1, 1)).is_none());
+        assert!(r.borrow().entry((1, 1, 3)).is_some());
+        assert!(r.borrow().dead_bytes <= MAX_DEAD_BYTES);
     }
 
     #[test]

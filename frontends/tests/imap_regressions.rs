@@ -786,15 +786,19 @@ fn search_contexts_follow_the_mailbox() {
     let r = imap_command(&mut a, "l", "STORE 1 -FLAGS (\\Flagged)");
     assert!(!r.contains("TAG \"u1\""), "{r}");
     assert!(r.contains("* ESEARCH (TAG \"s1\") REMOVEFROM (0 1)"), "{r}");
+    // A change another session made is not hidden by a new search kept up to date.
+    imap_command(&mut b, "l1", "UID STORE 1 +FLAGS.SILENT (\\Flagged)");
+    let r = imap_command(&mut a, "l2", "SEARCH RETURN (UPDATE COUNT) ALL");
+    assert!(r.contains("* ESEARCH (TAG \"s1\") ADDTO (0 1)"), "{r}");
 
-    // Two are kept; eight more fit, the ninth is refused but still answered.
+    // Three are kept; seven more fit, the eighth and ninth are refused but answered.
     let mut refused = 0;
     for n in 0..9 {
         let r = imap_command(&mut a, &format!("n{n}"), "SEARCH RETURN (UPDATE COUNT) ALL");
         assert!(r.contains("COUNT 3"), "{r}");
         refused += r.matches("* NO [NOUPDATE").count();
     }
-    assert_eq!(refused, 1);
+    assert_eq!(refused, 2);
     // A new SELECT ends them all.
     imap_command(&mut a, "o", "SELECT INBOX");
     imap_command(&mut b, "p", "STORE 1 +FLAGS.SILENT (\\Flagged)");
@@ -864,9 +868,11 @@ fn notify_reports_changes_across_the_account() {
     let r = imap_command(&mut a, "h3", "NOOP");
     assert!(r.contains("* METADATA Other /private/comment"), "{r}");
     assert!(r.contains("* METADATA \"\" /shared/comment"), "{r}");
-    // Its own CREATE is not echoed.
+    // Its own CREATE is not echoed; what another session did just before is told.
+    append(&mut b, "i0", "Other", "before mine");
     let r = imap_command(&mut a, "i", "CREATE Mine");
     assert!(!r.contains("* LIST"), "{r}");
+    assert!(r.contains("* STATUS Other (MESSAGES 2 UIDNEXT 3 "), "{r}");
 
     // During IDLE, as it happens.
     a.send(b"j IDLE\r\n");
@@ -874,7 +880,7 @@ fn notify_reports_changes_across_the_account() {
     append(&mut b, "k", "Other", "while idle");
     let l = a.line();
     assert!(
-        l.starts_with("* STATUS Other (MESSAGES 2 UIDNEXT 3 "),
+        l.starts_with("* STATUS Other (MESSAGES 3 UIDNEXT 4 "),
         "{l}"
     );
     a.send(b"DONE\r\n");

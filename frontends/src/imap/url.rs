@@ -50,6 +50,18 @@ fn take<'a>(s: &'a str, key: &str) -> Option<&'a str> {
     head.eq_ignore_ascii_case(key).then(|| &s[key.len()..])
 }
 
+/// A URL's mailbox (already %-decoded UTF-8, RFC 5092 section 3.3) as the store names it:
+/// no trailing delimiter, INBOX in capitals. The same for every use of URLs, so what
+/// GENURLAUTH signs is what URLFETCH, BURL and CATENATE read.
+pub fn store_name(mailbox: &str) -> String {
+    let m = mailbox.trim_end_matches('/');
+    if m.eq_ignore_ascii_case("INBOX") {
+        "INBOX".into()
+    } else {
+        m.to_string()
+    }
+}
+
 /// %-decoding, to UTF-8.
 pub fn percent_decode(s: &str) -> Result<String, BadUrl> {
     let b = s.as_bytes();
@@ -209,7 +221,9 @@ pub fn cut(
     };
     if let Some((offset, len)) = u.partial {
         let start = (offset as usize).min(bytes.len());
-        let end = len.map_or(bytes.len(), |l| (start + l as usize).min(bytes.len()));
+        let end = len.map_or(bytes.len(), |l| {
+            start.saturating_add(l as usize).min(bytes.len())
+        });
         bytes = bytes[start..end].to_vec();
     }
     Ok(bytes)

@@ -36,6 +36,8 @@ use crate::sasl::scram::{Finish, ServerExchange};
 const AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
 /// FETCH output is written to the socket in pieces of about this size.
 const FLUSH_AT: usize = 256 << 10;
+/// URLs one URLFETCH may name (each may be a whole message).
+const MAX_URLFETCH: usize = 100;
 const DELIMITER: char = '/';
 /// SEARCH, SORT and THREAD take a mailbox this many messages at a time: enough to keep the
 /// engine's reads of missing envelopes busy, few enough to hold little.
@@ -602,7 +604,6 @@ struct Session {
     /// Searches kept up to date (RFC 5267 UPDATE), and the mailbox's state when they were
     /// last brought up to date.
     contexts: Vec<SearchContext>,
-    contexts_at: (u64, u32, u32),
     /// What NOTIFY asked for (RFC 5465), and the account as last told.
     notify: Option<NotifyState>,
     /// UIDs this session put into the selected mailbox (APPEND, COPY, MOVE): NOTIFY's
@@ -638,7 +639,6 @@ async fn authenticated(
         mark: None,
         saved: Vec::new(),
         contexts: Vec::new(),
-        contexts_at: (0, 0, 0),
         notify: None,
         own_new: HashSet::new(),
         keywords: Vec::new(),
@@ -970,6 +970,23 @@ impl Session {
     }
 
     async fn command(&mut self, tag: &str, cmd: Command) -> Res {
+        // Before a change of its own (absorbed untold after it), what others changed is
+        // told: NOTIFY's events may go out at any time.
+        let changes_account = matches!(
+            cmd,
+            Command::Create { .. }
+                | Command::Delete(_)
+                | Command::Rename { .. }
+                | Command::Subscribe(_)
+                | Command::Unsubscribe(_)
+                | Command::SetMetadata(_)
+                | Command::Append { .. }
+                | Command::Copy { .. }
+                | Command::Move { .. }
+        );
+        if changes_account && self.notify.is_some() {
+            self.notify_check(false).await;
+        }
         match cmd {
             Command::Capability => {
                 let c = capabilities(&self.server);
@@ -1217,8 +1234,18 @@ impl Session {
                 self.notify = None;
                 self.ok(tag, "NOTIFY completed: no notifications").await
             }
-            Command::Notify(crate::imap::notify::Notify::Set { status, groups }) => {
-                use crate::imap::notify::Event;
+            Command::Notify(crate::imap::notify::Notify::Set { status, mut groups }) => {
+                use crate::imap::notify::{Event, Filter};
+                // Names as the store keeps them (modified UTF-7 decoded, INBOX in capitals).
+                for g in &mut groups {
+                    if let Filter::Subtree(names) | Filter::Mailboxes(names) = &mut g.filter {
+                        for n in names.iter_mut() {
+                            if let Ok(decoded) = self.mailbox_name(n) {
+                                *n = decoded;
+                            }
+                        }
+                    }
+                }
                 let unsupported = groups
                     .iter()
                     .flat_map(|g| &g.events)
@@ -1277,17 +1304,27 @@ impl Session {
             }
             Command::ResetKey(mailbox, mechs) => self.resetkey(tag, mailbox, mechs).await,
             Command::UrlFetch(urls) => {
-                let mut l = b"* URLFETCH".to_vec();
+                if urls.len() > MAX_URLFETCH {
+                    return Err(format!(
+                        "NO [LIMIT] at most {MAX_URLFETCH} URLs per URLFETCH"
+                    ));
+                }
+                // Each body is written out as it is read: a command naming one big
+                // message many times holds one copy at a time.
+                self.io.out.extend_from_slice(b"* URLFETCH");
                 for u in &urls {
                     let who = urlauth::Requester::Imap(&self.account);
                     let data = super::urlauth::fetch(&self.server, u, who).await;
-                    l.push(b' ');
-                    encode::astring(&mut l, u.as_bytes());
-                    l.push(b' ');
-                    encode::nstring(&mut l, data.as_deref());
+                    self.io.out.push(b' ');
+                    encode::astring(&mut self.io.out, u.as_bytes());
+                    self.io.out.push(b' ');
+                    encode::nstring(&mut self.io.out, data.as_deref());
+                    if self.io.out.len() >= FLUSH_AT && !self.io.flush().await {
+                        self.closing = true;
+                        return Ok(());
+                    }
                 }
-                l.extend_from_slice(b"\r\n");
-                self.io.out.extend_from_slice(&l);
+                self.io.out.extend_from_slice(b"\r\n");
                 self.ok(tag, "URLFETCH completed").await
             }
             Command::SetMetadata(set) => {
@@ -1977,7 +2014,7 @@ impl Session {
                     l.extend_from_slice(&self.show_name(&m.name));
                     for k in changed {
                         l.push(b' ');
-                        l.extend_from_slice(k.as_bytes());
+                        encode::astring(&mut l, k.as_bytes());
                     }
                     l.extend_from_slice(b"\r\n");
                     lines.push(l);
@@ -2034,7 +2071,7 @@ impl Session {
                     let mut l = b"* METADATA \"\"".to_vec();
                     for k in changed {
                         l.push(b' ');
-                        l.extend_from_slice(k.as_bytes());
+                        encode::astring(&mut l, k.as_bytes());
                     }
                     l.extend_from_slice(b"\r\n");
                     lines.push(l);
@@ -2131,7 +2168,7 @@ impl Session {
             {
                 return Err("BAD EXPIRE is not an RFC 3339 date-time".into());
             }
-            let mailbox = self.mailbox_name(u.mailbox.as_deref().unwrap_or_default())?;
+            let mailbox = url::store_name(u.mailbox.as_deref().unwrap_or_default());
             let st = self
                 .part
                 .status(&self.account, &mailbox)
@@ -2210,14 +2247,7 @@ impl Session {
             return Err(BadUrl("the URL names another user's mail"));
         }
         let mailbox = match (&u.mailbox, &self.view) {
-            (Some(m), _) => {
-                let m = m.trim_end_matches(DELIMITER);
-                if m.eq_ignore_ascii_case("INBOX") {
-                    "INBOX".to_string()
-                } else {
-                    m.to_string()
-                }
-            }
+            (Some(m), _) => url::store_name(m),
             (None, Some(v)) => v.mailbox.clone(),
             (None, None) => return Err(BadUrl("a relative URL needs a selected mailbox")),
         };
@@ -2905,6 +2935,7 @@ impl Session {
         // chunk at a time, so a search holds a few hundred entries however big the
         // mailbox (whole copies of a 200,000-message index were most of a flag search).
         let msgs = v.pictured();
+        let uidvalidity = v.uidvalidity;
         let max_uid = msgs.last().map_or(0, |m| m.uid);
         let max_seq = msgs.len() as u32;
         let saved = self.saved.clone();
@@ -2916,6 +2947,15 @@ impl Session {
         // In chunks, so the envelopes missing from the cache are read many at a time
         // while what a chunk holds stays small however big the mailbox.
         for (c, pictured) in msgs.chunks(SEARCH_CHUNK).enumerate() {
+            // Renamed away (and the name reused) while earlier chunks were read: the rest
+            // of this mailbox is no longer under its name, and matches nothing.
+            let same = self
+                .part
+                .status(&self.account, &mailbox)
+                .is_ok_and(|st| st.uidvalidity.0 == uidvalidity);
+            if !same {
+                break;
+            }
             let uids: Vec<Uid> = pictured.iter().map(|m| Uid(m.uid)).collect();
             let mut infos = self
                 .part
@@ -2987,6 +3027,7 @@ impl Session {
 
     async fn search(&mut self, tag: &str, uid: bool, cmd: search::SearchCommand) -> Res {
         self.check_update_tag(tag, cmd.ret.as_ref())?;
+        let stamp = self.mailbox_stamp();
         let found = self
             .matching(cmd.charset.as_deref(), &cmd.keys, false)
             .await?;
@@ -3009,8 +3050,15 @@ impl Session {
                 }
                 search::write_esearch(&mut self.io.out, tag, uid, hits, ret, modseq);
                 if ret.contains(&search::ReturnOpt::Update) {
-                    let (charset, keys) = (cmd.charset.clone(), cmd.keys.clone());
-                    self.add_context(tag, uid, charset, &keys, None, hits_uid.clone());
+                    self.add_context(SearchContext {
+                        tag: tag.to_string(),
+                        uid,
+                        charset: cmd.charset.clone(),
+                        keys: cmd.keys.clone(),
+                        sort: None,
+                        result: hits_uid.clone(),
+                        stamp,
+                    });
                 }
             }
         }
@@ -3045,19 +3093,12 @@ impl Session {
         Ok(())
     }
 
-    /// Keeps a search up to date from now on, or says it will not (`NOUPDATE`).
-    fn add_context(
-        &mut self,
-        tag: &str,
-        uid: bool,
-        charset: Option<String>,
-        keys: &[search::SearchKey],
-        sort: Option<Vec<sort::SortCriterion>>,
-        result: Vec<u32>,
-    ) {
+    /// Keeps a search up to date from now on, or says it will not (`NOUPDATE`). Its
+    /// sequence numbers and `$` are frozen to the UIDs they name now.
+    fn add_context(&mut self, mut c: SearchContext) {
         if self.contexts.len() >= context::MAX_CONTEXTS {
             let mut l = b"* NO [NOUPDATE ".to_vec();
-            encode::string(&mut l, tag.as_bytes());
+            encode::string(&mut l, c.tag.as_bytes());
             l.extend_from_slice(b"] too many searches are being updated\r\n");
             self.io.out.extend_from_slice(&l);
             return;
@@ -3067,35 +3108,30 @@ impl Session {
                 .map(|v| v.into_iter().map(|(_, m)| m.uid).collect())
                 .unwrap_or_default()
         };
-        let keys = context::freeze(keys, &uids_of);
-        if let Ok(st) = self.part.status(&self.account, &self.view().mailbox) {
-            self.contexts_at = (st.highest_modseq.0, st.uidnext.0, st.messages);
-        }
-        self.contexts.push(SearchContext {
-            tag: tag.to_string(),
-            uid,
-            charset,
-            keys,
-            sort,
-            result,
-        });
+        c.keys = context::freeze(&c.keys, &uids_of);
+        self.contexts.push(c);
+    }
+
+    /// The selected mailbox's state, to tell whether a kept search must run again.
+    fn mailbox_stamp(&self) -> (u64, u32, u32) {
+        self.view
+            .as_ref()
+            .and_then(|v| self.part.status(&self.account, &v.mailbox).ok())
+            .map_or((0, 0, 0), |st| {
+                (st.highest_modseq.0, st.uidnext.0, st.messages)
+            })
     }
 
     /// Runs every kept search again if the mailbox changed, and tells the client what left
     /// each result (inserted at `at`, before this sync's EXPUNGEs, numbered as in `old`)
     /// and what joined it (after this sync's EXISTS).
     async fn update_contexts(&mut self, at: usize, old: &[Msg]) {
-        let Some(v) = self.view.as_ref() else {
-            return;
-        };
-        let Ok(st) = self.part.status(&self.account, &v.mailbox) else {
-            return;
-        };
-        let stamp = (st.highest_modseq.0, st.uidnext.0, st.messages);
-        if stamp == self.contexts_at {
+        if self.view.is_none() {
             return;
         }
-        self.contexts_at = stamp;
+        // Each search is run again only if the mailbox changed since its result was made
+        // (a search added meanwhile does not hide the others' updates).
+        let stamp = self.mailbox_stamp();
         let old_seq = |u: u32| {
             old.binary_search_by_key(&u, |m| m.uid)
                 .ok()
@@ -3105,6 +3141,11 @@ impl Session {
         let contexts = std::mem::take(&mut self.contexts);
         let mut kept = Vec::with_capacity(contexts.len());
         for mut c in contexts {
+            if c.stamp == stamp {
+                kept.push(c);
+                continue;
+            }
+            c.stamp = stamp;
             let found = match self
                 .matching(c.charset.as_deref(), &c.keys, c.sort.is_some())
                 .await
@@ -3159,6 +3200,7 @@ impl Session {
 
     async fn sort(&mut self, tag: &str, uid: bool, cmd: sort::SortCommand) -> Res {
         self.check_update_tag(tag, cmd.ret.as_ref())?;
+        let stamp = self.mailbox_stamp();
         let found = self.matching(Some(&cmd.charset), &cmd.keys, true).await?;
         let sorted_uids = Self::sorted_uids(&found, &cmd.criteria);
         let ids: Vec<u32> = if uid {
@@ -3189,9 +3231,15 @@ impl Session {
                     .then(|| found.iter().map(|h| h.modseq).max().unwrap_or(0));
                 search::write_esearch(&mut self.io.out, tag, uid, &ids, ret, modseq);
                 if ret.contains(&search::ReturnOpt::Update) {
-                    let charset = Some(cmd.charset.clone());
-                    let criteria = Some(cmd.criteria.clone());
-                    self.add_context(tag, uid, charset, &cmd.keys, criteria, sorted_uids);
+                    self.add_context(SearchContext {
+                        tag: tag.to_string(),
+                        uid,
+                        charset: Some(cmd.charset.clone()),
+                        keys: cmd.keys.clone(),
+                        sort: Some(cmd.criteria.clone()),
+                        result: sorted_uids,
+                        stamp,
+                    });
                 }
             }
         }
@@ -3247,6 +3295,8 @@ struct SearchContext {
     sort: Option<Vec<sort::SortCriterion>>,
     /// The result as the client has it: UIDs, in its order.
     result: Vec<u32>,
+    /// The mailbox's state when `result` was made (taken before the search ran).
+    stamp: (u64, u32, u32),
 }
 
 /// A message a search matched.

@@ -17,21 +17,14 @@ pub async fn mailbox_key(
     mailbox: &str,
     create: bool,
 ) -> Result<Option<Vec<u8>>, ringmail_engine::Error> {
-    let entries = part.annotations(account, Some(mailbox)).await?;
-    if let Some(k) = entries.get(KEY_ENTRY) {
-        return Ok(Some(k.clone()));
-    }
     if !create {
-        return Ok(None);
+        let entries = part.annotations(account, Some(mailbox)).await?;
+        return Ok(entries.get(KEY_ENTRY).cloned());
     }
-    let key = new_key();
-    part.set_annotations(
-        account,
-        Some(mailbox),
-        &[(KEY_ENTRY.into(), Some(key.clone()))],
-    )
-    .await?;
-    Ok(Some(key))
+    // Made under the annotations' write lock: two sessions at once get the same key.
+    part.annotation_or_insert(account, Some(mailbox), KEY_ENTRY, new_key)
+        .await
+        .map(Some)
 }
 
 /// A fresh random access key (RESETKEY stores it, revoking every URL made with the old one).
@@ -94,12 +87,8 @@ async fn resolve(
     rump: &str,
     token: &str,
 ) -> Option<Vec<u8>> {
-    let mailbox = u.mailbox.as_deref()?;
-    let mailbox = if mailbox.eq_ignore_ascii_case("INBOX") {
-        "INBOX"
-    } else {
-        mailbox
-    };
+    let mailbox = url::store_name(u.mailbox.as_deref()?);
+    let mailbox = mailbox.as_str();
     // A mailbox without a key (never used, or reset) authorizes nothing.
     let key = mailbox_key(part, owner, mailbox, false).await.ok()??;
     if !urlauth::verify(&key, rump, token) {
