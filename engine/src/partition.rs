@@ -129,6 +129,8 @@ pub struct PartitionStats {
 pub struct IntegrityReport {
     pub blobs_checked: usize,
     pub errors: Vec<String>,
+    /// The messages whose stored body is unreadable or missing: (account, mailbox, UID).
+    pub damaged: Vec<(String, String, Uid)>,
 }
 
 struct BodyCache {
@@ -1745,6 +1747,8 @@ impl Partition {
                 for m in a.mailboxes.values() {
                     for e in m.index.iter().filter(|e| e.blob == blob) {
                         shown.push(format!("{} {} UID {}", a.name, m.name, e.uid));
+                        rep.damaged
+                            .push((a.name.clone(), m.name.clone(), Uid(e.uid)));
                     }
                 }
             }
@@ -1764,6 +1768,8 @@ impl Partition {
                             "{}/{} UID {}: no stored body",
                             a.name, m.name, e.uid
                         ));
+                        rep.damaged
+                            .push((a.name.clone(), m.name.clone(), Uid(e.uid)));
                     }
                 }
             }

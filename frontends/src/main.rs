@@ -35,6 +35,11 @@ enum Command {
     Fsck {
         #[command(flatten)]
         common: Common,
+        /// Make the directory consistent: cut a torn log tail, skip corrupt records, and
+        /// expunge the messages whose stored body is unreadable (printed). Without it fsck
+        /// changes nothing.
+        #[arg(long)]
+        repair: bool,
     },
 }
 
@@ -224,7 +229,7 @@ fn main() -> ExitCode {
     let r = match cli.command {
         Command::Serve(a) => serve(a, &signals.expect("blocked for serve")),
         Command::User { action } => user(action),
-        Command::Fsck { common } => fsck(&common),
+        Command::Fsck { common, repair } => fsck(&common, repair),
     };
     drop(guard);
     match r {
@@ -343,7 +348,7 @@ fn purge_now(cfg: &Config, account: &str) -> Result<bool, String> {
     r.map(|()| true).map_err(|e| e.to_string())
 }
 
-fn fsck(common: &Common) -> Result<(), String> {
+fn fsck(common: &Common, repair: bool) -> Result<(), String> {
     let cfg = config(common)?;
     if !cfg.data.join("SUPERBLOCK").exists() {
         return Err(format!(
@@ -351,19 +356,38 @@ fn fsck(common: &Common) -> Result<(), String> {
             cfg.data.display()
         ));
     }
-    // Read-only: fsck changes nothing (and so also works on a full disk).
+    // Read-only unless asked to repair: fsck changes nothing (and so also works on a full
+    // disk).
     let mut ncfg = ringmail_engine::NodeConfig::new(&cfg.data);
-    ncfg.partition.recovery = ringmail_engine::RecoveryMode::ReadOnly;
+    ncfg.partition.recovery = if repair {
+        ringmail_engine::RecoveryMode::Repair
+    } else {
+        ringmail_engine::RecoveryMode::ReadOnly
+    };
     let node = ringmail_engine::Node::start(ncfg).map_err(|e| e.to_string())?;
     let mut problems = 0;
     for (p, r) in &node.reports {
-        if !r.is_clean() {
+        if r.is_clean() {
+            continue;
+        }
+        if repair {
+            println!("partition {p}: recovery repaired: {r:?}");
+        } else {
             problems += 1;
             println!("partition {p}: recovery found problems: {r:?}");
         }
     }
-    let reports = futures_lite::future::block_on(node.handle().on_all(|p| async move {
-        let rep = p.check_integrity().await;
+    let reports = futures_lite::future::block_on(node.handle().on_all(move |p| async move {
+        let mut rep = p.check_integrity().await;
+        if repair && !rep.damaged.is_empty() {
+            // The damaged messages go, so clients stop meeting them; what is left is
+            // checked again.
+            for (account, mailbox, uid) in std::mem::take(&mut rep.damaged) {
+                p.expunge(&account, &mailbox, Some(&[uid])).await?;
+                println!("removed {account} {mailbox} UID {}", uid.0);
+            }
+            rep = p.check_integrity().await;
+        }
         Ok((p.id(), p.stats().messages, rep))
     }));
     for r in reports {

@@ -324,6 +324,43 @@ fn a_damaged_message_is_refused_alone_and_named_by_fsck() {
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("alice@example.org INBOX UID 2"), "{text}");
+    // fsck alone changed nothing; --repair removes the damaged message, and then the
+    // directory checks clean and the others are still there.
+    let fsck = |args: &[&str]| {
+        let out = Command::new(bin())
+            .args(args)
+            .arg("--data")
+            .arg(srv.data())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    assert!(!fsck(&["fsck"]).0);
+    let (ok, text) = fsck(&["fsck", "--repair"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("removed alice@example.org INBOX UID 2"),
+        "{text}"
+    );
+    let (ok, text) = fsck(&["fsck"]);
+    assert!(ok && text.contains("clean"), "{text}");
+    srv.start();
+    let mut c = Raw::connect_with(srv.imap, "* OK");
+    c.send(b"a LOGIN alice@example.org secret\r\n");
+    while !c.line().starts_with("a OK") {}
+    c.send(b"b SELECT INBOX\r\n");
+    let mut sel = String::new();
+    loop {
+        let l = c.line();
+        sel.push_str(&l);
+        if l.starts_with("b ") || l.is_empty() {
+            break;
+        }
+    }
+    assert!(sel.contains("* 2 EXISTS"), "{sel}");
 }
 
 /// Item 13: with nofile=300, 500 idle connections made storage fail with EMFILE (poisoned

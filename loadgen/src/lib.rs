@@ -14,12 +14,16 @@
 //!  per-worker histograms and acknowledged ids ─► merged report (table, JSON)
 //! ```
 
+// The coroutine runtime (`percore`) is the only place with `unsafe` (UNSAFE.md).
+#![deny(unsafe_code)]
+
 pub mod client;
 pub mod corpus;
 pub mod imap;
 pub mod mailgen;
 pub mod mixed;
 pub mod null_server;
+#[allow(unsafe_code)]
 mod percore;
 pub mod plot;
 mod pop3;
