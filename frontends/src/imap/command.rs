@@ -2,7 +2,7 @@
 //! (literals inline). Commands whose arguments are not parsed (SETQUOTA) are reported as
 //! `Unsupported` so the session can answer `BAD` honestly.
 
-use crate::smtp::Secret;
+use crate::sasl::Secret;
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct ParseError {

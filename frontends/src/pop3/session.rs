@@ -10,7 +10,7 @@
 //! `[SYS/TEMP]`).
 
 use crate::sasl::scram::{Credentials, Finish, ServerExchange};
-use crate::smtp::Secret;
+use crate::sasl::Secret;
 
 #[derive(Clone, Debug)]
 pub struct Pop3Config {

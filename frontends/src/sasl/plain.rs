@@ -2,7 +2,7 @@
 
 use base64::Engine;
 
-use crate::smtp::Secret;
+use crate::sasl::Secret;
 
 /// The user and password of a PLAIN response; `None` when it is malformed or asks to act
 /// as another user (authorization identities are not supported).

@@ -157,7 +157,7 @@ impl ShardServer {
     pub async fn check_password(
         &self,
         user: String,
-        password: crate::smtp::Secret,
+        password: crate::sasl::Secret,
     ) -> Option<Vec<String>> {
         let user = self.login_name(user);
         let users = self.users();

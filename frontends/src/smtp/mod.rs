@@ -15,4 +15,4 @@ pub mod session;
 mod tests;
 
 pub use reply::Reply;
-pub use session::{Envelope, Event, Mode, Secret, Session, SessionConfig};
+pub use session::{Envelope, Event, Mode, Session, SessionConfig};

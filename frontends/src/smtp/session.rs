@@ -20,6 +20,7 @@ use base64::Engine as _;
 use super::command::{self, Command};
 use super::reply::{r, Reply};
 use crate::sasl::scram::{Finish, ServerExchange as ScramExchange, StartError};
+use crate::sasl::Secret;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -67,16 +68,6 @@ impl SessionConfig {
             max_errors: 20,
             max_auth_failures: 3,
         }
-    }
-}
-
-/// A password or AUTH blob: never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
     }
 }
 
