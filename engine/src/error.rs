@@ -160,6 +160,8 @@ pub enum Error {
     Failed(String),
     #[error("configuration error: {0}")]
     Config(String),
+    #[error("the data directory {} is in use by another ringmail process", .0.display())]
+    DataDirInUse(std::path::PathBuf),
 }
 
 impl Error {

@@ -268,10 +268,7 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
     #[allow(unsafe_code)]
     let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if r != 0 {
-        return Err(Error::Config(format!(
-            "the data directory {} is in use by another ringmail process",
-            dir.display()
-        )));
+        return Err(Error::DataDirInUse(dir.to_path_buf()));
     }
     Ok(f)
 }

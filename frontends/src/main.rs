@@ -333,7 +333,7 @@ fn purge_now(cfg: &Config, account: &str) -> Result<bool, String> {
     }
     let node = match ringmail_engine::Node::start(ringmail_engine::NodeConfig::new(&cfg.data)) {
         Ok(n) => n,
-        Err(ringmail_engine::Error::Config(e)) if e.contains("in use") => return Ok(false),
+        Err(ringmail_engine::Error::DataDirInUse(_)) => return Ok(false),
         Err(e) => return Err(e.to_string()),
     };
     let a = account.to_string();

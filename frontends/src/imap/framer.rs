@@ -42,11 +42,32 @@ pub enum Frame {
     /// A synchronizing literal was announced: send a continuation request, then call
     /// `next_frame` again.
     NeedContinuation,
-    /// Refused: answer `tag BAD reason` (the tag may be empty when unparseable).
-    Refused { tag: String, reason: &'static str },
+    /// Refused: answer `tag` and [`Refusal::reply`] (the tag may be empty when
+    /// unparseable).
+    Refused { tag: String, reason: Refusal },
     /// A literal the server has no memory for now (its budget for messages in flight is
     /// spent): answer `tag NO [UNAVAILABLE]`, and the client may try again later.
     Busy { tag: String },
+}
+
+/// Why the framer refused a command before it was parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    LineTooLong,
+    InvalidLiteral,
+    LiteralTooLarge,
+}
+
+impl Refusal {
+    /// The tagged reply after the tag: a literal over the limit is `NO [TOOBIG]` (the
+    /// command itself may be fine, RFC 7889), the others `BAD`.
+    pub fn reply(self) -> &'static str {
+        match self {
+            Refusal::LineTooLong => "BAD line too long",
+            Refusal::InvalidLiteral => "BAD invalid literal",
+            Refusal::LiteralTooLarge => "NO [TOOBIG] literal too large",
+        }
+    }
 }
 
 #[derive(Default)]
@@ -159,7 +180,7 @@ impl Framer {
                     self.skip_line = true;
                     return Some(Frame::Refused {
                         tag,
-                        reason: "line too long",
+                        reason: Refusal::LineTooLong,
                     });
                 }
                 return None;
@@ -183,7 +204,7 @@ impl Framer {
                 }
                 return Some(Frame::Refused {
                     tag,
-                    reason: "line too long",
+                    reason: Refusal::LineTooLong,
                 });
             }
             self.pending.extend_from_slice(&line);
@@ -199,7 +220,7 @@ impl Framer {
                     self.drop_command();
                     return Some(Frame::Refused {
                         tag,
-                        reason: "invalid literal",
+                        reason: Refusal::InvalidLiteral,
                     });
                 }
                 Some(Ok((n, sync))) => {
@@ -219,7 +240,7 @@ impl Framer {
                         }
                         return Some(Frame::Refused {
                             tag,
-                            reason: "literal too large",
+                            reason: Refusal::LiteralTooLarge,
                         });
                     }
                     if !grant(self.pending.len() as u64 + n) {
@@ -329,7 +350,7 @@ mod tests {
         assert!(matches!(
             &frames[0],
             Frame::Refused {
-                reason: "literal too large",
+                reason: Refusal::LiteralTooLarge,
                 ..
             }
         ));
@@ -381,7 +402,7 @@ mod tests {
             all(&mut f),
             vec![Frame::Refused {
                 tag: "a1".into(),
-                reason: "literal too large"
+                reason: Refusal::LiteralTooLarge
             }]
         );
         // A non-synchronizing one is sent anyway: skipped, and the next command is found.
@@ -391,7 +412,7 @@ mod tests {
             vec![
                 Frame::Refused {
                     tag: "a2".into(),
-                    reason: "literal too large"
+                    reason: Refusal::LiteralTooLarge
                 },
                 Frame::Command(b"a3 NOOP\r\n".to_vec())
             ]
@@ -403,7 +424,7 @@ mod tests {
             vec![
                 Frame::Refused {
                     tag: "a4".into(),
-                    reason: "line too long"
+                    reason: Refusal::LineTooLong
                 },
                 Frame::Command(b"a5 NOOP\r\n".to_vec())
             ]
@@ -414,11 +435,11 @@ mod tests {
             vec![
                 Frame::Refused {
                     tag: "a6".into(),
-                    reason: "invalid literal"
+                    reason: Refusal::InvalidLiteral
                 },
                 Frame::Refused {
                     tag: "a7".into(),
-                    reason: "invalid literal"
+                    reason: Refusal::InvalidLiteral
                 }
             ]
         );

@@ -344,7 +344,7 @@ async fn preauth(server: &ShardServer, io: &mut Io, from: &mut LoginFrom) -> Opt
                 continue;
             }
             Frame::Refused { tag, reason } => {
-                io.line(&format!("{} BAD {reason}", tag_or_star(&tag)));
+                io.line(&format!("{} {}", tag_or_star(&tag), reason.reply()));
                 continue;
             }
             Frame::Busy { tag } => {
@@ -710,14 +710,8 @@ impl Session {
                     continue;
                 }
                 Frame::Refused { tag, reason } => {
-                    let code = if reason == "literal too large" {
-                        "[TOOBIG] "
-                    } else {
-                        ""
-                    };
-                    let verdict = if code.is_empty() { "BAD" } else { "NO" };
                     self.io
-                        .line(&format!("{} {verdict} {code}{reason}", tag_or_star(&tag)));
+                        .line(&format!("{} {}", tag_or_star(&tag), reason.reply()));
                     continue;
                 }
                 Frame::Busy { tag } => {
