@@ -207,14 +207,8 @@ pub struct Partition {
     /// While a checkpoint is taken: the mutations applied after its image (bodies left out),
     /// replayed onto the state read back from it, so the index can be rebased under load.
     since_image: RefCell<Option<Vec<(Mutation, crate::state::RecordLoc)>>>,
-    /// Accounts whose maildrop a POP3 session holds (RFC 1939 section 8: exclusive access).
-    maildrop_locks: RefCell<std::collections::HashSet<String>>,
     /// Bumped after every durable commit; IMAP sessions wait on it (IDLE).
     changes: crate::io::changes::Changes,
-    /// Per (account, mailbox's UIDVALIDITY): the highest UID some session was already told is \Recent
-    /// (RFC 3501 section 2.3.2). Kept in memory only: after a restart, messages are
-    /// \Recent to the first session again, as RFC 3501 allows of a server that cannot keep it.
-    recent: RefCell<HashMap<(String, u32), u32>>,
     /// Expunged messages some IMAP session may still fetch before it is told (RFC 2180
     /// section 4.1.1).
     retired: Rc<RefCell<Retired>>,
@@ -338,9 +332,7 @@ impl Partition {
             }),
             poisoned: Cell::new(false),
             report: rec.report,
-            maildrop_locks: RefCell::new(std::collections::HashSet::new()),
             changes: Default::default(),
-            recent: RefCell::new(HashMap::new()),
             retired: Rc::default(),
             annotations: RefCell::new(HashMap::new()),
             annotation_writes: glommio::sync::Semaphore::new(1),
@@ -690,20 +682,6 @@ impl Partition {
         })
     }
 
-    /// Takes the account's maildrop lock; false if another session holds it. The lock is
-    /// in memory only: a restart releases it, as it ends every session.
-    pub fn try_lock_maildrop(&self, account: &str) -> bool {
-        self.maildrop_locks
-            .borrow_mut()
-            .insert(crate::state::normalize_account(account))
-    }
-
-    pub fn unlock_maildrop(&self, account: &str) {
-        self.maildrop_locks
-            .borrow_mut()
-            .remove(&crate::state::normalize_account(account));
-    }
-
     /// A number that changes after every durable commit (see [`Partition::changed_after`]).
     pub fn change_generation(&self) -> u64 {
         self.changes.generation()
@@ -712,31 +690,6 @@ impl Partition {
     /// Waits until something was committed after generation `seen`; returns the new one.
     pub async fn changed_after(&self, seen: u64) -> u64 {
         self.changes.after(seen).await
-    }
-
-    /// Claims the mailbox's \Recent messages for one session (SELECT): returns the UID up
-    /// to which earlier sessions claimed them; every message above it is \Recent to the
-    /// caller, and to no later caller.
-    pub fn claim_recent(&self, account: &str, mailbox: &str) -> Result<Uid> {
-        let st = self.status(account, mailbox)?;
-        let last = st.uidnext.0.saturating_sub(1);
-        // By UIDVALIDITY, not by name: a mailbox deleted and created again under the same
-        // name starts from UID 1 again, and none of it is claimed (and a renamed one keeps
-        // its claims).
-        let key = (crate::state::normalize_account(account), st.uidvalidity.0);
-        let mut r = self.recent.borrow_mut();
-        let old = r.get(&key).copied().unwrap_or(0);
-        r.insert(key, last.max(old));
-        Ok(Uid(old))
-    }
-
-    /// The \Recent boundary without claiming (EXAMINE, STATUS RECENT).
-    pub fn recent_boundary(&self, account: &str, mailbox: &str) -> Uid {
-        let Ok(st) = self.status(account, mailbox) else {
-            return Uid(0);
-        };
-        let key = (crate::state::normalize_account(account), st.uidvalidity.0);
-        Uid(self.recent.borrow().get(&key).copied().unwrap_or(0))
     }
 
     pub fn has_account(&self, name: &str) -> bool {
@@ -785,13 +738,7 @@ impl Partition {
 
     pub async fn delete_mailbox(self: &Rc<Self>, account: &str, name: &str) -> Result<()> {
         let m = self.state.borrow().plan_delete_mailbox(account, name)?;
-        let uidvalidity = self.status(account, name).map(|s| s.uidvalidity.0);
-        self.commit(&[m]).await?;
-        if let Ok(v) = uidvalidity {
-            let key = (crate::state::normalize_account(account), v);
-            self.recent.borrow_mut().remove(&key);
-        }
-        Ok(())
+        self.commit(&[m]).await
     }
 
     pub async fn subscribe(

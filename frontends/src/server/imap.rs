@@ -914,14 +914,12 @@ impl Session {
         ) else {
             return;
         };
-        let claimed = if view.readonly {
-            Some(self.part.recent_boundary(&self.account, &view.mailbox).0)
+        let sessions = &self.server.sessions;
+        let claimed = Some(if view.readonly {
+            sessions.recent_boundary(&self.account, &st)
         } else {
-            self.part
-                .claim_recent(&self.account, &view.mailbox)
-                .ok()
-                .map(|u| u.0)
-        };
+            sessions.claim_recent(&self.account, &st)
+        });
         let opt = SyncOptions {
             expunge,
             vanished: self.enabled.qresync,
@@ -1084,10 +1082,17 @@ impl Session {
             }
             Command::Delete(name) => {
                 let name = self.mailbox_name(&name)?;
+                let uidvalidity = self
+                    .part
+                    .status(&self.account, &name)
+                    .map(|s| s.uidvalidity.0);
                 self.part
                     .delete_mailbox(&self.account, &name)
                     .await
                     .map_err(no)?;
+                if let Ok(v) = uidvalidity {
+                    self.server.sessions.forget_mailbox(&self.account, v);
+                }
                 if self.view.as_ref().is_some_and(|v| v.mailbox == name) {
                     self.view = None;
                     self.mark = None;
@@ -1451,7 +1456,7 @@ impl Session {
             let (name, v) = match it {
                 StatusItem::Messages => ("MESSAGES", st.messages as u64),
                 StatusItem::Recent => {
-                    let b = self.part.recent_boundary(&self.account, &st.name).0;
+                    let b = self.server.sessions.recent_boundary(&self.account, st);
                     let n = self
                         .part
                         .messages(
@@ -1596,11 +1601,11 @@ impl Session {
             Some(m) => m,
             None => Rc::new(mailbox_msgs(&self.part, &self.account, &name).map_err(no)?),
         };
-        let recent_above = if readonly {
-            self.part.recent_boundary(&self.account, &name)
+        let recent_above = Uid(if readonly {
+            self.server.sessions.recent_boundary(&self.account, &st)
         } else {
-            self.part.claim_recent(&self.account, &name).map_err(no)?
-        };
+            self.server.sessions.claim_recent(&self.account, &st)
+        });
 
         let view = View::new(
             st.name.clone(),

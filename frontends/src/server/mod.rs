@@ -17,6 +17,7 @@ mod metrics;
 mod pop3;
 pub mod received;
 pub mod reload;
+mod sessions;
 pub mod shared_views;
 mod smtp;
 mod throttle;
@@ -105,6 +106,8 @@ pub struct ShardServer {
     pub envelopes: RefCell<meta_cache::ShardCache<PackedEnvelope>>,
     /// Pictures of selected mailboxes IMAP sessions share.
     pub views: RefCell<shared_views::SharedViews>,
+    /// POP3 maildrop locks and IMAP \Recent claims of this shard's accounts.
+    pub sessions: sessions::SessionState,
     known_accounts: RefCell<HashSet<String>>,
     per_ip: RefCell<HashMap<IpAddr, usize>>,
     /// Every connection's deadlines, and the shutdown signal for their reads.
@@ -579,6 +582,7 @@ async fn run_shard(shared: Arc<Shared>, ctx: Rc<ShardContext>) {
         meta_cache: RefCell::new(meta_cache::ShardCache::new(32 << 20)),
         envelopes: RefCell::new(meta_cache::ShardCache::new((envelope_mib << 20) as usize)),
         views: RefCell::default(),
+        sessions: sessions::SessionState::default(),
         shared: shared.clone(),
         ctx: ctx.clone(),
         known_accounts: RefCell::new(HashSet::new()),

@@ -181,7 +181,9 @@ async fn run(
                             } else {
                                 p.expunge(&a, "INBOX", Some(&uids)).await.map(|_| ())
                             };
-                            p.unlock_maildrop(&a);
+                            if let Some(srv) = super::local_server() {
+                                srv.sessions.unlock_maildrop(&a);
+                            }
                             r
                         })
                         .await;
@@ -231,8 +233,10 @@ async fn run(
     if let Some(account) = locked {
         let a = account.clone();
         let _ = server
-            .on_account(&account, move |p| async move {
-                p.unlock_maildrop(&a);
+            .on_account(&account, move |_| async move {
+                if let Some(srv) = super::local_server() {
+                    srv.sessions.unlock_maildrop(&a);
+                }
                 Ok(())
             })
             .await;
@@ -268,7 +272,11 @@ async fn open_maildrop(server: &ShardServer, account: &str) -> Result<Vec<Maildr
     let a = account.to_string();
     server
         .on_account(account, move |p| async move {
-            if !p.try_lock_maildrop(&a) {
+            // The lock is kept on the shard that owns the account, where this runs.
+            let srv = super::local_server().ok_or_else(|| {
+                ringmail_engine::Error::Config("no server on the owning shard".into())
+            })?;
+            if !srv.sessions.try_lock_maildrop(&a) {
                 return Ok(Err(
                     "[IN-USE] maildrop already locked by another session".to_string()
                 ));
@@ -279,7 +287,7 @@ async fn open_maildrop(server: &ShardServer, account: &str) -> Result<Vec<Maildr
             let (st, list) = match listed {
                 Ok(x) => x,
                 Err(e) => {
-                    p.unlock_maildrop(&a);
+                    srv.sessions.unlock_maildrop(&a);
                     return Err(e);
                 }
             };
