@@ -109,19 +109,6 @@ fn segment_path(dir: &Path) -> PathBuf {
     dir.join("p0").join(segment_file(1, 1))
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), t).unwrap();
-        }
-    }
-}
-
 /// Reopens `dir` and checks that the mailbox is exactly `expected`, bodies included.
 fn verify(dir: &Path, expected: BTreeMap<u32, (u64, usize, u64)>, expect_clean: bool) {
     let d = dir.to_path_buf();

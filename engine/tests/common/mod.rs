@@ -107,3 +107,17 @@ pub fn new_message(body: Vec<u8>) -> NewMessage {
         ..NewMessage::default()
     }
 }
+
+/// Copies a data directory (tests crash or open a copy, never the original).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}

@@ -1178,6 +1178,13 @@ pub fn parse_command(bytes: &[u8]) -> Result<(String, Command), ParseError> {
 mod tests {
     use super::*;
 
+    /// Each of `bad` is a parse error.
+    fn refused(bad: &[&[u8]]) {
+        for b in bad {
+            assert!(parse_command(b).is_err(), "{}", String::from_utf8_lossy(b));
+        }
+    }
+
     fn ok(s: &[u8]) -> Command {
         parse_command(s)
             .unwrap_or_else(|e| panic!("{e:?} in {:?}", String::from_utf8_lossy(s)))
@@ -1205,20 +1212,14 @@ mod tests {
             panic!("{c:?}")
         };
         assert_eq!(messages.len(), 2);
-        for bad in [
+        refused(&[
             &b"a APPEND x CATENATE ()\r\n"[..],
             b"a APPEND x CATENATE (TEXT \"abc\")\r\n",
             b"a APPEND x CATENATE (TEXT ~{1+}\r\na)\r\n",
             b"a APPEND x CATENATE (FILE /etc/passwd)\r\n",
             b"a APPEND x CATENATE (URL /x/;UID=1\r\n",
             b"a APPEND x CATENATE URL /x/;UID=1\r\n",
-        ] {
-            assert!(
-                parse_command(bad).is_err(),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
-        }
+        ]);
     }
 
     #[test]
@@ -1237,20 +1238,14 @@ mod tests {
             create("y", &["\\Sent", "\\Junk"])
         );
         assert_eq!(ok(b"a CREATE z (USE ())\r\n"), create("z", &[]));
-        for bad in [
+        refused(&[
             &b"a CREATE x ()\r\n"[..],
             b"a CREATE x (FOO)\r\n",
             b"a CREATE x (USE \\Drafts)\r\n",
             b"a CREATE x (USE (Drafts))\r\n",
             b"a CREATE x (USE (\\Drafts)\r\n",
             b"a CREATE x USE (\\Drafts)\r\n",
-        ] {
-            assert!(
-                parse_command(bad).is_err(),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
-        }
+        ]);
     }
 
     #[test]

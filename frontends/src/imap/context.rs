@@ -145,15 +145,11 @@ pub fn write_update(out: &mut Vec<u8>, tag: &str, uid: bool, kind: &str, edits: 
         first = false;
         encode::number(out, pos as u64);
         out.push(b' ');
-        out.extend_from_slice(ordered_set(&ids).as_bytes());
+        // In list order; ranges only where ids ascend by one (RFC 5267 section 3.2).
+        out.extend_from_slice(encode::compress_set(&ids).as_bytes());
         i += 1;
     }
     out.extend_from_slice(b")\r\n");
-}
-
-/// Ids in the given order; runs only where they ascend by one (RFC 5267 section 3.2).
-fn ordered_set(ids: &[u32]) -> String {
-    encode::compress_set(ids)
 }
 
 #[cfg(test)]

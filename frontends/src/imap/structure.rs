@@ -106,16 +106,8 @@ fn tokens(s: &str) -> Vec<Token<'_>> {
         match b[i] {
             b' ' | b'\t' | b'\r' | b'\n' => i += 1,
             b'"' => {
-                let mut v = Vec::new();
-                i += 1;
-                while i < b.len() && b[i] != b'"' {
-                    if b[i] == b'\\' && i + 1 < b.len() {
-                        i += 1;
-                    }
-                    v.push(b[i]);
-                    i += 1;
-                }
-                i += 1;
+                let v;
+                (v, i) = crate::mime::unquote(b, i);
                 out.push(Token::Quoted(String::from_utf8_lossy(&v).into_owned()));
             }
             b'(' => {

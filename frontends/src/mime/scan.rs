@@ -283,15 +283,7 @@ fn raw_params(value: &str) -> Vec<(String, String)> {
         }
         let mut v = Vec::new();
         if b.get(i) == Some(&b'"') {
-            i += 1;
-            while i < b.len() && b[i] != b'"' {
-                if b[i] == b'\\' && i + 1 < b.len() {
-                    i += 1;
-                }
-                v.push(b[i]);
-                i += 1;
-            }
-            i += 1;
+            (v, i) = super::unquote(b, i);
         } else {
             while i < b.len() && b[i] != b';' {
                 v.push(b[i]);

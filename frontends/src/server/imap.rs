@@ -1274,6 +1274,7 @@ impl Session {
                     groups,
                     new_atts,
                     known: Known::default(),
+                    generation: self.part.change_generation(),
                 };
                 state.known = self.known(&state.groups).await;
                 self.notify = Some(state);
@@ -1868,8 +1869,13 @@ impl Session {
     /// change (RFC 5465 section 5: a client is not told of what it did itself).
     async fn notify_absorb(&mut self) {
         if let Some(st) = self.notify.take() {
+            let generation = self.part.change_generation();
             let known = self.known(&st.groups).await;
-            self.notify = Some(NotifyState { known, ..st });
+            self.notify = Some(NotifyState {
+                known,
+                generation,
+                ..st
+            });
         }
     }
 
@@ -1911,6 +1917,13 @@ impl Session {
         let Some(st) = self.notify.take() else {
             return;
         };
+        // Nothing committed (nor annotated) in the partition since the last look: nothing
+        // to tell, and no need to read the account again at every command.
+        let generation = self.part.change_generation();
+        if !status_now && generation == st.generation {
+            self.notify = Some(st);
+            return;
+        }
         let now = self.known(&st.groups).await;
         let selected = self.view.as_ref().map(|v| v.uidvalidity);
         let condstore = self.enabled.condstore;
@@ -2080,7 +2093,11 @@ impl Session {
         for l in lines {
             self.io.out.extend_from_slice(&l);
         }
-        self.notify = Some(NotifyState { known: now, ..st });
+        self.notify = Some(NotifyState {
+            known: now,
+            generation,
+            ..st
+        });
     }
 
     /// RESETKEY (RFC 4467 section 6): a new key for the mailbox, or no key for any, which
@@ -2229,15 +2246,11 @@ impl Session {
     async fn url_bytes(&mut self, text: &str) -> Result<Vec<u8>, url::BadUrl> {
         use url::BadUrl;
         let u = url::parse(text)?;
-        if let Some(host) = &u.host {
-            let host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
-            let ours = self.server.live().cfg.hostname.clone();
-            if !(host.eq_ignore_ascii_case(&ours)
-                || host.eq_ignore_ascii_case("localhost")
-                || host == "127.0.0.1")
-            {
-                return Err(BadUrl("the URL names another server"));
-            }
+        if u.host
+            .as_deref()
+            .is_some_and(|h| !super::urlauth::is_ours(&self.server, h))
+        {
+            return Err(BadUrl("the URL names another server"));
         }
         if u.user
             .as_ref()
@@ -2250,27 +2263,7 @@ impl Session {
             (None, Some(v)) => v.mailbox.clone(),
             (None, None) => return Err(BadUrl("a relative URL needs a selected mailbox")),
         };
-        let st = self
-            .part
-            .status(&self.account, &mailbox)
-            .map_err(|_| BadUrl("no such mailbox"))?;
-        if u.uidvalidity.is_some_and(|v| v != st.uidvalidity.0) {
-            return Err(BadUrl("UIDVALIDITY does not match"));
-        }
-        let info = self
-            .part
-            .message(&self.account, &mailbox, Uid(u.uid))
-            .map_err(|_| BadUrl("no such message"))?;
-        let raw = self
-            .part
-            .fetch_blob(info.blob)
-            .await
-            .map_err(|_| BadUrl("the message cannot be read now"))?;
-        let meta = match u.section {
-            Some(_) => self.meta_of(info.blob, Some(&raw)).await,
-            None => None,
-        };
-        url::cut(&raw, meta.as_deref(), &u)
+        super::urlauth::read(&self.part, &self.account, &mailbox, &u).await
     }
 
     async fn idle(&mut self, tag: &str) -> Res {
@@ -3271,6 +3264,8 @@ struct NotifyState {
     groups: Vec<crate::imap::notify::Group>,
     new_atts: Vec<crate::imap::FetchAttr>,
     known: Known,
+    /// The partition's change generation when `known` was read.
+    generation: u64,
 }
 
 #[derive(Default)]

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use ringmail_engine::{Partition, Uid};
 
 use super::ShardServer;
-use crate::imap::url::{self, ImapUrl};
+use crate::imap::url::{self, BadUrl, ImapUrl};
 use crate::imap::urlauth::{self, Access, Requester, KEY_ENTRY, KEY_LEN};
 
 /// The mailbox's access key; made (and stored) when it has none and `create` is set.
@@ -94,12 +94,29 @@ async fn resolve(
     if !urlauth::verify(&key, rump, token) {
         return None;
     }
-    let st = part.status(owner, mailbox).ok()?;
+    read(part, owner, mailbox, u).await.ok()
+}
+
+/// The octets `u` names in `mailbox` of `account` (the mailbox already resolved and the
+/// caller's access checked): the message, or its section as FETCH BODY[section] returns
+/// it, cut to `;PARTIAL=`. For CATENATE (the session's own mail) and URLAUTH (the owner's).
+pub async fn read(
+    part: &Partition,
+    account: &str,
+    mailbox: &str,
+    u: &ImapUrl,
+) -> Result<Vec<u8>, BadUrl> {
+    let st = part
+        .status(account, mailbox)
+        .map_err(|_| BadUrl("no such mailbox"))?;
     if u.uidvalidity.is_some_and(|v| v != st.uidvalidity.0) {
-        return None;
+        return Err(BadUrl("UIDVALIDITY does not match"));
     }
-    let info = part.message(owner, mailbox, Uid(u.uid)).ok()?;
-    let raw = part.fetch_blob(info.blob).await.ok()?;
+    let info = part
+        .message(account, mailbox, Uid(u.uid))
+        .map_err(|_| BadUrl("no such message"))?;
+    let unreadable = |_| BadUrl("the message cannot be read now");
+    let raw = part.fetch_blob(info.blob).await.map_err(unreadable)?;
     let meta = match u.section {
         Some(_) => Some(match part.fetch_blob_meta(info.blob).await.ok() {
             Some(m) => crate::mime::MessageMeta::decode(&m)
@@ -108,5 +125,5 @@ async fn resolve(
         }),
         None => None,
     };
-    url::cut(&raw, meta.as_ref(), u).ok()
+    url::cut(&raw, meta.as_ref(), u)
 }
