@@ -99,6 +99,21 @@ pub fn next_line(input: &mut Input, skip: &mut bool, max: usize) -> Line {
     }
 }
 
+/// A line protocol's sans-I/O session as its connection loop drives it (`server/driver.rs`).
+pub trait LineSession {
+    fn input(&mut self, data: &[u8]);
+    fn is_closed(&self) -> bool;
+    /// The client took too long: the session writes its goodbye.
+    fn timeout(&mut self, out: &mut Vec<u8>);
+    /// TLS is up after the session's STARTTLS/STLS.
+    fn tls_started(&mut self);
+    fn login_answer(&mut self, answer: crate::sasl::Answer, out: &mut Vec<u8>);
+    /// How the login being checked ended, once known: logged in, or failed.
+    fn take_login_outcome(&mut self) -> Option<bool>;
+    /// The reply that tells the client the server is shutting down.
+    fn stopping_reply(&self) -> &'static [u8];
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -607,3 +607,40 @@ print("ok")
     );
     assert!(out.contains("ok"), "{out}");
 }
+
+/// Logins go through the one exchange every protocol shares (`sasl::exchange`): every
+/// offered mechanism works over imaplib, and a malformed message is `BAD` without counting
+/// as a failed login (more of them than `max_auth_failures` leave the connection open).
+#[test]
+fn every_mechanism_logs_in_and_malformed_messages_are_not_failures() {
+    let srv = Server::new(&USERS);
+    py_ok(
+        &srv,
+        r#"
+c = imaplib.IMAP4_SSL("127.0.0.1", IMAPS, ssl_context=ctx)
+for m in ("AUTH=PLAIN", "AUTH=LOGIN", "AUTH=SCRAM-SHA-256"):
+    check(m in c.capabilities, str(c.capabilities))
+for i in range(5):
+    try:
+        c.authenticate("PLAIN", lambda _: b"no separators")
+        check(False, "a malformed PLAIN message logged in")
+    except imaplib.IMAP4.error as e:
+        check("BAD" in str(e) or "authzid" in str(e), str(e))
+answers = iter([b"alice@example.org", b"secret"])
+typ, _ = c.authenticate("LOGIN", lambda _: next(answers))
+check(typ == "OK", typ)
+c.logout()
+c = imaplib.IMAP4_SSL("127.0.0.1", IMAPS, ssl_context=ctx)
+typ, _ = c.authenticate("PLAIN", lambda _: b"\0bob@example.org\0secret")
+check(typ == "OK", typ)
+c.logout()
+c = imaplib.IMAP4_SSL("127.0.0.1", IMAPS, ssl_context=ctx)
+try:
+    c.authenticate("PLAIN", lambda _: b"\0bob@example.org\0wrong")
+    check(False, "a wrong password logged in")
+except imaplib.IMAP4.error as e:
+    check("AUTHENTICATIONFAILED" in str(e), str(e))
+print("ok")
+"#,
+    );
+}

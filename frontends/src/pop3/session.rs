@@ -1,7 +1,7 @@
 //! The POP3 session state machine, sans I/O.
 //!
 //! ```text
-//!  AUTHORIZATION ─USER/PASS, AUTH─► (Authenticate) ─► (OpenMaildrop: lock + list) ─►
+//!  AUTHORIZATION ─USER/PASS, AUTH─► (Login) ─► (OpenMaildrop: lock + list) ─►
 //!  TRANSACTION ─STAT/LIST/UIDL/RETR/TOP/DELE/RSET/NOOP─► … ─QUIT─► (Commit) ─► UPDATE, closed
 //! ```
 //!
@@ -9,8 +9,8 @@
 //! section 6). Responses carry RFC 2449/3206 response codes (`[AUTH]`, `[IN-USE]`,
 //! `[SYS/TEMP]`).
 
-use crate::sasl::scram::{Credentials, Finish, ServerExchange};
-use crate::sasl::Secret;
+use crate::lines::LineSession;
+use crate::sasl::{Answer, Exchange, Mechanism, Need, Secret, Step};
 
 #[derive(Clone, Debug)]
 pub struct Pop3Config {
@@ -54,34 +54,21 @@ pub struct MaildropEntry {
 pub enum Event {
     /// `+OK` was written: flush, start TLS, then `tls_started`.
     StartTls,
-    /// Check credentials; answer with `auth_result` (or `auth_unavailable`).
-    Authenticate {
-        user: String,
-        password: Secret,
-        mechanism: &'static str,
-    },
-    ScramLookup {
-        user: String,
-    },
+    /// A login needs a password checked or SCRAM keys found (see `sasl::exchange`);
+    /// answer with `login_answer`.
+    Login { need: Need, mechanism: Mechanism },
     /// Lock and list the user's INBOX; answer with `maildrop_opened`.
-    OpenMaildrop {
-        account: String,
-    },
+    OpenMaildrop { account: String },
     /// Fetch a message; answer with `message`.
-    Retrieve {
-        id: u32,
-    },
+    Retrieve { id: u32 },
     /// QUIT in TRANSACTION: expunge these, then `committed`. The lock is released by the
     /// I/O layer when the session ends, whatever happened.
-    Commit {
-        delete: Vec<u32>,
-    },
+    Commit { delete: Vec<u32> },
 }
 
 #[derive(Debug)]
 enum Wait {
-    Auth,
-    Scram,
+    Login,
     Open,
     Retrieve { top: Option<u32> },
     Commit { count: usize },
@@ -90,12 +77,14 @@ enum Wait {
 
 #[derive(Debug)]
 enum State {
-    Authorization { user: Option<String> },
-    SaslPlain,
-    ScramFirst,
-    ScramFinal,
-    ScramDone { senders: Vec<String> },
-    OpenPending { account: String },
+    Authorization {
+        user: Option<String>,
+    },
+    /// A login exchange waits for the client's next line.
+    Sasl,
+    OpenPending {
+        account: String,
+    },
     Transaction,
     Wait(Wait),
 }
@@ -110,8 +99,10 @@ pub struct Session {
     errors: u32,
     closed: bool,
     skip_line: bool,
-    scram: Option<ServerExchange>,
-    auth_failed: bool,
+    /// The login in progress (USER/PASS or AUTH).
+    sasl: Option<Exchange>,
+    /// How the last login ended, until the I/O layer asks (see the SMTP session).
+    login_outcome: Option<bool>,
 }
 
 fn ok(out: &mut Vec<u8>, text: &str) {
@@ -208,8 +199,8 @@ impl Session {
             errors: 0,
             closed: false,
             skip_line: false,
-            scram: None,
-            auth_failed: false,
+            sasl: None,
+            login_outcome: None,
         }
     }
 
@@ -217,38 +208,13 @@ impl Session {
         ok(out, &format!("{} ringmail POP3 ready", self.cfg.hostname));
     }
 
-    pub fn input(&mut self, data: &[u8]) {
-        self.input.push(data);
-    }
-
     /// Bytes received but not yet processed (a partial command line).
     pub fn buffered(&self) -> usize {
         self.input.len()
     }
 
-    /// Whether an authentication failed since the last call (see the SMTP session).
-    pub fn take_auth_failure(&mut self) -> bool {
-        std::mem::take(&mut self.auth_failed)
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.closed
-    }
-
     pub fn in_transaction(&self) -> bool {
-        !matches!(
-            self.state,
-            State::Authorization { .. }
-                | State::SaslPlain
-                | State::ScramFirst
-                | State::ScramFinal
-                | State::ScramDone { .. }
-        )
-    }
-
-    pub fn timeout(&mut self, out: &mut Vec<u8>) {
-        err(out, "[SYS/TEMP] autologout: idle for too long");
-        self.closed = true;
+        !matches!(self.state, State::Authorization { .. } | State::Sasl)
     }
 
     fn auth_allowed(&self) -> bool {
@@ -288,12 +254,14 @@ impl Session {
                     self.state = State::Wait(Wait::Open);
                     return Some(Event::OpenMaildrop { account });
                 }
-                State::SaslPlain
-                | State::ScramFirst
-                | State::ScramFinal
-                | State::ScramDone { .. } => {
+                State::Sasl => {
                     let line = self.take_line(out)?;
-                    if let Some(ev) = self.sasl_continue(&line, out) {
+                    let Some(ex) = self.sasl.as_mut() else {
+                        self.state = State::Authorization { user: None };
+                        continue;
+                    };
+                    let step = ex.input(&line);
+                    if let Some(ev) = self.sasl_step(step, out) {
                         return Some(ev);
                     }
                 }
@@ -310,6 +278,7 @@ impl Session {
 
     fn capa(&self, out: &mut Vec<u8>) {
         ok(out, "capability list follows");
+        let sasl = format!("SASL {}", Mechanism::offered_names());
         let mut caps = vec![
             "TOP",
             "UIDL",
@@ -322,7 +291,7 @@ impl Session {
         ];
         if self.auth_allowed() && !self.in_transaction() {
             caps.push("USER");
-            caps.push("SASL PLAIN SCRAM-SHA-256");
+            caps.push(&sasl);
         }
         if self.cfg.starttls && !self.cfg.tls && !self.in_transaction() {
             caps.push("STLS");
@@ -389,36 +358,31 @@ impl Session {
                     self.error(out, "USER first");
                     return None;
                 };
-                self.state = State::Wait(Wait::Auth);
-                return Some(Event::Authenticate {
-                    user,
-                    password: Secret(p),
-                    mechanism: "USER",
-                });
+                let (ex, step) = Exchange::password("USER", user, Secret(p));
+                self.sasl = Some(ex);
+                return self.sasl_step(step, out);
             }
             (C::Apop(..), false) => self.error(out, "APOP is not enabled"),
             (C::Auth(None, _), false) => {
                 ok(out, "SASL mechanisms follow");
-                out.extend_from_slice(b"PLAIN\r\nSCRAM-SHA-256\r\n.\r\n");
+                for m in crate::sasl::exchange::OFFERED {
+                    out.extend_from_slice(m.name().as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b".\r\n");
             }
             (C::Auth(Some(m), ir), false) => {
                 if !self.auth_allowed() {
                     self.error(out, "[AUTH] authentication requires STLS first");
                     return None;
                 }
-                match (m.as_str(), ir) {
-                    ("PLAIN", Some(ir)) => return self.plain(&ir, out),
-                    ("PLAIN", None) => {
-                        out.extend_from_slice(b"+ \r\n");
-                        self.state = State::SaslPlain;
-                    }
-                    ("SCRAM-SHA-256", Some(ir)) => return self.scram_first(&ir, out),
-                    ("SCRAM-SHA-256", None) => {
-                        out.extend_from_slice(b"+ \r\n");
-                        self.state = State::ScramFirst;
-                    }
-                    _ => self.error(out, "unsupported SASL mechanism"),
-                }
+                let Some(mechanism) = Mechanism::from_name(&m) else {
+                    self.error(out, "unsupported SASL mechanism");
+                    return None;
+                };
+                let (ex, step) = Exchange::start(mechanism, ir.as_deref());
+                self.sasl = Some(ex);
+                return self.sasl_step(step, out);
             }
             (C::Stat, true) => {
                 let (n, size) = self
@@ -512,125 +476,46 @@ impl Session {
         }
     }
 
-    fn plain(&mut self, b64: &str, out: &mut Vec<u8>) -> Option<Event> {
-        match crate::sasl::plain::decode(b64) {
-            Some((user, password)) => {
-                self.state = State::Wait(Wait::Auth);
-                Some(Event::Authenticate {
-                    user,
-                    password,
-                    mechanism: "PLAIN",
-                })
-            }
-            _ => {
-                self.state = State::Authorization { user: None };
-                self.error(out, "[AUTH] invalid PLAIN response");
-                None
-            }
+    /// Turns a step of the login exchange into POP3 (RFC 5034): challenges as `+ `, the
+    /// outcome as the maildrop opening or an `-ERR` with its response code.
+    fn sasl_step(&mut self, step: Step, out: &mut Vec<u8>) -> Option<Event> {
+        self.state = State::Authorization { user: None };
+        if step.is_final() {
+            self.sasl = None;
         }
-    }
-
-    fn scram_first(&mut self, b64: &str, out: &mut Vec<u8>) -> Option<Event> {
-        match ServerExchange::start(b64) {
-            Ok((ex, user)) => {
-                self.scram = Some(ex);
-                self.state = State::Wait(Wait::Scram);
-                Some(Event::ScramLookup { user })
+        match step {
+            Step::Challenge(c) => {
+                out.extend_from_slice(format!("+ {c}\r\n").as_bytes());
+                self.state = State::Sasl;
             }
-            Err(_) => {
-                self.state = State::Authorization { user: None };
-                self.error(out, "[AUTH] invalid SCRAM message");
-                None
+            Step::Need(need) => {
+                let mechanism = self.sasl.as_ref()?.mechanism();
+                self.state = State::Wait(Wait::Login);
+                return Some(Event::Login { need, mechanism });
             }
-        }
-    }
-
-    fn sasl_continue(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Event> {
-        let state = std::mem::replace(&mut self.state, State::Authorization { user: None });
-        let text = String::from_utf8_lossy(line).trim().to_string();
-        if text == "*" {
-            self.error(out, "authentication cancelled");
-            return None;
-        }
-        match state {
-            State::SaslPlain => self.plain(&text, out),
-            State::ScramFirst => self.scram_first(&text, out),
-            State::ScramFinal => {
-                match self.scram.take()?.finish(&text) {
-                    Finish::Success {
-                        server_final,
-                        senders,
-                    } => {
-                        out.extend_from_slice(format!("+ {server_final}\r\n").as_bytes());
-                        self.state = State::ScramDone { senders };
-                    }
-                    Finish::BadBase64 | Finish::Failed => {
-                        self.state = State::Wait(Wait::Auth);
-                        self.auth_result(None, out);
-                    }
+            // The login's first address is the account's.
+            // (The exchange never succeeds without one.)
+            Step::Success { senders, .. } => {
+                if let Some(account) = senders.into_iter().next() {
+                    self.login_outcome = Some(true);
+                    self.state = State::OpenPending { account };
                 }
-                None
             }
-            State::ScramDone { senders } => {
-                self.state = State::Wait(Wait::Auth);
-                self.auth_result(Some(senders), out);
-                None
-            }
-            _ => None,
-        }
-    }
-
-    /// Answers `ScramLookup` (see the SMTP session for the arguments).
-    pub fn scram_credentials(
-        &mut self,
-        found: Option<(Credentials, Vec<String>)>,
-        nonce: &str,
-        fake_salt: &[u8],
-        out: &mut Vec<u8>,
-    ) {
-        if !matches!(self.state, State::Wait(Wait::Scram)) {
-            return;
-        }
-        let Some(ex) = self.scram.as_mut() else {
-            return;
-        };
-        let challenge = ex.challenge(found, nonce, fake_salt);
-        out.extend_from_slice(format!("+ {challenge}\r\n").as_bytes());
-        self.state = State::ScramFinal;
-    }
-
-    /// Answers `Authenticate`: on success the user's addresses, the account first.
-    pub fn auth_result(&mut self, result: Option<Vec<String>>, out: &mut Vec<u8>) {
-        if !matches!(self.state, State::Wait(Wait::Auth)) {
-            return;
-        }
-        match result.and_then(|s| s.into_iter().next()) {
-            Some(account) => self.state = State::OpenPending { account },
-            None => {
+            Step::Failed { .. } => {
                 self.auth_failures += 1;
-                self.auth_failed = true;
-                self.state = State::Authorization { user: None };
+                self.login_outcome = Some(false);
                 err(out, "[AUTH] invalid credentials");
                 if self.auth_failures >= self.cfg.max_auth_failures {
                     err(out, "too many failed logins, closing connection");
                     self.closed = true;
                 }
             }
+            // The credentials were not looked at.
+            Step::Blocked => err(out, "[SYS/TEMP] too many failed logins, try again later"),
+            Step::Malformed(why) => self.error(out, why),
+            Step::Cancelled => self.error(out, "authentication cancelled"),
         }
-    }
-
-    /// Answers `Authenticate` or `ScramLookup` when logins from this client are refused for
-    /// now (too many failures): a temporary error; the credentials are not looked at.
-    pub fn auth_unavailable(&mut self, out: &mut Vec<u8>) {
-        if !matches!(
-            self.state,
-            State::Wait(Wait::Auth) | State::Wait(Wait::Scram)
-        ) {
-            return;
-        }
-        self.scram = None;
-        self.state = State::Authorization { user: None };
-        err(out, "[SYS/TEMP] too many failed logins, try again later");
+        None
     }
 
     /// Answers `OpenMaildrop`: the messages, or a `-ERR` text (e.g. `[IN-USE] ...`).
@@ -724,10 +609,48 @@ impl Session {
         }
         self.closed = true;
     }
+}
 
-    pub fn tls_started(&mut self) {
+impl LineSession for Session {
+    fn input(&mut self, data: &[u8]) {
+        self.input.push(data);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    fn timeout(&mut self, out: &mut Vec<u8>) {
+        err(out, "[SYS/TEMP] autologout: idle for too long");
+        self.closed = true;
+    }
+
+    fn tls_started(&mut self) {
         self.input.clear();
         self.cfg.tls = true;
         self.state = State::Authorization { user: None };
+    }
+
+    /// Answers a `Login` event.
+    fn login_answer(&mut self, answer: Answer, out: &mut Vec<u8>) {
+        if !matches!(self.state, State::Wait(Wait::Login)) {
+            return;
+        }
+        let Some(ex) = self.sasl.as_mut() else {
+            self.state = State::Authorization { user: None };
+            return;
+        };
+        let step = ex.answer(answer);
+        // An answer leads to a challenge or an outcome, never to another lookup.
+        let _ = self.sasl_step(step, out);
+    }
+
+    /// How the last login ended, once (see the SMTP session).
+    fn take_login_outcome(&mut self) -> Option<bool> {
+        self.login_outcome.take()
+    }
+
+    fn stopping_reply(&self) -> &'static [u8] {
+        b"-ERR [SYS/TEMP] server shutting down\r\n"
     }
 }

@@ -1,6 +1,7 @@
 //! POP3 sessions as transcripts, fed whole and one byte at a time.
 
 use super::session::{dot_stuff, top, DotStuffer, Event, MaildropEntry, Pop3Config, Session};
+use crate::lines::LineSession;
 
 const MSGS: [&[u8]; 3] = [
     b"Subject: one\r\n\r\nfirst\r\n",
@@ -25,10 +26,9 @@ fn run(cfg: Pop3Config, parts: &[&[u8]], byte_at_a_time: bool) -> (String, Vec<u
         while let Some(ev) = s.poll(&mut out) {
             match ev {
                 Event::StartTls => s.tls_started(),
-                Event::Authenticate { user, password, .. } => {
-                    s.auth_result((password.0 == "pw").then(|| vec![user]), &mut out)
+                Event::Login { need, .. } => {
+                    s.login_answer(crate::smtp::tests::answer(need, "pw"), &mut out)
                 }
-                Event::ScramLookup { .. } => s.scram_credentials(None, "n", b"salt", &mut out),
                 Event::OpenMaildrop { account } => {
                     let r = if account == "locked@example.org" {
                         Err("[IN-USE] maildrop already locked".to_string())
@@ -76,7 +76,7 @@ fn a_full_session() {
     let (out, deleted) = both(tls(), b"CAPA\r\nUSER u@example.org\r\nPASS pw\r\nSTAT\r\nLIST\r\nUIDL 2\r\nRETR 2\r\nTOP 2 1\r\nDELE 1\r\nDELE 1\r\nLIST 1\r\nSTAT\r\nRSET\r\nDELE 3\r\nQUIT\r\n");
     let total: usize = MSGS.iter().map(|m| m.len()).sum();
     assert!(
-        out.contains("SASL PLAIN SCRAM-SHA-256\r\n") && out.contains("RESP-CODES\r\n"),
+        out.contains("SASL PLAIN LOGIN SCRAM-SHA-256\r\n") && out.contains("RESP-CODES\r\n"),
         "{out}"
     );
     assert!(
@@ -241,15 +241,20 @@ fn sasl_scram_sha_256() {
         s.input(format!("AUTH SCRAM-SHA-256 {}\r\n", b64(&format!("n,,{bare}"))).as_bytes());
         assert_eq!(
             s.poll(&mut out),
-            Some(Event::ScramLookup {
-                user: "u@example.org".into()
+            Some(Event::Login {
+                need: crate::sasl::Need::ScramKeys {
+                    user: "u@example.org".into()
+                },
+                mechanism: crate::sasl::Mechanism::ScramSha256
             })
         );
         let creds = Credentials::derive("pw", b"salt-salt-salt!!", 4096);
-        s.scram_credentials(
-            Some((creds, vec!["u@example.org".into()])),
-            "sn",
-            b"",
+        s.login_answer(
+            crate::sasl::Answer::ScramKeys {
+                found: Some((creds, vec!["u@example.org".into()])),
+                nonce: "sn".into(),
+                fake_salt: Vec::new(),
+            },
             &mut out,
         );
         let line = String::from_utf8(std::mem::take(&mut out)).unwrap();
@@ -277,7 +282,41 @@ fn sasl_scram_sha_256() {
             );
         } else {
             assert!(reply.starts_with("-ERR [AUTH]"), "{reply}");
-            assert!(s.take_auth_failure());
+            assert_eq!(s.take_login_outcome(), Some(false));
         }
     }
+}
+
+/// The same login behaviour as SMTP's (see the SMTP test of the same name).
+#[test]
+fn malformed_sasl_is_an_error_not_a_failed_login() {
+    use base64::Engine as _;
+    let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut s = Session::new(tls());
+    let mut out = Vec::new();
+    s.input(format!("AUTH SCRAM-SHA-256 {}\r\n", b64(b"n,,n=u,r=x")).as_bytes());
+    let Some(Event::Login { need, .. }) = s.poll(&mut out) else {
+        panic!("no lookup")
+    };
+    s.login_answer(crate::smtp::tests::answer(need, "pw"), &mut out);
+    s.input(b"!!!\r\n");
+    assert!(s.poll(&mut out).is_none());
+    let text = String::from_utf8(std::mem::take(&mut out)).unwrap();
+    assert!(text.ends_with("-ERR invalid base64\r\n"), "{text}");
+    assert_eq!(s.take_login_outcome(), None);
+    s.input(b"AUTH LOGIN\r\n*\r\n");
+    assert!(s.poll(&mut out).is_none());
+    let text = String::from_utf8(std::mem::take(&mut out)).unwrap();
+    assert!(
+        text.ends_with("-ERR authentication cancelled\r\n"),
+        "{text}"
+    );
+    assert_eq!(s.take_login_outcome(), None);
+    s.input(format!("AUTH PLAIN {}\r\n", b64(b"\0u@example.org\0wrong")).as_bytes());
+    let Some(Event::Login { need, .. }) = s.poll(&mut out) else {
+        panic!("no check")
+    };
+    s.login_answer(crate::smtp::tests::answer(need, "pw"), &mut out);
+    assert!(String::from_utf8_lossy(&out).starts_with("-ERR [AUTH]"));
+    assert_eq!(s.take_login_outcome(), Some(false));
 }

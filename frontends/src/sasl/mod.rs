@@ -1,8 +1,12 @@
-//! SASL mechanisms shared by SMTP, IMAP and POP3, sans I/O.
+//! Logging in, the same for SMTP, IMAP and POP3, sans I/O: the exchange (`exchange`) and
+//! the mechanisms under it.
 #![forbid(unsafe_code)]
 
+pub mod exchange;
 pub mod plain;
 pub mod scram;
+
+pub use exchange::{Answer, Exchange, Mechanism, Need, Step};
 
 /// A password or AUTH blob, as every protocol receives it: never printed.
 #[derive(Clone, PartialEq, Eq)]

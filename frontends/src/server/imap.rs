@@ -19,6 +19,7 @@ use ringmail_engine::{
 use super::budget::Hold;
 use super::conn::{Conn, Patience, Read};
 use super::deflate::Deflate;
+use super::login::Logins;
 use super::shared_views::Stamp;
 use super::{LoginFrom, ShardServer};
 use crate::imap::command::{AppendData, AppendMessage, CatPart, Qresync};
@@ -30,7 +31,7 @@ use crate::imap::{
     url, urlauth, Command, Frame, Framer, Limits, SequenceSet, StatusItem, StoreOp,
 };
 use crate::mime::{MessageMeta, PackedEnvelope};
-use crate::sasl::scram::{Finish, ServerExchange};
+use crate::sasl::{Exchange, Mechanism, Step};
 
 /// Idle sessions are logged out after this long (RFC 9051 section 5.4: at least 30 minutes).
 const AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
@@ -242,12 +243,12 @@ pub async fn serve(
         preauth_capabilities(&server, io.conn.is_tls()),
         live.cfg.hostname
     ));
-    let mut from = LoginFrom {
+    let from = LoginFrom {
         ip: peer.ip(),
         protocol: "imap",
         tls: io.conn.is_tls(),
     };
-    let account = match preauth(&server, &mut io, &mut from).await {
+    let account = match preauth(&server, &mut io, from).await {
         Some(a) => a,
         None => {
             let _ = io.flush().await;
@@ -280,7 +281,10 @@ fn preauth_capabilities(server: &ShardServer, tls: bool) -> String {
         c.push_str(" STARTTLS");
     }
     if tls || server.live().cfg.auth.danger_plaintext_without_tls {
-        c.push_str(" AUTH=PLAIN AUTH=SCRAM-SHA-256");
+        for m in crate::sasl::exchange::OFFERED {
+            c.push_str(" AUTH=");
+            c.push_str(m.name());
+        }
     } else {
         c.push_str(" LOGINDISABLED");
     }
@@ -323,7 +327,8 @@ fn capabilities(server: &ShardServer) -> String {
 }
 
 /// Not authenticated state (RFC 9051 section 3.1): until a login succeeds.
-async fn preauth(server: &ShardServer, io: &mut Io, from: &mut LoginFrom) -> Option<String> {
+async fn preauth(server: &ShardServer, io: &mut Io, from: LoginFrom) -> Option<String> {
+    let mut logins = Logins::new(from);
     let mut failures = 0;
     loop {
         let frame = match io.frame(preauth_timeout(server)).await {
@@ -402,7 +407,7 @@ async fn preauth(server: &ShardServer, io: &mut Io, from: &mut LoginFrom) -> Opt
                 if io.conn.upgrade(&cfg).await.is_err() {
                     return None;
                 }
-                from.tls = true;
+                logins.from.tls = true;
                 None
             }
             Command::Login { .. } | Command::Authenticate { .. } if !may_login => {
@@ -411,19 +416,17 @@ async fn preauth(server: &ShardServer, io: &mut Io, from: &mut LoginFrom) -> Opt
                 ));
                 None
             }
-            Command::Login { user, .. } if server.login_blocked(from, &user) => {
-                io.line(&format!(
-                    "{tag} NO [UNAVAILABLE] too many failed logins, try again later"
-                ));
-                None
-            }
             Command::Login { user, password } => {
-                let res = server.check_password(user.clone(), password).await;
-                Some((tag, res, user, "LOGIN"))
+                let start = Exchange::password("LOGIN", user, password);
+                run_login(server, io, &mut logins, &tag, start).await?
             }
             Command::Authenticate { mechanism, initial } => {
-                let r = authenticate(server, io, &tag, &mechanism, initial, from).await?;
-                r.map(|(res, user, mech)| (tag, res, user, mech))
+                let Some(mechanism) = Mechanism::from_name(&mechanism) else {
+                    io.line(&format!("{tag} NO [CANNOT] unsupported mechanism"));
+                    continue;
+                };
+                let start = Exchange::start(mechanism, initial.as_deref());
+                run_login(server, io, &mut logins, &tag, start).await?
             }
             Command::Select { .. }
             | Command::Create { .. }
@@ -452,10 +455,7 @@ async fn preauth(server: &ShardServer, io: &mut Io, from: &mut LoginFrom) -> Opt
                 None
             }
         };
-        if let Some((tag, result, user, mechanism)) = login {
-            server
-                .login_result(from, mechanism, &user, result.is_some())
-                .await;
+        if let Some(result) = login {
             // The login's address names the user; their mail is in its account.
             let account = result.and_then(|v| v.into_iter().next()).map(|a| {
                 server
@@ -495,93 +495,60 @@ fn tag_or_star(tag: &str) -> &str {
     }
 }
 
-/// One client line of a SASL exchange: `None` when the connection is gone, `Some(None)`
-/// when the client cancelled (`*`).
-async fn sasl_line(server: &ShardServer, io: &mut Io) -> Option<Option<String>> {
+/// One client line of a SASL exchange; `None` when the connection is gone. Anything but a
+/// plain line (a literal, a refused frame) cancels the exchange.
+async fn sasl_line(server: &ShardServer, io: &mut Io) -> Option<Vec<u8>> {
     io.flush().await;
     let f = io.frame(preauth_timeout(server)).await.ok()?;
-    let Frame::Command(line) = f else {
-        return Some(None);
-    };
-    let text = String::from_utf8_lossy(&line).trim().to_string();
-    Some(if text == "*" { None } else { Some(text) })
+    Some(match f {
+        Frame::Command(line) => line,
+        _ => b"*".to_vec(),
+    })
 }
 
-/// The outcome of an AUTHENTICATE whose credentials were checked: the user's addresses
-/// (`None`: wrong), the user as named, and the mechanism.
-type Checked = (Option<Vec<String>>, String, &'static str);
-
-/// AUTHENTICATE (RFC 9051 section 6.2.2) with SASL-IR. `None`: the connection is gone.
-/// `Some(None)`: answered already (cancelled, bad mechanism, refused for now).
-/// `Some(Some(r))`: the result of checking the credentials, for the caller to answer.
-async fn authenticate(
+/// Runs a login exchange (LOGIN, or AUTHENTICATE with SASL-IR, RFC 9051 section 6.2.2)
+/// from its first step. `None`: the connection is gone. `Some(None)`: answered already
+/// (cancelled, malformed, refused for now). `Some(Some(r))`: the checked credentials (the
+/// user's addresses, or `None` when wrong), for the caller to answer.
+async fn run_login(
     server: &ShardServer,
     io: &mut Io,
+    logins: &mut Logins,
     tag: &str,
-    mechanism: &str,
-    initial: Option<String>,
-    from: &LoginFrom,
-) -> Option<Option<Checked>> {
-    let cancelled = |io: &mut Io| {
-        io.line(&format!("{tag} BAD authentication cancelled"));
-        Some(None)
-    };
-    let blocked = |io: &mut Io| {
-        io.line(&format!(
-            "{tag} NO [UNAVAILABLE] too many failed logins, try again later"
-        ));
-        Some(None)
-    };
-    if mechanism != "PLAIN" && mechanism != "SCRAM-SHA-256" {
-        io.line(&format!("{tag} NO [CANNOT] unsupported mechanism"));
-        return Some(None);
-    }
-    let first = match initial {
-        Some(r) => r,
-        None => {
-            io.line("+ ");
-            match sasl_line(server, io).await? {
-                Some(r) => r,
-                None => return cancelled(io),
+    (mut ex, mut step): (Exchange, Step),
+) -> Option<Option<Option<Vec<String>>>> {
+    loop {
+        step = match step {
+            Step::Challenge(c) => {
+                io.line(&format!("+ {c}"));
+                let line = sasl_line(server, io).await?;
+                ex.input(&line)
             }
-        }
-    };
-    match mechanism {
-        "PLAIN" => match crate::sasl::plain::decode(&first) {
-            Some((user, _)) if server.login_blocked(from, &user) => blocked(io),
-            Some((user, pass)) => {
-                let r = server.check_password(user.clone(), pass).await;
-                Some(Some((r, user, "PLAIN")))
+            Step::Need(need) => {
+                let answer = logins.answer(server, need, ex.mechanism()).await;
+                ex.answer(answer)
             }
-            None => {
-                io.line(&format!("{tag} BAD invalid PLAIN response"));
-                Some(None)
+            Step::Success { senders, .. } => {
+                logins.ended(server, true).await;
+                return Some(Some(Some(senders)));
             }
-        },
-        _ => {
-            let Ok((mut ex, user)) = ServerExchange::start(&first) else {
-                io.line(&format!("{tag} BAD invalid SCRAM message"));
+            Step::Failed { .. } => {
+                logins.ended(server, false).await;
+                return Some(Some(None));
+            }
+            Step::Blocked => {
+                io.line(&format!(
+                    "{tag} NO [UNAVAILABLE] too many failed logins, try again later"
+                ));
                 return Some(None);
-            };
-            if server.login_blocked(from, &user) {
-                return blocked(io);
             }
-            let (found, nonce, fake_salt) = server.scram_lookup(&user);
-            io.line(&format!("+ {}", ex.challenge(found, &nonce, &fake_salt)));
-            let Some(fin) = sasl_line(server, io).await? else {
-                return cancelled(io);
-            };
-            match ex.finish(&fin) {
-                Finish::Success {
-                    server_final,
-                    senders,
-                } => {
-                    io.line(&format!("+ {server_final}"));
-                    // The client's empty answer to the server's final message.
-                    sasl_line(server, io).await?;
-                    Some(Some((Some(senders), user, "SCRAM-SHA-256")))
-                }
-                Finish::BadBase64 | Finish::Failed => Some(Some((None, user, "SCRAM-SHA-256"))),
+            Step::Malformed(why) => {
+                io.line(&format!("{tag} BAD {why}"));
+                return Some(None);
+            }
+            Step::Cancelled => {
+                io.line(&format!("{tag} BAD authentication cancelled"));
+                return Some(None);
             }
         }
     }

@@ -11,9 +11,12 @@ use std::time::Duration;
 use glommio::net::TcpStream;
 use ringmail_engine::{Error, Uid};
 
-use super::conn::{Conn, Patience, Read};
+use super::conn::Conn;
+use super::driver::Driver;
+use super::login::Logins;
 use super::metrics::Permit;
 use super::{Listener, LoginFrom, ShardServer};
+use crate::lines::LineSession;
 use crate::pop3::{DotStuffer, Event, MaildropEntry, Pop3Config, Session};
 
 pub async fn serve(
@@ -58,64 +61,29 @@ pub async fn serve(
 /// open, when the session was just handed over from another shard).
 async fn run(
     server: Rc<ShardServer>,
-    mut conn: Conn,
+    conn: Conn,
     mut session: Session,
-    mut out: Vec<u8>,
+    out: Vec<u8>,
     mut resume: Option<Event>,
-    mut from: LoginFrom,
+    from: LoginFrom,
 ) {
     let live = server.live();
-    let cfg = &live.cfg;
-    let mut buf = vec![0u8; 16 << 10];
-    // The login being checked (user, mechanism), for the log when its outcome is known.
-    let mut login: Option<(String, &'static str)> = None;
-    let command_timeout = Duration::from_secs(cfg.limits.command_timeout_secs);
-    let mut patience = Patience::new(command_timeout, cfg.limits.min_data_rate);
+    let mut d = Driver::new(conn, Logins::new(from), &live, 16 << 10);
+    d.out = out;
     // The account whose maildrop lock this session holds.
     let mut locked: Option<String> = None;
     'session: loop {
-        while let Some(ev) = resume.take().or_else(|| session.poll(&mut out)) {
+        while let Some(ev) = resume.take().or_else(|| session.poll(&mut d.out)) {
             match ev {
                 Event::StartTls => {
-                    if conn.write_all(&out).await.is_err() {
+                    if !d.start_tls(&live, &mut session).await {
                         break 'session;
                     }
-                    out.clear();
-                    let Some(acceptor) = &live.tls else {
-                        break 'session;
-                    };
-                    if conn.upgrade(acceptor).await.is_err() {
-                        break 'session;
-                    }
-                    from.tls = true;
-                    session.tls_started();
                 }
-                Event::Authenticate {
-                    user,
-                    password,
-                    mechanism,
-                } => {
-                    if server.login_blocked(&from, &user) {
-                        session.auth_unavailable(&mut out);
-                        continue;
-                    }
-                    login = Some((user.clone(), mechanism));
-                    let res = server.check_password(user, password).await;
-                    session.auth_result(res, &mut out);
-                }
-                Event::ScramLookup { user } => {
-                    if server.login_blocked(&from, &user) {
-                        session.auth_unavailable(&mut out);
-                        continue;
-                    }
-                    let (found, nonce, fake_salt) = server.scram_lookup(&user);
-                    login = Some((user, "SCRAM-SHA-256"));
-                    session.scram_credentials(found, &nonce, &fake_salt, &mut out);
+                Event::Login { need, mechanism } => {
+                    d.login(&server, &mut session, need, mechanism).await
                 }
                 Event::OpenMaildrop { account } => {
-                    if let Some((user, mechanism)) = login.take() {
-                        server.login_result(&from, mechanism, &user, true).await;
-                    }
                     // The login's address names the user; their mail is in its account.
                     let account = server
                         .users()
@@ -125,14 +93,18 @@ async fn run(
                     let p = server.ctx.node.partition_of(&account);
                     if !server.ctx.partitions.contains_key(&p) {
                         // The session moves to the core that owns the account, so that
-                        // every RETR is a local read.
-                        if conn.write_all(&out).await.is_err() {
+                        // every RETR is a local read. (The login was logged here.)
+                        if let Some(ok) = session.take_login_outcome() {
+                            d.logins.ended(&server, ok).await;
+                        }
+                        if !d.flush().await {
                             break 'session;
                         }
                         let who = account.clone();
                         let resume = Some(Event::OpenMaildrop { account });
+                        let from = d.logins.from;
                         server
-                            .hand_off(&who, conn, "POP3", move |srv, _, conn| {
+                            .hand_off(&who, d.conn, "POP3", move |srv, _, conn| {
                                 run(srv, conn, session, Vec::new(), resume, from)
                             })
                             .await;
@@ -142,7 +114,7 @@ async fn run(
                     if r.is_ok() {
                         locked = Some(account);
                     }
-                    session.maildrop_opened(r, &mut out);
+                    session.maildrop_opened(r, &mut d.out);
                 }
                 Event::Retrieve { id } => {
                     let Some(account) = locked.clone() else {
@@ -155,16 +127,16 @@ async fn run(
                     };
                     match part.fetch(&account, "INBOX", Uid(id)).await {
                         Ok(body) => {
-                            let Some(n) = session.message_start(Ok(&body), &mut out) else {
+                            let Some(n) = session.message_start(Ok(&body), &mut d.out) else {
                                 continue;
                             };
-                            if !stream_message(&mut conn, &mut out, &body[..n]).await {
+                            if !stream_message(&mut d.conn, &mut d.out, &body[..n]).await {
                                 break 'session;
                             }
                         }
                         Err(e) => {
                             tracing::error!(account = %account, uid = id, error = %e, "cannot read a stored message");
-                            session.message_start(Err(super::read_failure(&e)), &mut out);
+                            session.message_start(Err(super::read_failure(&e)), &mut d.out);
                         }
                     }
                 }
@@ -187,46 +159,16 @@ async fn run(
                             r
                         })
                         .await;
-                    session.committed(r.map_err(|e: Error| e.to_string()), &mut out);
+                    session.committed(r.map_err(|e: Error| e.to_string()), &mut d.out);
                 }
             }
         }
-        if session.take_auth_failure() {
-            // Whatever the mechanism; the session closes after too many.
-            let (user, mechanism) = login.take().unwrap_or_default();
-            server.login_result(&from, mechanism, &user, false).await;
-        }
-        if !out.is_empty() {
-            if conn.write_all(&out).await.is_err() {
-                break;
-            }
-            out.clear();
-        }
-        if session.is_closed() {
-            break;
-        }
         // A whole command line must arrive within the timeout, however it is split.
         if session.buffered() == 0 {
-            patience.restart(command_timeout);
+            d.patience.restart(d.command_timeout);
         }
-        match conn.read_or_stop(&mut buf, patience.remaining()).await {
-            Read::Closed => break,
-            Read::Data(n) => {
-                patience.received(n);
-                session.input(&buf[..n])
-            }
-            Read::TimedOut => {
-                server.shared.metrics.rejected("timeout");
-                session.timeout(&mut out);
-                let _ = conn.write_all(&out).await;
-                break;
-            }
-            Read::Stopping => {
-                let _ = conn
-                    .write_all(b"-ERR [SYS/TEMP] server shutting down\r\n")
-                    .await;
-                break;
-            }
+        if !d.turn(&server, &mut session).await {
+            break;
         }
     }
     // A session that ends without QUIT commits nothing, but must let go of the maildrop.
@@ -241,7 +183,7 @@ async fn run(
             })
             .await;
     }
-    conn.close().await;
+    d.conn.close().await;
 }
 
 /// Appends `body` dot-stuffed to `out`, sending `out` whenever it holds 64 KiB, so a large

@@ -8,7 +8,9 @@ use glommio::net::TcpStream;
 use ringmail_engine::{Error, NewMessage, Recipient, StoreError};
 
 use super::budget::Hold;
-use super::conn::{Conn, Patience, Read};
+use super::conn::Conn;
+use super::driver::Driver;
+use super::login::Logins;
 use super::metrics::Permit;
 use super::{received, Listener, LoginFrom, ShardServer};
 use crate::smtp::reply::{r, Reply};
@@ -23,7 +25,7 @@ pub async fn serve(
 ) {
     let live = server.live();
     let cfg = &live.cfg;
-    let Some(mut conn) = Conn::open(
+    let Some(conn) = Conn::open(
         stream,
         permit,
         live.tls.as_ref(),
@@ -46,61 +48,30 @@ pub async fn serve(
     scfg.max_errors = cfg.limits.max_errors;
     scfg.max_auth_failures = cfg.limits.max_auth_failures;
     let mut session = Session::new(scfg);
-    let mut out = Vec::with_capacity(4096);
-    let mut buf = vec![0u8; 64 << 10];
-    let mut from = LoginFrom {
+    let logins = Logins::new(LoginFrom {
         ip: peer.ip(),
         protocol: "smtp",
         tls: conn.is_tls(),
-    };
-    // The login being checked (user, mechanism), for the log when its outcome is known.
-    let mut login: Option<(String, &'static str)> = None;
+    });
+    let mut d = Driver::new(conn, logins, &live, 64 << 10);
     let mut hold = Hold::new(server.shared.budget.clone());
-    let command_timeout = Duration::from_secs(cfg.limits.command_timeout_secs);
     let data_timeout = Duration::from_secs(cfg.limits.data_timeout_secs);
-    let mut patience = Patience::new(command_timeout, cfg.limits.min_data_rate);
     let mut messages_started = 0;
-    session.greeting(&mut out);
+    session.greeting(&mut d.out);
     loop {
-        while let Some(ev) = session.poll(&mut out) {
+        while let Some(ev) = session.poll(&mut d.out) {
             match ev {
                 Event::StartTls => {
-                    if conn.write_all(&out).await.is_err() {
+                    if !d.start_tls(&live, &mut session).await {
                         return;
                     }
-                    out.clear();
-                    let Some(acceptor) = &live.tls else { return };
-                    if conn.upgrade(acceptor).await.is_err() {
-                        return;
-                    }
-                    from.tls = true;
-                    session.tls_started();
+                }
+                Event::Login { need, mechanism } => {
+                    d.login(&server, &mut session, need, mechanism).await
                 }
                 Event::CheckRecipient { address, .. } => {
                     let res = check_recipient(&server, &address, mode).await;
-                    session.rcpt_result(res, &mut out);
-                }
-                Event::Authenticate {
-                    user,
-                    password,
-                    mechanism,
-                } => {
-                    if server.login_blocked(&from, &user) {
-                        session.auth_unavailable(&mut out);
-                        continue;
-                    }
-                    login = Some((user.clone(), mechanism));
-                    let res = server.check_password(user, password).await;
-                    session.auth_result(res, &mut out);
-                }
-                Event::ScramLookup { user } => {
-                    if server.login_blocked(&from, &user) {
-                        session.auth_unavailable(&mut out);
-                        continue;
-                    }
-                    let (found, nonce, fake_salt) = server.scram_lookup(&user);
-                    login = Some((user, "SCRAM-SHA-256"));
-                    session.scram_credentials(found, &nonce, &fake_salt, &mut out);
+                    session.rcpt_result(res, &mut d.out);
                 }
                 Event::FetchUrl { url, user } => {
                     let who = crate::imap::urlauth::Requester::Submission(&user);
@@ -109,63 +80,31 @@ pub async fn serve(
                         .ok_or_else(|| {
                             Reply::new(554, Some((5, 6, 6)), "IMAP URL resolution failed")
                         });
-                    session.burl_result(data, &mut out);
+                    session.burl_result(data, &mut d.out);
                 }
                 Event::Deliver { envelope, message } => {
                     let res = deliver(&server, &live, &envelope, message, mode, &peer).await;
-                    session.deliver_result(res, &mut out);
+                    session.deliver_result(res, &mut d.out);
                 }
             }
-        }
-        if session.take_auth_failure() {
-            // Whatever the mechanism; the session closes after too many.
-            let (user, mechanism) = login.take().unwrap_or_default();
-            server.login_result(&from, mechanism, &user, false).await;
-        } else if session.authenticated_user().is_some() {
-            if let Some((user, mechanism)) = login.take() {
-                server.login_result(&from, mechanism, &user, true).await;
-            }
-        }
-        if !out.is_empty() {
-            if conn.write_all(&out).await.is_err() {
-                return;
-            }
-            out.clear();
-        }
-        if session.is_closed() {
-            break;
         }
         // A command line, or a whole message (DATA to its dot, or every chunk of a BDAT
         // transaction), must arrive within its time, however it is split into reads.
         if session.messages_started() != messages_started {
             messages_started = session.messages_started();
-            patience.restart(data_timeout);
+            d.patience.restart(data_timeout);
         } else if !session.receiving_message() && session.buffered() == 0 {
-            patience.restart(command_timeout);
+            d.patience.restart(d.command_timeout);
         }
         hold.shrink((session.message_len() + session.buffered()) as u64);
-        match conn.read_or_stop(&mut buf, patience.remaining()).await {
-            Read::Closed => break,
-            Read::Data(n) => {
-                patience.received(n);
-                session.input(&buf[..n]);
-                // The most the message can grow to with what has arrived.
-                let want = (session.message_len() + session.buffered()) as u64;
-                session.set_allowance(hold.cover(want));
-            }
-            Read::TimedOut => {
-                server.shared.metrics.rejected("timeout");
-                session.timeout(&mut out);
-                let _ = conn.write_all(&out).await;
-                break;
-            }
-            Read::Stopping => {
-                let _ = conn.write_all(b"421 4.3.2 server shutting down\r\n").await;
-                break;
-            }
+        if !d.turn(&server, &mut session).await {
+            break;
         }
+        // The most the message can grow to with what has arrived.
+        let want = (session.message_len() + session.buffered()) as u64;
+        session.set_allowance(hold.cover(want));
     }
-    conn.close().await;
+    d.conn.close().await;
 }
 
 pub(super) fn random_b64(n: usize) -> String {

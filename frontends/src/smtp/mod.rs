@@ -12,7 +12,7 @@ pub mod reply;
 pub mod session;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use reply::Reply;
 pub use session::{Envelope, Event, Mode, Session, SessionConfig};

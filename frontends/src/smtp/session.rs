@@ -3,8 +3,9 @@
 //! ```text
 //!            input bytes ──► Session::input
 //!  Session::poll(out) ──► replies appended to `out`, or an Event the I/O layer must answer:
-//!      CheckRecipient ─► rcpt_result      Authenticate ─► auth_result
-//!      Deliver        ─► deliver_result   StartTls     ─► tls_started
+//!      CheckRecipient ─► rcpt_result      Login    ─► login_answer
+//!      Deliver        ─► deliver_result   StartTls ─► tls_started
+//!      FetchUrl       ─► burl_result
 //!
 //!  Greeting ─EHLO/HELO/LHLO─► Ready ─MAIL─► HaveSender ─RCPT─► HaveRecipients
 //!      ─DATA─► ReadingData ─"."─► (Deliver) ─► Ready
@@ -15,12 +16,10 @@
 //! and stops only to wait for the answer to an event or for more input. The session never
 //! touches sockets, clocks or storage.
 
-use base64::Engine as _;
-
 use super::command::{self, Command};
 use super::reply::{r, Reply};
-use crate::sasl::scram::{Finish, ServerExchange as ScramExchange, StartError};
-use crate::sasl::Secret;
+use crate::lines::LineSession;
+use crate::sasl::{Answer, Exchange, Mechanism, Need, Step};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -89,12 +88,9 @@ pub struct Envelope {
 pub enum Event {
     /// Is this recipient acceptable? Answer with `rcpt_result`.
     CheckRecipient { address: String, vrfy: bool },
-    /// Check credentials; answer with `auth_result` (or `auth_unavailable`).
-    Authenticate {
-        user: String,
-        password: Secret,
-        mechanism: &'static str,
-    },
+    /// A login needs a password checked or SCRAM keys found (see `sasl::exchange`);
+    /// answer with `login_answer`.
+    Login { need: Need, mechanism: Mechanism },
     /// Store the message; answer with `deliver_result`, one result per recipient.
     Deliver {
         envelope: Envelope,
@@ -102,8 +98,6 @@ pub enum Event {
     },
     /// `220` was written: flush it, start TLS, then call `tls_started`.
     StartTls,
-    /// SCRAM: look up the user's keys; answer with `scram_credentials`.
-    ScramLookup { user: String },
     /// BURL (RFC 4468): resolve this URLAUTH URL for `user` (the authenticated submitter);
     /// answer with `burl_result`.
     FetchUrl { url: String, user: String },
@@ -116,8 +110,7 @@ enum Waiting {
         params: Vec<(String, Option<String>)>,
         vrfy: bool,
     },
-    Auth,
-    Scram,
+    Login,
     Deliver,
     StartTls,
     Burl {
@@ -135,17 +128,8 @@ enum State {
         remaining: u64,
         last: bool,
     },
-    AuthLoginUser,
-    AuthLoginPassword {
-        user: String,
-    },
-    AuthPlainResponse,
-    ScramClientFirst,
-    ScramClientFinal,
-    /// The server-final message was sent; the client answers with an empty line.
-    ScramDone {
-        senders: Vec<String>,
-    },
+    /// A login exchange waits for the client's next line.
+    Sasl,
     Wait(Waiting),
 }
 
@@ -173,9 +157,11 @@ pub struct Session {
     auth_failures: u32,
     closed: bool,
     skip_line: bool,
-    scram: Option<ScramExchange>,
-    /// An authentication failed since the I/O layer last asked (it delays the reply).
-    auth_failed: bool,
+    /// The login in progress (AUTH).
+    sasl: Option<Exchange>,
+    /// How the last login ended, until the I/O layer asks (it logs it, and delays the
+    /// reply to a failure).
+    login_outcome: Option<bool>,
 }
 
 impl Session {
@@ -200,8 +186,8 @@ impl Session {
             auth_failures: 0,
             closed: false,
             skip_line: false,
-            scram: None,
-            auth_failed: false,
+            sasl: None,
+            login_outcome: None,
         }
     }
 
@@ -219,28 +205,14 @@ impl Session {
         .encode(out, false);
     }
 
-    pub fn is_closed(&self) -> bool {
-        self.closed
-    }
-
     /// True while a message body is being received (the I/O layer uses the longer data
     /// timeout then).
     pub fn in_data(&self) -> bool {
         matches!(self.state, State::Data { .. } | State::Chunk { .. })
     }
 
-    /// Whether an authentication failed since the last call: the I/O layer counts it and
-    /// delays the reply, whatever the mechanism.
-    pub fn take_auth_failure(&mut self) -> bool {
-        std::mem::take(&mut self.auth_failed)
-    }
-
     pub fn authenticated_user(&self) -> Option<&str> {
         self.auth_user.as_deref()
-    }
-
-    pub fn input(&mut self, data: &[u8]) {
-        self.input.push(data);
     }
 
     /// Bytes received but not yet processed (bounded by the session's limits).
@@ -268,11 +240,6 @@ impl Session {
     /// A message that outgrows it is dropped and answered with a temporary error at its end.
     pub fn set_allowance(&mut self, bytes: u64) {
         self.allowance = bytes;
-    }
-
-    pub fn timeout(&mut self, out: &mut Vec<u8>) {
-        self.reply(out, r::timeout(&self.cfg.hostname));
-        self.closed = true;
     }
 
     fn reply(&self, out: &mut Vec<u8>, reply: Reply) {
@@ -332,14 +299,14 @@ impl Session {
                         return None;
                     }
                 }
-                State::AuthLoginUser
-                | State::AuthLoginPassword { .. }
-                | State::AuthPlainResponse
-                | State::ScramClientFirst
-                | State::ScramClientFinal
-                | State::ScramDone { .. } => {
+                State::Sasl => {
                     let line = self.take_line(out)?;
-                    if let Some(ev) = self.auth_continue(&line, out) {
+                    let Some(ex) = self.sasl.as_mut() else {
+                        self.state = State::Command;
+                        continue;
+                    };
+                    let step = ex.input(&line);
+                    if let Some(ev) = self.sasl_step(step, out) {
                         return Some(ev);
                     }
                 }
@@ -544,7 +511,7 @@ impl Session {
             lines.push("STARTTLS".into());
         }
         if self.auth_offered() {
-            lines.push("AUTH PLAIN LOGIN SCRAM-SHA-256".into());
+            lines.push(format!("AUTH {}", Mechanism::offered_names()));
         }
         Reply::multi(250, lines)
     }
@@ -809,229 +776,81 @@ impl Session {
             self.error(out, r::bad_sequence("AUTH during a mail transaction"));
             return None;
         }
-        match mechanism {
-            "PLAIN" => match initial {
-                Some(resp) => self.auth_plain(&resp, out),
-                None => {
-                    self.reply(out, Reply::new(334, None, ""));
-                    self.state = State::AuthPlainResponse;
-                    None
-                }
-            },
-            "LOGIN" => match initial {
-                Some(user) => self.login_user(&user, out),
-                None => {
-                    self.reply(out, Reply::new(334, None, "VXNlcm5hbWU6"));
-                    self.state = State::AuthLoginUser;
-                    None
-                }
-            },
-            "SCRAM-SHA-256" => match initial {
-                Some(first) => self.scram_first(&first, out),
-                None => {
-                    self.reply(out, Reply::new(334, None, ""));
-                    self.state = State::ScramClientFirst;
-                    None
-                }
-            },
-            _ => {
-                self.error(
-                    out,
-                    Reply::new(
-                        504,
-                        Some((5, 5, 4)),
-                        "unrecognized authentication mechanism",
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    /// AUTH LOGIN got the user name: ask for the password ("Password:").
-    fn login_user(&mut self, b64: &str, out: &mut Vec<u8>) -> Option<Event> {
-        match decode_b64(b64) {
-            Some(user) => {
-                self.reply(out, Reply::new(334, None, "UGFzc3dvcmQ6"));
-                self.state = State::AuthLoginPassword { user };
-            }
-            None => self.error(out, r::bad_base64()),
-        }
-        None
-    }
-
-    fn scram_first(&mut self, b64: &str, out: &mut Vec<u8>) -> Option<Event> {
-        match ScramExchange::start(b64) {
-            Ok((ex, user)) => {
-                self.scram = Some(ex);
-                self.state = State::Wait(Waiting::Scram);
-                Some(Event::ScramLookup { user })
-            }
-            Err(StartError::BadBase64) => {
-                self.error(out, r::bad_base64());
-                None
-            }
-            Err(StartError::Invalid(e)) => {
-                self.error(out, Reply::new(501, Some((5, 5, 2)), e.to_string()));
-                None
-            }
-        }
-    }
-
-    /// Answers a `ScramLookup` event: the user's keys and sender addresses (`None` for an
-    /// unknown user, who then fails at the proof), a fresh server nonce, and a salt to show
-    /// unknown users.
-    pub fn scram_credentials(
-        &mut self,
-        found: Option<(crate::sasl::scram::Credentials, Vec<String>)>,
-        nonce: &str,
-        fake_salt: &[u8],
-        out: &mut Vec<u8>,
-    ) {
-        if !matches!(self.state, State::Wait(Waiting::Scram)) {
-            return;
-        }
-        let Some(ex) = self.scram.as_mut() else {
-            return;
-        };
-        let challenge = ex.challenge(found, nonce, fake_salt);
-        self.reply(out, Reply::new(334, None, challenge));
-        self.state = State::ScramClientFinal;
-    }
-
-    fn auth_continue(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Event> {
-        let state = std::mem::replace(&mut self.state, State::Command);
-        let text = String::from_utf8_lossy(line).trim().to_string();
-        if text == "*" {
-            self.error(out, r::auth_cancelled());
-            return None;
-        }
-        match state {
-            State::ScramClientFirst => self.scram_first(&text, out),
-            State::ScramClientFinal => {
-                match self.scram.take()?.finish(&text) {
-                    Finish::Success {
-                        server_final,
-                        senders,
-                    } => {
-                        self.reply(out, Reply::new(334, None, server_final));
-                        self.state = State::ScramDone { senders };
-                    }
-                    Finish::BadBase64 => self.error(out, r::bad_base64()),
-                    Finish::Failed => {
-                        self.state = State::Wait(Waiting::Auth);
-                        self.auth_result(None, out);
-                    }
-                }
-                None
-            }
-            State::ScramDone { senders } => {
-                self.state = State::Wait(Waiting::Auth);
-                self.auth_result(Some(senders), out);
-                None
-            }
-            State::AuthPlainResponse => self.auth_plain(&text, out),
-            State::AuthLoginUser => self.login_user(&text, out),
-            State::AuthLoginPassword { user } => match decode_b64(&text) {
-                Some(password) => {
-                    self.state = State::Wait(Waiting::Auth);
-                    Some(Event::Authenticate {
-                        user,
-                        password: Secret(password),
-                        mechanism: "LOGIN",
-                    })
-                }
-                None => {
-                    self.error(out, r::bad_base64());
-                    None
-                }
-            },
-            _ => None,
-        }
-    }
-
-    /// RFC 4616: `[authzid] NUL authcid NUL passwd`.
-    fn auth_plain(&mut self, b64: &str, out: &mut Vec<u8>) -> Option<Event> {
-        let Some(raw) = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .ok()
-        else {
-            self.error(out, r::bad_base64());
+        let Some(mechanism) = Mechanism::from_name(mechanism) else {
+            self.error(
+                out,
+                Reply::new(
+                    504,
+                    Some((5, 5, 4)),
+                    "unrecognized authentication mechanism",
+                ),
+            );
             return None;
         };
-        let parts: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
-        let (authz, user, pass) = match parts.as_slice() {
-            [a, u, p] => (*a, *u, *p),
-            _ => {
-                self.error(
-                    out,
-                    r::syntax("PLAIN response must be authzid NUL user NUL password"),
-                );
-                return None;
-            }
-        };
-        let (Ok(user), Ok(pass), Ok(authz)) = (
-            std::str::from_utf8(user),
-            std::str::from_utf8(pass),
-            std::str::from_utf8(authz),
-        ) else {
-            self.error(out, r::syntax("credentials are not UTF-8"));
-            return None;
-        };
-        if !authz.is_empty() && authz != user {
-            self.error(out, r::auth_failed());
-            return None;
-        }
-        self.state = State::Wait(Waiting::Auth);
-        Some(Event::Authenticate {
-            user: user.to_string(),
-            password: Secret(pass.to_string()),
-            mechanism: "PLAIN",
-        })
+        let (ex, step) = Exchange::start(mechanism, initial.as_deref());
+        self.sasl = Some(ex);
+        self.sasl_step(step, out)
     }
 
-    /// Answers an `Authenticate` event: on success, the addresses the user may send as.
-    pub fn auth_result(&mut self, result: Option<Vec<String>>, out: &mut Vec<u8>) {
-        if !matches!(self.state, State::Wait(Waiting::Auth)) {
-            return;
-        }
+    /// Turns a step of the login exchange into SMTP (RFC 4954): challenges as 334, the
+    /// outcome as 235, 535, 454 or a 501 for a malformed message.
+    fn sasl_step(&mut self, step: Step, out: &mut Vec<u8>) -> Option<Event> {
         self.state = State::Command;
-        match result {
-            Some(senders) => {
+        if step.is_final() {
+            self.sasl = None;
+        }
+        match step {
+            Step::Challenge(c) => {
+                self.reply(out, Reply::new(334, None, c));
+                self.state = State::Sasl;
+            }
+            Step::Need(need) => {
+                let mechanism = self.sasl.as_ref()?.mechanism();
+                self.state = State::Wait(Waiting::Login);
+                return Some(Event::Login { need, mechanism });
+            }
+            Step::Success { senders, .. } => {
                 self.auth_user = senders.first().cloned();
                 self.allowed_senders = senders;
+                self.login_outcome = Some(true);
                 self.reply(out, r::auth_ok());
             }
-            None => {
+            Step::Failed { .. } => {
                 self.auth_failures += 1;
-                self.auth_failed = true;
+                self.login_outcome = Some(false);
                 self.reply(out, r::auth_failed());
                 if self.auth_failures >= self.cfg.max_auth_failures {
                     self.reply(out, r::too_many_errors());
                     self.closed = true;
                 }
             }
+            // RFC 4954 section 6: 454 4.7.0; the credentials were not looked at.
+            Step::Blocked => self.reply(out, r::auth_temporarily_unavailable()),
+            Step::Malformed("invalid base64") => self.error(out, r::bad_base64()),
+            Step::Malformed(why) => self.error(out, Reply::new(501, Some((5, 5, 2)), why)),
+            Step::Cancelled => self.error(out, r::auth_cancelled()),
         }
+        None
+    }
+}
+
+impl LineSession for Session {
+    fn input(&mut self, data: &[u8]) {
+        self.input.push(data);
     }
 
-    /// Answers an `Authenticate` or `ScramLookup` event when logins from this client are
-    /// refused for now (too many failures): a temporary error, and the credentials are not
-    /// looked at (RFC 4954 section 6: 454 4.7.0).
-    pub fn auth_unavailable(&mut self, out: &mut Vec<u8>) {
-        if !matches!(
-            self.state,
-            State::Wait(Waiting::Auth) | State::Wait(Waiting::Scram)
-        ) {
-            return;
-        }
-        self.state = State::Command;
-        self.scram = None;
-        self.reply(out, r::auth_temporarily_unavailable());
+    fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    fn timeout(&mut self, out: &mut Vec<u8>) {
+        self.reply(out, r::timeout(&self.cfg.hostname));
+        self.closed = true;
     }
 
     /// TLS is up: forget everything from before (RFC 3207 section 4.2), including any
     /// plaintext the client sent after STARTTLS.
-    pub fn tls_started(&mut self) {
+    fn tls_started(&mut self) {
         self.input.clear();
         self.cfg.tls = true;
         self.greeted = None;
@@ -1040,13 +859,30 @@ impl Session {
         self.reset_transaction();
         self.state = State::Command;
     }
-}
 
-fn decode_b64(s: &str) -> Option<String> {
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(s.trim())
-        .ok()?;
-    String::from_utf8(raw).ok()
+    /// Answers a `Login` event.
+    fn login_answer(&mut self, answer: Answer, out: &mut Vec<u8>) {
+        if !matches!(self.state, State::Wait(Waiting::Login)) {
+            return;
+        }
+        let Some(ex) = self.sasl.as_mut() else {
+            self.state = State::Command;
+            return;
+        };
+        let step = ex.answer(answer);
+        // An answer leads to a challenge or an outcome, never to another lookup.
+        let _ = self.sasl_step(step, out);
+    }
+
+    /// How the last login ended (logged in, or failed), once, whatever the mechanism: the
+    /// I/O layer logs it, and counts and delays a failure.
+    fn take_login_outcome(&mut self) -> Option<bool> {
+        self.login_outcome.take()
+    }
+
+    fn stopping_reply(&self) -> &'static [u8] {
+        b"421 4.3.2 server shutting down\r\n"
+    }
 }
 
 /// Where message bytes go while DATA or BDAT arrives.

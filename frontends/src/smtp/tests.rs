@@ -2,6 +2,9 @@
 
 use super::reply::Reply;
 use super::session::{Event, Mode, Session, SessionConfig};
+use crate::lines::LineSession;
+use crate::sasl::{Answer, Mechanism, Need};
+use base64::Engine as _;
 
 /// The server's output, and each delivered message with its recipients.
 type Transcript = (String, Vec<(Vec<String>, Vec<u8>)>);
@@ -39,10 +42,7 @@ fn run_parts(cfg: SessionConfig, parts: &[&[u8]], byte_at_a_time: bool) -> Trans
                         &mut out,
                     );
                 }
-                Event::Authenticate { user, password, .. } => {
-                    let ok = password.0 == "secret";
-                    s.auth_result(ok.then(|| vec![user]), &mut out);
-                }
+                Event::Login { need, .. } => s.login_answer(answer(need, "secret"), &mut out),
                 Event::Deliver { envelope, message } => {
                     let n = envelope.rcpts.len();
                     delivered.push((envelope.rcpts, message));
@@ -52,7 +52,6 @@ fn run_parts(cfg: SessionConfig, parts: &[&[u8]], byte_at_a_time: bool) -> Trans
                     );
                 }
                 Event::StartTls => s.tls_started(),
-                Event::ScramLookup { .. } => s.scram_credentials(None, "n", b"salt", &mut out),
                 // URLs containing "good" resolve to a line naming the submitter.
                 Event::FetchUrl { url, user } => s.burl_result(
                     if url.contains("good") {
@@ -73,6 +72,20 @@ fn run_parts(cfg: SessionConfig, parts: &[&[u8]], byte_at_a_time: bool) -> Trans
         }
     }
     (String::from_utf8(out).unwrap(), delivered)
+}
+
+/// The server's answer to a login: `password` is everyone's; SCRAM users are unknown.
+pub(crate) fn answer(need: Need, password: &str) -> Answer {
+    match need {
+        Need::Password { user, password: p } => {
+            Answer::Password((p.0 == password).then(|| vec![user]))
+        }
+        Need::ScramKeys { .. } => Answer::ScramKeys {
+            found: None,
+            nonce: "n".into(),
+            fake_salt: b"salt".to_vec(),
+        },
+    }
 }
 
 fn both(cfg: SessionConfig, input: &[u8]) -> Transcript {
@@ -297,15 +310,20 @@ fn scram_sha_256_authenticates_and_rejects_a_wrong_password() {
         s.input(format!("AUTH SCRAM-SHA-256 {}\r\n", b64(&format!("n,,{bare}"))).as_bytes());
         assert_eq!(
             s.poll(&mut out),
-            Some(Event::ScramLookup {
-                user: "u@example.org".into()
+            Some(Event::Login {
+                need: Need::ScramKeys {
+                    user: "u@example.org".into()
+                },
+                mechanism: Mechanism::ScramSha256
             })
         );
         let creds = Credentials::derive("secret", b"0123456789abcdef", 4096);
-        s.scram_credentials(
-            Some((creds, vec!["u@example.org".into()])),
-            "servernonce",
-            b"",
+        s.login_answer(
+            Answer::ScramKeys {
+                found: Some((creds, vec!["u@example.org".into()])),
+                nonce: "servernonce".into(),
+                fake_salt: Vec::new(),
+            },
             &mut out,
         );
         let line = String::from_utf8(std::mem::take(&mut out)).unwrap();
@@ -331,4 +349,43 @@ fn scram_sha_256_authenticates_and_rejects_a_wrong_password() {
             assert_eq!(s.authenticated_user(), None);
         }
     }
+}
+
+/// One login behaviour in every protocol (`sasl::exchange`): a malformed client message is
+/// a protocol error and not a failed login; wrong credentials are.
+#[test]
+fn malformed_sasl_is_an_error_not_a_failed_login() {
+    let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut cfg = SessionConfig::new(Mode::Submission, "smtp.example.org");
+    cfg.tls = true;
+    let mut s = Session::new(cfg);
+    let mut out = Vec::new();
+    s.input(format!("EHLO c\r\nAUTH SCRAM-SHA-256 {}\r\n", b64(b"n,,n=u,r=x")).as_bytes());
+    let Some(Event::Login { need, .. }) = s.poll(&mut out) else {
+        panic!("no lookup")
+    };
+    s.login_answer(answer(need, "secret"), &mut out);
+    s.input(b"!!!\r\n");
+    assert!(s.poll(&mut out).is_none());
+    let text = String::from_utf8(std::mem::take(&mut out)).unwrap();
+    assert!(
+        text.ends_with("501 5.5.2 invalid base64 data\r\n"),
+        "{text}"
+    );
+    assert_eq!(s.take_login_outcome(), None);
+    s.input(b"AUTH LOGIN\r\n*\r\n");
+    assert!(s.poll(&mut out).is_none());
+    let text = String::from_utf8(std::mem::take(&mut out)).unwrap();
+    assert!(
+        text.ends_with("501 5.0.0 authentication cancelled\r\n"),
+        "{text}"
+    );
+    assert_eq!(s.take_login_outcome(), None);
+    s.input(format!("AUTH PLAIN {}\r\n", b64(b"\0u@example.org\0wrong")).as_bytes());
+    let Some(Event::Login { need, .. }) = s.poll(&mut out) else {
+        panic!("no check")
+    };
+    s.login_answer(answer(need, "secret"), &mut out);
+    assert!(String::from_utf8_lossy(&out).starts_with("535 5.7.8"));
+    assert_eq!(s.take_login_outcome(), Some(false));
 }
