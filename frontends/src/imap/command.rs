@@ -2,6 +2,8 @@
 //! (literals inline). Commands whose arguments are not parsed (SETQUOTA) are reported as
 //! `Unsupported` so the session can answer `BAD` honestly.
 
+use super::list::{Returns, Selection};
+use super::section::{self, Section, SectionText};
 use crate::sasl::Secret;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -54,20 +56,54 @@ pub enum FetchAttr {
     Rfc822,
     Rfc822Header,
     Rfc822Text,
-    /// `BODY[section]<partial>` / `BODY.PEEK[...]`: section text as given (e.g. `1.2.MIME`,
-    /// `HEADER.FIELDS (From To)`), partial as (offset, length).
+    /// `BODY[section]<partial>` / `BODY.PEEK[...]` (e.g. `1.2.MIME`, `HEADER.FIELDS (From
+    /// To)`), partial as (offset, length).
     BodySection {
         peek: bool,
-        section: String,
+        section: Section,
         partial: Option<(u32, u32)>,
     },
-    /// `BINARY[section]` / `BINARY.PEEK` / `BINARY.SIZE` (RFC 3516).
+    /// `BINARY[section]` / `BINARY.PEEK` / `BINARY.SIZE` (RFC 3516): part numbers only.
     Binary {
         peek: bool,
         size_only: bool,
-        section: String,
+        section: Section,
         partial: Option<(u32, u32)>,
     },
+}
+
+/// A capability ENABLE names (RFC 5161): the ones this server can turn on, or another
+/// (which ENABLE ignores, as the RFC asks).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Capability {
+    CondStore,
+    QResync,
+    Utf8Accept,
+    Imap4Rev2,
+    Other(String),
+}
+
+impl Capability {
+    fn from_name(name: &str) -> Self {
+        match name.to_ascii_uppercase().as_str() {
+            "CONDSTORE" => Capability::CondStore,
+            "QRESYNC" => Capability::QResync,
+            "UTF8=ACCEPT" => Capability::Utf8Accept,
+            "IMAP4REV2" => Capability::Imap4Rev2,
+            other => Capability::Other(other.to_string()),
+        }
+    }
+
+    /// The name for the ENABLED response.
+    pub fn name(&self) -> &str {
+        match self {
+            Capability::CondStore => "CONDSTORE",
+            Capability::QResync => "QRESYNC",
+            Capability::Utf8Accept => "UTF8=ACCEPT",
+            Capability::Imap4Rev2 => "IMAP4REV2",
+            Capability::Other(o) => o,
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -121,7 +157,7 @@ pub enum Command {
         mechanism: String,
         initial: Option<String>,
     },
-    Enable(Vec<String>),
+    Enable(Vec<Capability>),
     Select {
         mailbox: String,
         readonly: bool,
@@ -146,12 +182,10 @@ pub enum Command {
         reference: String,
         patterns: Vec<String>,
         lsub: bool,
-        /// LIST-EXTENDED selection options (RFC 5258), upper-case: SUBSCRIBED,
-        /// REMOTE, RECURSIVEMATCH, SPECIAL-USE.
-        select: Vec<String>,
-        /// Return options, upper-case: SUBSCRIBED, CHILDREN, SPECIAL-USE; STATUS
-        /// (RFC 5819) separately.
-        ret: Vec<String>,
+        /// LIST-EXTENDED selection options (RFC 5258).
+        select: Selection,
+        /// Return options; STATUS (RFC 5819) separately.
+        ret: Returns,
         status: Option<Vec<StatusItem>>,
     },
     Namespace,
@@ -565,7 +599,7 @@ impl<'a> P<'a> {
             "RFC822.HEADER" => FetchAttr::Rfc822Header,
             "RFC822.TEXT" => FetchAttr::Rfc822Text,
             "BODY" | "BODY.PEEK" if self.eat(b'[') => {
-                let section = self.section()?;
+                let section = self.parsed_section()?;
                 FetchAttr::BodySection {
                     peek: name == "BODY.PEEK",
                     section,
@@ -574,7 +608,10 @@ impl<'a> P<'a> {
             }
             "BODY" => FetchAttr::Body,
             "BINARY" | "BINARY.PEEK" | "BINARY.SIZE" if self.eat(b'[') => {
-                let section = self.section()?;
+                let section = self.parsed_section()?;
+                if section.text != SectionText::Full {
+                    return self.err("BINARY takes part numbers only");
+                }
                 let partial = if name == "BINARY.SIZE" {
                     None
                 } else {
@@ -590,6 +627,12 @@ impl<'a> P<'a> {
             other => return self.err(format!("unknown FETCH item {other:?}")),
         })
     }
+    /// A FETCH section (`1.2.MIME`, `HEADER.FIELDS (From)`), checked and parsed once.
+    fn parsed_section(&mut self) -> R<Section> {
+        let text = self.section()?;
+        section::parse_section(&text).or_else(|e| self.err(e))
+    }
+
     pub(crate) fn fetch_atts(&mut self) -> R<Vec<FetchAttr>> {
         if self.eat(b'(') {
             let mut v = vec![self.fetch_att()?];
@@ -758,7 +801,7 @@ pub fn parse_command(bytes: &[u8]) -> Result<(String, Command), ParseError> {
         (false, "ENABLE") => {
             let mut v = Vec::new();
             while p.eat(b' ') {
-                v.push(p.atom()?.to_ascii_uppercase());
+                v.push(Capability::from_name(&p.atom()?));
             }
             if v.is_empty() {
                 return p.err("ENABLE needs a capability");
@@ -895,6 +938,7 @@ pub fn parse_command(bytes: &[u8]) -> Result<(String, Command), ParseError> {
                 }
                 p.sp()?;
             }
+            let select = Selection::parse(&select).or_else(|e| p.err(e))?;
             let reference = p.mailbox()?;
             p.sp()?;
             let patterns = if p.eat(b'(') {
@@ -929,6 +973,7 @@ pub fn parse_command(bytes: &[u8]) -> Result<(String, Command), ParseError> {
                     }
                 }
             }
+            let ret = Returns::parse(&ret).or_else(|e| p.err(e))?;
             Command::List {
                 reference,
                 patterns,
@@ -1273,8 +1318,8 @@ mod tests {
                 reference: "".into(),
                 patterns: vec!["*".into()],
                 lsub: false,
-                select: vec![],
-                ret: vec![],
+                select: Selection::default(),
+                ret: Returns::default(),
                 status: None
             }
         );
@@ -1284,8 +1329,8 @@ mod tests {
                 reference: "".into(),
                 patterns: vec!["%".into()],
                 lsub: false,
-                select: vec![],
-                ret: vec![],
+                select: Selection::default(),
+                ret: Returns::default(),
                 status: None
             }
         );
@@ -1295,8 +1340,14 @@ mod tests {
                 reference: "".into(),
                 patterns: vec!["INBOX".into(), "S*".into()],
                 lsub: false,
-                select: vec!["SUBSCRIBED".into()],
-                ret: vec!["CHILDREN".into()],
+                select: Selection {
+                    subscribed: true,
+                    ..Default::default()
+                },
+                ret: Returns {
+                    children: true,
+                    ..Default::default()
+                },
                 status: Some(vec![StatusItem::Messages, StatusItem::Unseen])
             }
         );
@@ -1353,8 +1404,8 @@ mod tests {
                 set: SequenceSet::Ranges(vec![(SeqBound::Num(1), SeqBound::Star), (SeqBound::Num(5), SeqBound::Num(5))]),
                 attrs: vec![
                     FetchAttr::Flags,
-                    FetchAttr::BodySection { peek: true, section: "HEADER.FIELDS (From To)".into(), partial: Some((0, 100)) },
-                    FetchAttr::Binary { peek: true, size_only: true, section: "1".into(), partial: None }
+                    FetchAttr::BodySection { peek: true, section: section::parse_section("HEADER.FIELDS (From To)").unwrap(), partial: Some((0, 100)) },
+                    FetchAttr::Binary { peek: true, size_only: true, section: section::parse_section("1").unwrap(), partial: None }
                 ],
                 changed_since: Some(9),
                 vanished: false,
@@ -1502,6 +1553,44 @@ mod tests {
         assert_eq!(
             parse_command(b"a2 FETCH 0 FLAGS\r\n").unwrap_err().tag,
             "a2"
+        );
+    }
+
+    /// ENABLE's capabilities, LIST's options and FETCH sections come out of the one parse
+    /// as types; what cannot be one is `BAD` here, before any mailbox is looked at.
+    #[test]
+    fn options_and_sections_are_typed_at_parse() {
+        assert_eq!(
+            ok(b"e ENABLE condstore UTF8=Accept X-FOO\r\n"),
+            Command::Enable(vec![
+                Capability::CondStore,
+                Capability::Utf8Accept,
+                Capability::Other("X-FOO".into())
+            ])
+        );
+        for bad in [
+            &b"l LIST (NOSUCH) \"\" *\r\n"[..],
+            b"l LIST (RECURSIVEMATCH) \"\" *\r\n",
+            b"l LIST \"\" * RETURN (NOSUCH)\r\n",
+            b"f FETCH 1 BODY[1.HEADERX]\r\n",
+            b"f FETCH 1 BODY[0]\r\n",
+            b"f FETCH 1 BINARY[1.TEXT]\r\n",
+        ] {
+            assert!(parse_command(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let Command::Fetch { attrs, .. } = ok(b"f FETCH 1 BODY.PEEK[2.1.MIME]\r\n") else {
+            panic!("not a FETCH")
+        };
+        assert_eq!(
+            attrs,
+            vec![FetchAttr::BodySection {
+                peek: true,
+                section: Section {
+                    part: vec![2, 1],
+                    text: SectionText::Mime
+                },
+                partial: None
+            }]
         );
     }
 }

@@ -24,8 +24,8 @@ pub struct Returns {
 }
 
 impl Selection {
-    /// From the options as parsed (upper-case). Unknown ones, or RECURSIVEMATCH with
-    /// nothing to recurse for, are `BAD` (RFC 5258 section 3.1).
+    /// From the options (upper-case). Unknown ones, or RECURSIVEMATCH with nothing to
+    /// recurse for, are errors: `BAD` (RFC 5258 section 3.1).
     pub fn parse(opts: &[String]) -> Result<Self, String> {
         let mut s = Selection::default();
         for o in opts {
@@ -34,11 +34,11 @@ impl Selection {
                 "REMOTE" => s.remote = true,
                 "RECURSIVEMATCH" => s.recursive_match = true,
                 "SPECIAL-USE" => s.special_use = true,
-                other => return Err(format!("BAD unknown LIST selection option {other}")),
+                other => return Err(format!("unknown LIST selection option {other}")),
             }
         }
         if s.recursive_match && !s.subscribed && !s.special_use {
-            return Err("BAD RECURSIVEMATCH needs another selection option".into());
+            return Err("RECURSIVEMATCH needs another selection option".into());
         }
         Ok(s)
     }
@@ -52,7 +52,7 @@ impl Returns {
                 "SUBSCRIBED" => r.subscribed = true,
                 "CHILDREN" => r.children = true,
                 "SPECIAL-USE" => r.special_use = true,
-                other => return Err(format!("BAD unknown LIST return option {other}")),
+                other => return Err(format!("unknown LIST return option {other}")),
             }
         }
         Ok(r)

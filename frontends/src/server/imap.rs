@@ -22,7 +22,7 @@ use super::deflate::Deflate;
 use super::login::Logins;
 use super::shared_views::Stamp;
 use super::{LoginFrom, ShardServer};
-use crate::imap::command::{AppendData, AppendMessage, CatPart, Qresync};
+use crate::imap::command::{AppendData, AppendMessage, Capability, CatPart, Qresync};
 use crate::imap::encode::compress_set;
 use crate::imap::partial::PartialRange;
 use crate::imap::view::{self, Msg, SyncOptions, View};
@@ -972,29 +972,17 @@ impl Session {
             Command::Enable(caps) => {
                 let mut on = Vec::new();
                 for c in caps {
-                    let hit = match c.as_str() {
-                        "CONDSTORE" => {
-                            self.enable_condstore();
-                            true
-                        }
-                        "QRESYNC" => {
+                    match c {
+                        Capability::CondStore => self.enable_condstore(),
+                        Capability::QResync => {
                             self.enabled.qresync = true;
                             self.enable_condstore();
-                            true
                         }
-                        "UTF8=ACCEPT" => {
-                            self.enabled.utf8 = true;
-                            true
-                        }
-                        "IMAP4REV2" => {
-                            self.enabled.rev2 = true;
-                            true
-                        }
-                        _ => false,
-                    };
-                    if hit {
-                        on.push(c);
+                        Capability::Utf8Accept => self.enabled.utf8 = true,
+                        Capability::Imap4Rev2 => self.enabled.rev2 = true,
+                        Capability::Other(_) => continue,
                     }
+                    on.push(c.name().to_string());
                 }
                 self.io
                     .line(format!("* ENABLED {}", on.join(" ")).trim_end());
@@ -1150,14 +1138,7 @@ impl Session {
                 ret,
                 status,
             } => {
-                self.list(
-                    &reference,
-                    &patterns,
-                    lsub,
-                    &select,
-                    &ret,
-                    status.as_deref(),
-                )?;
+                self.list(&reference, &patterns, lsub, select, ret, status.as_deref())?;
                 self.ok(
                     tag,
                     if lsub {
@@ -1469,8 +1450,8 @@ impl Session {
         reference: &str,
         patterns: &[String],
         lsub: bool,
-        select: &[String],
-        ret: &[String],
+        sel: list::Selection,
+        rets: list::Returns,
         status: Option<&[StatusItem]>,
     ) -> Res {
         let decode = |s: &str| {
@@ -1490,8 +1471,6 @@ impl Session {
             self.io.line("* LIST (\\Noselect) \"/\" \"\"");
             return Ok(());
         }
-        let sel = list::Selection::parse(select)?;
-        let rets = list::Returns::parse(ret)?;
         let boxes = self.part.mailboxes(&self.account).map_err(no)?;
         let subs = self.part.subscriptions(&self.account).unwrap_or_default();
         let pats: Vec<String> = patterns
@@ -2516,7 +2495,7 @@ impl Session {
         changed_since: Option<u64>,
         partial: Option<PartialRange>,
     ) -> Res {
-        let items = fetch::prepare(attrs).map_err(|e| format!("BAD {e}"))?;
+        let items = fetch::prepare(attrs);
         let needs = fetch::needs(&items);
         if changed_since.is_some()
             || attrs
