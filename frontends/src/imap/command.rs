@@ -1576,7 +1576,11 @@ mod tests {
             b"f FETCH 1 BODY[0]\r\n",
             b"f FETCH 1 BINARY[1.TEXT]\r\n",
         ] {
-            assert!(parse_command(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_command(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let Command::Fetch { attrs, .. } = ok(b"f FETCH 1 BODY.PEEK[2.1.MIME]\r\n") else {
             panic!("not a FETCH")

@@ -12,6 +12,8 @@
 //! reports the tag so the session can answer `BAD`, and it resynchronises by skipping the
 //! literal's octets when the client sends them anyway (for a non-synchronizing literal).
 
+use super::reply::{Code, Failure};
+
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     pub max_line: usize,
@@ -61,11 +63,11 @@ pub enum Refusal {
 impl Refusal {
     /// The tagged reply after the tag: a literal over the limit is `NO [TOOBIG]` (the
     /// command itself may be fine, RFC 7889), the others `BAD`.
-    pub fn reply(self) -> &'static str {
+    pub fn reply(self) -> Failure {
         match self {
-            Refusal::LineTooLong => "BAD line too long",
-            Refusal::InvalidLiteral => "BAD invalid literal",
-            Refusal::LiteralTooLarge => "NO [TOOBIG] literal too large",
+            Refusal::LineTooLong => Failure::bad("line too long"),
+            Refusal::InvalidLiteral => Failure::bad("invalid literal"),
+            Refusal::LiteralTooLarge => Failure::code(Code::TooBig, "literal too large"),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod metadata;
 pub mod mutf7;
 pub mod notify;
 pub mod partial;
+pub mod reply;
 pub mod search;
 pub mod section;
 pub mod sort;

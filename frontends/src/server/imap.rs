@@ -25,6 +25,7 @@ use super::{LoginFrom, ShardServer};
 use crate::imap::command::{AppendData, AppendMessage, Capability, CatPart, Qresync};
 use crate::imap::encode::compress_set;
 use crate::imap::partial::PartialRange;
+use crate::imap::reply::{Code, Failure};
 use crate::imap::view::{self, Msg, SyncOptions, View};
 use crate::imap::{
     context, datetime, encode, fetch, list, metadata, mutf7, parse_command, search, sort, thread,
@@ -184,6 +185,11 @@ impl Io {
         self.out.extend_from_slice(s.as_bytes());
         self.out.extend_from_slice(b"\r\n");
     }
+
+    /// A command's tagged failure (untagged, `*`, when the tag could not be read).
+    fn failed(&mut self, tag: &str, f: &Failure) {
+        self.line(&format!("{} {f}", tag_or_star(tag)));
+    }
 }
 
 /// Before login a client gets the patience of any other protocol's command.
@@ -294,8 +300,8 @@ fn preauth_capabilities(server: &ShardServer, tls: bool) -> String {
 /// The special use a CREATE asks for (RFC 6154 section 3). A mailbox here has at most one,
 /// and \All and \Flagged name virtual mailboxes this store does not keep: those, several
 /// at once, and attributes nobody defined are `NO [USEATTR]`, and nothing is created.
-fn create_special_use(attrs: &[String]) -> Result<SpecialUse, String> {
-    let refuse = |why: &str| Err(format!("NO [USEATTR] {why}"));
+fn create_special_use(attrs: &[String]) -> Result<SpecialUse, Failure> {
+    let refuse = |why: String| Err(Failure::code(Code::UseAttr, why));
     let mut attrs: Vec<String> = attrs.iter().map(|a| a.to_ascii_lowercase()).collect();
     attrs.dedup();
     match attrs.as_slice() {
@@ -306,12 +312,12 @@ fn create_special_use(attrs: &[String]) -> Result<SpecialUse, String> {
             "\\junk" => Ok(SpecialUse::Junk),
             "\\sent" => Ok(SpecialUse::Sent),
             "\\trash" => Ok(SpecialUse::Trash),
-            "\\all" | "\\flagged" => refuse(&format!(
+            "\\all" | "\\flagged" => refuse(format!(
                 "{a} is a virtual mailbox, which this server does not make"
             )),
-            _ => refuse(&format!("{a} is not a special-use attribute")),
+            _ => refuse(format!("{a} is not a special-use attribute")),
         },
-        _ => refuse("a mailbox here has one special use at most"),
+        _ => refuse("a mailbox here has one special use at most".into()),
     }
 }
 
@@ -349,14 +355,11 @@ async fn preauth(server: &ShardServer, io: &mut Io, from: LoginFrom) -> Option<S
                 continue;
             }
             Frame::Refused { tag, reason } => {
-                io.line(&format!("{} {}", tag_or_star(&tag), reason.reply()));
+                io.failed(&tag, &reason.reply());
                 continue;
             }
             Frame::Busy { tag } => {
-                io.line(&format!(
-                    "{} NO [UNAVAILABLE] server busy, try again later",
-                    tag_or_star(&tag)
-                ));
+                io.failed(&tag, &busy());
                 continue;
             }
             Frame::Command(b) => b,
@@ -364,7 +367,7 @@ async fn preauth(server: &ShardServer, io: &mut Io, from: LoginFrom) -> Option<S
         let (tag, cmd) = match parse_command(&bytes) {
             Ok(x) => x,
             Err(e) => {
-                io.line(&format!("{} BAD {}", tag_or_star(&e.tag), e.reason));
+                io.failed(&e.tag, &Failure::bad(e.reason));
                 continue;
             }
         };
@@ -395,7 +398,7 @@ async fn preauth(server: &ShardServer, io: &mut Io, from: LoginFrom) -> Option<S
             }
             Command::StartTls => {
                 let Some(cfg) = server.live().tls.clone().filter(|_| !tls) else {
-                    io.line(&format!("{tag} BAD STARTTLS not available"));
+                    io.failed(&tag, &Failure::bad("STARTTLS not available"));
                     continue;
                 };
                 io.line(&format!("{tag} OK begin TLS negotiation now"));
@@ -411,9 +414,13 @@ async fn preauth(server: &ShardServer, io: &mut Io, from: LoginFrom) -> Option<S
                 None
             }
             Command::Login { .. } | Command::Authenticate { .. } if !may_login => {
-                io.line(&format!(
-                    "{tag} NO [PRIVACYREQUIRED] use STARTTLS or the implicit-TLS port first"
-                ));
+                io.failed(
+                    &tag,
+                    &Failure::code(
+                        Code::PrivacyRequired,
+                        "use STARTTLS or the implicit-TLS port first",
+                    ),
+                );
                 None
             }
             Command::Login { user, password } => {
@@ -422,7 +429,7 @@ async fn preauth(server: &ShardServer, io: &mut Io, from: LoginFrom) -> Option<S
             }
             Command::Authenticate { mechanism, initial } => {
                 let Some(mechanism) = Mechanism::from_name(&mechanism) else {
-                    io.line(&format!("{tag} NO [CANNOT] unsupported mechanism"));
+                    io.failed(&tag, &Failure::code(Code::Cannot, "unsupported mechanism"));
                     continue;
                 };
                 let start = Exchange::start(mechanism, initial.as_deref());
@@ -447,11 +454,11 @@ async fn preauth(server: &ShardServer, io: &mut Io, from: LoginFrom) -> Option<S
             | Command::UrlFetch(_)
             | Command::SetMetadata(_)
             | Command::GetQuotaRoot(_) => {
-                io.line(&format!("{tag} BAD log in first"));
+                io.failed(&tag, &Failure::bad("log in first"));
                 None
             }
             _ => {
-                io.line(&format!("{tag} BAD not valid in this state"));
+                io.failed(&tag, &Failure::bad("not valid in this state"));
                 None
             }
         };
@@ -474,9 +481,10 @@ async fn preauth(server: &ShardServer, io: &mut Io, from: LoginFrom) -> Option<S
                 }
                 None => {
                     failures += 1;
-                    io.line(&format!(
-                        "{tag} NO [AUTHENTICATIONFAILED] invalid credentials"
-                    ));
+                    io.failed(
+                        &tag,
+                        &Failure::code(Code::AuthenticationFailed, "invalid credentials"),
+                    );
                     if failures >= server.live().cfg.limits.max_auth_failures {
                         io.line("* BYE too many failed logins");
                         return None;
@@ -485,6 +493,10 @@ async fn preauth(server: &ShardServer, io: &mut Io, from: LoginFrom) -> Option<S
             }
         }
     }
+}
+
+fn busy() -> Failure {
+    Failure::code(Code::Unavailable, "server busy, try again later")
 }
 
 fn tag_or_star(tag: &str) -> &str {
@@ -537,17 +549,18 @@ async fn run_login(
                 return Some(Some(None));
             }
             Step::Blocked => {
-                io.line(&format!(
-                    "{tag} NO [UNAVAILABLE] too many failed logins, try again later"
-                ));
+                io.failed(
+                    tag,
+                    &Failure::code(Code::Unavailable, "too many failed logins, try again later"),
+                );
                 return Some(None);
             }
             Step::Malformed(why) => {
-                io.line(&format!("{tag} BAD {why}"));
+                io.failed(tag, &Failure::bad(why));
                 return Some(None);
             }
             Step::Cancelled => {
-                io.line(&format!("{tag} BAD authentication cancelled"));
+                io.failed(tag, &Failure::bad("authentication cancelled"));
                 return Some(None);
             }
         }
@@ -624,36 +637,45 @@ async fn authenticated(
     s.io.conn.close().await;
 }
 
-type Res = Result<(), String>;
+type Res = Result<(), Failure>;
 
 /// The one place engine errors become IMAP `NO` replies. What is not the client's doing
 /// (damaged data, a failed disk) is said without the engine's details: those name files
 /// and internals, and go to the log instead.
-fn no(e: Error) -> String {
+fn no(e: Error) -> Failure {
     match &e {
         Error::Corrupt { .. } | Error::MissingSegment(_) => {
             tracing::error!(error = %e, "stored data is damaged");
-            return "NO [CORRUPTION] stored data is damaged; the administrator can run fsck".into();
+            return Failure::code(
+                Code::Corruption,
+                "stored data is damaged; the administrator can run fsck",
+            );
         }
         Error::Io { .. } | Error::Failed(_) | Error::Poisoned(_) => {
             tracing::error!(error = %e, "storage failed");
-            return "NO [UNAVAILABLE] storage failed, try again later".into();
+            return Failure::code(Code::Unavailable, "storage failed, try again later");
         }
         _ => {}
     }
     let code = match e.store() {
-        Some(StoreError::NoSuchMailbox) => "[NONEXISTENT] ",
-        Some(StoreError::MailboxExists) => "[ALREADYEXISTS] ",
-        Some(StoreError::OverQuota { .. }) => "[OVERQUOTA] ",
-        Some(StoreError::MessageTooLarge { .. }) => "[TOOBIG] ",
-        Some(StoreError::TooManyKeywords { .. }) => "[LIMIT] ",
-        Some(StoreError::CannotDeleteInbox) | Some(StoreError::InvalidName(_)) => "[CANNOT] ",
-        Some(StoreError::ShuttingDown) | Some(StoreError::Unavailable(_)) | None => {
-            "[UNAVAILABLE] "
+        Some(StoreError::NoSuchMailbox) => Some(Code::Nonexistent),
+        Some(StoreError::MailboxExists) => Some(Code::AlreadyExists),
+        Some(StoreError::OverQuota { .. }) => Some(Code::OverQuota),
+        Some(StoreError::MessageTooLarge { .. }) => Some(Code::TooBig),
+        Some(StoreError::TooManyKeywords { .. }) => Some(Code::Limit),
+        Some(StoreError::CannotDeleteInbox) | Some(StoreError::InvalidName(_)) => {
+            Some(Code::Cannot)
         }
-        _ => "",
+        Some(StoreError::ShuttingDown) | Some(StoreError::Unavailable(_)) | None => {
+            Some(Code::Unavailable)
+        }
+        _ => None,
     };
-    format!("NO {code}{e}")
+    Failure {
+        status: crate::imap::reply::Status::No,
+        code,
+        text: e.to_string().into(),
+    }
 }
 
 impl Session {
@@ -677,16 +699,12 @@ impl Session {
                     continue;
                 }
                 Frame::Refused { tag, reason } => {
-                    self.io
-                        .line(&format!("{} {}", tag_or_star(&tag), reason.reply()));
+                    self.io.failed(&tag, &reason.reply());
                     continue;
                 }
                 Frame::Busy { tag } => {
                     self.server.shared.metrics.rejected("server_busy");
-                    self.io.line(&format!(
-                        "{} NO [UNAVAILABLE] server busy, try again later",
-                        tag_or_star(&tag)
-                    ));
+                    self.io.failed(&tag, &busy());
                     continue;
                 }
                 Frame::Command(b) => b,
@@ -694,16 +712,15 @@ impl Session {
             let (tag, cmd) = match parse_command(&bytes) {
                 Ok(x) => x,
                 Err(e) => {
-                    self.io
-                        .line(&format!("{} BAD {}", tag_or_star(&e.tag), e.reason));
+                    self.io.failed(&e.tag, &Failure::bad(e.reason));
                     continue;
                 }
             };
             let r = self.command(&tag, cmd).await;
-            if let Err(text) = r {
+            if let Err(failure) = r {
                 // A failed FETCH, STORE or SEARCH still may not announce expunges.
                 self.sync(false).await;
-                self.io.line(&format!("{tag} {text}"));
+                self.io.failed(&tag, &failure);
             }
             if self.closing {
                 return;
@@ -714,12 +731,15 @@ impl Session {
     /// A mailbox name as the client sent it, decoded. One that is not modified UTF-7 is
     /// still a well-formed astring, so no mailbox has it: `NO [NONEXISTENT]`, as Dovecot
     /// answers (CREATE says `NO [CANNOT]` itself), not `BAD`.
-    fn mailbox_name(&self, raw: &str) -> Result<String, String> {
+    fn mailbox_name(&self, raw: &str) -> Result<String, Failure> {
         let name = if self.enabled.utf8 {
             raw.to_string()
         } else {
             mutf7::decode(raw).ok_or_else(|| {
-                "NO [NONEXISTENT] no such mailbox (the name is not modified UTF-7)".to_string()
+                Failure::code(
+                    Code::Nonexistent,
+                    "no such mailbox (the name is not modified UTF-7)",
+                )
             })?
         };
         let name = name.trim_end_matches(DELIMITER).to_string();
@@ -965,9 +985,9 @@ impl Session {
                 self.io.line("* ID (\"name\" \"ringmail\")");
                 self.ok(tag, "ID completed").await
             }
-            Command::StartTls => Err("BAD already authenticated".into()),
+            Command::StartTls => Err(Failure::bad("already authenticated")),
             Command::Login { .. } | Command::Authenticate { .. } => {
-                Err("BAD already authenticated".into())
+                Err(Failure::bad("already authenticated"))
             }
             Command::Enable(caps) => {
                 let mut on = Vec::new();
@@ -998,7 +1018,7 @@ impl Session {
                     self.enabled.condstore = true;
                 }
                 if qresync.is_some() && !self.enabled.qresync {
-                    return Err("BAD QRESYNC must be enabled first".into());
+                    return Err(Failure::bad("QRESYNC must be enabled first"));
                 }
                 self.select(tag, &mailbox, readonly, qresync).await
             }
@@ -1008,7 +1028,10 @@ impl Session {
             } => {
                 let special_use = create_special_use(&special_use)?;
                 if !self.enabled.utf8 && mutf7::decode(&name).is_none() {
-                    return Err("NO [CANNOT] the mailbox name is not modified UTF-7".into());
+                    return Err(Failure::code(
+                        Code::Cannot,
+                        "the mailbox name is not modified UTF-7",
+                    ));
                 }
                 let name = self.mailbox_name(&name)?;
                 self.room_for(&name, 1)?;
@@ -1070,9 +1093,12 @@ impl Session {
                 self.room_for(&to, usize::from(from == "INBOX"))?;
                 let depth = to.split(DELIMITER).count() + below;
                 if depth > self.server.live().cfg.limits.max_mailbox_depth {
-                    return Err(format!(
-                        "NO [LIMIT] mailboxes nest at most {} levels deep",
-                        self.server.live().cfg.limits.max_mailbox_depth
+                    return Err(Failure::code(
+                        Code::Limit,
+                        format!(
+                            "mailboxes nest at most {} levels deep",
+                            self.server.live().cfg.limits.max_mailbox_depth
+                        ),
                     ));
                 }
                 if from == "INBOX" {
@@ -1170,7 +1196,7 @@ impl Session {
             }
             Command::GetQuota(root) => {
                 if !root.is_empty() {
-                    return Err("NO [NONEXISTENT] no such quota root".into());
+                    return Err(Failure::code(Code::Nonexistent, "no such quota root"));
                 }
                 self.quota_line()?;
                 self.ok(tag, "GETQUOTA completed").await
@@ -1198,9 +1224,9 @@ impl Session {
                     .flat_map(|g| &g.events)
                     .any(|e| matches!(e, Event::Other(_) | Event::AnnotationChange));
                 if unsupported {
-                    return Err(format!(
-                        "NO [BADEVENT ({})] an event is not supported",
-                        crate::imap::notify::SUPPORTED
+                    return Err(Failure::code(
+                        Code::BadEvent(crate::imap::notify::SUPPORTED.into()),
+                        "an event is not supported",
                     ));
                 }
                 let new_atts = groups
@@ -1233,7 +1259,7 @@ impl Session {
                 self.ok(tag, "NOTIFY completed").await
             }
             Command::CancelUpdate(_) if self.view.is_none() => {
-                Err("BAD no mailbox selected".into())
+                Err(Failure::bad("no mailbox selected"))
             }
             Command::CancelUpdate(tags) => {
                 let mut unknown = None;
@@ -1245,7 +1271,7 @@ impl Session {
                     }
                 }
                 if let Some(t) = unknown {
-                    return Err(format!("NO no search {t:?} is being updated"));
+                    return Err(Failure::no(format!("no search {t:?} is being updated")));
                 }
                 self.ok(tag, "CANCELUPDATE completed: no further updates")
                     .await
@@ -1253,8 +1279,9 @@ impl Session {
             Command::ResetKey(mailbox, mechs) => self.resetkey(tag, mailbox, mechs).await,
             Command::UrlFetch(urls) => {
                 if urls.len() > MAX_URLFETCH {
-                    return Err(format!(
-                        "NO [LIMIT] at most {MAX_URLFETCH} URLs per URLFETCH"
+                    return Err(Failure::code(
+                        Code::Limit,
+                        format!("at most {MAX_URLFETCH} URLs per URLFETCH"),
                     ));
                 }
                 // Each body is written out as it is read: a command naming one big
@@ -1282,10 +1309,10 @@ impl Session {
                     .await
                     .map_err(|e| match e.store() {
                         Some(StoreError::AnnotationTooBig { max }) => {
-                            format!("NO [METADATA MAXSIZE {max}] {e}")
+                            Failure::code(Code::MetadataMaxSize(*max as u64), e.to_string())
                         }
                         Some(StoreError::TooManyAnnotations { .. }) => {
-                            format!("NO [METADATA TOOMANY] {e}")
+                            Failure::code(Code::MetadataTooMany, e.to_string())
                         }
                         _ => no(e),
                     })?;
@@ -1294,10 +1321,13 @@ impl Session {
             }
             Command::Compress(alg) => {
                 if self.io.deflate.is_some() {
-                    return Err("NO [COMPRESSIONACTIVE] already compressing".into());
+                    return Err(Failure::code(
+                        Code::CompressionActive,
+                        "already compressing",
+                    ));
                 }
                 if alg != "DEFLATE" {
-                    return Err(format!("BAD unknown compression {alg}"));
+                    return Err(Failure::bad(format!("unknown compression {alg}")));
                 }
                 self.io.line(&format!("{tag} OK DEFLATE active"));
                 if !self.io.flush().await {
@@ -1306,9 +1336,9 @@ impl Session {
                 self.io.deflate = Some(Box::default());
                 Ok(())
             }
-            Command::Unsupported(v) => Err(format!("BAD {v} is not supported")),
+            Command::Unsupported(v) => Err(Failure::bad(format!("{v} is not supported"))),
             // Selected state only from here on.
-            _ if self.view.is_none() => Err("BAD no mailbox selected".into()),
+            _ if self.view.is_none() => Err(Failure::bad("no mailbox selected")),
             Command::Close | Command::Unselect => {
                 let close = matches!(cmd, Command::Close);
                 let view = self.view.take().expect("checked above");
@@ -1337,7 +1367,7 @@ impl Session {
             } => {
                 if vanished {
                     if !uid || !self.enabled.qresync {
-                        return Err("BAD VANISHED needs UID FETCH and QRESYNC enabled".into());
+                        return Err(Failure::bad("VANISHED needs UID FETCH and QRESYNC enabled"));
                     }
                     let view = self.view.as_ref().expect("selected");
                     vanished_earlier(view, Some(&set), &mut self.io.out);
@@ -1621,7 +1651,7 @@ impl Session {
         Ok(())
     }
 
-    fn parse_flags(flags: &[String]) -> Result<(Flags, Vec<String>), String> {
+    fn parse_flags(flags: &[String]) -> Result<(Flags, Vec<String>), Failure> {
         let mut sys = Flags::empty();
         let mut kws = Vec::new();
         for f in flags {
@@ -1631,7 +1661,7 @@ impl Session {
                 if f.eq_ignore_ascii_case("\\Recent") {
                     continue;
                 }
-                return Err(format!("BAD unknown system flag {f}"));
+                return Err(Failure::bad(format!("unknown system flag {f}")));
             } else {
                 kws.push(f.clone());
             }
@@ -1644,7 +1674,7 @@ impl Session {
         let st = match self.part.status(&self.account, &name) {
             Ok(st) => st,
             Err(e) if e.store() == Some(&StoreError::NoSuchMailbox) => {
-                return Err("NO [TRYCREATE] no such mailbox".into())
+                return Err(Failure::code(Code::TryCreate, "no such mailbox"))
             }
             Err(e) => return Err(no(e)),
         };
@@ -1656,10 +1686,13 @@ impl Session {
                 AppendData::Catenate(parts) => self.catenate(parts, limit).await?,
             };
             if message.len() as u64 > limit {
-                return Err(format!("NO [TOOBIG] message larger than {limit} bytes"));
+                return Err(Failure::code(
+                    Code::TooBig,
+                    format!("message larger than {limit} bytes"),
+                ));
             }
             let date = match &m.date {
-                Some(d) => Some(datetime::parse(d).ok_or("BAD invalid date-time")?),
+                Some(d) => Some(datetime::parse(d).ok_or(Failure::bad("invalid date-time"))?),
                 None => None,
             };
             let (flags, keywords) = Self::parse_flags(&m.flags)?;
@@ -1705,7 +1738,7 @@ impl Session {
 
     /// The mailbox a METADATA command names: `None` for `""`, the server's (kept per
     /// account: every user here has the server to themselves).
-    fn metadata_target(&self, mailbox: &str) -> Result<Option<String>, String> {
+    fn metadata_target(&self, mailbox: &str) -> Result<Option<String>, Failure> {
         if mailbox.is_empty() {
             return Ok(None);
         }
@@ -2050,7 +2083,7 @@ impl Session {
     /// revokes the URLs made with the old ones.
     async fn resetkey(&mut self, tag: &str, mailbox: Option<String>, mechs: Vec<String>) -> Res {
         if let Some(m) = mechs.iter().find(|m| *m != "INTERNAL") {
-            return Err(format!("BAD unknown URLAUTH mechanism {m}"));
+            return Err(Failure::bad(format!("unknown URLAUTH mechanism {m}")));
         }
         let one = mailbox.is_some();
         let names = match mailbox {
@@ -2098,50 +2131,52 @@ impl Session {
         let mut out = Vec::new();
         for (rump, mech) in &pairs {
             if mech != "INTERNAL" {
-                return Err(format!("BAD unknown URLAUTH mechanism {mech}"));
+                return Err(Failure::bad(format!("unknown URLAUTH mechanism {mech}")));
             }
-            let u = url::parse(rump).map_err(|e| format!("BAD {e}"))?;
+            let u = url::parse(rump).map_err(|e| Failure::bad(e.to_string()))?;
             match &u.urlauth {
                 Some((access, m, t)) if m.is_empty() && t.is_empty() => {
                     if urlauth::Access::parse(access).is_none() {
-                        return Err(format!("BAD unknown access identifier {access}"));
+                        return Err(Failure::bad(format!("unknown access identifier {access}")));
                     }
                 }
-                Some(_) => return Err("BAD the URL is already authorized".into()),
-                None => return Err("BAD the URL needs ;URLAUTH=<access>".into()),
+                Some(_) => return Err(Failure::bad("the URL is already authorized")),
+                None => return Err(Failure::bad("the URL needs ;URLAUTH=<access>")),
             }
             if !u
                 .host
                 .as_deref()
                 .is_some_and(|h| super::urlauth::is_ours(&self.server, h))
             {
-                return Err("BAD the URL must name this server".into());
+                return Err(Failure::bad("the URL must name this server"));
             }
             if !u
                 .user
                 .as_deref()
                 .is_some_and(|o| o.eq_ignore_ascii_case(&self.account))
             {
-                return Err("BAD the URL must name its owner, the logged-in user".into());
+                return Err(Failure::bad(
+                    "the URL must name its owner, the logged-in user",
+                ));
             }
             if u.expire
                 .as_deref()
                 .is_some_and(|e| urlauth::parse_expire(e).is_none())
             {
-                return Err("BAD EXPIRE is not an RFC 3339 date-time".into());
+                return Err(Failure::bad("EXPIRE is not an RFC 3339 date-time"));
             }
             let mailbox = url::store_name(u.mailbox.as_deref().unwrap_or_default());
             let st = self
                 .part
                 .status(&self.account, &mailbox)
-                .map_err(|_| "BAD no such mailbox".to_string())?;
+                .map_err(|_| Failure::bad("no such mailbox"))?;
             if u.uidvalidity.is_some_and(|v| v != st.uidvalidity.0)
                 || self
                     .part
                     .message(&self.account, &mailbox, Uid(u.uid))
                     .is_err()
             {
-                return Err("BAD no such message".into());
+                return Err(Failure::bad("no such message"));
             }
             let key = super::urlauth::mailbox_key(&self.part, &self.account, &mailbox, true)
                 .await
@@ -2162,25 +2197,31 @@ impl Session {
     /// A CATENATE message (RFC 4469): the TEXT parts and what the URLs name, in order. A
     /// URL that names nothing readable is `NO [BADURL url]` (the URL bare, RFC 4469 errata
     /// 4046), and nothing of the APPEND is stored.
-    async fn catenate(&mut self, parts: Vec<CatPart>, limit: u64) -> Result<Vec<u8>, String> {
+    async fn catenate(&mut self, parts: Vec<CatPart>, limit: u64) -> Result<Vec<u8>, Failure> {
         let mut out = Vec::new();
         for p in parts {
             match p {
                 CatPart::Text(t) => out.extend_from_slice(&t),
                 CatPart::Url(u) => {
                     let bytes = self.url_bytes(&u).await.map_err(|e| {
-                        format!("NO [BADURL {}] {e}", u.replace(['\r', '\n', ']'], ""))
+                        Failure::code(
+                            Code::BadUrl(u.replace(['\r', '\n', ']'], "")),
+                            e.to_string(),
+                        )
                     })?;
                     out.extend_from_slice(&bytes);
                 }
             }
             if out.len() as u64 > limit {
-                return Err(format!("NO [TOOBIG] message larger than {limit} bytes"));
+                return Err(Failure::code(
+                    Code::TooBig,
+                    format!("message larger than {limit} bytes"),
+                ));
             }
         }
         // Empty parts are fine; an empty message is not (RFC 3502's rule for literals).
         if out.is_empty() {
-            return Err("NO the catenated message is empty".into());
+            return Err(Failure::no("the catenated message is empty"));
         }
         Ok(out)
     }
@@ -2231,7 +2272,7 @@ impl Session {
                         self.ok(tag, "IDLE terminated").await
                     }
                     _ => {
-                        self.io.line(&format!("{tag} BAD expected DONE"));
+                        self.io.failed(tag, &Failure::bad("expected DONE"));
                         Ok(())
                     }
                 };
@@ -2361,11 +2402,11 @@ impl Session {
     }
 
     /// The (seq, Msg) pairs a set names; by sequence number, an invalid set is `BAD`.
-    fn resolve(&self, set: &SequenceSet, uid: bool) -> Result<Vec<(u32, Msg)>, String> {
+    fn resolve(&self, set: &SequenceSet, uid: bool) -> Result<Vec<(u32, Msg)>, Failure> {
         let v = self.view();
         let seqs = v
             .resolve(set, uid, &self.saved)
-            .map_err(|_| "BAD invalid message sequence number".to_string())?;
+            .map_err(|_| Failure::bad("invalid message sequence number"))?;
         Ok(seqs
             .into_iter()
             .filter_map(|s| v.get(s).map(|m| (s, m)))
@@ -2375,7 +2416,7 @@ impl Session {
     async fn expunge(&mut self, tag: &str, uids: Option<SequenceSet>) -> Res {
         let v = self.view();
         if v.readonly {
-            return Err("NO [READ-ONLY] mailbox is read-only".into());
+            return Err(Failure::code(Code::ReadOnly, "mailbox is read-only"));
         }
         let mailbox = v.mailbox.clone();
         let only: Option<Vec<Uid>> = match &uids {
@@ -2417,15 +2458,15 @@ impl Session {
         let live = self.server.live();
         let l = &live.cfg.limits;
         if name.len() > l.max_mailbox_name {
-            return Err(format!(
-                "NO [LIMIT] mailbox names are at most {} bytes",
-                l.max_mailbox_name
+            return Err(Failure::code(
+                Code::Limit,
+                format!("mailbox names are at most {} bytes", l.max_mailbox_name),
             ));
         }
         if name.split(DELIMITER).count() > l.max_mailbox_depth {
-            return Err(format!(
-                "NO [LIMIT] mailboxes nest at most {} levels deep",
-                l.max_mailbox_depth
+            return Err(Failure::code(
+                Code::Limit,
+                format!("mailboxes nest at most {} levels deep", l.max_mailbox_depth),
             ));
         }
         let existing = self.part.mailboxes(&self.account).map_err(no)?;
@@ -2441,9 +2482,9 @@ impl Session {
             }
         }
         if existing.len() + missing > l.max_mailboxes {
-            return Err(format!(
-                "NO [LIMIT] an account has at most {} mailboxes",
-                l.max_mailboxes
+            return Err(Failure::code(
+                Code::Limit,
+                format!("an account has at most {} mailboxes", l.max_mailboxes),
             ));
         }
         Ok(())
@@ -2560,7 +2601,7 @@ impl Session {
         let add_modseq = self.enabled.condstore;
         let mut unknown_cte = false;
         // Messages whose body could not be read: the others are still sent.
-        let mut unreadable: Option<String> = None;
+        let mut unreadable: Option<Failure> = None;
         let mut unsent: Vec<Uid> = Vec::new();
         // What is stored of each, looked up in one walk (a lookup per message was a quarter
         // of FETCH 1:* (FLAGS)); a message expunged meanwhile, while the body of another
@@ -2606,9 +2647,9 @@ impl Session {
                         let worse = damaged || unreadable.is_none();
                         if worse {
                             unreadable = Some(if damaged {
-                                format!("NO [CORRUPTION] message UID {} is damaged in storage and was not sent; the others were", m.uid)
+                                Failure::code(Code::Corruption, format!("message UID {} is damaged in storage and was not sent; the others were", m.uid))
                             } else {
-                                format!("NO [UNAVAILABLE] message UID {} could not be read now; the others were sent", m.uid)
+                                Failure::code(Code::Unavailable, format!("message UID {} could not be read now; the others were sent", m.uid))
                             });
                         }
                         continue;
@@ -2649,7 +2690,10 @@ impl Session {
             }
         }
         if unknown_cte {
-            return Err("NO [UNKNOWN-CTE] cannot decode a part's transfer encoding".into());
+            return Err(Failure::code(
+                Code::UnknownCte,
+                "cannot decode a part's transfer encoding",
+            ));
         }
         if let Some(e) = unreadable {
             // A message the client did not get is not \Seen because of this FETCH.
@@ -2690,7 +2734,7 @@ impl Session {
         unchanged_since: Option<u64>,
     ) -> Res {
         if self.view().readonly {
-            return Err("NO [READ-ONLY] mailbox is read-only".into());
+            return Err(Failure::code(Code::ReadOnly, "mailbox is read-only"));
         }
         if unchanged_since.is_some() {
             self.enable_condstore();
@@ -2799,12 +2843,12 @@ impl Session {
         is_move: bool,
     ) -> Res {
         if is_move && self.view().readonly {
-            return Err("NO [READ-ONLY] mailbox is read-only".into());
+            return Err(Failure::code(Code::ReadOnly, "mailbox is read-only"));
         }
         let to = self.mailbox_name(mailbox)?;
         let from = self.view().mailbox.clone();
         if self.part.status(&self.account, &to).is_err() {
-            return Err("NO [TRYCREATE] no such mailbox".into());
+            return Err(Failure::code(Code::TryCreate, "no such mailbox"));
         }
         let uids: Vec<Uid> = self
             .resolve(set, uid)?
@@ -2856,10 +2900,10 @@ impl Session {
         charset: Option<&str>,
         keys: &[search::SearchKey],
         want_meta: bool,
-    ) -> Result<Vec<Hit>, String> {
+    ) -> Result<Vec<Hit>, Failure> {
         if let Some(cs) = charset {
             if !search::charset_supported(cs) {
-                return Err("NO [BADCHARSET (UTF-8 US-ASCII)] unsupported charset".into());
+                return Err(Failure::code(Code::BadCharset, "unsupported charset"));
             }
         }
         let needs = search::needs(keys);
@@ -3026,7 +3070,9 @@ impl Session {
     fn check_update_tag(&self, tag: &str, ret: Option<&Vec<search::ReturnOpt>>) -> Res {
         let update = ret.is_some_and(|r| r.contains(&search::ReturnOpt::Update));
         if update && self.contexts.iter().any(|c| c.tag == tag) {
-            return Err("BAD tag reuse: a search with this tag is still being updated".into());
+            return Err(Failure::bad(
+                "tag reuse: a search with this tag is still being updated",
+            ));
         }
         Ok(())
     }
