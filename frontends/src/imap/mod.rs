@@ -17,6 +17,7 @@ pub mod partial;
 pub mod reply;
 pub mod search;
 pub mod section;
+pub mod session;
 pub mod sort;
 pub mod structure;
 pub mod thread;

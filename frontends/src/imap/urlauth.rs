@@ -149,6 +149,14 @@ pub fn parse_expire(s: &str) -> Option<i64> {
     Some(days * 86_400 + h * 3600 + mi * 60 + sec - offset)
 }
 
+/// A fresh random access key (RESETKEY stores it, revoking every URL made with the old one).
+pub fn new_key() -> Vec<u8> {
+    use password_hash::rand_core::{OsRng, RngCore};
+    let mut k = vec![0u8; KEY_LEN];
+    OsRng.fill_bytes(&mut k);
+    k
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

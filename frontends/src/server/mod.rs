@@ -11,6 +11,7 @@ mod conn;
 mod deflate;
 mod driver;
 mod imap;
+mod imap_store;
 pub mod listeners;
 pub mod live;
 mod login;

@@ -11,12 +11,7 @@ use crate::imap::view::Msg;
 
 /// The state of a mailbox a picture shows: every change to a mailbox raises its highest
 /// mod-sequence, so equal stamps mean equal messages, flags and mod-sequences.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stamp {
-    pub highest_modseq: u64,
-    pub uidnext: u32,
-    pub messages: u32,
-}
+pub use crate::imap::session::Stamp;
 
 /// Account and UIDVALIDITY: one mailbox of an account for its life.
 type Key = (String, u32);

@@ -8,7 +8,7 @@ use ringmail_engine::{Partition, Uid};
 
 use super::ShardServer;
 use crate::imap::url::{self, BadUrl, ImapUrl};
-use crate::imap::urlauth::{self, Access, Requester, KEY_ENTRY, KEY_LEN};
+use crate::imap::urlauth::{self, Access, Requester, KEY_ENTRY};
 
 /// The mailbox's access key; made (and stored) when it has none and `create` is set.
 pub async fn mailbox_key(
@@ -22,17 +22,9 @@ pub async fn mailbox_key(
         return Ok(entries.get(KEY_ENTRY).cloned());
     }
     // Made under the annotations' write lock: two sessions at once get the same key.
-    part.annotation_or_insert(account, Some(mailbox), KEY_ENTRY, new_key)
+    part.annotation_or_insert(account, Some(mailbox), KEY_ENTRY, urlauth::new_key)
         .await
         .map(Some)
-}
-
-/// A fresh random access key (RESETKEY stores it, revoking every URL made with the old one).
-pub fn new_key() -> Vec<u8> {
-    use password_hash::rand_core::{OsRng, RngCore};
-    let mut k = vec![0u8; KEY_LEN];
-    OsRng.fill_bytes(&mut k);
-    k
 }
 
 /// Whether `host` (with or without a port) names this server.
