@@ -22,7 +22,7 @@ use super::imap_store::EngineStore;
 use super::login::Logins;
 use super::{LoginFrom, ShardServer};
 use crate::imap::reply::{Code, Failure};
-use crate::imap::session::{Link, Session, SessionConfig, Woke};
+use crate::imap::session::{state, Link, Session, SessionConfig, State, Woke};
 use crate::imap::{parse_command, Command, Frame, Framer, Limits};
 use crate::sasl::{Exchange, Mechanism, Step};
 
@@ -388,30 +388,12 @@ async fn preauth(server: &ShardServer, io: &mut Io, from: LoginFrom) -> Option<S
                 let start = Exchange::start(mechanism, initial.as_deref());
                 run_login(server, io, &mut logins, &tag, start).await?
             }
-            Command::Select { .. }
-            | Command::Create { .. }
-            | Command::Delete(_)
-            | Command::Rename { .. }
-            | Command::Subscribe(_)
-            | Command::Unsubscribe(_)
-            | Command::List { .. }
-            | Command::Namespace
-            | Command::Status { .. }
-            | Command::Append { .. }
-            | Command::Idle
-            | Command::Enable(_)
-            | Command::GetQuota(_)
-            | Command::GetMetadata(_)
-            | Command::GenUrlAuth(_)
-            | Command::ResetKey(..)
-            | Command::UrlFetch(_)
-            | Command::SetMetadata(_)
-            | Command::GetQuotaRoot(_) => {
-                io.failed(&tag, &Failure::bad("log in first"));
-                None
-            }
-            _ => {
-                io.failed(&tag, &Failure::bad("not valid in this state"));
+            other => {
+                // Every command this state admits is answered above.
+                let refused = state::check(&other, State::NotAuthenticated)
+                    .err()
+                    .unwrap_or_else(|| Failure::bad("not valid in this state"));
+                io.failed(&tag, &refused);
                 None
             }
         };
