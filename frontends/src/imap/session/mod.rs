@@ -8,6 +8,8 @@
 mod fetch;
 mod idle;
 mod mailboxes;
+#[cfg(test)]
+mod memory;
 mod messages;
 mod metadata;
 mod notify;
@@ -15,6 +17,8 @@ mod search;
 mod select;
 pub mod state;
 pub mod store;
+#[cfg(test)]
+mod tests;
 mod urls;
 
 use std::collections::{HashMap, HashSet};

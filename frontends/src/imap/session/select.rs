@@ -259,8 +259,11 @@ impl<S: MailStore, L: Link> Session<S, L> {
         self.mark = Some(mark);
         self.share_view();
         drop(old);
-        let mode = if readonly { "READ-ONLY" } else { "READ-WRITE" };
-        self.line(&format!("{tag} OK [{mode}] SELECT completed"));
+        let (mode, verb) = match readonly {
+            true => ("READ-ONLY", "EXAMINE"),
+            false => ("READ-WRITE", "SELECT"),
+        };
+        self.line(&format!("{tag} OK [{mode}] {verb} completed"));
         Ok(())
     }
 
