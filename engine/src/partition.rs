@@ -501,16 +501,9 @@ impl Partition {
             let now = now_unix();
             let create =
                 st.plan_create_account(name, opts.quota_bytes, opts.quota_messages, now)?;
-            let mut muts = vec![create];
-            let Mutation::CreateAccount {
-                account,
-                inbox_uidvalidity,
-                ..
-            } = &muts[0]
-            else {
-                unreachable!()
-            };
-            let (account, mut uv) = (*account, inbox_uidvalidity.0);
+            let mut muts = create.mutations;
+            let (account, inbox_uidvalidity) = create.outcome;
+            let mut uv = inbox_uidvalidity.0;
             let mut seen = std::collections::HashSet::from(["INBOX".to_string()]);
             for (mb, _) in &opts.mailboxes {
                 crate::state::check_mailbox_name(&normalize_mailbox(mb))?;
@@ -1035,9 +1028,11 @@ impl Partition {
                 }));
             }
             if targets.is_empty() {
+                // Every recipient failed: their errors are the results.
                 return results
                     .into_iter()
-                    .map(|r| r.map(|_| unreachable!()))
+                    .filter_map(|r| r.err())
+                    .map(Err)
                     .collect();
             }
             if let Err(e) = st.assign_uids(&mut targets) {
@@ -1124,16 +1119,9 @@ impl Partition {
             } else {
                 st.plan_keywords(account, flags, keywords)?
             };
-            let (m, modified) =
-                st.plan_store(account, mailbox, uids, op, flags, unchanged_since)?;
-            let Mutation::SetFlags { items, .. } = &m else {
-                unreachable!()
-            };
-            let changed: Vec<Uid> = items.iter().map(|(u, _)| *u).collect();
-            if !changed.is_empty() {
-                muts.push(m);
-            }
-            (muts, modified, changed)
+            let plan = st.plan_store(account, mailbox, uids, op, flags, unchanged_since)?;
+            muts.extend(plan.mutations);
+            (muts, plan.outcome.modified, plan.outcome.changed)
         };
         if !muts.is_empty() {
             self.commit(&muts).await?;
@@ -1162,15 +1150,11 @@ impl Partition {
         mailbox: &str,
         uids: Option<&[Uid]>,
     ) -> Result<Vec<Uid>> {
-        let m = self.state.borrow().plan_expunge(account, mailbox, uids)?;
-        let Mutation::Expunge { uids, .. } = &m else {
-            unreachable!()
-        };
-        let removed = uids.clone();
-        if !removed.is_empty() {
-            self.commit(&[m]).await?;
+        let plan = self.state.borrow().plan_expunge(account, mailbox, uids)?;
+        if !plan.mutations.is_empty() {
+            self.commit(&plan.mutations).await?;
         }
-        Ok(removed)
+        Ok(plan.outcome)
     }
 
     /// COPY within the account: the copies share the originals' stored bodies.
@@ -1182,30 +1166,15 @@ impl Partition {
         to: &str,
         uids: &[Uid],
     ) -> Result<(UidValidity, Vec<(Uid, Uid)>)> {
-        let (muts, uv, pairs) = {
+        let (plan, uv) = {
             let st = self.state.borrow();
-            let muts = st.plan_copy(account, from, to, uids)?;
-            let (_, dst) = st.mailbox(account, to)?;
-            let src_uids: Vec<Uid> = {
-                let (_, src) = st.mailbox(account, from)?;
-                uids.iter()
-                    .copied()
-                    .filter(|&u| src.index.get(u).is_some())
-                    .collect()
-            };
-            let pairs = src_uids
-                .into_iter()
-                .zip(muts.iter().map(|m| match m {
-                    Mutation::Link { targets, .. } => targets[0].uid,
-                    _ => unreachable!(),
-                }))
-                .collect();
-            (muts, dst.uidvalidity, pairs)
+            let plan = st.plan_copy(account, from, to, uids)?;
+            (plan, st.mailbox(account, to)?.1.uidvalidity)
         };
-        if !muts.is_empty() {
-            self.commit(&muts).await?;
+        if !plan.mutations.is_empty() {
+            self.commit(&plan.mutations).await?;
         }
-        Ok((uv, pairs))
+        Ok((uv, plan.outcome))
     }
 
     /// MOVE within the account, atomically (one record).
@@ -1216,19 +1185,15 @@ impl Partition {
         to: &str,
         uids: &[Uid],
     ) -> Result<(UidValidity, Vec<(Uid, Uid)>)> {
-        let (m, uv) = {
+        let (plan, uv) = {
             let st = self.state.borrow();
-            let m = st.plan_move(account, from, to, uids)?;
-            (m, st.mailbox(account, to)?.1.uidvalidity)
+            let plan = st.plan_move(account, from, to, uids)?;
+            (plan, st.mailbox(account, to)?.1.uidvalidity)
         };
-        let Mutation::Move { items, .. } = &m else {
-            unreachable!()
-        };
-        let pairs = items.clone();
-        if !pairs.is_empty() {
-            self.commit(&[m]).await?;
+        if !plan.mutations.is_empty() {
+            self.commit(&plan.mutations).await?;
         }
-        Ok((uv, pairs))
+        Ok((uv, plan.outcome))
     }
 
     /// The message's bytes, exactly as delivered.

@@ -32,6 +32,21 @@ fn dedup(uids: &[Uid]) -> Result<Vec<Uid>, StoreError> {
     Ok(v)
 }
 
+/// A planned change: the mutations to log (none when there is nothing to do) and what the
+/// caller reports of them, so no caller takes a `Mutation` apart again.
+#[derive(Debug)]
+pub struct Plan<T> {
+    pub mutations: Vec<Mutation>,
+    pub outcome: T,
+}
+
+/// What a STORE changes: the UIDs whose flags change, and those UNCHANGEDSINCE refused.
+#[derive(Debug)]
+pub struct StorePlan {
+    pub changed: Vec<Uid>,
+    pub modified: Vec<Uid>,
+}
+
 /// The hierarchy delimiter of mailbox names.
 pub const DELIMITER: char = '/';
 
@@ -331,7 +346,7 @@ impl PartitionState {
         quota_bytes: u64,
         quota_messages: u64,
         now_unix: u64,
-    ) -> Result<Mutation, StoreError> {
+    ) -> Result<Plan<(AccountId, UidValidity)>, StoreError> {
         let name = normalize_account(name);
         if name.is_empty()
             || name.len() > MAX_NAME_LEN as usize
@@ -342,12 +357,19 @@ impl PartitionState {
         if self.account_by_name.contains_key(&name) {
             return Err(StoreError::AccountExists);
         }
-        Ok(Mutation::CreateAccount {
-            account: AccountId(self.next_account),
-            name,
-            quota_bytes,
-            quota_messages,
-            inbox_uidvalidity: self.next_uidvalidity(now_unix),
+        let (account, inbox_uidvalidity) = (
+            AccountId(self.next_account),
+            self.next_uidvalidity(now_unix),
+        );
+        Ok(Plan {
+            mutations: vec![Mutation::CreateAccount {
+                account,
+                name,
+                quota_bytes,
+                quota_messages,
+                inbox_uidvalidity,
+            }],
+            outcome: (account, inbox_uidvalidity),
         })
     }
 
@@ -527,7 +549,7 @@ impl PartitionState {
         op: FlagOp,
         flags: Flags,
         unchanged_since: Option<u64>,
-    ) -> Result<(Mutation, Vec<Uid>), StoreError> {
+    ) -> Result<Plan<StorePlan>, StoreError> {
         let (a, m) = self.mailbox(account, mailbox)?;
         let uids = &dedup(uids)?;
         let mut items = Vec::new();
@@ -544,14 +566,22 @@ impl PartitionState {
                 items.push((Uid(e.uid), new.0));
             }
         }
-        Ok((
-            Mutation::SetFlags {
+        let changed: Vec<Uid> = items.iter().map(|(u, _)| *u).collect();
+        let mutations = match items.is_empty() {
+            true => Vec::new(),
+            false => vec![Mutation::SetFlags {
                 account: a.id,
                 mailbox: m.id,
                 items,
+            }],
+        };
+        Ok(Plan {
+            mutations,
+            outcome: StorePlan {
+                changed,
+                modified: failed,
             },
-            failed,
-        ))
+        })
     }
 
     pub fn plan_expunge(
@@ -559,7 +589,7 @@ impl PartitionState {
         account: &str,
         mailbox: &str,
         uids: Option<&[Uid]>,
-    ) -> Result<Mutation, StoreError> {
+    ) -> Result<Plan<Vec<Uid>>, StoreError> {
         let (a, m) = self.mailbox(account, mailbox)?;
         let uids: Vec<Uid> = match uids {
             Some(u) => dedup(u)?
@@ -574,10 +604,17 @@ impl PartitionState {
                 .map(|e| Uid(e.uid))
                 .collect(),
         };
-        Ok(Mutation::Expunge {
-            account: a.id,
-            mailbox: m.id,
-            uids,
+        let mutations = match uids.is_empty() {
+            true => Vec::new(),
+            false => vec![Mutation::Expunge {
+                account: a.id,
+                mailbox: m.id,
+                uids: uids.clone(),
+            }],
+        };
+        Ok(Plan {
+            mutations,
+            outcome: uids,
         })
     }
 
@@ -588,7 +625,7 @@ impl PartitionState {
         from: &str,
         to: &str,
         uids: &[Uid],
-    ) -> Result<Vec<Mutation>, StoreError> {
+    ) -> Result<Plan<Vec<(Uid, Uid)>>, StoreError> {
         let (a, src) = self.mailbox(account, from)?;
         let dst = a.mailbox_by_name(to).ok_or(StoreError::NoSuchMailbox)?;
         let uids = &dedup(uids)?;
@@ -596,10 +633,12 @@ impl PartitionState {
         let total: u64 = entries.iter().map(|e| e.size as u64).sum();
         self.check_quota(a, total, entries.len() as u64)?;
         let mut next = dst.uidnext.0;
-        Ok(entries
+        let mut pairs = Vec::with_capacity(entries.len());
+        let mutations = entries
             .into_iter()
             .map(|e| {
                 next += 1;
+                pairs.push((Uid(e.uid), Uid(next - 1)));
                 Mutation::Link {
                     blob: BlobId(e.blob),
                     targets: vec![Target {
@@ -611,7 +650,11 @@ impl PartitionState {
                     }],
                 }
             })
-            .collect())
+            .collect();
+        Ok(Plan {
+            mutations,
+            outcome: pairs,
+        })
     }
 
     pub fn plan_move(
@@ -620,14 +663,14 @@ impl PartitionState {
         from: &str,
         to: &str,
         uids: &[Uid],
-    ) -> Result<Mutation, StoreError> {
+    ) -> Result<Plan<Vec<(Uid, Uid)>>, StoreError> {
         let (a, src) = self.mailbox(account, from)?;
         // To the same mailbox too (RFC 6851 allows it; clients use it to renumber): the
         // messages get new UIDs at its end and the old ones are expunged.
         let dst = a.mailbox_by_name(to).ok_or(StoreError::NoSuchMailbox)?;
         let uids = &dedup(uids)?;
         let mut next = dst.uidnext.0;
-        let items = uids
+        let items: Vec<(Uid, Uid)> = uids
             .iter()
             .filter(|&&u| src.index.get(u).is_some())
             .map(|&u| {
@@ -635,11 +678,18 @@ impl PartitionState {
                 (u, Uid(next - 1))
             })
             .collect();
-        Ok(Mutation::Move {
-            account: a.id,
-            from: src.id,
-            to: dst.id,
-            items,
+        let mutations = match items.is_empty() {
+            true => Vec::new(),
+            false => vec![Mutation::Move {
+                account: a.id,
+                from: src.id,
+                to: dst.id,
+                items: items.clone(),
+            }],
+        };
+        Ok(Plan {
+            mutations,
+            outcome: items,
         })
     }
 

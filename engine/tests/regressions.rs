@@ -117,6 +117,34 @@ fn move_with_duplicate_uids_keeps_reference_counts() {
     });
 }
 
+/// COPY paired the UIDs as the caller listed them with the copies made in UID order: for
+/// `[2, 1]` it reported 2 → the copy of 1. The plan now says which copy is whose.
+#[test]
+fn copy_reports_each_source_with_its_own_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(&d.clone(), move || async move {
+        let p = open_with_account(&d, tiny_segments(), A).await;
+        for i in 1..=2 {
+            p.append(A, "INBOX", &new_message(message(i, 500)))
+                .await
+                .unwrap();
+        }
+        let (_, pairs) = p
+            .copy(A, "INBOX", "Archive", &[Uid(2), Uid(1)])
+            .await
+            .unwrap();
+        assert_eq!(pairs.len(), 2);
+        for (from, to) in pairs {
+            assert!(
+                *p.fetch(A, "INBOX", from).await.unwrap()
+                    == *p.fetch(A, "Archive", to).await.unwrap(),
+                "{from:?} -> {to:?}"
+            );
+        }
+    });
+}
+
 /// Requests the decoder would refuse must be refused before they are logged: a record that
 /// cannot be read back is lost at the next restart. So must names that would collide.
 #[test]
