@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ringmail_benches::mailgen::MailGen;
 use ringmail_benches::run_on_executor;
-use ringmail_engine::checkpoint::{self, AccountImage, Checkpoint, Entry, Image, MailboxImage};
-use ringmail_engine::mutation::{BlobRecord, BodyCodec, Mutation, Target};
-use ringmail_engine::segment::{scan_segment, RecordHeader, RECORD_HEADER_LEN};
-use ringmail_engine::state::PartitionState;
+use ringmail_engine::internals::checkpoint::{
+    self, AccountImage, Checkpoint, Entry, Image, MailboxImage,
+};
+use ringmail_engine::internals::mutation::{BlobRecord, BodyCodec, Mutation, Target};
+use ringmail_engine::internals::segment::{scan_segment, RecordHeader, RECORD_HEADER_LEN};
+use ringmail_engine::internals::state::PartitionState;
 use ringmail_engine::{
     AccountId, AccountOptions, BlobId, MailboxId, NewMessage, Partition, PartitionConfig,
     PartitionId, Uid,
@@ -100,7 +102,8 @@ fn compression(c: &mut Criterion) {
         ("zstd1_dict", 1, true),
     ] {
         let mut comp =
-            ringmail_engine::compression::Compression::new(level, Default::default()).unwrap();
+            ringmail_engine::internals::compression::Compression::new(level, Default::default())
+                .unwrap();
         if use_dict {
             comp.add_dictionary(1, &dict).unwrap();
         }
@@ -111,7 +114,8 @@ fn compression(c: &mut Criterion) {
             })
         });
     }
-    let mut comp = ringmail_engine::compression::Compression::new(1, Default::default()).unwrap();
+    let mut comp =
+        ringmail_engine::internals::compression::Compression::new(1, Default::default()).unwrap();
     comp.add_dictionary(1, &dict).unwrap();
     let packed: Vec<_> = msgs.iter().map(|m| comp.compress(m).unwrap()).collect();
     let dicts = [(1u32, Rc::new(dict.clone()))].into_iter().collect();

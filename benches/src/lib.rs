@@ -15,8 +15,8 @@ where
     let dir = dir.to_path_buf();
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .spawn(move || async move {
-            ringmail_engine::slots::SlotMap::load_or_create(&dir, 1).expect("superblock");
-            ringmail_engine::io::probe_device(&dir.join("SUPERBLOCK"))
+            ringmail_engine::SlotMap::load_or_create(&dir, 1).expect("superblock");
+            ringmail_engine::probe_device(&dir.join("SUPERBLOCK"))
                 .await
                 .expect("probe");
             f().await

@@ -14,6 +14,7 @@
 //! Shutdown: [`Node::shutdown`] closes every queue; each shard finishes the queued and
 //! running jobs (a gate tracks them), then checkpoints and closes its partitions.
 
+use crate::request::{Request, Response};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -427,16 +428,20 @@ impl NodeHandle {
             let msg = msg.clone();
             async move {
                 let n = rcpts.len();
-                let r = self
-                    .on_partition(p, move |part| async move {
-                        Ok(part
-                            .deliver(&rcpts, &msg)
-                            .await
-                            .into_iter()
-                            .map(|r| r.map_err(|e| e.to_string_error()))
-                            .collect::<Vec<_>>())
-                    })
-                    .await;
+                let request = Request::Deliver {
+                    recipients: rcpts,
+                    message: msg,
+                };
+                let r = match self
+                    .on_partition(p, move |part| async move { part.serve(request).await })
+                    .await
+                {
+                    Ok(Response::Delivered(v)) => Ok(v),
+                    Ok(other) => Err(Error::Failed(format!(
+                        "a delivery was answered with {other:?}"
+                    ))),
+                    Err(e) => Err(e),
+                };
                 (idx, r, n)
             }
         });

@@ -178,7 +178,7 @@ impl ReaderMark {
         }
     }
 
-    /// The reader was told of every expunge up to `seq` (from [`Retired::seq`] when it read
+    /// The reader was told of every expunge up to `seq` (from `Retired::seq` when it read
     /// the store): what was retired before no longer needs keeping for it.
     pub fn caught_up(&self, seq: u64) {
         let old = self.at.get();

@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ringmail_engine::format::names::segment_file;
-use ringmail_engine::segment::scan_segment;
+use ringmail_engine::internals::format::segment_file;
+use ringmail_engine::internals::segment::scan_segment;
 use ringmail_engine::{FlagOp, Flags, Uid};
 
 const ACCOUNT: &str = "crash@example.org";

@@ -311,11 +311,8 @@ fn segments_are_written_o_direct_and_o_dsync() {
     const O_DIRECT: u32 = libc::O_DIRECT as u32;
     const O_DSYNC: u32 = libc::O_DSYNC as u32;
     for (durability, dsync) in [
-        (ringmail_engine::io::log_writer::Durability::Sync, true),
-        (
-            ringmail_engine::io::log_writer::Durability::DangerNoSync,
-            false,
-        ),
+        (ringmail_engine::Durability::Sync, true),
+        (ringmail_engine::Durability::DangerNoSync, false),
     ] {
         // On the build's disk: glommio opens files on a tmpfs without O_DIRECT.
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();

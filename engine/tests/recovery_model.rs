@@ -11,8 +11,8 @@ use std::path::Path;
 
 use common::*;
 use proptest::prelude::*;
-use ringmail_engine::format::names::segment_file;
-use ringmail_engine::segment::scan_segment;
+use ringmail_engine::internals::format::segment_file;
+use ringmail_engine::internals::segment::scan_segment;
 use ringmail_engine::{FlagOp, Flags, Uid};
 
 const ACCOUNT: &str = "model@example.org";

@@ -336,14 +336,12 @@ fn purge_now(cfg: &Config, account: &str) -> Result<bool, String> {
         Err(ringmail_engine::Error::DataDirInUse(_)) => return Ok(false),
         Err(e) => return Err(e.to_string()),
     };
-    let a = account.to_string();
-    let r =
-        futures_lite::future::block_on(node.handle().on_account(account, move |p| async move {
-            if p.has_account(&a) {
-                p.delete_account(&a).await?;
-            }
-            Ok(())
-        }));
+    let r = futures_lite::future::block_on(node.handle().request(
+        ringmail_engine::Request::DeleteAccount {
+            account: account.to_string(),
+        },
+    ))
+    .map(|_| ());
     node.shutdown().map_err(|e| e.to_string())?;
     r.map(|()| true).map_err(|e| e.to_string())
 }

@@ -502,10 +502,6 @@ impl LogWriter {
         }
     }
 
-    pub fn durable(&self) -> LogPos {
-        self.inner.borrow().durable
-    }
-
     pub fn next_lsn(&self) -> u64 {
         self.inner.borrow().next_lsn
     }

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::rc::Rc;
 
-use ringmail_engine::slots::SlotMap;
+use ringmail_engine::SlotMap;
 use ringmail_engine::{AccountOptions, NewMessage, Partition, PartitionConfig, PartitionId};
 
 /// Runs `f` on a fresh glommio executor after the device probe (see `io::probe_device`).
@@ -19,7 +19,7 @@ where
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .spawn(move || async move {
             SlotMap::load_or_create(&dir, 1).unwrap();
-            ringmail_engine::io::probe_device(&dir.join("SUPERBLOCK"))
+            ringmail_engine::probe_device(&dir.join("SUPERBLOCK"))
                 .await
                 .unwrap();
             f().await

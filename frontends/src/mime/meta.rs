@@ -5,8 +5,8 @@
 //! Envelope fields are kept as the raw (unfolded) header text, as IMAP ENVELOPE returns them;
 //! address lists are parsed by the IMAP layer from that text.
 
-use ringmail_engine::format::{Reader, Writer};
 use ringmail_engine::FormatError;
+use ringmail_engine::{Reader, Writer};
 
 /// Version of the encoding below; a change bumps it (old metadata is then reparsed).
 /// Version 3 encodes as version 2 does, and means more in it: address fields hold every

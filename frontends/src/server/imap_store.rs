@@ -5,8 +5,8 @@
 use std::future::Future;
 use std::rc::Rc;
 
-use ringmail_engine::annotations::Entries;
-use ringmail_engine::retired::ReaderMark;
+use ringmail_engine::Entries;
+use ringmail_engine::ReaderMark;
 use ringmail_engine::{
     AccountInfo, Appended, BlobId, FlagOp, Flags, MailboxInfo, MessageInfo, NewMessage, Partition,
     SpecialUse, StoreResult, Uid, UidValidity,

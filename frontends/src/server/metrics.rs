@@ -346,10 +346,7 @@ async fn partition_metrics(server: &ShardServer, s: &mut String) {
             l.max_batch_records
         );
         let mut cum = 0;
-        for (i, le) in ringmail_engine::io::log_writer::SYNC_BUCKETS_MS
-            .iter()
-            .enumerate()
-        {
+        for (i, le) in ringmail_engine::SYNC_BUCKETS_MS.iter().enumerate() {
             cum += l.sync_histogram[i];
             let _ = writeln!(
                 s,

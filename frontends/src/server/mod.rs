@@ -189,7 +189,7 @@ impl ShardServer {
     pub fn scram_lookup(&self, user: &str) -> ScramLookup {
         let user = &self.login_name(user.to_string());
         let found = self.users().scram(user);
-        let fake_salt = ringmail_engine::format::crc32(user.as_bytes())
+        let fake_salt = ringmail_engine::crc32(user.as_bytes())
             .to_le_bytes()
             .repeat(4);
         (found, smtp::random_b64(18), fake_salt)
@@ -287,6 +287,19 @@ impl ShardServer {
         }
     }
 
+    /// Serves a request on the partition that owns its account: directly when that
+    /// partition is on this shard, else on its shard.
+    pub async fn request(
+        &self,
+        request: ringmail_engine::Request,
+    ) -> Result<ringmail_engine::Response, ringmail_engine::Error> {
+        let p = self.ctx.node.partition_of(request.account());
+        match self.ctx.partitions.get(&p) {
+            Some(part) => part.serve(request).await,
+            None => self.ctx.node.request(request).await,
+        }
+    }
+
     /// Moves a logged-in session to the shard that owns `account`: the connection (socket
     /// and TLS state) is detached here and `start` runs there, next to the account's
     /// partition, as a task of its own. On failure the connection is dropped. The session
@@ -334,18 +347,13 @@ impl ShardServer {
         if self.known_accounts.borrow().contains(user) {
             return Ok(());
         }
-        let u = user.to_string();
         let r = self
-            .on_account(user, move |p| async move {
-                if p.has_account(&u) {
-                    return Ok(());
-                }
-                match p.create_account(&u, &AccountOptions::standard()).await {
-                    Err(e) if e.store() == Some(&StoreError::AccountExists) => Ok(()),
-                    r => r,
-                }
+            .request(ringmail_engine::Request::EnsureAccount {
+                account: user.to_string(),
+                options: AccountOptions::standard(),
             })
-            .await;
+            .await
+            .map(|_| ());
         if r.is_ok() {
             self.known_accounts.borrow_mut().insert(user.to_string());
         }
@@ -397,7 +405,7 @@ pub fn read_failure(e: &ringmail_engine::Error) -> String {
 /// active and next segment and the reader's open segments; plus the process's own (logs,
 /// the users file, TLS files, the blocking pool, glommio's rings and eventfds).
 fn storage_reserve(partitions: usize, shards: usize) -> usize {
-    64 + shards * 8 + partitions * (4 + ringmail_engine::io::reader::MAX_OPEN_SEGMENTS)
+    64 + shards * 8 + partitions * (4 + ringmail_engine::MAX_OPEN_SEGMENTS)
 }
 
 /// How many client connections the descriptor limit leaves room for, after the storage
@@ -502,13 +510,12 @@ pub fn start(cfg: Config, source: reload::Source) -> Result<Running, String> {
         cfg.cores
     };
     let sockets = listeners::bind_all(&cfg.listen, shards).map_err(|e| e.to_string())?;
-    let partitions = ringmail_engine::slots::SlotMap::partitions_in(&cfg.data).unwrap_or(
-        if cfg.partitions == 0 {
+    let partitions =
+        ringmail_engine::SlotMap::partitions_in(&cfg.data).unwrap_or(if cfg.partitions == 0 {
             shards as u32
         } else {
             cfg.partitions
-        },
-    ) as usize;
+        }) as usize;
     let nofile = match raise_soft_limit(libc::RLIMIT_NOFILE) {
         0 => 1024,
         n => n,

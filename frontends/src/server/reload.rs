@@ -184,16 +184,12 @@ impl Running {
     fn purge_deleted(&self, users: &Users) {
         for d in users.deleted().iter().filter(|d| d.purge) {
             let account = d.account.clone();
-            let a = account.clone();
-            let r = futures_lite::future::block_on(self.node().handle().on_account(
-                &account,
-                move |p| async move {
-                    if !p.has_account(&a) {
-                        return Ok(false);
-                    }
-                    p.delete_account(&a).await.map(|()| true)
+            let r = futures_lite::future::block_on(self.node().handle().request(
+                ringmail_engine::Request::DeleteAccount {
+                    account: account.clone(),
                 },
-            ));
+            ))
+            .map(|r| matches!(r, ringmail_engine::Response::Done(true)));
             match r {
                 Ok(true) => tracing::info!(
                     address = %d.address,

@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
-use ringmail_engine::state::normalize_account;
+use ringmail_engine::normalize_account;
 use ringmail_engine::MailboxInfo;
 
 #[derive(Default)]

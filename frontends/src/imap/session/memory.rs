@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::rc::Rc;
 
-use ringmail_engine::annotations::Entries;
+use ringmail_engine::Entries;
 use ringmail_engine::{
     AccountInfo, Appended, BlobId, Error, FlagOp, Flags, MailboxInfo, MessageInfo, ModSeq,
     NewMessage, SpecialUse, StoreError, StoreResult, Uid, UidValidity,

@@ -17,7 +17,7 @@ pub(super) struct Known {
     mailboxes: HashMap<u32, MailboxInfo>,
     subscriptions: std::collections::BTreeSet<String>,
     /// Annotations a client can see, by mailbox UIDVALIDITY (`None`: the server's).
-    annotations: HashMap<Option<u32>, ringmail_engine::annotations::Entries>,
+    annotations: HashMap<Option<u32>, ringmail_engine::Entries>,
 }
 
 impl<S: MailStore, L: Link> Session<S, L> {
@@ -35,10 +35,10 @@ impl<S: MailStore, L: Link> Session<S, L> {
             .unwrap_or_default()
             .into_iter()
             .collect();
-        let visible = |e: ringmail_engine::annotations::Entries| {
+        let visible = |e: ringmail_engine::Entries| {
             e.into_iter()
                 .filter(|(n, _)| n.starts_with('/'))
-                .collect::<ringmail_engine::annotations::Entries>()
+                .collect::<ringmail_engine::Entries>()
         };
         for m in all {
             let watched = groups.iter().any(|g| {

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::rc::Rc;
 
-use ringmail_engine::annotations::Entries;
+use ringmail_engine::Entries;
 use ringmail_engine::{
     AccountInfo, Appended, BlobId, Error, FlagOp, Flags, MailboxInfo, MessageInfo, NewMessage,
     SpecialUse, StoreResult, Uid, UidValidity,
