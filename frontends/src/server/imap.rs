@@ -22,9 +22,9 @@ use super::imap_store::EngineStore;
 use super::login::Logins;
 use super::{LoginFrom, ShardServer};
 use crate::imap::reply::{Code, Failure};
-use crate::imap::session::{state, Link, Session, SessionConfig, State, Woke};
-use crate::imap::{parse_command, Command, Frame, Framer, Limits};
-use crate::sasl::{Exchange, Mechanism, Step};
+use crate::imap::session::login::{Event as LoginEvent, Login, LoginConfig};
+use crate::imap::session::{Link, Session, SessionConfig, Woke};
+use crate::imap::{parse_command, Frame, Framer, Limits};
 
 /// Idle sessions are logged out after this long (RFC 9051 section 5.4: at least 30 minutes).
 const AUTOLOGOUT: Duration = Duration::from_secs(30 * 60);
@@ -165,7 +165,8 @@ impl Io {
 
     /// A command's tagged failure (untagged, `*`, when the tag could not be read).
     fn failed(&mut self, tag: &str, f: &Failure) {
-        self.line(&format!("{} {f}", tag_or_star(tag)));
+        let tag = if tag.is_empty() { "*" } else { tag };
+        self.line(&format!("{tag} {f}"));
     }
 }
 
@@ -221,9 +222,16 @@ pub async fn serve(
         return;
     };
     let mut io = Io::new(conn, Framer::new(preauth_limits(&server)), &server);
+    let login = Login::new(LoginConfig {
+        tls: io.conn.is_tls(),
+        starttls: live.tls.is_some(),
+        plaintext: live.cfg.auth.danger_plaintext_without_tls,
+        max_failures: live.cfg.limits.max_auth_failures,
+        capabilities: capabilities(&server),
+    });
     io.line(&format!(
         "* OK [CAPABILITY {}] {} ringmail IMAP ready",
-        preauth_capabilities(&server, io.conn.is_tls()),
+        login.capabilities(),
         live.cfg.hostname
     ));
     let from = LoginFrom {
@@ -231,7 +239,7 @@ pub async fn serve(
         protocol: "imap",
         tls: io.conn.is_tls(),
     };
-    let account = match preauth(&server, &mut io, from).await {
+    let account = match preauth(&server, &mut io, login, from).await {
         Some(a) => a,
         None => {
             let _ = io.flush().await;
@@ -258,22 +266,6 @@ pub async fn serve(
         .await;
 }
 
-fn preauth_capabilities(server: &ShardServer, tls: bool) -> String {
-    let mut c = String::from("IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE");
-    if !tls && server.live().tls.is_some() {
-        c.push_str(" STARTTLS");
-    }
-    if tls || server.live().cfg.auth.danger_plaintext_without_tls {
-        for m in crate::sasl::exchange::OFFERED {
-            c.push_str(" AUTH=");
-            c.push_str(m.name());
-        }
-    } else {
-        c.push_str(" LOGINDISABLED");
-    }
-    c
-}
-
 fn capabilities(server: &ShardServer) -> String {
     format!(
         "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS \
@@ -285,11 +277,18 @@ fn capabilities(server: &ShardServer) -> String {
     )
 }
 
-/// Not authenticated state (RFC 9051 section 3.1): until a login succeeds.
-async fn preauth(server: &ShardServer, io: &mut Io, from: LoginFrom) -> Option<String> {
+/// The not-authenticated state (RFC 9051 section 3.1) on this connection: reads commands
+/// for `imap::session::Login` and does what it asks (TLS, lookups) until a login succeeds.
+/// The account of the user logged in, or `None` when the connection ends.
+async fn preauth(
+    server: &ShardServer,
+    io: &mut Io,
+    mut login: Login,
+    from: LoginFrom,
+) -> Option<String> {
     let mut logins = Logins::new(from);
-    let mut failures = 0;
     loop {
+        io.out.append(login.output());
         let frame = match io.frame(preauth_timeout(server)).await {
             Ok(f) => f,
             Err(Read::TimedOut) => {
@@ -302,204 +301,87 @@ async fn preauth(server: &ShardServer, io: &mut Io, from: LoginFrom) -> Option<S
             }
             Err(_) => return None,
         };
-        let bytes = match frame {
-            Frame::NeedContinuation => {
-                io.line("+ go ahead");
-                continue;
+        let mut event = if login.in_exchange() {
+            // A login exchange's line; anything else (a literal, a refused frame) cancels.
+            match frame {
+                Frame::Command(line) => login.exchange_line(&line),
+                _ => login.exchange_line(b"*"),
             }
-            Frame::Refused { tag, reason } => {
-                io.failed(&tag, &reason.reply());
-                continue;
-            }
-            Frame::Busy { tag } => {
-                io.failed(&tag, &busy());
-                continue;
-            }
-            Frame::Command(b) => b,
-        };
-        let (tag, cmd) = match parse_command(&bytes) {
-            Ok(x) => x,
-            Err(e) => {
-                io.failed(&e.tag, &Failure::bad(e.reason));
-                continue;
-            }
-        };
-        let tls = io.conn.is_tls();
-        let may_login = tls || server.live().cfg.auth.danger_plaintext_without_tls;
-        let login = match cmd {
-            Command::Capability => {
-                io.line(&format!(
-                    "* CAPABILITY {}",
-                    preauth_capabilities(server, tls)
-                ));
-                io.line(&format!("{tag} OK CAPABILITY completed"));
-                None
-            }
-            Command::Noop => {
-                io.line(&format!("{tag} OK NOOP completed"));
-                None
-            }
-            Command::Logout => {
-                io.line("* BYE logging out");
-                io.line(&format!("{tag} OK LOGOUT completed"));
-                return None;
-            }
-            Command::Id(_) => {
-                io.line("* ID (\"name\" \"ringmail\")");
-                io.line(&format!("{tag} OK ID completed"));
-                None
-            }
-            Command::StartTls => {
-                let Some(cfg) = server.live().tls.clone().filter(|_| !tls) else {
-                    io.failed(&tag, &Failure::bad("STARTTLS not available"));
+        } else {
+            let bytes = match frame {
+                Frame::NeedContinuation => {
+                    io.line("+ go ahead");
                     continue;
-                };
-                io.line(&format!("{tag} OK begin TLS negotiation now"));
-                if !io.flush().await {
-                    return None;
                 }
-                // Nothing sent before the handshake may count after it (RFC 9051 section 11.1).
-                io.framer.reset();
-                if io.conn.upgrade(&cfg).await.is_err() {
-                    return None;
-                }
-                logins.from.tls = true;
-                None
-            }
-            Command::Login { .. } | Command::Authenticate { .. } if !may_login => {
-                io.failed(
-                    &tag,
-                    &Failure::code(
-                        Code::PrivacyRequired,
-                        "use STARTTLS or the implicit-TLS port first",
-                    ),
-                );
-                None
-            }
-            Command::Login { user, password } => {
-                let start = Exchange::password("LOGIN", user, password);
-                run_login(server, io, &mut logins, &tag, start).await?
-            }
-            Command::Authenticate { mechanism, initial } => {
-                let Some(mechanism) = Mechanism::from_name(&mechanism) else {
-                    io.failed(&tag, &Failure::code(Code::Cannot, "unsupported mechanism"));
+                Frame::Refused { tag, reason } => {
+                    io.failed(&tag, &reason.reply());
                     continue;
-                };
-                let start = Exchange::start(mechanism, initial.as_deref());
-                run_login(server, io, &mut logins, &tag, start).await?
-            }
-            other => {
-                // Every command this state admits is answered above.
-                let refused = state::check(&other, State::NotAuthenticated)
-                    .err()
-                    .unwrap_or_else(|| Failure::bad("not valid in this state"));
-                io.failed(&tag, &refused);
-                None
+                }
+                Frame::Busy { tag } => {
+                    io.failed(&tag, &busy());
+                    continue;
+                }
+                Frame::Command(b) => b,
+            };
+            match parse_command(&bytes) {
+                Ok((tag, cmd)) => login.command(&tag, cmd),
+                Err(e) => {
+                    io.failed(&e.tag, &Failure::bad(e.reason));
+                    continue;
+                }
             }
         };
-        if let Some(result) = login {
-            // The login's address names the user; their mail is in its account.
-            let account = result.and_then(|v| v.into_iter().next()).map(|a| {
-                server
-                    .users()
-                    .resolve(&a)
-                    .map(|u| u.account().to_string())
-                    .unwrap_or(a)
-            });
-            match account {
-                Some(account) => {
-                    io.line(&format!(
-                        "{tag} OK [CAPABILITY {}] logged in",
-                        capabilities(server)
-                    ));
-                    return Some(account);
+        while let Some(ev) = event.take() {
+            match ev {
+                LoginEvent::Need(need, mechanism) => {
+                    let answer = logins.answer(server, need, mechanism).await;
+                    event = login.answer(answer);
                 }
-                None => {
-                    failures += 1;
-                    io.failed(
-                        &tag,
-                        &Failure::code(Code::AuthenticationFailed, "invalid credentials"),
-                    );
-                    if failures >= server.live().cfg.limits.max_auth_failures {
-                        io.line("* BYE too many failed logins");
+                LoginEvent::StartTls => {
+                    io.out.append(login.output());
+                    let cfg = server.live().tls.clone()?;
+                    if !io.flush().await {
                         return None;
                     }
+                    // Nothing sent before the handshake may count after it (RFC 9051
+                    // section 11.1).
+                    io.framer.reset();
+                    if io.conn.upgrade(&cfg).await.is_err() {
+                        return None;
+                    }
+                    logins.from.tls = true;
+                    login.tls_started();
+                }
+                LoginEvent::LoggedIn(senders) => {
+                    logins.ended(server, true).await;
+                    io.out.append(login.output());
+                    // The login's address names the user; their mail is in its account.
+                    let a = senders.into_iter().next()?;
+                    return Some(
+                        server
+                            .users()
+                            .resolve(&a)
+                            .map(|u| u.account().to_string())
+                            .unwrap_or(a),
+                    );
+                }
+                LoginEvent::Close => {
+                    if let Some(ok) = login.take_login_outcome() {
+                        logins.ended(server, ok).await;
+                    }
+                    io.out.append(login.output());
+                    return None;
                 }
             }
+        }
+        if let Some(ok) = login.take_login_outcome() {
+            logins.ended(server, ok).await;
         }
     }
 }
 
 fn busy() -> Failure {
     Failure::code(Code::Unavailable, "server busy, try again later")
-}
-
-fn tag_or_star(tag: &str) -> &str {
-    if tag.is_empty() {
-        "*"
-    } else {
-        tag
-    }
-}
-
-/// One client line of a SASL exchange; `None` when the connection is gone. Anything but a
-/// plain line (a literal, a refused frame) cancels the exchange.
-async fn sasl_line(server: &ShardServer, io: &mut Io) -> Option<Vec<u8>> {
-    io.flush().await;
-    let f = io.frame(preauth_timeout(server)).await.ok()?;
-    Some(match f {
-        Frame::Command(line) => line,
-        _ => b"*".to_vec(),
-    })
-}
-
-/// Runs a login exchange (LOGIN, or AUTHENTICATE with SASL-IR, RFC 9051 section 6.2.2)
-/// from its first step. `None`: the connection is gone. `Some(None)`: answered already
-/// (cancelled, malformed, refused for now). `Some(Some(r))`: the checked credentials (the
-/// user's addresses, or `None` when wrong), for the caller to answer.
-async fn run_login(
-    server: &ShardServer,
-    io: &mut Io,
-    logins: &mut Logins,
-    tag: &str,
-    (mut ex, mut step): (Exchange, Step),
-) -> Option<Option<Option<Vec<String>>>> {
-    loop {
-        step = match step {
-            Step::Challenge(c) => {
-                io.line(&format!("+ {c}"));
-                let line = sasl_line(server, io).await?;
-                ex.input(&line)
-            }
-            Step::Need(need) => {
-                let answer = logins.answer(server, need, ex.mechanism()).await;
-                ex.answer(answer)
-            }
-            Step::Success { senders, .. } => {
-                logins.ended(server, true).await;
-                return Some(Some(Some(senders)));
-            }
-            Step::Failed { .. } => {
-                logins.ended(server, false).await;
-                return Some(Some(None));
-            }
-            Step::Blocked => {
-                io.failed(
-                    tag,
-                    &Failure::code(Code::Unavailable, "too many failed logins, try again later"),
-                );
-                return Some(None);
-            }
-            Step::Malformed(why) => {
-                io.failed(tag, &Failure::bad(why));
-                return Some(None);
-            }
-            Step::Cancelled => {
-                io.failed(tag, &Failure::bad("authentication cancelled"));
-                return Some(None);
-            }
-        }
-    }
 }
 
 // ---- the logged-in session ----------------------------------------------------------------

@@ -7,6 +7,7 @@
 
 mod fetch;
 mod idle;
+pub mod login;
 mod mailboxes;
 #[cfg(test)]
 mod memory;

@@ -490,3 +490,114 @@ fn rename_inbox_multiappend_append_errors_keywords_searchres_esearch_and_notify(
         &["* 1 EXISTS", "* 1 FETCH (UID 3)", "n OK NOOP completed"],
     );
 }
+
+// ---- before login --------------------------------------------------------------------------
+
+use super::login::{Event as LoginEvent, Login, LoginConfig};
+
+fn login_state(tls: bool) -> Login {
+    Login::new(LoginConfig {
+        tls,
+        starttls: true,
+        plaintext: false,
+        max_failures: 3,
+        capabilities: "IMAP4rev2 IDLE".into(),
+    })
+}
+
+/// Runs the client's lines through the not-authenticated state, as the connection does;
+/// the password is "pw" for everyone. Returns the responses and the last event.
+fn pre(l: &mut Login, input: &str) -> (String, Option<LoginEvent>) {
+    let mut last = None;
+    for frame in frames(input) {
+        let Frame::Command(line) = frame else {
+            panic!("unexpected frame")
+        };
+        let mut ev = if l.in_exchange() {
+            l.exchange_line(&line)
+        } else {
+            let (tag, cmd) = parse_command(&line).unwrap();
+            l.command(&tag, cmd)
+        };
+        while let Some(e) = ev.take() {
+            match e {
+                LoginEvent::Need(need, _) => {
+                    ev = l.answer(crate::smtp::tests::answer(need, "pw"));
+                }
+                LoginEvent::StartTls => l.tls_started(),
+                done => last = Some(done),
+            }
+        }
+        if last.is_some() {
+            break;
+        }
+    }
+    let out = String::from_utf8(std::mem::take(l.output())).unwrap();
+    (out.replace("\r\n", "\n"), last)
+}
+
+#[test]
+fn not_authenticated_state_starttls_then_login() {
+    let mut l = login_state(false);
+    let (out, ev) = pre(
+        &mut l,
+        "a CAPABILITY\nb LOGIN u@example.org pw\nc SELECT INBOX\nd FETCH 1 FLAGS\ne ID NIL\n\
+         f NOOP\ng STARTTLS\nh CAPABILITY\ni STARTTLS\nj LOGIN u@example.org wrong\n\
+         k LOGIN u@example.org pw\nl NOOP\n",
+    );
+    has(
+        &out,
+        &[
+            "* CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE STARTTLS LOGINDISABLED",
+            "a OK CAPABILITY completed",
+            "b NO [PRIVACYREQUIRED] use STARTTLS or the implicit-TLS port first",
+            "c BAD log in first",
+            "d BAD not valid in this state",
+            "e OK ID completed",
+            "f OK NOOP completed",
+            "g OK begin TLS negotiation now",
+            "* CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE AUTH=PLAIN AUTH=LOGIN AUTH=SCRAM-SHA-256",
+            "i BAD STARTTLS not available",
+            "j NO [AUTHENTICATIONFAILED] invalid credentials",
+            "k OK [CAPABILITY IMAP4rev2 IDLE] logged in",
+        ],
+    );
+    assert_eq!(ev, Some(LoginEvent::LoggedIn(vec!["u@example.org".into()])));
+    assert!(
+        !out.contains("l OK"),
+        "the session after login answers the rest:\n{out}"
+    );
+}
+
+#[test]
+fn authenticate_exchanges_cancel_and_the_failure_limit() {
+    use base64::Engine as _;
+    let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut l = login_state(true);
+    let input = format!(
+        "a AUTHENTICATE CRAM-MD5\nb AUTHENTICATE PLAIN\n*\nc AUTHENTICATE PLAIN\n{}\n\
+         d AUTHENTICATE LOGIN {}\n{}\ne AUTHENTICATE PLAIN {}\nf LOGIN x y\n",
+        b64(b"no separators"),
+        b64(b"u@example.org"),
+        b64(b"wrong"),
+        b64(b"\0u@example.org\0bad"),
+    );
+    let (out, ev) = pre(&mut l, &input);
+    has(
+        &out,
+        &[
+            "a NO [CANNOT] unsupported mechanism",
+            "+ ",
+            "b BAD authentication cancelled",
+            "+ ",
+            "c BAD PLAIN response must be authzid NUL user NUL password",
+            "+ UGFzc3dvcmQ6",
+            "d NO [AUTHENTICATIONFAILED] invalid credentials",
+            "e NO [AUTHENTICATIONFAILED] invalid credentials",
+            "f NO [AUTHENTICATIONFAILED] invalid credentials",
+            "* BYE too many failed logins",
+        ],
+    );
+    assert_eq!(ev, Some(LoginEvent::Close));
+    assert_eq!(l.take_login_outcome(), Some(false));
+}
