@@ -106,6 +106,15 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// Writes the failure as the tagged reply to `tag` (untagged, `*`, when the tag could
+    /// not be read).
+    pub fn write(&self, tag: &str, out: &mut Vec<u8>) {
+        let tag = if tag.is_empty() { "*" } else { tag };
+        out.extend_from_slice(format!("{tag} {self}\r\n").as_bytes());
+    }
+}
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self.status {

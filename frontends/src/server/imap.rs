@@ -165,8 +165,7 @@ impl Io {
 
     /// A command's tagged failure (untagged, `*`, when the tag could not be read).
     fn failed(&mut self, tag: &str, f: &Failure) {
-        let tag = if tag.is_empty() { "*" } else { tag };
-        self.line(&format!("{tag} {f}"));
+        f.write(tag, &mut self.out);
     }
 }
 

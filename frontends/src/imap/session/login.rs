@@ -95,8 +95,7 @@ impl Login {
     }
 
     fn failed(&mut self, tag: &str, f: &Failure) {
-        let tag = if tag.is_empty() { "*" } else { tag };
-        self.line(&format!("{tag} {f}"));
+        f.write(tag, &mut self.out);
     }
 
     /// Whether a login exchange waits for the client's next line (not a command).

@@ -196,8 +196,7 @@ impl<S: MailStore, L: Link> Session<S, L> {
 
     /// A command's tagged failure (untagged, `*`, when the tag could not be read).
     pub fn failed(&mut self, tag: &str, f: &Failure) {
-        let tag = if tag.is_empty() { "*" } else { tag };
-        self.line(&format!("{tag} {f}"));
+        f.write(tag, &mut self.out);
     }
 
     /// Hands what was written to the link, to go out with what follows.
