@@ -4,6 +4,7 @@
 //! layer that drives them over TCP and TLS and talks to the engine.
 
 pub mod config;
+pub mod dates;
 pub mod imap;
 pub mod lines;
 pub mod logging;

@@ -1,31 +1,9 @@
 //! The `Received:` trace header (RFC 5321 section 4.4, protocol names from RFC 3848).
 
 use std::fmt::{Display, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use crate::smtp::{Envelope, Mode};
-
-/// RFC 5322 date-time in UTC, e.g. `Sun, 22 Nov 2026 00:01:15 +0000`.
-fn write_date(out: &mut impl Write, t: SystemTime) {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = crate::imap::datetime::civil_from_days(days);
-    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
-    let mon = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ][(m - 1) as usize];
-    let _ = write!(
-        out,
-        "{wd}, {d:02} {mon} {y} {:02}:{:02}:{:02} +0000",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    );
-}
 
 /// Writes `Return-Path:` with the envelope's reverse-path (RFC 5321 section 4.4: added by
 /// the server that makes the final delivery; `<>` for the null sender of bounces).
@@ -68,17 +46,18 @@ pub fn write_header(
         let _ = write!(out, "\r\n\tfor <{only}>");
     }
     let _ = out.write_str(";\r\n\t");
-    write_date(out, now);
+    crate::dates::write_rfc5322(out, now);
     let _ = out.write_str("\r\n");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     fn rfc5322_date(t: SystemTime) -> String {
         let mut s = String::new();
-        write_date(&mut s, t);
+        crate::dates::write_rfc5322(&mut s, t);
         s
     }
 
