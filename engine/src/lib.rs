@@ -34,6 +34,9 @@ pub mod compression;
 pub mod error;
 pub mod flags;
 pub mod format;
+/// Entry points for the fuzz targets in `fuzz/` (`docs/fuzzing.md`); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 pub mod index;
 pub mod io;

@@ -4,6 +4,9 @@
 //! layer that drives them over TCP and TLS and talks to the engine.
 
 pub mod config;
+/// Entry points for the fuzz targets in `fuzz/` (`docs/fuzzing.md`); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod imap;
 pub mod lines;
 pub mod logging;
