@@ -43,6 +43,9 @@ mod compression;
 mod error;
 mod flags;
 mod format;
+/// Entry points for the fuzz targets in `fuzz/` (`docs/fuzzing.md`); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod ids;
 mod index;
 mod io;

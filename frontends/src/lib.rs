@@ -5,6 +5,9 @@
 
 pub mod config;
 pub mod dates;
+/// Entry points for the fuzz targets in `fuzz/` (`docs/fuzzing.md`); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod imap;
 pub mod lines;
 pub mod logging;

@@ -14,4 +14,4 @@ pub mod scan;
 
 pub use header::SegmentHeader;
 pub use record::{RecordHeader, RECORD_HEADER_LEN};
-pub use scan::{scan_last_segment_from, scan_segment, scan_segment_from, ScanEnd};
+pub use scan::{scan_last_segment_from, scan_segment, scan_segment_from, ScanEnd, SegmentScan};

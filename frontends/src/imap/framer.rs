@@ -91,7 +91,14 @@ pub struct Framer {
     skip: u64,
     /// Discard input up to the end of the current line (after an overlong line).
     skip_line: bool,
+    /// The last bytes of the line being discarded, kept to see whether it ends in a
+    /// non-synchronizing literal, whose octets must be skipped too.
+    skipped_tail: Vec<u8>,
 }
+
+/// The most bytes a literal announcement at the end of a line takes: `{`, 19 digits, `+}`,
+/// CR.
+const LITERAL_TAIL: usize = 1 + 19 + 2 + 1;
 
 impl Framer {
     pub fn new(limits: Limits) -> Self {
@@ -133,6 +140,15 @@ impl Framer {
         String::from_utf8_lossy(&line[..end.min(64)]).to_string()
     }
 
+    /// Keeps the last bytes of a line being discarded (the buffer holds its next part).
+    fn keep_tail(&mut self) {
+        let bytes = self.buf.bytes();
+        let new = &bytes[bytes.len().saturating_sub(LITERAL_TAIL)..];
+        self.skipped_tail.extend_from_slice(new);
+        let excess = self.skipped_tail.len().saturating_sub(LITERAL_TAIL);
+        self.skipped_tail.drain(..excess);
+    }
+
     fn drop_command(&mut self) {
         self.pending.clear();
         self.line_len = 0;
@@ -168,6 +184,7 @@ impl Framer {
             let Some(i) = memchr::memchr(b'\n', self.buf.bytes()) else {
                 if self.skip_line {
                     // Still inside a refused line: drop it as it arrives.
+                    self.keep_tail();
                     self.buf.clear();
                     return None;
                 }
@@ -177,6 +194,7 @@ impl Framer {
                     } else {
                         &self.pending
                     });
+                    self.keep_tail();
                     self.buf.clear();
                     self.drop_command();
                     self.skip_line = true;
@@ -190,6 +208,13 @@ impl Framer {
             let line = self.buf.bytes()[..=i].to_vec();
             self.buf.consume(i + 1);
             if std::mem::take(&mut self.skip_line) {
+                // The end of a discarded line: a non-synchronizing literal announced there
+                // comes anyway, and its octets are data, never commands.
+                let mut tail = std::mem::take(&mut self.skipped_tail);
+                tail.extend_from_slice(&line);
+                if let Some(Ok((n, false))) = literal_at_end(&tail) {
+                    self.skip = n;
+                }
                 continue;
             }
             if line.len() + self.line_len > self.limits.max_line {
@@ -371,6 +396,56 @@ mod tests {
         let frames = all(&mut g);
         assert_eq!(frames.len(), 2, "{frames:?}");
         assert_eq!(frames[1], Frame::Command(b"a4 NOOP\r\n".to_vec()));
+    }
+
+    /// Found by the `imap_framer` fuzz target (fuzz/regressions/imap_framer/): a refused
+    /// command's non-synchronizing literal was skipped only when the framer saw the end of
+    /// the refused line in the same read as its start; an overlong line that arrived in
+    /// pieces, or the rest of a line after a refused literal (MULTIAPPEND), had the literal
+    /// after it taken for commands, so a message's text could run as IMAP commands.
+    #[test]
+    fn a_refused_lines_literal_is_skipped_however_the_line_arrives() {
+        let limits = Limits {
+            max_line: 20,
+            max_literal: 100,
+            max_nonsync_literal: 100,
+            max_command: 1000,
+        };
+        let input: &[u8] = b"a3 APPEND INBOX (\\Seen \\Flagged) {11+}\r\nx DELETE y\r\na4 NOOP\r\n";
+        for step in [1, 2, 7, 30, input.len()] {
+            let mut f = Framer::new(limits);
+            let mut frames = Vec::new();
+            for c in input.chunks(step) {
+                f.input(c);
+                frames.extend(all(&mut f));
+            }
+            assert_eq!(
+                frames,
+                vec![
+                    Frame::Refused {
+                        tag: "a3".into(),
+                        reason: Refusal::LineTooLong
+                    },
+                    Frame::Command(b"a4 NOOP\r\n".to_vec())
+                ],
+                "reads of {step}"
+            );
+        }
+        // A second literal on the line after a refused one (MULTIAPPEND) is skipped too.
+        let mut f = Framer::new(limits);
+        f.input(b"a5 APPEND A {200+}\r\n");
+        f.input(&[b'x'; 200]);
+        f.input(b" B {12+}\r\nx DELETE y\r\n\r\na6 NOOP\r\n");
+        assert_eq!(
+            all(&mut f),
+            vec![
+                Frame::Refused {
+                    tag: "a5".into(),
+                    reason: Refusal::LiteralTooLarge
+                },
+                Frame::Command(b"a6 NOOP\r\n".to_vec())
+            ]
+        );
     }
 
     #[test]

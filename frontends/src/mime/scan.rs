@@ -103,7 +103,12 @@ impl<'x> Walk<'x> {
                 match boundary {
                     Some(b) => match self.s.seek_next_part_offset(b) {
                         Some(at) => (at, true),
-                        None => (self.raw.len(), false),
+                        None => {
+                            // Runs to the end, so the stream goes there too: the enclosing
+                            // part must not find its boundary inside this one.
+                            self.s.seek_end();
+                            (self.raw.len(), false)
+                        }
                     },
                     None => (self.raw.len(), true),
                 }
@@ -569,6 +574,30 @@ mod tests {
     }
 
     /// Every part's offsets lie within the message and in order, whatever was cut off.
+    /// Found by the `mime_parse` fuzz target (fuzz/regressions/mime_parse/): a multipart
+    /// reusing its parent's boundary ran to the end of the message while its parent ended
+    /// before it (the parent searched for its own delimiter from where the child's
+    /// search had failed), so BODY[1.1] reached past BODY[1].
+    #[test]
+    fn a_part_never_ends_after_its_parent() {
+        fn check(p: &PartMeta, end: u32) {
+            assert!(p.end <= end, "{p:?} ends after {end}");
+            for c in &p.children {
+                check(c, p.end);
+            }
+        }
+        let raw = b"Content-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n--outer\r\n\
+            Content-Type: multipart/alternative; boundary=\"inner\"\r\n\r\n--inner\r\n\
+            Content-Type: multipart/alternative; boundary=\"inner\"\r\n\r\n--inner\r\n\r\n\
+            a\r\n--inner--\r\n--outer\r\n\r\nb\r\n--outer--\r\n";
+        let m = message(raw);
+        check(&m.root, raw.len() as u32);
+        assert_eq!(
+            m.root.children[0].children[0].content_type,
+            "multipart/alternative"
+        );
+    }
+
     #[test]
     fn truncated_messages_have_sane_offsets() {
         fn check(p: &PartMeta, len: u32) {

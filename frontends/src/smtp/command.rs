@@ -128,10 +128,15 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
 /// `FROM:<path> params` / `TO:<path> params` (RFC 5321 section 4.1.2). Accepts the common
 /// lenient forms `FROM: <path>` and a path without angle brackets.
 fn path_and_params(rest: &str, prefix: &str) -> Result<(String, Params), Reply> {
-    if rest.len() < prefix.len() || !rest[..prefix.len()].eq_ignore_ascii_case(prefix) {
+    // `get`, not indexing: the line is UTF-8 from the client, and a multi-byte character
+    // may straddle the prefix's length.
+    let Some(rest) = rest
+        .get(..prefix.len())
+        .filter(|p| p.eq_ignore_ascii_case(prefix))
+        .map(|_| rest[prefix.len()..].trim_start())
+    else {
         return Err(r::syntax(&format!("expected {prefix}<address>")));
-    }
-    let rest = rest[prefix.len()..].trim_start();
+    };
     let (path, params) = if let Some(stripped) = rest.strip_prefix('<') {
         let end = stripped
             .find('>')
@@ -266,5 +271,14 @@ mod tests {
         assert_eq!(parse(b"EHLO").unwrap_err().code, 501);
         assert_eq!(parse(b"HELO a\x00b").unwrap_err().code, 501);
         assert_eq!(parse(&[0xff, 0xfe]).unwrap_err().code, 501);
+    }
+
+    /// Found by the `smtp_command` fuzz target (fuzz/regressions/smtp_command/): a
+    /// multi-byte character across the end of `FROM:`/`TO:` panicked the session (a
+    /// string sliced inside a character) before any login.
+    #[test]
+    fn a_character_across_the_path_prefix_is_a_syntax_error() {
+        assert_eq!(parse("RCPT Tjö:<a@b>".as_bytes()).unwrap_err().code, 501);
+        assert_eq!(parse("MAIL FROMö<a@b>".as_bytes()).unwrap_err().code, 501);
     }
 }

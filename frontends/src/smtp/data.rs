@@ -67,24 +67,27 @@ pub fn unstuff(input: &[u8], line_start: &mut bool, mut body: impl FnMut(&[u8]))
     }
 }
 
+/// What [`unstuff`] must give, defined line by line (lines end with CRLF; `.` CRLF ends;
+/// a leading dot is dropped): the message and the bytes up to and including the
+/// end-of-data line, or `None` if the stream has none. For the tests and the `smtp_data`
+/// fuzz target.
+pub(crate) fn by_lines(stream: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Some(i) = memchr::memmem::find(&stream[pos..], b"\r\n") {
+        let line = &stream[pos..pos + i + 2];
+        pos += i + 2;
+        if line == b".\r\n" {
+            return Some((out, pos));
+        }
+        out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The line-by-line definition (lines end with CRLF), for comparison.
-    fn reference(stream: &[u8]) -> Option<(Vec<u8>, usize)> {
-        let mut out = Vec::new();
-        let mut pos = 0;
-        while let Some(i) = memchr::memmem::find(&stream[pos..], b"\r\n") {
-            let line = &stream[pos..pos + i + 2];
-            pos += i + 2;
-            if line == b".\r\n" {
-                return Some((out, pos));
-            }
-            out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
-        }
-        None
-    }
 
     /// Feeds `stream` in pieces of `step` bytes, as reads would deliver it.
     fn feed(stream: &[u8], step: usize) -> Option<(Vec<u8>, usize)> {
@@ -123,7 +126,7 @@ mod tests {
             for step in [1, 2, 3, 5, 7, 64, 4096] {
                 assert_eq!(
                     feed(s, step),
-                    reference(s),
+                    by_lines(s),
                     "{:?} step {step}",
                     String::from_utf8_lossy(s)
                 );
