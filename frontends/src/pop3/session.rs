@@ -512,7 +512,7 @@ impl Session {
             }
             // The credentials were not looked at.
             Step::Blocked => err(out, "[SYS/TEMP] too many failed logins, try again later"),
-            Step::Malformed(why) => self.error(out, why),
+            Step::Malformed(why) => self.error(out, why.text()),
             Step::Cancelled => self.error(out, "authentication cancelled"),
         }
         None

@@ -89,6 +89,23 @@ pub enum Answer {
     Blocked,
 }
 
+/// Why a client's message is not one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    /// Not base64 (SMTP has its own reply for it, RFC 4954 section 4).
+    Base64,
+    Message(&'static str),
+}
+
+impl Malformed {
+    pub fn text(self) -> &'static str {
+        match self {
+            Malformed::Base64 => "invalid base64",
+            Malformed::Message(why) => why,
+        }
+    }
+}
+
 /// What the session does next.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
@@ -104,7 +121,7 @@ pub enum Step {
     /// Logins are refused for now: a temporary error.
     Blocked,
     /// The client's message was not well formed: a protocol error, not a failed login.
-    Malformed(&'static str),
+    Malformed(Malformed),
     /// The client sent `*`.
     Cancelled,
 }
@@ -193,11 +210,11 @@ impl Exchange {
         match std::mem::replace(&mut self.phase, Phase::Done) {
             Phase::PlainResponse => {
                 let Some(raw) = unb64(text) else {
-                    return Step::Malformed("invalid base64");
+                    return Step::Malformed(Malformed::Base64);
                 };
                 match super::plain::split(&raw) {
                     Ok((user, password)) => self.check(user, password),
-                    Err(why) => Step::Malformed(why),
+                    Err(why) => Step::Malformed(Malformed::Message(why)),
                 }
             }
             Phase::LoginUser => match unb64_text(text) {
@@ -206,11 +223,11 @@ impl Exchange {
                     self.phase = Phase::LoginPassword { user };
                     Step::Challenge(B64.encode("Password:"))
                 }
-                None => Step::Malformed("invalid base64"),
+                None => Step::Malformed(Malformed::Base64),
             },
             Phase::LoginPassword { user } => match unb64_text(text) {
                 Some(password) => self.check(user, Secret(password)),
-                None => Step::Malformed("invalid base64"),
+                None => Step::Malformed(Malformed::Base64),
             },
             Phase::ScramFirst => match ServerExchange::start(text) {
                 Ok((ex, user)) => {
@@ -218,9 +235,9 @@ impl Exchange {
                     self.phase = Phase::ScramKeys(ex);
                     Step::Need(Need::ScramKeys { user })
                 }
-                Err(StartError::BadBase64) => Step::Malformed("invalid base64"),
+                Err(StartError::BadBase64) => Step::Malformed(Malformed::Base64),
                 Err(StartError::Invalid(_)) => {
-                    Step::Malformed("invalid SCRAM client-first message")
+                    Step::Malformed(Malformed::Message("invalid SCRAM client-first message"))
                 }
             },
             Phase::ScramFinal(ex) => match ex.finish(text) {
@@ -231,7 +248,7 @@ impl Exchange {
                     self.phase = Phase::ScramDone { senders };
                     Step::Challenge(server_final)
                 }
-                Finish::BadBase64 => Step::Malformed("invalid base64"),
+                Finish::BadBase64 => Step::Malformed(Malformed::Base64),
                 Finish::Failed => Step::Failed {
                     user: self.user.clone(),
                 },
@@ -245,7 +262,7 @@ impl Exchange {
                 user: self.user.clone(),
             },
             Phase::ScramKeys(_) | Phase::Checking | Phase::Done => {
-                Step::Malformed("no authentication exchange in progress")
+                Step::Malformed(Malformed::Message("no authentication exchange in progress"))
             }
         }
     }
@@ -354,7 +371,7 @@ mod tests {
         let (_, step) = Exchange::start(Mechanism::Plain, Some("="));
         assert!(matches!(step, Step::Malformed(_)));
         let (_, step) = Exchange::start(Mechanism::ScramSha256, Some("!!!"));
-        assert_eq!(step, Step::Malformed("invalid base64"));
+        assert_eq!(step, Step::Malformed(Malformed::Base64));
         let (_, step) = Exchange::start(Mechanism::ScramSha256, Some(&b(b"x,,n=bob")));
         assert!(matches!(step, Step::Malformed(_)));
     }

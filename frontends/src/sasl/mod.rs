@@ -6,7 +6,7 @@ pub mod exchange;
 pub mod plain;
 pub mod scram;
 
-pub use exchange::{Answer, Exchange, Mechanism, Need, Step};
+pub use exchange::{Answer, Exchange, Malformed, Mechanism, Need, Step};
 
 /// A password or AUTH blob, as every protocol receives it: never printed.
 #[derive(Clone, PartialEq, Eq)]

@@ -10,21 +10,14 @@ use super::ShardServer;
 use crate::imap::url::{self, BadUrl, ImapUrl};
 use crate::imap::urlauth::{self, Access, Requester, KEY_ENTRY};
 
-/// The mailbox's access key; made (and stored) when it has none and `create` is set.
-pub async fn mailbox_key(
+/// The mailbox's access key, if it has one (GENURLAUTH makes it: `imap/session/urls.rs`).
+async fn stored_key(
     part: &Partition,
     account: &str,
     mailbox: &str,
-    create: bool,
 ) -> Result<Option<Vec<u8>>, ringmail_engine::Error> {
-    if !create {
-        let entries = part.annotations(account, Some(mailbox)).await?;
-        return Ok(entries.get(KEY_ENTRY).cloned());
-    }
-    // Made under the annotations' write lock: two sessions at once get the same key.
-    part.annotation_or_insert(account, Some(mailbox), KEY_ENTRY, urlauth::new_key)
-        .await
-        .map(Some)
+    let entries = part.annotations(account, Some(mailbox)).await?;
+    Ok(entries.get(KEY_ENTRY).cloned())
 }
 
 /// Whether `host` (with or without a port) names this server.
@@ -82,7 +75,7 @@ async fn resolve(
     let mailbox = url::store_name(u.mailbox.as_deref()?);
     let mailbox = mailbox.as_str();
     // A mailbox without a key (never used, or reset) authorizes nothing.
-    let key = mailbox_key(part, owner, mailbox, false).await.ok()??;
+    let key = stored_key(part, owner, mailbox).await.ok()??;
     if !urlauth::verify(&key, rump, token) {
         return None;
     }

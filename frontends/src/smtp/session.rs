@@ -19,7 +19,7 @@
 use super::command::{self, Command};
 use super::reply::{r, Reply};
 use crate::lines::LineSession;
-use crate::sasl::{Answer, Exchange, Mechanism, Need, Step};
+use crate::sasl::{Answer, Exchange, Malformed, Mechanism, Need, Step};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -826,8 +826,8 @@ impl Session {
             }
             // RFC 4954 section 6: 454 4.7.0; the credentials were not looked at.
             Step::Blocked => self.reply(out, r::auth_temporarily_unavailable()),
-            Step::Malformed("invalid base64") => self.error(out, r::bad_base64()),
-            Step::Malformed(why) => self.error(out, Reply::new(501, Some((5, 5, 2)), why)),
+            Step::Malformed(Malformed::Base64) => self.error(out, r::bad_base64()),
+            Step::Malformed(why) => self.error(out, Reply::new(501, Some((5, 5, 2)), why.text())),
             Step::Cancelled => self.error(out, r::auth_cancelled()),
         }
         None

@@ -224,7 +224,7 @@ impl Login {
                 &tag,
                 &Failure::code(Code::Unavailable, "too many failed logins, try again later"),
             ),
-            Step::Malformed(why) => self.failed(&tag, &Failure::bad(why)),
+            Step::Malformed(why) => self.failed(&tag, &Failure::bad(why.text())),
             Step::Cancelled => self.failed(&tag, &Failure::bad("authentication cancelled")),
         }
         None
