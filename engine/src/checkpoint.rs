@@ -233,7 +233,7 @@ fn decode_header(h: &[u8; HEADER_LEN], partition: u32) -> Result<(u64, u32), For
             got: computed,
         });
     }
-    if version != FORMAT_VERSION {
+    if !crate::format::names::readable_version(version) {
         return Err(FormatError::UnsupportedVersion {
             got: version,
             supported: FORMAT_VERSION,

@@ -31,7 +31,7 @@ pub enum FormatError {
     InvalidUtf8 { at: usize },
     #[error("bad magic: expected {expected:02x?}, got {got:02x?}")]
     BadMagic { expected: Vec<u8>, got: Vec<u8> },
-    #[error("unsupported format version {got} (this build reads version {supported})")]
+    #[error("unsupported format version {got} (this build reads versions 1 to {supported})")]
     UnsupportedVersion { got: u32, supported: u32 },
     #[error("checksum mismatch in {what}: expected {expected:08x}, got {got:08x}")]
     Checksum {

@@ -53,6 +53,8 @@ mod mutation;
 mod node;
 mod partition;
 mod recovery;
+/// A partition in object storage (cluster mode): manifests, tail chunks, object keys.
+pub mod remote;
 mod request;
 mod retired;
 mod segment;

@@ -45,6 +45,10 @@ pub struct RecoveryReport {
     pub skipped_records: Vec<(u64, u64, String)>,
     /// Segments the index refers to that do not exist.
     pub missing_segments: Vec<u64>,
+    /// (segment, epoch): files with the sequence number of a segment of a later epoch.
+    /// Only the later one is read: the earlier is what an owner that lost the partition
+    /// wrote after it lost it (a cluster's fencing), never acknowledged.
+    pub shadowed_segments: Vec<(u64, u64)>,
     /// Time spent loading and validating the checkpoint, and replaying the log after it.
     pub checkpoint_time: std::time::Duration,
     pub replay_time: std::time::Duration,
@@ -57,6 +61,7 @@ impl RecoveryReport {
             && self.corrupt_ranges.is_empty()
             && self.skipped_records.is_empty()
             && self.missing_segments.is_empty()
+            && self.shadowed_segments.is_empty()
     }
 }
 
@@ -65,18 +70,26 @@ pub struct Recovered {
     pub checkpoint: Option<Rc<Checkpoint>>,
     /// Length of the records in each segment file.
     pub segment_lengths: BTreeMap<u64, u64>,
+    /// The epoch of each segment file (format version 2: every epoch's segments are read).
+    pub segment_epochs: BTreeMap<u64, u64>,
     pub next_segment: u64,
     pub next_lsn: u64,
     pub report: RecoveryReport,
 }
 
 pub struct DirListing {
+    /// Sequence numbers, ascending.
     pub segments: Vec<u64>,
+    /// The epoch of each segment in `segments`.
+    pub epochs: BTreeMap<u64, u64>,
+    /// (seq, epoch) of files whose sequence number a later epoch's file also has.
+    pub shadowed: Vec<(u64, u64)>,
     pub checkpoints: Vec<u64>,
 }
 
-pub fn list_dir(dir: &Path, epoch: u64) -> Result<DirListing> {
-    let mut segments = Vec::new();
+pub fn list_dir(dir: &Path) -> Result<DirListing> {
+    let mut epochs: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut shadowed = Vec::new();
     let mut checkpoints = Vec::new();
     let rd = fs::read_dir(dir).map_err(|e| Error::io(format!("listing {dir:?}"), e))?;
     for ent in rd {
@@ -84,27 +97,48 @@ pub fn list_dir(dir: &Path, epoch: u64) -> Result<DirListing> {
         let name = ent.file_name();
         let Some(name) = name.to_str() else { continue };
         if let Some((ep, seq)) = parse_segment_file(name) {
-            if ep == epoch {
-                segments.push(seq);
+            match epochs.get(&seq).copied() {
+                Some(other) if other > ep => shadowed.push((seq, ep)),
+                Some(other) => {
+                    shadowed.push((seq, other));
+                    epochs.insert(seq, ep);
+                }
+                None => {
+                    epochs.insert(seq, ep);
+                }
             }
         } else if let Some(seq) = parse_checkpoint_file(name) {
             checkpoints.push(seq);
         }
     }
-    segments.sort_unstable();
     checkpoints.sort_unstable();
+    shadowed.sort_unstable();
     Ok(DirListing {
-        segments,
+        segments: epochs.keys().copied().collect(),
+        epochs,
+        shadowed,
         checkpoints,
     })
 }
 
-pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Result<Recovered> {
+pub fn recover(dir: &Path, partition: u32, mode: RecoveryMode) -> Result<Recovered> {
     if mode != RecoveryMode::ReadOnly {
         remove_temporary_files(dir)?;
     }
-    let listing = list_dir(dir, epoch)?;
-    let mut report = RecoveryReport::default();
+    let listing = list_dir(dir)?;
+    let mut report = RecoveryReport {
+        shadowed_segments: listing.shadowed.clone(),
+        ..RecoveryReport::default()
+    };
+    for (seq, ep) in &listing.shadowed {
+        tracing::warn!(
+            partition,
+            segment = seq,
+            epoch = ep,
+            "ignoring a segment file that a later epoch's segment of the same number replaced"
+        );
+    }
+    let path_of = |seq: u64| dir.join(segment_file(listing.epochs[&seq], seq));
 
     let started = std::time::Instant::now();
     let mut checkpoint = None;
@@ -131,7 +165,7 @@ pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Re
         // Checkpoints let older segments be deleted: without one, only a log that still
         // starts at LSN 1 is complete. Opening anything less would silently drop mail.
         let complete = match listing.segments.first() {
-            Some(&first) => first_lsn(&dir.join(segment_file(epoch, first))) == Some(1),
+            Some(&first) => first_lsn(&path_of(first)) == Some(1),
             None => false,
         };
         if !complete {
@@ -172,9 +206,9 @@ pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Re
         .iter()
         .rev()
         .copied()
-        .find(|&s| first_lsn(&dir.join(segment_file(epoch, s))).is_some());
+        .find(|&s| first_lsn(&path_of(s)).is_some());
     for &seq in &listing.segments {
-        let path = dir.join(segment_file(epoch, seq));
+        let path = path_of(seq);
         if seq < start_seg {
             // Covered by the checkpoint; only its live messages matter, read on demand.
             let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
@@ -209,11 +243,15 @@ pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Re
             source,
         };
         match SegmentHeader::decode(&bytes) {
-            Ok(h) if h.seq == seq && h.partition == partition => {}
+            Ok(h)
+                if h.seq == seq && h.partition == partition && h.epoch == listing.epochs[&seq] => {}
             Ok(h) => {
                 let e = corrupt(FormatError::Invalid {
                     what: "segment header",
-                    detail: format!("names segment {} of partition {}", h.seq, h.partition),
+                    detail: format!(
+                        "names segment {} of epoch {} of partition {}",
+                        h.seq, h.epoch, h.partition
+                    ),
                 });
                 if mode == RecoveryMode::Strict {
                     return Err(e);
@@ -303,6 +341,7 @@ pub fn recover(dir: &Path, partition: u32, epoch: u64, mode: RecoveryMode) -> Re
         state,
         checkpoint,
         segment_lengths,
+        segment_epochs: listing.epochs,
         next_segment,
         next_lsn,
         report,

@@ -27,6 +27,9 @@ pub fn shard_of(partition: PartitionId, shards: usize) -> ShardId {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SlotMap {
+    /// The format version of the data directory: the superblock is never rewritten, so a
+    /// version 1 directory keeps saying 1 (its segments and checkpoints may be newer).
+    pub version: u32,
     pub partitions: u32,
     pub slots: Vec<PartitionId>,
 }
@@ -36,6 +39,7 @@ impl SlotMap {
     pub fn new(partitions: u32) -> Self {
         let partitions = partitions.max(1);
         Self {
+            version: FORMAT_VERSION,
             partitions,
             slots: (0..SLOT_COUNT)
                 .map(|s| PartitionId(s % partitions))
@@ -52,7 +56,7 @@ impl SlotMap {
         let mut v = Vec::new();
         let mut w = Writer::new(&mut v);
         w.raw(&SUPERBLOCK_MAGIC);
-        w.u32(FORMAT_VERSION);
+        w.u32(self.version);
         w.u32(self.partitions);
         w.u32(SLOT_COUNT);
         for p in &self.slots {
@@ -90,7 +94,7 @@ impl SlotMap {
             });
         }
         let version = r.u32()?;
-        if version != FORMAT_VERSION {
+        if !crate::format::names::readable_version(version) {
             return Err(FormatError::UnsupportedVersion {
                 got: version,
                 supported: FORMAT_VERSION,
@@ -116,7 +120,11 @@ impl SlotMap {
             slots.push(PartitionId(p));
         }
         r.finish()?;
-        Ok(Self { partitions, slots })
+        Ok(Self {
+            version,
+            partitions,
+            slots,
+        })
     }
 
     /// The number of partitions of an existing data directory (`None` if it has none yet).

@@ -1,10 +1,11 @@
-//! A data directory written by format version 1, checked in (`tests/fixtures/v1`): every
-//! later version must open it and find the same mail. Covers the superblock, segments
-//! (small ones, so several), a checkpoint, the log after it, compressed and stored bodies,
-//! flags, a keyword, an expunge, a copy, a second mailbox and a subscription.
+//! Data directories written by each format version, checked in (`tests/fixtures/v<N>`):
+//! every later version must open them and find the same mail. They cover the superblock,
+//! segments (small ones, so several), a checkpoint, the log after it, compressed and stored
+//! bodies, flags, a keyword, an expunge, a copy, a second mailbox and a subscription;
+//! version 2's also segments of two ownership epochs (1, then 3 after the checkpoint).
 //!
-//! The fixture was made by `cargo test -p ringmail-engine --test format_fixture --
-//! --ignored write_v1_fixture`; it is never written again for the same format version.
+//! A fixture is made once, by the build of its version: `cargo test -p ringmail-engine
+//! --test format_fixture -- --ignored write_v2_fixture`; it is never written again.
 
 mod common;
 
@@ -16,8 +17,8 @@ use ringmail_engine::{FlagOp, Flags, PartitionConfig, SpecialUse, Uid};
 const ALICE: &str = "alice@example.org";
 const BOB: &str = "bob@example.org";
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+fn fixture(version: u32) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/v{version}"))
 }
 
 /// The bodies: the n-th message of the fixture.
@@ -40,8 +41,8 @@ fn small() -> PartitionConfig {
 
 #[test]
 #[ignore = "writes the checked-in fixture; run once per format version"]
-fn write_v1_fixture() {
-    let dir = fixture();
+fn write_v2_fixture() {
+    let dir = fixture(2);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let d = dir.clone();
@@ -63,8 +64,18 @@ fn write_v1_fixture() {
         )
         .await
         .unwrap();
-        // The checkpoint holds the above; the log after it the rest.
+        // The checkpoint holds the above; the log after it the rest, written by a later
+        // owner (epoch 3), as after a move in a cluster.
         p.checkpoint().await.unwrap();
+        drop(p);
+        let p = open(
+            &d,
+            PartitionConfig {
+                epoch: 3,
+                ..small()
+            },
+        )
+        .await;
         for n in 4..=6 {
             p.append(ALICE, "INBOX", &new_message(body(n)))
                 .await
@@ -102,10 +113,31 @@ fn write_v1_fixture() {
     let _ = std::fs::remove_file(dir.join("LOCK"));
 }
 
-/// Copies the fixture (opening may write: a new segment, a checkpoint) and reads it back.
 #[test]
 fn the_v1_fixture_opens_with_its_mail() {
-    let src = fixture();
+    check_fixture(1);
+}
+
+#[test]
+fn the_v2_fixture_opens_with_its_mail() {
+    check_fixture(2);
+    let names: Vec<String> = std::fs::read_dir(fixture(2).join("p0"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    for epoch in [1, 3] {
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with(&format!("seg-{epoch:08x}-"))),
+            "{names:?}"
+        );
+    }
+}
+
+/// Copies the fixture (opening may write: a new segment, a checkpoint) and reads it back.
+fn check_fixture(version: u32) {
+    let src = fixture(version);
     assert!(
         src.join("SUPERBLOCK").exists(),
         "missing fixture {src:?}: it is checked in"

@@ -1,7 +1,17 @@
 //! Every magic number, version, file name and size limit of the on-disk format, in one place.
 
 /// The format version written into every file header. Bump it on any format change.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// Version 2 made the ownership epoch a property of each segment (every segment is read,
+/// whichever epoch wrote it) and added the manifest and tail chunks of cluster mode.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest version this build still reads: a version 1 data directory opens unchanged.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
+
+/// Whether a file header's version is one this build reads.
+pub fn readable_version(version: u32) -> bool {
+    (OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version)
+}
 
 /// First bytes of the node superblock file.
 pub const SUPERBLOCK_MAGIC: [u8; 8] = *b"RINGSUPR";

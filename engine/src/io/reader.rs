@@ -8,8 +8,8 @@ use std::rc::Rc;
 use glommio::io::{BufferedFile, DmaFile, ReadResult};
 
 use crate::error::{Error, FormatError, Result};
-use crate::format::names::segment_file;
 use crate::ids::{LogPos, SegmentSeq};
+use crate::segment::SegmentEpochs;
 use crate::segment::{RecordHeader, RECORD_HEADER_LEN};
 
 /// How records are read.
@@ -52,7 +52,7 @@ pub const MAX_OPEN_SEGMENTS: usize = 32;
 /// opened is closed beyond [`MAX_OPEN_SEGMENTS`].
 pub struct SegmentReader {
     dir: PathBuf,
-    epoch: u64,
+    epochs: SegmentEpochs,
     mode: ReadMode,
     files: RefCell<HashMap<u64, Rc<SegmentFile>>>,
     /// Open order, oldest first.
@@ -60,10 +60,10 @@ pub struct SegmentReader {
 }
 
 impl SegmentReader {
-    pub fn new(dir: &Path, epoch: u64, mode: ReadMode) -> Self {
+    pub fn new(dir: &Path, epochs: SegmentEpochs, mode: ReadMode) -> Self {
         Self {
             dir: dir.to_path_buf(),
-            epoch,
+            epochs,
             mode,
             files: RefCell::new(HashMap::new()),
             order: RefCell::new(std::collections::VecDeque::new()),
@@ -74,7 +74,7 @@ impl SegmentReader {
         if let Some(f) = self.files.borrow().get(&seq) {
             return Ok(f.clone());
         }
-        let path = self.dir.join(segment_file(self.epoch, seq));
+        let path = self.path(seq);
         let opened = match self.mode {
             ReadMode::Direct => DmaFile::open(&path).await.map(SegmentFile::Dma),
             ReadMode::PageCache => BufferedFile::open(&path).await.map(SegmentFile::Buffered),
@@ -111,6 +111,11 @@ impl SegmentReader {
         Ok(f)
     }
 
+    /// The file of segment `seq` (of whichever epoch wrote it).
+    pub fn path(&self, seq: u64) -> PathBuf {
+        self.dir.join(self.epochs.file(seq))
+    }
+
     /// Forgets the handle of a segment that compaction deleted.
     pub async fn forget(&self, seq: u64) {
         self.order.borrow_mut().retain(|&s| s != seq);
@@ -135,7 +140,7 @@ impl SegmentReader {
             segment: SegmentSeq(segment),
             offset,
         };
-        let path = || self.dir.join(segment_file(self.epoch, segment));
+        let path = || self.path(segment);
         let corrupt = |source| Error::Corrupt {
             file: path(),
             pos: Some(pos),

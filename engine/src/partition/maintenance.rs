@@ -5,7 +5,7 @@ use std::rc::Rc;
 use crate::checkpoint::{self, Checkpoint};
 use crate::compaction::{self, Plan};
 use crate::error::{Error, Result, StoreError};
-use crate::format::names::{checkpoint_file, segment_file};
+use crate::format::names::checkpoint_file;
 use crate::ids::Uid;
 use crate::mutation::Mutation;
 use crate::recovery::{self, RecoveryMode};
@@ -110,7 +110,7 @@ impl Partition {
         needed: &std::collections::BTreeSet<u64>,
     ) -> Result<()> {
         self.sync_segments();
-        let listing = recovery::list_dir(&self.dir, self.cfg.epoch)?;
+        let listing = recovery::list_dir(&self.dir)?;
         for old in listing
             .checkpoints
             .into_iter()
@@ -128,7 +128,7 @@ impl Partition {
             .collect();
         for s in &dead {
             self.reader.forget(*s).await;
-            std::fs::remove_file(self.dir.join(segment_file(self.cfg.epoch, *s)))
+            std::fs::remove_file(self.reader.path(*s))
                 .or_else(|e| {
                     if e.kind() == std::io::ErrorKind::NotFound {
                         Ok(())

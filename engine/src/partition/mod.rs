@@ -32,6 +32,7 @@ use crate::io::reader::{ReadMode, SegmentReader};
 use crate::mutation::{BlobRecord, Mutation};
 use crate::recovery::{self, RecoveryMode, RecoveryReport};
 use crate::retired::Retired;
+use crate::segment::SegmentEpochs;
 use crate::state::PartitionState;
 
 mod deferred;
@@ -41,6 +42,8 @@ mod write;
 
 #[derive(Clone, Debug)]
 pub struct PartitionConfig {
+    /// The ownership epoch new segments are written with (1 on a single node; a cluster
+    /// owner writes with the epoch etcd gave its ownership). Segments of every epoch are read.
     pub epoch: u64,
     pub segment_size: u64,
     pub durability: Durability,
@@ -245,7 +248,7 @@ impl Partition {
         if !read_only {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {dir:?}"), e))?;
         }
-        let rec = recovery::recover(dir, id.0, cfg.epoch, cfg.recovery)?;
+        let rec = recovery::recover(dir, id.0, cfg.recovery)?;
         let log_cfg = LogConfig {
             dir: dir.to_path_buf(),
             partition: id.0,
@@ -310,7 +313,11 @@ impl Partition {
         let p = Rc::new(Self {
             id,
             dir: dir.to_path_buf(),
-            reader: SegmentReader::new(dir, cfg.epoch, cfg.read_mode),
+            reader: SegmentReader::new(
+                dir,
+                SegmentEpochs::new(rec.segment_epochs, cfg.epoch),
+                cfg.read_mode,
+            ),
             state: RefCell::new(rec.state),
             log,
             compression: RefCell::new(compression),

@@ -6,7 +6,6 @@ use std::rc::Rc;
 use crate::annotations::{AccountAnnotations, Entries};
 use crate::api::{AccountInfo, MailboxInfo, MessageInfo};
 use crate::error::{Error, Result, StoreError};
-use crate::format::names::segment_file;
 use crate::ids::{BlobId, LogPos, SegmentSeq, Uid};
 use crate::mutation::{decode_blob_meta, Mutation, BLOB_META_PREFIX};
 use crate::retired::ReaderMark;
@@ -292,9 +291,7 @@ impl Partition {
         };
         decode_blob_meta(&head[..(BLOB_META_PREFIX + meta_len).min(head.len())]).map_err(|e| {
             Error::Corrupt {
-                file: self
-                    .dir
-                    .join(segment_file(self.cfg.epoch, loc.segment as u64)),
+                file: self.reader.path(loc.segment as u64),
                 pos: Some(LogPos {
                     segment: SegmentSeq(loc.segment as u64),
                     offset: loc.offset,
@@ -390,9 +387,7 @@ impl Partition {
             offset: loc.offset,
         };
         let corrupt = |source| Error::Corrupt {
-            file: self
-                .dir
-                .join(segment_file(self.cfg.epoch, loc.segment as u64)),
+            file: self.reader.path(loc.segment as u64),
             pos: Some(pos),
             source,
         };

@@ -74,7 +74,7 @@ impl SegmentHeader {
                 got: computed,
             });
         }
-        if version != FORMAT_VERSION {
+        if !crate::format::names::readable_version(version) {
             return Err(FormatError::UnsupportedVersion {
                 got: version,
                 supported: FORMAT_VERSION,
