@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Starts a local cluster's infrastructure on loopback: ETCD_MEMBERS etcd members (Debian's
+# etcd-server) and S3_NODES Garage nodes (the S3 server ringmail is tested against; AGPL, so
+# only ever run as a separate process) with a bucket and a key for ringmail. Prints one
+# NAME=VALUE line per endpoint and PID, and records every PID it started in
+# $CLUSTER_DIR/pids, which benches/cluster-down.sh reads: it stops exactly those.
+#
+#   bash benches/cluster-up.sh            (3 etcd members, 3 Garage nodes)
+#
+# Environment:
+#   CLUSTER_DIR   state and data (default /tmp/ringmail-cluster; wiped first)
+#   BASE_PORT     first port used (default 23000); the script uses BASE_PORT..BASE_PORT+99
+#   ETCD_MEMBERS  1 or 3 (default 3)
+#   S3_NODES      1 or 3 (default 3; with 3, every object is stored on all three)
+#   GARAGE        the garage binary (default: `garage` on PATH, else ~/.cargo/bin/garage)
+#   HOST          loopback address to bind (default 127.0.0.1)
+#
+# Output (also written to $CLUSTER_DIR/env):
+#   ETCD_ENDPOINTS=http://127.0.0.1:23000,...   ETCD<i>_PID=...  ETCD<i>_CLIENT=... ETCD<i>_PEER=...
+#   S3_ENDPOINT=http://127.0.0.1:23030          S3<i>_PID=...    S3<i>_ENDPOINT=...
+#   S3_REGION=garage S3_BUCKET=ringmail S3_ACCESS_KEY=... S3_SECRET_KEY=...
+set -euo pipefail
+CLUSTER_DIR=${CLUSTER_DIR:-/tmp/ringmail-cluster}
+BASE_PORT=${BASE_PORT:-23000}
+ETCD_MEMBERS=${ETCD_MEMBERS:-3}
+S3_NODES=${S3_NODES:-3}
+HOST=${HOST:-127.0.0.1}
+case $HOST in 127.*) ;; *)
+  echo "cluster-up.sh: HOST must be a loopback address (127.0.0.0/8)" >&2
+  exit 2
+  ;;
+esac
+GARAGE=${GARAGE:-$(command -v garage || echo "$HOME/.cargo/bin/garage")}
+ETCD=${ETCD:-$(command -v etcd || true)}
+[ -x "$GARAGE" ] || {
+  echo "cluster-up.sh: no garage binary ($GARAGE); install it with: cargo install --locked garage --version 2.5.0" >&2
+  exit 3
+}
+[ -n "$ETCD" ] || {
+  echo "cluster-up.sh: no etcd binary; install it with: apt-get install etcd-server" >&2
+  exit 3
+}
+
+if [ -f "$CLUSTER_DIR/pids" ]; then
+  bash "$(dirname "$0")/cluster-down.sh" >/dev/null 2>&1 || true
+fi
+rm -rf "$CLUSTER_DIR"
+mkdir -p "$CLUSTER_DIR"
+PIDS=$CLUSTER_DIR/pids
+ENV=$CLUSTER_DIR/env
+: >"$PIDS"
+: >"$ENV"
+out() {
+  echo "$1"
+  echo "$1" >>"$ENV"
+}
+# Each process gets $CLUSTER_DIR/<name>/start.sh, which starts it (again, after a test or an
+# operator stopped it: same data, same ports), records its PID and prints it.
+spawn() {
+  local name=$1
+  shift
+  local d=$CLUSTER_DIR/$name
+  mkdir -p "$d"
+  {
+    echo '#!/usr/bin/env bash'
+    printf '%q ' "$@"
+    echo ">>$(printf '%q' "$d/log") 2>&1 &"
+    echo "echo \$! >>$(printf '%q' "$PIDS")"
+    echo 'echo $!'
+  } >"$d/start.sh"
+  bash "$d/start.sh"
+}
+fail() {
+  echo "cluster-up.sh: $*" >&2
+  bash "$(dirname "$0")/cluster-down.sh" >/dev/null 2>&1 || true
+  exit 1
+}
+
+# ---- etcd: members on BASE_PORT+0,2,4 (client) and +1,3,5 (peer)
+initial=""
+for i in $(seq 1 "$ETCD_MEMBERS"); do
+  peer=$((BASE_PORT + 2 * i - 1))
+  initial+="${initial:+,}e$i=http://$HOST:$peer"
+done
+endpoints=""
+for i in $(seq 1 "$ETCD_MEMBERS"); do
+  client=$((BASE_PORT + 2 * i - 2))
+  peer=$((BASE_PORT + 2 * i - 1))
+  pid=$(spawn "etcd$i" "$ETCD" --name "e$i" --data-dir "$CLUSTER_DIR/etcd$i/data" \
+    --listen-client-urls "http://$HOST:$client" --advertise-client-urls "http://$HOST:$client" \
+    --listen-peer-urls "http://$HOST:$peer" --initial-advertise-peer-urls "http://$HOST:$peer" \
+    --initial-cluster "$initial" --initial-cluster-state new \
+    --initial-cluster-token "ringmail-$BASE_PORT")
+  out "ETCD${i}_PID=$pid"
+  out "ETCD${i}_CLIENT=http://$HOST:$client"
+  out "ETCD${i}_PEER=http://$HOST:$peer"
+  endpoints+="${endpoints:+,}http://$HOST:$client"
+done
+out "ETCD_ENDPOINTS=$endpoints"
+
+# ---- Garage: node i has S3 on BASE_PORT+30+10(i-1), RPC +1, admin +3
+secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+for i in $(seq 1 "$S3_NODES"); do
+  s3=$((BASE_PORT + 30 + 10 * (i - 1)))
+  d=$CLUSTER_DIR/s3-$i
+  mkdir -p "$d"
+  cat >"$d/garage.toml" <<EOF
+metadata_dir = "$d/meta"
+data_dir = "$d/data"
+db_engine = "sqlite"
+replication_factor = $S3_NODES
+rpc_bind_addr = "$HOST:$((s3 + 1))"
+rpc_public_addr = "$HOST:$((s3 + 1))"
+rpc_secret = "$secret"
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "$HOST:$s3"
+root_domain = ".s3.garage.localhost"
+[admin]
+api_bind_addr = "$HOST:$((s3 + 3))"
+EOF
+  pid=$(spawn "s3-$i" "$GARAGE" -c "$d/garage.toml" server)
+  out "S3${i}_PID=$pid"
+  out "S3${i}_ENDPOINT=http://$HOST:$s3"
+done
+out "S3_ENDPOINT=http://$HOST:$((BASE_PORT + 30))"
+
+g() { "$GARAGE" -c "$CLUSTER_DIR/s3-1/garage.toml" "$@"; }
+# Wait for the first node's RPC, then connect the others to it.
+for _ in $(seq 1 100); do
+  g status >/dev/null 2>&1 && break
+  sleep 0.1
+done
+g status >/dev/null 2>&1 || fail "garage did not start (see $CLUSTER_DIR/s3-1/log)"
+for i in $(seq 2 "$S3_NODES"); do
+  id=$("$GARAGE" -c "$CLUSTER_DIR/s3-$i/garage.toml" node id -q 2>/dev/null) ||
+    fail "garage node $i did not start (see $CLUSTER_DIR/s3-$i/log)"
+  g node connect "$id" >/dev/null || fail "could not connect garage node $i"
+done
+for _ in $(seq 1 100); do
+  [ "$(g status 2>/dev/null | grep -c 'NO ROLE ASSIGNED')" -ge "$S3_NODES" ] && break
+  sleep 0.1
+done
+for id in $(g status 2>/dev/null | awk '/NO ROLE ASSIGNED/ {print $1}'); do
+  g layout assign -z dc1 -c 1G "$id" >/dev/null
+done
+g layout apply --version 1 >/dev/null || fail "garage layout apply failed"
+key_id=GK$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+key_secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+g key import --yes -n ringmail "$key_id" "$key_secret" >/dev/null || fail "garage key import failed"
+g bucket create ringmail >/dev/null || fail "garage bucket create failed"
+g bucket allow --read --write --owner ringmail --key ringmail >/dev/null ||
+  fail "garage bucket allow failed"
+out "S3_REGION=garage"
+out "S3_BUCKET=ringmail"
+out "S3_ACCESS_KEY=$key_id"
+out "S3_SECRET_KEY=$key_secret"
+
+# ---- etcd ready: every member answers /health
+for i in $(seq 1 "$ETCD_MEMBERS"); do
+  client=$((BASE_PORT + 2 * i - 2))
+  ok=0
+  for _ in $(seq 1 100); do
+    if curl -sf "http://$HOST:$client/health" 2>/dev/null | grep -q '"health":"true"'; then
+      ok=1
+      break
+    fi
+    sleep 0.1
+  done
+  [ $ok = 1 ] || fail "etcd member $i is not healthy (see $CLUSTER_DIR/etcd$i/log)"
+done
+out "CLUSTER_DIR=$CLUSTER_DIR"

@@ -1,0 +1,120 @@
+//! The `[cluster]` section of the configuration file. Without it nothing of this crate runs.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The cluster's name: the prefix of its etcd keys (`/ringmail/<name>/`) and, unless
+    /// `s3.prefix` says otherwise, of its objects. Several clusters can share etcd and a
+    /// bucket under different names.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// This node's name, unique in the cluster (default: the host name).
+    pub node: String,
+    /// etcd client URLs, e.g. `["http://10.0.0.1:2379", "http://10.0.0.2:2379"]`.
+    pub etcd: Vec<String>,
+    /// Seconds an owner's lease lives without a keep-alive: a dead node's partitions are
+    /// taken over after this, and a node cut off from etcd this long drops its partitions.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_secs: u64,
+    pub s3: S3Config,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// The S3 endpoint, e.g. `http://127.0.0.1:3900` (Garage), `http://minio:9000`, or
+    /// absent for AWS (the region's endpoint).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+    /// Key prefix of this cluster's objects (default: the cluster name).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Seconds a request may take before it is retried or fails (default 10).
+    #[serde(default = "default_s3_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_name() -> String {
+    "ringmail".into()
+}
+fn default_lease_ttl() -> u64 {
+    5
+}
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_s3_timeout() -> u64 {
+    10
+}
+
+impl ClusterConfig {
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.lease_ttl_secs.max(1))
+    }
+
+    /// The prefix of this cluster's objects in the bucket.
+    pub fn object_prefix(&self) -> &str {
+        self.s3.prefix.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Refuses a configuration that cannot work, with the reason.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.node.is_empty() || self.node.contains('/') {
+            return Err(format!(
+                "cluster.node {:?} must be a non-empty name without '/'",
+                self.node
+            ));
+        }
+        if self.name.is_empty() || self.name.contains('/') {
+            return Err(format!(
+                "cluster.name {:?} must be a non-empty name without '/'",
+                self.name
+            ));
+        }
+        if self.etcd.is_empty() {
+            return Err("cluster.etcd lists no endpoint".into());
+        }
+        if !(1..=3600).contains(&self.lease_ttl_secs) {
+            return Err("cluster.lease_ttl_secs must be between 1 and 3600".into());
+        }
+        if self.s3.bucket.is_empty() {
+            return Err("cluster.s3.bucket is empty".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimal_section_takes_the_defaults() {
+        // The frontends parse TOML; JSON through the same derive checks the defaults.
+        let c: ClusterConfig = serde_json::from_str(
+            r#"{"node":"a","etcd":["http://127.0.0.1:2379"],
+                "s3":{"bucket":"b","access_key":"k","secret_key":"s"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.name, "ringmail");
+        assert_eq!(c.lease_ttl(), Duration::from_secs(5));
+        assert_eq!(c.object_prefix(), "ringmail");
+        assert_eq!(c.s3.region, "us-east-1");
+        assert!(c.validate().is_ok());
+        let mut bad = c.clone();
+        bad.node = "a/b".into();
+        assert!(bad.validate().is_err());
+        let mut bad = c;
+        bad.etcd.clear();
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,560 @@
+//! Membership, ownership and publication through etcd.
+//!
+//! A node joins with a lease (TTL `lease_ttl_secs`) kept alive in the background, and puts
+//! its member key under it. It owns a partition by creating the partition's owner key under
+//! the same lease, in a transaction that succeeds only if the key does not exist. The key's
+//! create revision is the ownership **epoch**: every change of owner creates the key anew,
+//! so epochs only grow. When the node dies, its lease expires, etcd deletes its keys, and
+//! another node can create them.
+//!
+//! A lease alone does not stop a paused owner (etcd's own documentation says so), so the
+//! epoch is also a fencing token: publishing a manifest is a transaction conditioned on
+//! the owner key's create revision, and an owner acknowledges a write only after
+//! [`Coordinator::confirm`] read its epoch back *after* the write reached object storage.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    TxnResponse,
+};
+
+use crate::config::ClusterConfig;
+use crate::error::{ClusterError, Result};
+use crate::etcd_keys::EtcdKeys;
+
+/// Who owns a partition, as etcd says now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub node: String,
+    pub epoch: u64,
+    pub lease: i64,
+}
+
+/// A node's view of its own lease: when etcd last confirmed it.
+#[derive(Debug)]
+struct LeaseState {
+    /// When the keep-alive last answered with a live lease.
+    confirmed: Instant,
+    /// etcd answered that the lease no longer exists: every ownership under it has ended.
+    expired: bool,
+}
+
+/// One client per etcd endpoint, and the one in use: a request that finds its member
+/// unreachable (or without a leader) moves on to the next, so losing a member costs a
+/// retry, not an error.
+struct Endpoints {
+    clients: Vec<Client>,
+    current: AtomicUsize,
+}
+
+impl Endpoints {
+    fn client(&self) -> (usize, Client) {
+        let i = self.current.load(Ordering::Relaxed) % self.clients.len();
+        (i, self.clients[i].clone())
+    }
+
+    /// The member at `failed` did not answer: use the next one (unless another request
+    /// moved on already).
+    fn failed(&self, failed: usize) {
+        let _ = self.current.compare_exchange(
+            failed,
+            (failed + 1) % self.clients.len(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+pub struct Coordinator {
+    etcd: Arc<Endpoints>,
+    keys: EtcdKeys,
+    node: String,
+    lease: i64,
+    ttl: Duration,
+    state: Arc<Mutex<LeaseState>>,
+    keepalive: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("node", &self.node)
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+impl Coordinator {
+    /// Connects, takes a lease and registers this node as a member. Must run inside a
+    /// tokio runtime (the keep-alive is a task of it).
+    pub async fn join(cfg: &ClusterConfig) -> Result<Coordinator> {
+        cfg.validate().map_err(ClusterError::Config)?;
+        let ttl = cfg.lease_ttl();
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_timeout(Duration::from_secs(2))
+            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
+            .with_require_leader(true);
+        let mut clients = Vec::new();
+        for ep in &cfg.etcd {
+            // Lazy: nothing is dialled until the first request.
+            clients.push(Client::connect([ep], Some(opts.clone())).await?);
+        }
+        let etcd = Arc::new(Endpoints {
+            clients,
+            current: AtomicUsize::new(0),
+        });
+        let keys = EtcdKeys::new(&cfg.name);
+        let mut me = Coordinator {
+            etcd: etcd.clone(),
+            keys,
+            node: cfg.node.clone(),
+            lease: 0,
+            ttl,
+            state: Arc::new(Mutex::new(LeaseState {
+                confirmed: Instant::now(),
+                expired: false,
+            })),
+            keepalive: tokio::spawn(async {}),
+        };
+        let secs = ttl.as_secs() as i64;
+        me.lease = me
+            .call(|mut c| async move { c.lease_grant(secs, None).await })
+            .await?
+            .id();
+        let lease = me.lease;
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let key = me.keys.node(&cfg.node);
+        let value = format!("{{\"started\":{started},\"lease\":{lease}}}");
+        me.call(|mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                c.put(key, value, Some(PutOptions::new().with_lease(lease)))
+                    .await
+            }
+        })
+        .await?;
+        *me.state.lock().expect("lease state") = LeaseState {
+            confirmed: Instant::now(),
+            expired: false,
+        };
+        me.keepalive = tokio::spawn(keep_alive(etcd, lease, ttl, me.state.clone()));
+        tracing::info!(node = %cfg.node, lease, ttl_secs = ttl.as_secs(), "joined the cluster");
+        Ok(me)
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Runs one etcd request, again (up to three times in all) if the connection failed: the
+    /// client balances over every endpoint, so a dead member costs a retry, not an error.
+    /// Every request here is safe to repeat (reads, and transactions conditioned on what
+    /// they change).
+    async fn call<T, F, Fut>(&self, mut f: F) -> Result<T>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        // Every member once, then once more around after a pause.
+        let attempts = 2 * self.etcd.clients.len();
+        let mut attempt = 0;
+        loop {
+            let (i, client) = self.etcd.client();
+            match f(client).await {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt + 1 < attempts && connection_failed(&e) => {
+                    self.etcd.failed(i);
+                    attempt += 1;
+                    if attempt % self.etcd.clients.len() == 0 {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    pub fn lease(&self) -> i64 {
+        self.lease
+    }
+
+    pub fn keys(&self) -> &EtcdKeys {
+        &self.keys
+    }
+
+    /// Whether this node may still believe its lease is alive: etcd confirmed it less than
+    /// a TTL ago (measured from when the keep-alive was sent, so a late answer does not
+    /// extend it). Past that, another node may own this node's partitions.
+    pub fn lease_alive(&self) -> bool {
+        let s = self.state.lock().expect("lease state");
+        !s.expired && s.confirmed.elapsed() < self.ttl
+    }
+
+    /// Tests: stops the keep-alive, as a paused or cut-off node would.
+    #[doc(hidden)]
+    pub fn stop_keepalive(&self) {
+        self.keepalive.abort();
+    }
+
+    /// The cluster's partition count: the stored one, or `partitions` if this node is the
+    /// first (written once; every node must agree, or accounts would hash differently).
+    pub async fn layout(&mut self, partitions: u32) -> Result<u32> {
+        let key = self.keys.layout();
+        let value = format!("{{\"partitions\":{partitions}}}");
+        let r = self
+            .call(|mut c| {
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key.clone(), value.clone(), None)])
+                    .or_else([TxnOp::get(key.clone(), None)]);
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        if r.succeeded() {
+            return Ok(partitions);
+        }
+        let v = first_value(&r).unwrap_or_default();
+        let parsed: Option<u32> = serde_json::from_slice::<serde_json::Value>(&v)
+            .ok()
+            .and_then(|j| j.get("partitions")?.as_u64())
+            .and_then(|n| u32::try_from(n).ok());
+        parsed.ok_or_else(|| {
+            ClusterError::Config(format!(
+                "the cluster's layout in etcd is unreadable: {:?}",
+                String::from_utf8_lossy(&v)
+            ))
+        })
+    }
+
+    /// Tries to become the owner of `partition`: the new epoch, or `None` if another node
+    /// owns it now. Repeating it after a lost reply finds the ownership it made.
+    pub async fn acquire(&mut self, partition: u32) -> Result<Option<u64>> {
+        if !self.lease_alive() {
+            return Err(ClusterError::Etcd(
+                "this node's lease is not confirmed".into(),
+            ));
+        }
+        let key = self.keys.owner(partition);
+        let (node, lease) = (self.node.clone(), self.lease);
+        let r = self
+            .call(|mut c| {
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(
+                        key.clone(),
+                        node.clone(),
+                        Some(PutOptions::new().with_lease(lease)),
+                    )])
+                    .or_else([TxnOp::get(key.clone(), None)]);
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        if r.succeeded() {
+            // The put happened at the transaction's revision: the key's create revision.
+            let epoch = r
+                .header()
+                .map(|h| h.revision())
+                .filter(|&rev| rev > 0)
+                .ok_or_else(|| {
+                    ClusterError::Etcd("a transaction reply without a revision".into())
+                })?;
+            return Ok(Some(epoch as u64));
+        }
+        for op in r.op_responses() {
+            if let TxnOpResponse::Get(g) = op {
+                if let Some(kv) = g.kvs().first() {
+                    if kv.lease() == self.lease && kv.value() == self.node.as_bytes() {
+                        return Ok(Some(kv.create_revision() as u64));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Gives up `partition` if this node still owns it at `epoch` (a planned move: the
+    /// manifest is published first). Returns whether it did.
+    pub async fn release(&mut self, partition: u32, epoch: u64) -> Result<bool> {
+        let key = self.keys.owner(partition);
+        let lease = self.lease;
+        let r = self
+            .call(|mut c| {
+                let txn = Txn::new()
+                    .when([
+                        Compare::create_revision(key.clone(), CompareOp::Equal, epoch as i64),
+                        Compare::lease(key.clone(), CompareOp::Equal, lease),
+                    ])
+                    .and_then([TxnOp::delete(key.clone(), None)]);
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        Ok(r.succeeded())
+    }
+
+    /// Reads back whether each `(partition, epoch)` is still this node's ownership, in one
+    /// linearizable read. An owner acknowledges a write only after this said yes *after* the
+    /// write was stored: a takeover ordered before the read makes it say no, and one
+    /// ordered after it finds the write.
+    pub async fn confirm(&mut self, ownerships: &[(u32, u64)]) -> Result<Vec<bool>> {
+        let owners = self.owners().await?;
+        Ok(ownerships
+            .iter()
+            .map(|(p, epoch)| {
+                owners
+                    .get(p)
+                    .is_some_and(|o| o.epoch == *epoch && o.lease == self.lease)
+            })
+            .collect())
+    }
+
+    /// Every owned partition, as etcd says now.
+    pub async fn owners(&mut self) -> Result<BTreeMap<u32, Owner>> {
+        let prefix = self.keys.owners();
+        let r = self
+            .call(|mut c| {
+                let prefix = prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
+        let mut out = BTreeMap::new();
+        for kv in r.kvs() {
+            if let Some(p) = EtcdKeys::partition_in(&prefix, kv.key()) {
+                out.insert(
+                    p,
+                    Owner {
+                        node: String::from_utf8_lossy(kv.value()).into_owned(),
+                        epoch: kv.create_revision() as u64,
+                        lease: kv.lease(),
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Names `key` (serial `serial`) as `partition`'s manifest, if this node still owns it
+    /// at `epoch`; [`ClusterError::Fenced`] otherwise.
+    pub async fn publish(
+        &mut self,
+        partition: u32,
+        epoch: u64,
+        serial: u64,
+        key: &str,
+    ) -> Result<()> {
+        let owner = self.keys.owner(partition);
+        let pointer = self.keys.manifest(partition);
+        let value = format!("{serial} {key}");
+        let lease = self.lease;
+        let r = self
+            .call(|mut c| {
+                let txn = Txn::new()
+                    .when([
+                        Compare::create_revision(owner.clone(), CompareOp::Equal, epoch as i64),
+                        Compare::lease(owner.clone(), CompareOp::Equal, lease),
+                    ])
+                    .and_then([TxnOp::put(pointer.clone(), value.clone(), None)]);
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        if r.succeeded() {
+            Ok(())
+        } else {
+            Err(ClusterError::Fenced { partition, epoch })
+        }
+    }
+
+    /// The published manifest of `partition`: (serial, object key).
+    pub async fn manifest_pointer(&mut self, partition: u32) -> Result<Option<(u64, String)>> {
+        let key = self.keys.manifest(partition);
+        let r = self
+            .call(|mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
+        let Some(kv) = r.kvs().first() else {
+            return Ok(None);
+        };
+        let v = String::from_utf8_lossy(kv.value());
+        let parsed = v
+            .split_once(' ')
+            .and_then(|(s, k)| Some((s.parse::<u64>().ok()?, k.to_string())));
+        parsed.map(Some).ok_or_else(|| {
+            ClusterError::Config(format!(
+                "partition {partition}: unreadable manifest pointer {v:?}"
+            ))
+        })
+    }
+
+    /// The member nodes (those whose lease is alive).
+    pub async fn members(&mut self) -> Result<BTreeSet<String>> {
+        self.names_under(self.keys.nodes()).await
+    }
+
+    /// Nodes being drained.
+    pub async fn draining(&mut self) -> Result<BTreeSet<String>> {
+        self.names_under(self.keys.drains()).await
+    }
+
+    async fn names_under(&mut self, prefix: String) -> Result<BTreeSet<String>> {
+        let r = self
+            .call(|mut c| {
+                let prefix = prefix.clone();
+                async move {
+                    c.get(
+                        prefix,
+                        Some(GetOptions::new().with_prefix().with_keys_only()),
+                    )
+                    .await
+                }
+            })
+            .await?;
+        Ok(r.kvs()
+            .iter()
+            .filter_map(|kv| EtcdKeys::name_in(&prefix, kv.key()))
+            .collect())
+    }
+
+    /// Where operators asked partitions to move.
+    pub async fn assignments(&mut self) -> Result<BTreeMap<u32, String>> {
+        let prefix = self.keys.assigns();
+        let r = self
+            .call(|mut c| {
+                let prefix = prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
+        Ok(r.kvs()
+            .iter()
+            .filter_map(|kv| {
+                Some((
+                    EtcdKeys::partition_in(&prefix, kv.key())?,
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                ))
+            })
+            .collect())
+    }
+
+    /// Asks for `partition` to move to `node` (`ringmail cluster move`).
+    pub async fn assign(&mut self, partition: u32, node: &str) -> Result<()> {
+        let key = self.keys.assign(partition);
+        self.call(|mut c| {
+            let (key, node) = (key.clone(), node.to_string());
+            async move { c.put(key, node, None).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Marks `node` as draining (or not): its partitions move to the others.
+    pub async fn set_draining(&mut self, node: &str, draining: bool) -> Result<()> {
+        let key = self.keys.drain(node);
+        if draining {
+            self.call(|mut c| {
+                let key = key.clone();
+                async move { c.put(key, "", None).await }
+            })
+            .await?;
+        } else {
+            self.call(|mut c| {
+                let key = key.clone();
+                async move { c.delete(key, None).await }
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Leaves the cluster: revokes the lease, which ends every ownership of this node at
+    /// once (call after publishing and releasing what should move cleanly).
+    pub async fn leave(self) -> Result<()> {
+        self.keepalive.abort();
+        let lease = self.lease;
+        self.call(|mut c| async move { c.lease_revoke(lease).await })
+            .await?;
+        Ok(())
+    }
+}
+
+/// Keeps the lease alive: a keep-alive every third of the TTL, recording when etcd last
+/// confirmed it. Reconnects the keep-alive stream after an error; stops when etcd says the
+/// lease is gone.
+async fn keep_alive(
+    etcd: Arc<Endpoints>,
+    lease: i64,
+    ttl: Duration,
+    state: Arc<Mutex<LeaseState>>,
+) {
+    let every = (ttl / 3).max(Duration::from_millis(200));
+    loop {
+        let (i, mut client) = etcd.client();
+        let (mut keeper, mut stream) = match client.lease_keep_alive(lease).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(lease, error = %e, "lease keep-alive: cannot reach etcd");
+                etcd.failed(i);
+                tokio::time::sleep(every / 4).await;
+                continue;
+            }
+        };
+        loop {
+            let sent = Instant::now();
+            let answer = match keeper.keep_alive().await {
+                Ok(()) => tokio::time::timeout(every, stream.message()).await,
+                Err(e) => Ok(Err(e)),
+            };
+            match answer {
+                Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                    let mut s = state.lock().expect("lease state");
+                    s.confirmed = s.confirmed.max(sent);
+                }
+                Ok(Ok(Some(_))) => {
+                    tracing::error!(lease, "etcd says this node's lease has expired");
+                    state.lock().expect("lease state").expired = true;
+                    return;
+                }
+                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
+                    tracing::warn!(lease, "lease keep-alive: no answer; trying the next member");
+                    etcd.failed(i);
+                    break;
+                }
+            }
+            let spent = sent.elapsed();
+            if spent < every {
+                tokio::time::sleep(every - spent).await;
+            }
+        }
+    }
+}
+
+/// Whether a request failed for want of a connection (worth repeating on another
+/// endpoint), as opposed to an answer.
+fn connection_failed(e: &etcd_client::Error) -> bool {
+    use tonic::Code;
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => {
+            matches!(
+                s.code(),
+                Code::Unavailable | Code::Unknown | Code::Cancelled
+            )
+        }
+        _ => false,
+    }
+}
+
+/// The value of the first key a transaction's `or_else` read.
+fn first_value(r: &TxnResponse) -> Option<Vec<u8>> {
+    r.op_responses().into_iter().find_map(|op| match op {
+        TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+        _ => None,
+    })
+}
