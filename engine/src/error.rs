@@ -91,6 +91,10 @@ pub enum StoreError {
     /// is back.
     #[error("storage is temporarily unavailable: {0}")]
     Unavailable(Resource),
+    /// Cluster mode: the change was logged locally but object storage and etcd did not
+    /// confirm it in time. It is kept and may still become durable: a retry may duplicate.
+    #[error("the change was not confirmed by the cluster in time; try again later")]
+    Unconfirmed,
 }
 
 /// What ran out when storage is temporarily unavailable.
@@ -105,6 +109,9 @@ pub enum Resource {
     /// Another error of the device or file system while preparing a segment (logged).
     #[error("the device failed")]
     Device,
+    /// Cluster mode: object storage or etcd has not confirmed the log's tail for a while.
+    #[error("the cluster's object storage or etcd cannot be reached")]
+    Remote,
 }
 
 impl Resource {

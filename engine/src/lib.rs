@@ -74,6 +74,7 @@ pub use io::log_writer::SYNC_BUCKETS_MS;
 pub use io::probe_device;
 pub use io::reader::ReadMode;
 pub use io::reader::MAX_OPEN_SEGMENTS;
+pub use io::tail::{ShipError, ShipFuture, Tail, TailSink};
 pub use node::SendableError;
 pub use node::{Node, NodeConfig, NodeHandle, Service, ShardContext};
 pub use partition::{AccountOptions, IntegrityReport, Partition, PartitionConfig, PartitionStats};
@@ -100,7 +101,7 @@ pub mod internals {
         pub use crate::mutation::{BlobRecord, BodyCodec, Mutation, Target};
     }
     pub mod segment {
-        pub use crate::segment::{scan_segment, RecordHeader, RECORD_HEADER_LEN};
+        pub use crate::segment::{scan_segment, RecordHeader, SegmentHeader, RECORD_HEADER_LEN};
     }
     pub mod state {
         pub use crate::state::PartitionState;

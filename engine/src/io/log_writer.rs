@@ -36,19 +36,22 @@
 //! ```
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use glommio::io::{DmaFile, OpenOptions};
 
 use super::notify::Notify;
+use super::tail::{ShipError, Tail};
 use super::{align_down, align_up};
 use crate::error::{Error, Resource, Result, StoreError};
 use crate::format::names::segment_file;
 use crate::ids::{LogPos, SegmentSeq};
+use crate::remote::{Chunk as RemoteChunk, Piece};
 use crate::segment::{RecordHeader, SegmentHeader};
 use crate::state::RecordLoc;
 
@@ -73,6 +76,19 @@ pub struct LogConfig {
     /// of its own.
     pub segment_size: u64,
     pub durability: Durability,
+    /// Cluster mode: every batch is shipped here and acknowledged only once confirmed
+    /// (`io/tail.rs`). `None` on a single node.
+    pub tail: Option<Tail>,
+}
+
+/// A batch written locally, waiting for its turn to be confirmed by the tail sink (cluster
+/// mode); its writers are answered, in order, when it is.
+struct Shipment {
+    end: LogPos,
+    waiters: Vec<oneshot::Sender<Result<(), String>>>,
+    /// `None` for a batch without records (a new segment's header alone): its bytes ride
+    /// with the next batch that has records.
+    chunk: Option<RemoteChunk>,
 }
 
 /// Counters for the metrics endpoint and the benchmarks.
@@ -183,6 +199,17 @@ struct Inner {
     /// preparer was done): their capacity was taken to be the segment size, so they must
     /// reserve all of it.
     assumed_full: std::collections::BTreeSet<u64>,
+    /// Cluster mode: the LSN of the first record of the batch being filled.
+    batch_first_lsn: u64,
+    /// Cluster mode: bytes written by batches without records (segment headers), shipped
+    /// with the next batch that has records.
+    carry: Vec<Piece>,
+    /// Cluster mode: batches written locally, not yet handed to the sink, in order.
+    shipping: VecDeque<Shipment>,
+    /// Cluster mode: when each batch not yet confirmed was queued, oldest first.
+    unconfirmed: VecDeque<Instant>,
+    /// Stops the shipper once the queue is empty (after the flusher is done).
+    ship_stop: bool,
 }
 
 /// Written batch buffers kept for reuse, and the largest kept (a rare huge batch's buffer is
@@ -195,6 +222,9 @@ pub struct LogWriter {
     notify: Notify,
     flusher: RefCell<Option<glommio::task::JoinHandle<()>>>,
     preparer: RefCell<Option<glommio::task::JoinHandle<()>>>,
+    /// Cluster mode: the task that ships batches and answers their writers.
+    shipper: RefCell<Option<glommio::task::JoinHandle<()>>>,
+    ship_wake: Notify,
 }
 
 impl LogWriter {
@@ -255,14 +285,26 @@ impl LogWriter {
             prep_stop: false,
             held: false,
             assumed_full: Default::default(),
+            batch_first_lsn: next_lsn,
+            carry: Vec::new(),
+            shipping: VecDeque::new(),
+            unconfirmed: VecDeque::new(),
+            ship_stop: false,
         }));
         let notify = Notify::default();
-        let (task, preparer) = if read_only {
-            (None, None)
+        let ship_wake = Notify::default();
+        let tail = inner.borrow().cfg.tail.clone();
+        let (task, preparer, shipper) = if read_only {
+            (None, None, None)
         } else {
-            let task = glommio::spawn_local(flusher(inner.clone(), notify.clone())).detach();
+            let task =
+                glommio::spawn_local(flusher(inner.clone(), notify.clone(), ship_wake.clone()))
+                    .detach();
             let prep = glommio::spawn_local(preparer(inner.clone(), notify.clone())).detach();
-            (Some(task), Some(prep))
+            let ship = tail.map(|t| {
+                glommio::spawn_local(shipper(inner.clone(), ship_wake.clone(), t)).detach()
+            });
+            (Some(task), Some(prep), ship)
         };
         notify.notify();
         Self {
@@ -270,6 +312,8 @@ impl LogWriter {
             notify,
             flusher: RefCell::new(task),
             preparer: RefCell::new(preparer),
+            shipper: RefCell::new(shipper),
+            ship_wake,
         }
     }
 
@@ -288,6 +332,16 @@ impl LogWriter {
             Some(Prep::Failed { why, .. }) if !i.files.contains_key(&seq) => Err(*why),
             _ => Ok(()),
         };
+        if let Some(t) = &i.cfg.tail {
+            // The cluster has not confirmed a batch for a while: take nothing new.
+            if i.unconfirmed
+                .front()
+                .is_some_and(|at| at.elapsed() >= t.refuse_after)
+            {
+                i.stats.refused_writes += 1;
+                return Err(Error::Store(StoreError::Unavailable(Resource::Remote)));
+            }
+        }
         let (mut seq, mut end) = (i.active_seq, i.active_end);
         let mut r = refuse(&i, seq);
         for total in lens {
@@ -440,9 +494,11 @@ impl LogWriter {
         Ok((loc, lsn))
     }
 
-    /// A future that resolves once everything appended so far is durable.
+    /// A future that resolves once everything appended so far is durable (in cluster mode:
+    /// on the local disk, in object storage, and the epoch confirmed after that).
     pub fn sync_point(&self) -> impl std::future::Future<Output = Result<()>> + 'static {
         let (tx, rx) = oneshot::channel();
+        let ack_timeout = self.inner.borrow().cfg.tail.as_ref().map(|t| t.ack_timeout);
         {
             let mut i = self.inner.borrow_mut();
             if let Some(p) = &i.poisoned {
@@ -464,7 +520,22 @@ impl LogWriter {
         }
         self.notify.notify();
         async move {
-            match rx.await {
+            let answer = match ack_timeout {
+                None => rx.await,
+                Some(t) => {
+                    let timeout = async {
+                        glommio::timer::sleep(t).await;
+                        Ok(Err(String::new()))
+                    };
+                    match futures_lite::future::or(rx, timeout).await {
+                        Ok(Err(e)) if e.is_empty() => {
+                            return Err(StoreError::Unconfirmed.into());
+                        }
+                        other => other,
+                    }
+                }
+            };
+            match answer {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(p)) => Err(Error::Poisoned(p)),
                 Err(_) => Err(crate::error::StoreError::ShuttingDown.into()),
@@ -556,6 +627,12 @@ impl LogWriter {
         if let Some(t) = prep {
             t.await;
         }
+        self.inner.borrow_mut().ship_stop = true;
+        self.ship_wake.notify();
+        let ship = self.shipper.borrow_mut().take();
+        if let Some(t) = ship {
+            t.await;
+        }
         let (files, prepared, dir, epoch) = {
             let mut i = self.inner.borrow_mut();
             (
@@ -583,6 +660,146 @@ impl LogWriter {
             r => r,
         }
     }
+}
+
+/// Counts a batch written locally.
+fn note_batch(i: &mut Inner, records: u64, bytes: u64, sync_time: Duration) {
+    i.stats.batches += 1;
+    i.stats.records += records;
+    i.stats.bytes += bytes;
+    i.stats.max_batch_records = i.stats.max_batch_records.max(records);
+    i.stats.sync_time += sync_time;
+    let ms = sync_time.as_secs_f64() * 1e3;
+    let b = SYNC_BUCKETS_MS
+        .iter()
+        .position(|&le| ms <= le)
+        .unwrap_or(SYNC_BUCKETS_MS.len());
+    i.stats.sync_histogram[b] += 1;
+}
+
+/// The log is durable up to `end`: answers the batch's writers and everyone waiting for a
+/// position up to there.
+fn made_durable(i: &mut Inner, end: LogPos, waiters: Vec<oneshot::Sender<Result<(), String>>>) {
+    i.durable = end;
+    for w in waiters {
+        let _ = w.send(Ok(()));
+    }
+    let durable = i.durable;
+    let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut i.pos_waiters)
+        .into_iter()
+        .partition(|(p, _)| *p <= durable);
+    i.pos_waiters = wait;
+    for (_, w) in ready {
+        let _ = w.send(Ok(()));
+    }
+}
+
+/// The tail chunk of a batch about to be written (cluster mode): its pieces, after those
+/// carried from batches without records, and its LSNs. `None` when it has no records: its
+/// pieces are carried to the next one.
+fn remote_chunk(i: &mut Inner, chunks: &[Chunk], records: u64) -> Option<RemoteChunk> {
+    i.carry.extend(chunks.iter().map(|c| Piece {
+        segment: c.seq,
+        offset: c.start,
+        bytes: c.bytes.clone(),
+    }));
+    if records == 0 {
+        return None;
+    }
+    let first_lsn = i.batch_first_lsn;
+    i.batch_first_lsn += records;
+    Some(RemoteChunk {
+        partition: i.cfg.partition,
+        epoch: i.cfg.epoch,
+        first_lsn,
+        last_lsn: first_lsn + records - 1,
+        pieces: std::mem::take(&mut i.carry),
+    })
+}
+
+/// Ships written batches through the tail sink, several at once, and answers their writers
+/// strictly in order as each is confirmed (a later batch never before an earlier one). A
+/// fenced ownership poisons the log: nothing more is acknowledged.
+async fn shipper(inner: Rc<RefCell<Inner>>, wake: Notify, tail: Tail) {
+    type Shipped = (
+        LogPos,
+        Vec<oneshot::Sender<Result<(), String>>>,
+        std::result::Result<(), ShipError>,
+    );
+    let mut flight: FuturesOrdered<std::pin::Pin<Box<dyn std::future::Future<Output = Shipped>>>> =
+        FuturesOrdered::new();
+    loop {
+        {
+            let mut i = inner.borrow_mut();
+            while flight.len() < tail.in_flight.max(1) {
+                let Some(s) = i.shipping.pop_front() else {
+                    break;
+                };
+                let sent = s.chunk.map(|c| tail.sink.ship(c));
+                flight.push_back(Box::pin(async move {
+                    let r = match sent {
+                        Some(f) => f.await,
+                        None => Ok(()),
+                    };
+                    (s.end, s.waiters, r)
+                }));
+            }
+            if flight.is_empty() && i.ship_stop {
+                break;
+            }
+        }
+        if flight.is_empty() {
+            wake.wait().await;
+            continue;
+        }
+        let next = futures_lite::future::or(async { flight.next().await }, async {
+            wake.wait().await;
+            None
+        })
+        .await;
+        let Some((end, waiters, result)) = next else {
+            continue;
+        };
+        let fenced = {
+            let mut i = inner.borrow_mut();
+            i.unconfirmed.pop_front();
+            match result {
+                Ok(()) => {
+                    made_durable(&mut i, end, waiters);
+                    None
+                }
+                Err(ShipError::Fenced(why)) => Some(fence(&mut i, &why, waiters)),
+            }
+        };
+        if let Some(msg) = fenced {
+            // Batches still in flight are never acknowledged.
+            while let Some((_, waiters, _)) = flight.next().await {
+                for w in waiters {
+                    let _ = w.send(Err(msg.clone()));
+                }
+            }
+            return;
+        }
+    }
+}
+
+/// The ownership ended: the log is poisoned and every writer still waiting fails.
+fn fence(i: &mut Inner, why: &str, waiters: Vec<oneshot::Sender<Result<(), String>>>) -> String {
+    let msg = format!("this node no longer owns the partition: {why}");
+    tracing::warn!(partition = i.cfg.partition, epoch = i.cfg.epoch, reason = %why, "fenced: nothing more is acknowledged");
+    i.poisoned = Some(msg.clone());
+    let queued: Vec<_> = i.shipping.drain(..).flat_map(|s| s.waiters).collect();
+    let pending = std::mem::take(&mut i.pending_waiters);
+    let positions = std::mem::take(&mut i.pos_waiters);
+    i.pending.clear();
+    i.unconfirmed.clear();
+    for w in waiters.into_iter().chain(queued).chain(pending) {
+        let _ = w.send(Err(msg.clone()));
+    }
+    for (_, w) in positions {
+        let _ = w.send(Err(msg.clone()));
+    }
+    msg
 }
 
 impl Inner {
@@ -670,7 +887,7 @@ fn segments_ready(i: &mut Inner) -> std::result::Result<bool, (String, bool)> {
     Ok(ready)
 }
 
-async fn flusher(inner: Rc<RefCell<Inner>>, notify: Notify) {
+async fn flusher(inner: Rc<RefCell<Inner>>, notify: Notify, ship_wake: Notify) {
     loop {
         let step = {
             let mut i = inner.borrow_mut();
@@ -732,33 +949,31 @@ async fn flusher(inner: Rc<RefCell<Inner>>, notify: Notify) {
         };
         let records: u64 = chunks.iter().map(|c| c.records).sum();
         let bytes: u64 = chunks.iter().map(|c| c.bytes.len() as u64).sum();
+        // Cluster mode: the batch's bytes as a tail chunk (copied before the write recycles
+        // the buffers).
+        let remote = {
+            let mut i = inner.borrow_mut();
+            i.cfg
+                .tail
+                .is_some()
+                .then(|| remote_chunk(&mut i, &chunks, records))
+        };
         let result = write_batch(&inner, chunks).await;
         let mut i = inner.borrow_mut();
         match result {
+            Ok(sync_time) if remote.is_some() => {
+                note_batch(&mut i, records, bytes, sync_time);
+                i.shipping.push_back(Shipment {
+                    end,
+                    waiters,
+                    chunk: remote.flatten(),
+                });
+                i.unconfirmed.push_back(Instant::now());
+                ship_wake.notify();
+            }
             Ok(sync_time) => {
-                i.durable = end;
-                i.stats.batches += 1;
-                i.stats.records += records;
-                i.stats.bytes += bytes;
-                i.stats.max_batch_records = i.stats.max_batch_records.max(records);
-                i.stats.sync_time += sync_time;
-                let ms = sync_time.as_secs_f64() * 1e3;
-                let b = SYNC_BUCKETS_MS
-                    .iter()
-                    .position(|&le| ms <= le)
-                    .unwrap_or(SYNC_BUCKETS_MS.len());
-                i.stats.sync_histogram[b] += 1;
-                for w in waiters {
-                    let _ = w.send(Ok(()));
-                }
-                let durable = i.durable;
-                let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut i.pos_waiters)
-                    .into_iter()
-                    .partition(|(p, _)| *p <= durable);
-                i.pos_waiters = wait;
-                for (_, w) in ready {
-                    let _ = w.send(Ok(()));
-                }
+                note_batch(&mut i, records, bytes, sync_time);
+                made_durable(&mut i, end, waiters);
             }
             Err(e) => {
                 let msg = e.to_string();

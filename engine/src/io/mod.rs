@@ -7,6 +7,7 @@ pub mod changes;
 pub mod log_writer;
 pub mod notify;
 pub mod reader;
+pub mod tail;
 
 use std::fs;
 use std::path::Path;

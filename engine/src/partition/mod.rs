@@ -243,6 +243,18 @@ impl Partition {
     /// Opens (or creates) the partition stored in `dir`, recovering from its log.
     /// Must run on a glommio executor whose device probe was done (`io::probe_device`).
     pub async fn open(dir: &Path, id: PartitionId, cfg: PartitionConfig) -> Result<Rc<Self>> {
+        Self::open_with_tail(dir, id, cfg, None).await
+    }
+
+    /// As [`Self::open`], for a cluster owner: every batch is also shipped to `tail` and
+    /// acknowledged only once confirmed there (`io/tail.rs`). `cfg.epoch` must be the
+    /// ownership's epoch.
+    pub async fn open_with_tail(
+        dir: &Path,
+        id: PartitionId,
+        cfg: PartitionConfig,
+        tail: Option<crate::io::tail::Tail>,
+    ) -> Result<Rc<Self>> {
         // Read-only (fsck): nothing on disk changes, so it also works on a full disk.
         let read_only = cfg.recovery == RecoveryMode::ReadOnly;
         if !read_only {
@@ -255,6 +267,7 @@ impl Partition {
             epoch: cfg.epoch,
             segment_size: cfg.segment_size,
             durability: cfg.durability,
+            tail,
         };
         let log = if read_only {
             LogWriter::read_only(log_cfg, SegmentSeq(rec.next_segment), rec.next_lsn)

@@ -202,6 +202,22 @@ pub fn chain(lsn: u64, chunks: &[(u64, u64)]) -> Vec<usize> {
     out
 }
 
+/// Which of one epoch's listed chunks (by their first LSN, as object keys give it) may
+/// continue the log from `from` up to `to` (exclusive; `None`: to the end): the last one
+/// starting at or before `from`, and every later one starting before `to`. They can be
+/// fetched at once; [`chain`] over what they hold then keeps the gapless prefix.
+pub fn candidates(from: u64, to: Option<u64>, firsts: &[u64]) -> Vec<u64> {
+    let mut sorted = firsts.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let start = sorted.iter().rposition(|&f| f <= from).unwrap_or(0);
+    sorted[start..]
+        .iter()
+        .copied()
+        .filter(|&f| to.is_none_or(|t| f < t))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +287,14 @@ mod tests {
         let mut longer = b.clone();
         longer.push(0);
         assert!(Chunk::decode(&longer).is_err());
+    }
+
+    #[test]
+    fn candidates_start_at_the_chunk_holding_the_start() {
+        assert_eq!(candidates(5, None, &[9, 1, 4, 7]), vec![4, 7, 9]);
+        assert_eq!(candidates(4, Some(9), &[9, 1, 4, 7]), vec![4, 7]);
+        assert_eq!(candidates(1, None, &[]), Vec::<u64>::new());
+        assert_eq!(candidates(3, None, &[5, 6]), vec![5, 6]);
     }
 
     #[test]

@@ -16,7 +16,9 @@
 pub mod chunk;
 pub mod keys;
 pub mod manifest;
+pub mod materialize;
 
 pub use chunk::{Chunk, Piece};
 pub use keys::ObjectKey;
 pub use manifest::{Manifest, ObjectRef, SegmentRef, TailRange};
+pub use materialize::{materialize, Materialized, Materials};

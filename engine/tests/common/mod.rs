@@ -121,3 +121,32 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A tail sink (cluster mode) that keeps what it is given, and can be held (a slow store)
+/// or fenced (another node took over).
+#[derive(Default)]
+pub struct Recorder {
+    pub chunks: std::cell::RefCell<Vec<ringmail_engine::remote::Chunk>>,
+    pub hold: std::cell::Cell<bool>,
+    pub fenced: std::cell::Cell<bool>,
+}
+
+pub struct RecordingSink(pub Rc<Recorder>);
+
+impl ringmail_engine::TailSink for RecordingSink {
+    fn ship(&self, chunk: ringmail_engine::remote::Chunk) -> ringmail_engine::ShipFuture {
+        let r = self.0.clone();
+        Box::pin(async move {
+            while r.hold.get() {
+                glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            if r.fenced.get() {
+                return Err(ringmail_engine::ShipError::Fenced(
+                    "another node took over".into(),
+                ));
+            }
+            r.chunks.borrow_mut().push(chunk);
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,71 @@
+//! Where a cluster owner's log batches go before they are acknowledged.
+//!
+//! In cluster mode every group-commit batch, once durable on the local disk, is shipped as a
+//! tail chunk ([`crate::remote::Chunk`]) to object storage, and the owner's epoch is read
+//! back from etcd after that; only then are the batch's writers answered. The cluster crate
+//! implements [`TailSink`]; on a single node there is none and nothing of this runs.
+//!
+//! ```text
+//! flusher: O_DSYNC write ──► shipping queue ──► shipper: sink.ship (several in flight)
+//!                                                   └──► in order: durable, wake writers
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::remote::Chunk;
+
+/// Why a batch could not be shipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShipError {
+    /// This node no longer owns the partition (another node's epoch is current): nothing
+    /// more may be acknowledged, and the partition must be closed.
+    Fenced(String),
+}
+
+pub type ShipFuture = Pin<Box<dyn Future<Output = Result<(), ShipError>>>>;
+
+/// Ships a partition's batches. `ship` resolves once the chunk is stored and the owner's
+/// epoch was confirmed after that; it retries temporary failures itself (a store or etcd
+/// that is down) and only gives up when the ownership has ended.
+pub trait TailSink {
+    fn ship(&self, chunk: Chunk) -> ShipFuture;
+}
+
+/// A partition's tail sink and how the log treats it.
+#[derive(Clone)]
+pub struct Tail {
+    pub sink: Rc<dyn TailSink>,
+    /// New writes are refused (temporarily unavailable) while the oldest batch in flight
+    /// has waited this long: a store or etcd that is down stops the intake instead of
+    /// piling up unconfirmed changes.
+    pub refuse_after: Duration,
+    /// A writer waits this long for its batch's confirmation, then gets
+    /// [`crate::StoreError::Unconfirmed`] (the batch keeps being shipped).
+    pub ack_timeout: Duration,
+    /// Batches shipped at once.
+    pub in_flight: usize,
+}
+
+impl Tail {
+    pub fn new(sink: Rc<dyn TailSink>) -> Self {
+        Self {
+            sink,
+            refuse_after: Duration::from_secs(2),
+            ack_timeout: Duration::from_secs(20),
+            in_flight: 8,
+        }
+    }
+}
+
+impl std::fmt::Debug for Tail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tail")
+            .field("refuse_after", &self.refuse_after)
+            .field("ack_timeout", &self.ack_timeout)
+            .field("in_flight", &self.in_flight)
+            .finish()
+    }
+}
