@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// The cluster's name: the prefix of its etcd keys (`/ringmail/<name>/`) and, unless
@@ -23,7 +23,7 @@ pub struct ClusterConfig {
     pub s3: S3Config,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
     /// The S3 endpoint, e.g. `http://127.0.0.1:3900` (Garage), `http://minio:9000`, or

@@ -206,7 +206,7 @@ impl Coordinator {
 
     /// The cluster's partition count: the stored one, or `partitions` if this node is the
     /// first (written once; every node must agree, or accounts would hash differently).
-    pub async fn layout(&mut self, partitions: u32) -> Result<u32> {
+    pub async fn layout(&self, partitions: u32) -> Result<u32> {
         let key = self.keys.layout();
         let value = format!("{{\"partitions\":{partitions}}}");
         let r = self
@@ -236,7 +236,7 @@ impl Coordinator {
 
     /// Tries to become the owner of `partition`: the new epoch, or `None` if another node
     /// owns it now. Repeating it after a lost reply finds the ownership it made.
-    pub async fn acquire(&mut self, partition: u32) -> Result<Option<u64>> {
+    pub async fn acquire(&self, partition: u32) -> Result<Option<u64>> {
         if !self.lease_alive() {
             return Err(ClusterError::Etcd(
                 "this node's lease is not confirmed".into(),
@@ -282,7 +282,7 @@ impl Coordinator {
 
     /// Gives up `partition` if this node still owns it at `epoch` (a planned move: the
     /// manifest is published first). Returns whether it did.
-    pub async fn release(&mut self, partition: u32, epoch: u64) -> Result<bool> {
+    pub async fn release(&self, partition: u32, epoch: u64) -> Result<bool> {
         let key = self.keys.owner(partition);
         let lease = self.lease;
         let r = self
@@ -303,7 +303,7 @@ impl Coordinator {
     /// linearizable read. An owner acknowledges a write only after this said yes *after* the
     /// write was stored: a takeover ordered before the read makes it say no, and one
     /// ordered after it finds the write.
-    pub async fn confirm(&mut self, ownerships: &[(u32, u64)]) -> Result<Vec<bool>> {
+    pub async fn confirm(&self, ownerships: &[(u32, u64)]) -> Result<Vec<bool>> {
         let owners = self.owners().await?;
         Ok(ownerships
             .iter()
@@ -316,7 +316,7 @@ impl Coordinator {
     }
 
     /// Every owned partition, as etcd says now.
-    pub async fn owners(&mut self) -> Result<BTreeMap<u32, Owner>> {
+    pub async fn owners(&self) -> Result<BTreeMap<u32, Owner>> {
         let prefix = self.keys.owners();
         let r = self
             .call(|mut c| {
@@ -342,13 +342,7 @@ impl Coordinator {
 
     /// Names `key` (serial `serial`) as `partition`'s manifest, if this node still owns it
     /// at `epoch`; [`ClusterError::Fenced`] otherwise.
-    pub async fn publish(
-        &mut self,
-        partition: u32,
-        epoch: u64,
-        serial: u64,
-        key: &str,
-    ) -> Result<()> {
+    pub async fn publish(&self, partition: u32, epoch: u64, serial: u64, key: &str) -> Result<()> {
         let owner = self.keys.owner(partition);
         let pointer = self.keys.manifest(partition);
         let value = format!("{serial} {key}");
@@ -372,7 +366,7 @@ impl Coordinator {
     }
 
     /// The published manifest of `partition`: (serial, object key).
-    pub async fn manifest_pointer(&mut self, partition: u32) -> Result<Option<(u64, String)>> {
+    pub async fn manifest_pointer(&self, partition: u32) -> Result<Option<(u64, String)>> {
         let key = self.keys.manifest(partition);
         let r = self
             .call(|mut c| {
@@ -395,16 +389,16 @@ impl Coordinator {
     }
 
     /// The member nodes (those whose lease is alive).
-    pub async fn members(&mut self) -> Result<BTreeSet<String>> {
+    pub async fn members(&self) -> Result<BTreeSet<String>> {
         self.names_under(self.keys.nodes()).await
     }
 
     /// Nodes being drained.
-    pub async fn draining(&mut self) -> Result<BTreeSet<String>> {
+    pub async fn draining(&self) -> Result<BTreeSet<String>> {
         self.names_under(self.keys.drains()).await
     }
 
-    async fn names_under(&mut self, prefix: String) -> Result<BTreeSet<String>> {
+    async fn names_under(&self, prefix: String) -> Result<BTreeSet<String>> {
         let r = self
             .call(|mut c| {
                 let prefix = prefix.clone();
@@ -424,7 +418,7 @@ impl Coordinator {
     }
 
     /// Where operators asked partitions to move.
-    pub async fn assignments(&mut self) -> Result<BTreeMap<u32, String>> {
+    pub async fn assignments(&self) -> Result<BTreeMap<u32, String>> {
         let prefix = self.keys.assigns();
         let r = self
             .call(|mut c| {
@@ -444,7 +438,7 @@ impl Coordinator {
     }
 
     /// Asks for `partition` to move to `node` (`ringmail cluster move`).
-    pub async fn assign(&mut self, partition: u32, node: &str) -> Result<()> {
+    pub async fn assign(&self, partition: u32, node: &str) -> Result<()> {
         let key = self.keys.assign(partition);
         self.call(|mut c| {
             let (key, node) = (key.clone(), node.to_string());
@@ -455,7 +449,7 @@ impl Coordinator {
     }
 
     /// Marks `node` as draining (or not): its partitions move to the others.
-    pub async fn set_draining(&mut self, node: &str, draining: bool) -> Result<()> {
+    pub async fn set_draining(&self, node: &str, draining: bool) -> Result<()> {
         let key = self.keys.drain(node);
         if draining {
             self.call(|mut c| {
@@ -475,7 +469,7 @@ impl Coordinator {
 
     /// Leaves the cluster: revokes the lease, which ends every ownership of this node at
     /// once (call after publishing and releasing what should move cleanly).
-    pub async fn leave(self) -> Result<()> {
+    pub async fn leave(&self) -> Result<()> {
         self.keepalive.abort();
         let lease = self.lease;
         self.call(|mut c| async move { c.lease_revoke(lease).await })

@@ -14,12 +14,17 @@
 //! docs/cluster.md has the design and the failure table.
 
 pub mod config;
+pub mod control;
 pub mod coordinator;
 pub mod error;
 pub mod etcd_keys;
 pub mod objects;
+/// Test harness: real etcd and Garage processes on loopback (not part of the API).
+#[doc(hidden)]
+pub mod testing;
 
 pub use config::{ClusterConfig, S3Config};
+pub use control::{ControlPlane, Status};
 pub use coordinator::Coordinator;
 pub use error::ClusterError;
 pub use objects::Objects;

@@ -13,8 +13,8 @@ use ringmail_cluster::{ClusterError, Coordinator};
 fn ownership_is_exclusive_epochs_grow_and_publication_is_fenced() {
     let infra = Infra::start(31000, 3, 1);
     block_on(async {
-        let mut a = Coordinator::join(&infra.config("a", 5)).await.unwrap();
-        let mut b = Coordinator::join(&infra.config("b", 5)).await.unwrap();
+        let a = Coordinator::join(&infra.config("a", 5)).await.unwrap();
+        let b = Coordinator::join(&infra.config("b", 5)).await.unwrap();
         assert_eq!(a.layout(8).await.unwrap(), 8);
         assert_eq!(b.layout(16).await.unwrap(), 8, "the first layout stays");
         assert_eq!(
@@ -78,8 +78,8 @@ fn ownership_is_exclusive_epochs_grow_and_publication_is_fenced() {
 fn a_paused_owner_loses_its_lease_and_is_fenced() {
     let infra = Infra::start(31100, 1, 1);
     block_on(async {
-        let mut a = Coordinator::join(&infra.config("a", 2)).await.unwrap();
-        let mut b = Coordinator::join(&infra.config("b", 2)).await.unwrap();
+        let a = Coordinator::join(&infra.config("a", 2)).await.unwrap();
+        let b = Coordinator::join(&infra.config("b", 2)).await.unwrap();
         let e1 = a.acquire(5).await.unwrap().unwrap();
         assert!(a.lease_alive());
         // a stops sending keep-alives, as a paused (SIGSTOP) or cut-off process would.
@@ -115,7 +115,7 @@ fn losing_one_of_three_etcd_members_is_survived_and_quorum_loss_is_temporary() {
     let mut infra = Infra::start(31200, 3, 1);
     let cfg = infra.config("a", 5);
     block_on(async {
-        let mut a = Coordinator::join(&cfg).await.unwrap();
+        let a = Coordinator::join(&cfg).await.unwrap();
         let e = a.acquire(0).await.unwrap().unwrap();
         infra.signal("ETCD1", "KILL");
         // Two of three: everything goes on.

@@ -95,6 +95,10 @@ pub enum StoreError {
     /// confirm it in time. It is kept and may still become durable: a retry may duplicate.
     #[error("the change was not confirmed by the cluster in time; try again later")]
     Unconfirmed,
+    /// Cluster mode: partition N is not open on this node (another node owns it, or it is
+    /// moving): try again, or at its owner.
+    #[error("partition {0} is not served by this node now")]
+    NotHere(u32),
 }
 
 /// What ran out when storage is temporarily unavailable.

@@ -48,6 +48,9 @@ pub struct NodeConfig {
     /// How long an idle shard spins before it sleeps: a busy server avoids a sleep and a
     /// wake-up per event, at the price of CPU while idle.
     pub spin_before_park: Option<std::time::Duration>,
+    /// Open every partition at start (a single node). In a cluster none is: the control
+    /// plane opens each one it comes to own ([`NodeHandle::open_partition`]).
+    pub open_at_start: bool,
 }
 
 impl NodeConfig {
@@ -60,6 +63,7 @@ impl NodeConfig {
             partition: PartitionConfig::default(),
             queue_depth: 1024,
             spin_before_park: None,
+            open_at_start: true,
         }
     }
 }
@@ -73,15 +77,39 @@ pub type Service = Arc<dyn Fn(Rc<ShardContext>) -> Pin<Box<dyn Future<Output = (
 /// What a job or service sees on its shard.
 pub struct ShardContext {
     pub shard: ShardId,
-    pub partitions: BTreeMap<PartitionId, Rc<Partition>>,
+    /// The partitions open on this shard: all of the shard's at start on a single node;
+    /// in a cluster, those this node owns now (opened and closed while running).
+    partitions: std::cell::RefCell<BTreeMap<PartitionId, Rc<Partition>>>,
     pub node: NodeHandle,
     /// Closed when the node starts shutting down: services stop accepting work.
     pub stop: async_channel::Receiver<()>,
 }
 
+impl ShardContext {
+    /// Partition `p`, if it is open on this shard.
+    pub fn partition(&self, p: PartitionId) -> Option<Rc<Partition>> {
+        self.partitions.borrow().get(&p).cloned()
+    }
+
+    pub fn has_partition(&self, p: PartitionId) -> bool {
+        self.partitions.borrow().contains_key(&p)
+    }
+
+    /// The partitions open on this shard now.
+    pub fn open_partitions(&self) -> Vec<(PartitionId, Rc<Partition>)> {
+        self.partitions
+            .borrow()
+            .iter()
+            .map(|(p, part)| (*p, part.clone()))
+            .collect()
+    }
+}
+
 struct HandleInner {
     senders: Vec<async_channel::Sender<Job>>,
     map: SlotMap,
+    data_dir: PathBuf,
+    partition: PartitionConfig,
 }
 
 /// A cheap, thread-safe handle for sending work to the shard that owns an account.
@@ -134,6 +162,8 @@ impl Node {
             inner: Arc::new(HandleInner {
                 senders,
                 map: map.clone(),
+                data_dir: cfg.data_dir.clone(),
+                partition: cfg.partition.clone(),
             }),
         };
         let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
@@ -290,7 +320,7 @@ async fn shard_main(
         crate::io::probe_device(&cfg.data_dir.join(SUPERBLOCK_FILE)).await?;
         let mut partitions = BTreeMap::new();
         let mut reports = Vec::new();
-        for p in owned {
+        for p in owned.into_iter().filter(|_| cfg.open_at_start) {
             let dir = cfg.data_dir.join(partition_dir(p.0));
             let part = Partition::open(&dir, p, cfg.partition.clone()).await?;
             reports.push((p, part.recovery_report().clone()));
@@ -311,7 +341,7 @@ async fn shard_main(
     };
     let ctx = Rc::new(ShardContext {
         shard,
-        partitions,
+        partitions: std::cell::RefCell::new(partitions),
         node,
         stop,
     });
@@ -332,7 +362,7 @@ async fn shard_main(
     }
     let _ = gate.close().await;
     let mut first = Ok(());
-    for p in ctx.partitions.values() {
+    for (_, p) in ctx.open_partitions() {
         let r = p.close().await;
         if first.is_ok() {
             first = r;
@@ -364,12 +394,9 @@ impl NodeHandle {
         let (tx, rx) = futures_channel::oneshot::channel::<Result<R>>();
         let job: Job = Box::new(move |ctx: Rc<ShardContext>| {
             Box::pin(async move {
-                let r = match ctx.partitions.get(&p) {
-                    Some(part) => f(part.clone()).await,
-                    None => Err(Error::Config(format!(
-                        "partition {p} is not on shard {}",
-                        ctx.shard
-                    ))),
+                let r = match ctx.partition(p) {
+                    Some(part) => f(part).await,
+                    None => Err(Error::Store(StoreError::NotHere(p.0))),
                 };
                 let _ = tx.send(r);
             })
@@ -381,6 +408,71 @@ impl NodeHandle {
             .map_err(|_| Error::Store(StoreError::ShuttingDown))?;
         rx.await
             .map_err(|_| Error::Store(StoreError::ShuttingDown))?
+    }
+
+    /// Opens partition `p` on its shard as this node's ownership at `epoch` (cluster mode):
+    /// the directory was made from object storage first (`remote::materialize`), and
+    /// `tail` builds, on the shard, the sink its batches are shipped to.
+    pub async fn open_partition(
+        &self,
+        p: PartitionId,
+        epoch: u64,
+        tail: Box<dyn FnOnce() -> crate::io::tail::Tail + Send>,
+    ) -> Result<RecoveryReport> {
+        let (tx, rx) = futures_channel::oneshot::channel::<Result<RecoveryReport>>();
+        let job: Job = Box::new(move |ctx: Rc<ShardContext>| {
+            Box::pin(async move {
+                let r = async {
+                    if ctx.has_partition(p) {
+                        return Err(Error::Config(format!("partition {p} is already open")));
+                    }
+                    let cfg = PartitionConfig {
+                        epoch,
+                        ..ctx.node.inner.partition.clone()
+                    };
+                    let dir = ctx.node.inner.data_dir.join(partition_dir(p.0));
+                    let part = Partition::open_with_tail(&dir, p, cfg, Some(tail())).await?;
+                    let report = part.recovery_report().clone();
+                    ctx.partitions.borrow_mut().insert(p, part);
+                    Ok(report)
+                }
+                .await;
+                let _ = tx.send(r);
+            })
+        });
+        self.send_to_shard(p, job).await?;
+        rx.await
+            .map_err(|_| Error::Store(StoreError::ShuttingDown))?
+    }
+
+    /// Closes partition `p` on its shard (cluster mode: the ownership ended or moves).
+    /// Requests for it fail with [`StoreError::NotHere`] from now on; those running finish.
+    pub async fn close_partition(&self, p: PartitionId) -> Result<()> {
+        let (tx, rx) = futures_channel::oneshot::channel::<Result<()>>();
+        let job: Job = Box::new(move |ctx: Rc<ShardContext>| {
+            Box::pin(async move {
+                let part = ctx.partitions.borrow_mut().remove(&p);
+                let r = match part {
+                    Some(part) => {
+                        part.mark_gone();
+                        part.close().await
+                    }
+                    None => Ok(()),
+                };
+                let _ = tx.send(r);
+            })
+        });
+        self.send_to_shard(p, job).await?;
+        rx.await
+            .map_err(|_| Error::Store(StoreError::ShuttingDown))?
+    }
+
+    async fn send_to_shard(&self, p: PartitionId, job: Job) -> Result<()> {
+        let shard = shard_of(p, self.inner.senders.len()).0 as usize;
+        self.inner.senders[shard]
+            .send(job)
+            .await
+            .map_err(|_| Error::Store(StoreError::ShuttingDown))
     }
 
     /// Runs `f` on the partition that owns `account`.

@@ -37,6 +37,10 @@ pub struct Config {
     pub limits: Limits,
     pub smtp: Smtp,
     pub auth: Auth,
+    /// Cluster mode (docs/cluster.md): partitions owned through etcd and stored in
+    /// S3-compatible object storage. Absent: a single node, and nothing of it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ringmail_cluster::ClusterConfig>,
 }
 
 /// Listener addresses; `None` (in TOML: `"off"`) disables one.
@@ -244,6 +248,7 @@ impl Default for Config {
             limits: Limits::default(),
             smtp: Smtp::default(),
             auth: Auth::default(),
+            cluster: None,
         }
     }
 }

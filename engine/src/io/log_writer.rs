@@ -210,6 +210,8 @@ struct Inner {
     unconfirmed: VecDeque<Instant>,
     /// Stops the shipper once the queue is empty (after the flusher is done).
     ship_stop: bool,
+    /// Cluster mode: the ownership ended (the sink said so); the log is poisoned too.
+    fenced: bool,
 }
 
 /// Written batch buffers kept for reuse, and the largest kept (a rare huge batch's buffer is
@@ -290,6 +292,7 @@ impl LogWriter {
             shipping: VecDeque::new(),
             unconfirmed: VecDeque::new(),
             ship_stop: false,
+            fenced: false,
         }));
         let notify = Notify::default();
         let ship_wake = Notify::default();
@@ -597,6 +600,11 @@ impl LogWriter {
         self.inner.borrow().poisoned.clone()
     }
 
+    /// Cluster mode: whether the tail sink said this node's ownership has ended.
+    pub fn fenced(&self) -> bool {
+        self.inner.borrow().fenced
+    }
+
     /// From now on appends are refused, and a batch waiting for a segment that cannot be
     /// prepared is given up (its writers and waiters fail) instead of waiting for space:
     /// what the owner's close does first, so nothing it waits for can wait forever.
@@ -788,6 +796,7 @@ fn fence(i: &mut Inner, why: &str, waiters: Vec<oneshot::Sender<Result<(), Strin
     let msg = format!("this node no longer owns the partition: {why}");
     tracing::warn!(partition = i.cfg.partition, epoch = i.cfg.epoch, reason = %why, "fenced: nothing more is acknowledged");
     i.poisoned = Some(msg.clone());
+    i.fenced = true;
     let queued: Vec<_> = i.shipping.drain(..).flat_map(|s| s.waiters).collect();
     let pending = std::mem::take(&mut i.pending_waiters);
     let positions = std::mem::take(&mut i.pos_waiters);

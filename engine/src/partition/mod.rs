@@ -230,6 +230,9 @@ pub struct Partition {
     deferring: Cell<bool>,
     last_delivery: Cell<Instant>,
     closing: Cell<bool>,
+    /// Cluster mode: this node no longer serves the partition (closed after its ownership
+    /// ended or moved); sessions holding it end.
+    gone: Cell<bool>,
 }
 
 fn now_unix() -> u64 {
@@ -364,6 +367,7 @@ impl Partition {
             deferring: Cell::new(deferring),
             last_delivery: Cell::new(Instant::now()),
             closing: Cell::new(false),
+            gone: Cell::new(false),
             cfg,
         });
         // Make the new segment exist before anyone waits on it. If it cannot be made (a full
@@ -404,6 +408,19 @@ impl Partition {
 
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.report
+    }
+
+    /// Cluster mode: marks the partition as no longer served here, and wakes every session
+    /// waiting on it (IDLE), which then sees [`Self::is_gone`] and ends.
+    pub fn mark_gone(&self) {
+        self.gone.set(true);
+        self.changes.changed();
+    }
+
+    /// Whether this node stopped serving the partition (its ownership ended or moved), or
+    /// the log was fenced: sessions on it must end, and clients reconnect to the owner.
+    pub fn is_gone(&self) -> bool {
+        self.gone.get() || self.log.fenced()
     }
 }
 

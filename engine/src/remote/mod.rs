@@ -19,6 +19,12 @@ pub mod manifest;
 pub mod materialize;
 
 pub use chunk::{Chunk, Piece};
+
+/// The local directory of `partition` in a node's data directory (its cache, in cluster
+/// mode).
+pub fn local_dir(data_dir: &std::path::Path, partition: u32) -> std::path::PathBuf {
+    data_dir.join(crate::format::names::partition_dir(partition))
+}
 pub use keys::ObjectKey;
 pub use manifest::{Manifest, ObjectRef, SegmentRef, TailRange};
 pub use materialize::{materialize, Materialized, Materials};

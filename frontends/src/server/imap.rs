@@ -250,7 +250,7 @@ pub async fn serve(
         return;
     }
     let p = server.ctx.node.partition_of(&account);
-    if let Some(part) = server.ctx.partitions.get(&p).cloned() {
+    if let Some(part) = server.ctx.partition(p) {
         let pending = io.framer.take_input();
         authenticated(server, part, io.conn, account, pending).await;
         return;

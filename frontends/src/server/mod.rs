@@ -281,8 +281,8 @@ impl ShardServer {
         Fut: std::future::Future<Output = Result<R, ringmail_engine::Error>> + 'static,
     {
         let p = self.ctx.node.partition_of(account);
-        match self.ctx.partitions.get(&p) {
-            Some(part) => f(part.clone()).await,
+        match self.ctx.partition(p) {
+            Some(part) => f(part).await,
             None => self.ctx.node.on_partition(p, f).await,
         }
     }
@@ -294,7 +294,7 @@ impl ShardServer {
         request: ringmail_engine::Request,
     ) -> Result<ringmail_engine::Response, ringmail_engine::Error> {
         let p = self.ctx.node.partition_of(request.account());
-        match self.ctx.partitions.get(&p) {
+        match self.ctx.partition(p) {
             Some(part) => part.serve(request).await,
             None => self.ctx.node.request(request).await,
         }
@@ -552,12 +552,48 @@ pub fn start(cfg: Config, source: reload::Source) -> Result<Running, String> {
     let mut ncfg = NodeConfig::new(cfg.data.clone());
     ncfg.shards = shards;
     ncfg.partitions = cfg.partitions;
+    // Cluster mode: the cluster's partition count comes from etcd, and partitions open as
+    // this node comes to own them.
+    let control = match &cfg.cluster {
+        Some(c) => {
+            let proposed = if cfg.partitions == 0 {
+                shards as u32
+            } else {
+                cfg.partitions
+            };
+            let cp = ringmail_cluster::ControlPlane::start(c.clone(), cfg.data.clone(), proposed)
+                .map_err(|e| format!("joining the cluster: {e}"))?;
+            if let Some(local) = ringmail_engine::SlotMap::partitions_in(&cfg.data) {
+                if local != cp.partitions() {
+                    return Err(format!(
+                        "{} has {local} partitions but the cluster has {}: use an empty data directory for this node",
+                        cfg.data.display(),
+                        cp.partitions()
+                    ));
+                }
+            }
+            ncfg.partitions = cp.partitions();
+            ncfg.open_at_start = false;
+            Some(cp)
+        }
+        None => None,
+    };
     ncfg.partition.deferred_compression_bytes = cfg.deferred_compression_mib << 20;
     if cfg.spin_before_park_us > 0 {
         ncfg.spin_before_park = Some(Duration::from_micros(cfg.spin_before_park_us));
     }
     let node = ringmail_engine::Node::start_with(ncfg, Some(service)).map_err(|e| e.to_string())?;
-    Ok(Running::new(node, shared, cfg, source, users_mtime))
+    if let Some(cp) = &control {
+        cp.run(node.handle());
+    }
+    Ok(Running::new(
+        control,
+        node,
+        shared,
+        cfg,
+        source,
+        users_mtime,
+    ))
 }
 
 /// Ten base-32 characters (50 random bits) that start this run's delivery ids.

@@ -91,7 +91,7 @@ async fn run(
                         .map(|u| u.account().to_string())
                         .unwrap_or(account);
                     let p = server.ctx.node.partition_of(&account);
-                    if !server.ctx.partitions.contains_key(&p) {
+                    if !server.ctx.has_partition(p) {
                         // The session moves to the core that owns the account, so that
                         // every RETR is a local read. (The login was logged here.)
                         if let Some(ok) = session.take_login_outcome() {
@@ -122,7 +122,7 @@ async fn run(
                     };
                     // The session is on the owning shard (see `hand_off`).
                     let p = server.ctx.node.partition_of(&account);
-                    let Some(part) = server.ctx.partitions.get(&p).cloned() else {
+                    let Some(part) = server.ctx.partition(p) else {
                         break 'session;
                     };
                     match part.fetch(&account, "INBOX", Uid(id)).await {

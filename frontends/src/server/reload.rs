@@ -23,6 +23,8 @@ pub type Source = Box<dyn Fn() -> Result<Config, String>>;
 
 pub struct Running {
     node: Option<Node>,
+    /// Cluster mode: the control plane (etcd, object storage), stopped before the node.
+    control: Option<ringmail_cluster::ControlPlane>,
     shared: Arc<Shared>,
     source: Source,
     /// The configuration in force.
@@ -32,7 +34,8 @@ pub struct Running {
 }
 
 /// Keys whose change needs a restart (a reload keeps their running values).
-const FIXED: [&str; 7] = [
+const FIXED: [&str; 8] = [
+    "cluster.",
     "data",
     "cores",
     "partitions",
@@ -52,6 +55,7 @@ pub fn throttle_policy(cfg: &Config) -> Policy {
 
 impl Running {
     pub(super) fn new(
+        control: Option<ringmail_cluster::ControlPlane>,
         node: Node,
         shared: Arc<Shared>,
         cfg: Config,
@@ -63,6 +67,7 @@ impl Running {
             c.log("TLS certificate");
         }
         let r = Running {
+            control,
             node: Some(node),
             shared,
             source,
@@ -209,6 +214,11 @@ impl Running {
 
     /// Stops accepting, lets sessions finish their replies, checkpoints every partition.
     pub fn shutdown(mut self) -> Result<(), String> {
+        // Cluster mode: partitions are handed back (flushed, shipped, released) while the
+        // shards still run, then the lease is revoked.
+        if let Some(c) = self.control.take() {
+            c.stop();
+        }
         match self.node.take() {
             Some(n) => n.shutdown().map_err(|e| e.to_string()),
             None => Ok(()),

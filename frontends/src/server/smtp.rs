@@ -250,11 +250,7 @@ async fn deliver_local_first(
     let mut local: Vec<(usize, Recipient)> = Vec::new();
     let mut remote: Vec<(usize, Recipient)> = Vec::new();
     for (i, r) in recipients.iter().enumerate() {
-        if server
-            .ctx
-            .partitions
-            .contains_key(&node.partition_of(&r.account))
-        {
+        if server.ctx.has_partition(node.partition_of(&r.account)) {
             local.push((i, r.clone()));
         } else {
             remote.push((i, r.clone()));
@@ -272,9 +268,19 @@ async fn deliver_local_first(
                 .push((*i, r.clone()));
         }
         for (p, group) in by_part {
-            let part = &server.ctx.partitions[&p];
             let rcpts: Vec<Recipient> = group.iter().map(|(_, r)| r.clone()).collect();
-            let res = part.deliver(&rcpts, &msg).await;
+            let res = match server.ctx.partition(p) {
+                Some(part) => part.deliver(&rcpts, &msg).await,
+                // Closed since (cluster mode: the ownership ended meanwhile).
+                None => rcpts
+                    .iter()
+                    .map(|_| {
+                        Err(ringmail_engine::Error::Store(
+                            ringmail_engine::StoreError::NotHere(p.0),
+                        ))
+                    })
+                    .collect(),
+            };
             out.extend(group.into_iter().map(|(i, _)| i).zip(res));
         }
         out
@@ -318,6 +324,16 @@ fn store_reply(e: &Error) -> (Reply, &'static str) {
         }
         Some(StoreError::ShuttingDown) => (
             Reply::new(421, Some((4, 3, 2)), "server shutting down"),
+            "storage_unavailable",
+        ),
+        // Cluster mode: the mailbox's partition is moving, or the cluster did not confirm
+        // the write in time (it may still be stored: a retry may duplicate, as mail allows).
+        Some(StoreError::NotHere(_)) | Some(StoreError::Unconfirmed) => (
+            Reply::new(
+                451,
+                Some((4, 3, 0)),
+                "mailbox temporarily unavailable, try again",
+            ),
             "storage_unavailable",
         ),
         Some(StoreError::Unavailable(why)) => (

@@ -141,9 +141,11 @@ fn no(e: Error) -> Failure {
         Some(StoreError::CannotDeleteInbox) | Some(StoreError::InvalidName(_)) => {
             Some(Code::Cannot)
         }
-        Some(StoreError::ShuttingDown) | Some(StoreError::Unavailable(_)) | None => {
-            Some(Code::Unavailable)
-        }
+        Some(StoreError::ShuttingDown)
+        | Some(StoreError::Unavailable(_))
+        | Some(StoreError::Unconfirmed)
+        | Some(StoreError::NotHere(_))
+        | None => Some(Code::Unavailable),
         _ => None,
     };
     Failure {
