@@ -151,6 +151,19 @@ g key import --yes -n ringmail "$key_id" "$key_secret" >/dev/null || fail "garag
 g bucket create ringmail >/dev/null || fail "garage bucket create failed"
 g bucket allow --read --write --owner ringmail --key ringmail >/dev/null ||
   fail "garage bucket allow failed"
+# Ready when every node says so (it has the layout and can reach a quorum of copies).
+for i in $(seq 1 "$S3_NODES"); do
+  admin=$((BASE_PORT + 30 + 10 * (i - 1) + 3))
+  ok=0
+  for _ in $(seq 1 200); do
+    if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$HOST:$admin/health")" = 200 ]; then
+      ok=1
+      break
+    fi
+    sleep 0.05
+  done
+  [ $ok = 1 ] || fail "garage node $i is not healthy (see $CLUSTER_DIR/s3-$i/log)"
+done
 out "S3_REGION=garage"
 out "S3_BUCKET=ringmail"
 out "S3_ACCESS_KEY=$key_id"
