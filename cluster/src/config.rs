@@ -20,6 +20,14 @@ pub struct ClusterConfig {
     /// taken over after this, and a node cut off from etcd this long drops its partitions.
     #[serde(default = "default_lease_ttl")]
     pub lease_ttl_secs: u64,
+    /// Objects no published manifest names any more (replaced checkpoints, compacted
+    /// segments, chunks the sealed segments hold) are deleted this long after they were
+    /// stored: a node still reading an older manifest finds them meanwhile.
+    #[serde(default = "default_gc_grace")]
+    pub gc_grace_secs: u64,
+    /// How often an owner looks for such objects of its partitions.
+    #[serde(default = "default_gc_interval")]
+    pub gc_interval_secs: u64,
     pub s3: S3Config,
 }
 
@@ -48,6 +56,12 @@ fn default_name() -> String {
 }
 fn default_lease_ttl() -> u64 {
     5
+}
+fn default_gc_grace() -> u64 {
+    3600
+}
+fn default_gc_interval() -> u64 {
+    300
 }
 fn default_region() -> String {
     "us-east-1".into()

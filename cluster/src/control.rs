@@ -21,6 +21,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,8 +29,12 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 use ringmail_engine::remote::chunk::{candidates, chain};
 use ringmail_engine::remote::keys::chunk_prefix;
-use ringmail_engine::remote::{materialize, Chunk, Manifest, Materials, ObjectKey, TailRange};
-use ringmail_engine::{NodeHandle, PartitionId, ShipError, ShipFuture, Tail, TailSink};
+use ringmail_engine::remote::{
+    materialize, Chunk, Manifest, Materials, ObjectKey, SegmentRef, TailRange,
+};
+use ringmail_engine::{
+    Checkpointed, NodeHandle, PartitionId, Sealed, ShipError, ShipFuture, Tail, TailSink,
+};
 
 use crate::config::ClusterConfig;
 use crate::coordinator::Coordinator;
@@ -47,6 +52,18 @@ enum Command {
         bytes: Vec<u8>,
         reply: oneshot::Sender<std::result::Result<(), ShipError>>,
     },
+    Sealed {
+        partition: u32,
+        epoch: u64,
+        segment: Sealed,
+        pending: PendingGuard,
+    },
+    Checkpointed {
+        partition: u32,
+        epoch: u64,
+        checkpoint: Checkpointed,
+        pending: PendingGuard,
+    },
     Run(NodeHandle),
     Stop(oneshot::Sender<()>),
 }
@@ -63,6 +80,10 @@ pub struct Status {
     pub fenced: u64,
     /// Batches shipped (tail chunks stored and confirmed).
     pub shipped: u64,
+    /// Manifests published.
+    pub published: u64,
+    /// Objects deleted by garbage collection.
+    pub collected: u64,
 }
 
 /// A running control plane: its thread, and the channel the shards reach it by.
@@ -164,6 +185,8 @@ pub struct ClusterSink {
     partition: u32,
     epoch: u64,
     commands: async_channel::Sender<Command>,
+    /// The ownership's count of publications asked for and not done.
+    pending: Arc<AtomicUsize>,
 }
 
 impl TailSink for ClusterSink {
@@ -185,10 +208,50 @@ impl TailSink for ClusterSink {
                 .unwrap_or_else(|_| Err(ShipError::Fenced("the control plane has stopped".into())))
         })
     }
+
+    fn sealed(&self, segment: Sealed) {
+        let _ = self.commands.try_send(Command::Sealed {
+            partition: self.partition,
+            epoch: self.epoch,
+            segment,
+            pending: PendingGuard::new(&self.pending),
+        });
+    }
+
+    fn checkpointed(&self, checkpoint: Checkpointed) {
+        let _ = self.commands.try_send(Command::Checkpointed {
+            partition: self.partition,
+            epoch: self.epoch,
+            checkpoint,
+            pending: PendingGuard::new(&self.pending),
+        });
+    }
+}
+
+/// What a takeover found in object storage.
+struct Opened {
+    checkpoint: bool,
+    /// Sealed segments the manifest names, and how many were fetched to open.
+    segments: usize,
+    fetched: usize,
+    chunks: usize,
+}
+
+/// What this node last published for a partition it owns.
+#[derive(Clone)]
+struct Published {
+    manifest: Manifest,
+    serial: u64,
+    /// The first LSN of segments that may become the tail's start (after a sealed one,
+    /// and this owner's first).
+    first_lsn_of: BTreeMap<u64, u64>,
 }
 
 struct Owned {
     epoch: u64,
+    /// Publications asked for by the partition (sealed segments, checkpoints) and not done
+    /// yet: a release waits for them, so the next owner finds the last checkpoint.
+    pending: Arc<AtomicUsize>,
 }
 
 struct Plane {
@@ -205,6 +268,9 @@ struct Plane {
     confirming: RefCell<Vec<(u32, u64, oneshot::Sender<bool>)>>,
     confirm_wake: tokio::sync::Notify,
     stopping: Cell<bool>,
+    published: RefCell<BTreeMap<u32, Published>>,
+    /// One publication at a time per partition, in the order they were asked for.
+    publish_locks: RefCell<BTreeMap<u32, Rc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Plane {
@@ -231,6 +297,8 @@ impl Plane {
             confirming: RefCell::new(Vec::new()),
             confirm_wake: tokio::sync::Notify::new(),
             stopping: Cell::new(false),
+            published: RefCell::new(BTreeMap::new()),
+            publish_locks: RefCell::new(BTreeMap::new()),
         })
     }
 
@@ -267,10 +335,39 @@ impl Plane {
                         let _ = reply.send(r);
                     });
                 }
+                Command::Sealed {
+                    partition,
+                    epoch,
+                    segment,
+                    pending: done,
+                } => {
+                    let me = self.clone();
+                    tokio::task::spawn_local(async move {
+                        if let Err(e) = me.store_sealed(partition, epoch, segment).await {
+                            tracing::warn!(partition, error = %e, "a sealed segment was not published; its chunks stay the tail");
+                        }
+                        drop(done);
+                    });
+                }
+                Command::Checkpointed {
+                    partition,
+                    epoch,
+                    checkpoint,
+                    pending: done,
+                } => {
+                    let me = self.clone();
+                    tokio::task::spawn_local(async move {
+                        if let Err(e) = me.store_checkpoint(partition, epoch, checkpoint).await {
+                            tracing::warn!(partition, error = %e, "a checkpoint was not published; the previous one stays");
+                        }
+                        drop(done);
+                    });
+                }
                 Command::Run(node) => {
                     *self.node.borrow_mut() = Some(node);
                     if ticker.is_none() {
                         ticker = Some(tokio::task::spawn_local(self.clone().ownership_loop()));
+                        tokio::task::spawn_local(self.clone().collector());
                     }
                 }
                 Command::Stop(done) => {
@@ -278,17 +375,21 @@ impl Plane {
                     if let Some(t) = ticker.take() {
                         t.abort();
                     }
-                    let owned: Vec<(u32, u64)> = self
-                        .owned
-                        .borrow()
-                        .iter()
-                        .map(|(p, o)| (*p, o.epoch))
-                        .collect();
-                    for (p, epoch) in owned {
-                        self.release(p, epoch).await;
-                    }
-                    let _ = done.send(());
-                    break;
+                    // In a task: closing a partition publishes its checkpoint through this
+                    // loop, which must go on meanwhile. The caller closes the channel after.
+                    let me = self.clone();
+                    tokio::task::spawn_local(async move {
+                        let owned: Vec<(u32, u64)> = me
+                            .owned
+                            .borrow()
+                            .iter()
+                            .map(|(p, o)| (*p, o.epoch))
+                            .collect();
+                        for (p, epoch) in owned {
+                            me.release(p, epoch).await;
+                        }
+                        let _ = done.send(());
+                    });
                 }
             }
         }
@@ -390,6 +491,7 @@ impl Plane {
             return;
         }
         self.owned.borrow_mut().remove(&partition);
+        self.published.borrow_mut().remove(&partition);
         self.count(|s| s.fenced += 1);
         self.update_status();
         tracing::warn!(
@@ -499,7 +601,21 @@ impl Plane {
                 tracing::warn!(partition, error = %e, "closing a partition to release it");
             }
         }
+        // The close's checkpoint (and any sealed segment) is published before the next
+        // owner may start, so it opens from the checkpoint instead of the whole tail.
+        let pending = self
+            .owned
+            .borrow()
+            .get(&partition)
+            .map(|o| o.pending.clone());
+        if let Some(pending) = pending {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while pending.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
         self.owned.borrow_mut().remove(&partition);
+        self.published.borrow_mut().remove(&partition);
         match self.coord.release(partition, epoch).await {
             Ok(_) => {
                 self.count(|s| s.releases += 1);
@@ -517,15 +633,25 @@ impl Plane {
             return Ok(());
         };
         let started = Instant::now();
-        self.owned.borrow_mut().insert(partition, Owned { epoch });
+        self.owned.borrow_mut().insert(
+            partition,
+            Owned {
+                epoch,
+                pending: Arc::new(AtomicUsize::new(0)),
+            },
+        );
         match self.open_owned(partition, epoch).await {
-            Ok(()) => {
+            Ok(opened) => {
                 self.count(|s| s.takeovers += 1);
                 self.update_status();
                 tracing::info!(
                     partition,
                     epoch,
                     took_ms = started.elapsed().as_millis() as u64,
+                    checkpoint = opened.checkpoint,
+                    sealed_segments = opened.segments,
+                    fetched_segments = opened.fetched,
+                    tail_chunks = opened.chunks,
                     "partition taken over"
                 );
                 Ok(())
@@ -538,7 +664,7 @@ impl Plane {
         }
     }
 
-    async fn open_owned(self: &Rc<Self>, partition: u32, epoch: u64) -> Result<()> {
+    async fn open_owned(self: &Rc<Self>, partition: u32, epoch: u64) -> Result<Opened> {
         let prefix = self.objects.prefix().to_string();
         let (manifest, serial) = match self.coord.manifest_pointer(partition).await? {
             Some((serial, key)) => {
@@ -612,6 +738,12 @@ impl Plane {
         for s in &manifest.segments {
             segments.push((s.clone(), self.objects.get(&s.object).await?.to_vec()));
         }
+        let opened = Opened {
+            checkpoint: checkpoint.is_some(),
+            segments: manifest.segments.len(),
+            fetched: segments.len(),
+            chunks: chunks.len(),
+        };
         let dir = ringmail_engine::remote::local_dir(&self.data_dir, partition);
         let m = manifest.clone();
         let mat = tokio::task::spawn_blocking(move || {
@@ -654,12 +786,29 @@ impl Plane {
         self.coord
             .publish(partition, epoch, next.serial, &key)
             .await?;
+        self.count(|s| s.published += 1);
+        let own_first = mat.rebuilt.last().map_or(next.tail_segment, |r| r.0 + 1);
+        let serial = next.serial;
+        self.published.borrow_mut().insert(
+            partition,
+            Published {
+                manifest: next,
+                serial,
+                first_lsn_of: BTreeMap::from([(own_first, mat.next_lsn)]),
+            },
+        );
         let node = self
             .node
             .borrow()
             .clone()
             .ok_or_else(|| ClusterError::Config("no node to open partitions on".into()))?;
         let commands = self.commands.clone();
+        let pending = self
+            .owned
+            .borrow()
+            .get(&partition)
+            .map(|o| o.pending.clone())
+            .ok_or(ClusterError::Fenced { partition, epoch })?;
         node.open_partition(
             PartitionId(partition),
             epoch,
@@ -668,13 +817,314 @@ impl Plane {
                     partition,
                     epoch,
                     commands,
+                    pending,
                 }))
             }),
         )
         .await
         .map_err(|e| ClusterError::Config(format!("opening partition {partition}: {e}")))?;
+        // The segments rebuilt from an earlier owner's chunks are stored whole, so the tail
+        // can start after them (in the background: the partition serves meanwhile).
+        if !mat.rebuilt.is_empty() {
+            let me = self.clone();
+            let dir = ringmail_engine::remote::local_dir(&self.data_dir, partition);
+            tokio::task::spawn_local(async move {
+                for (seq, seg_epoch) in mat.rebuilt {
+                    let path = dir.join(ringmail_engine::internals::format::segment_file(
+                        seg_epoch, seq,
+                    ));
+                    let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                    let s = Sealed {
+                        seq,
+                        epoch: seg_epoch,
+                        path,
+                        len,
+                        next_first_lsn: 0,
+                    };
+                    if let Err(e) = me.store_sealed(partition, epoch, s).await {
+                        tracing::warn!(partition, segment = seq, error = %e, "a rebuilt segment was not stored; its chunks stay the tail");
+                        return;
+                    }
+                }
+            });
+        }
+        Ok(opened)
+    }
+
+    fn publish_lock(&self, partition: u32) -> Rc<tokio::sync::Mutex<()>> {
+        self.publish_locks
+            .borrow_mut()
+            .entry(partition)
+            .or_default()
+            .clone()
+    }
+
+    /// Changes the partition's manifest with `change` and publishes it (stored, then named
+    /// in etcd under this node's epoch). One at a time per partition.
+    async fn update_manifest(
+        self: &Rc<Self>,
+        partition: u32,
+        epoch: u64,
+        change: impl FnOnce(&mut Published),
+    ) -> Result<()> {
+        let lock = self.publish_lock(partition);
+        let _held = lock.lock().await;
+        let mut p = self
+            .published
+            .borrow()
+            .get(&partition)
+            .filter(|p| p.manifest.epoch == epoch)
+            .cloned()
+            .ok_or(ClusterError::Fenced { partition, epoch })?;
+        change(&mut p);
+        advance_tail(&mut p);
+        p.serial += 1;
+        p.manifest.serial = p.serial;
+        p.manifest.created_unix = unix_now();
+        let key = ObjectKey::Manifest {
+            epoch,
+            serial: p.serial,
+        }
+        .key(self.objects.prefix(), partition);
+        self.objects
+            .put(&key, Bytes::from(p.manifest.encode()))
+            .await?;
+        match self.coord.publish(partition, epoch, p.serial, &key).await {
+            Ok(()) => {}
+            Err(e @ ClusterError::Fenced { .. }) => {
+                self.lost(partition, epoch);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
+        self.count(|s| s.published += 1);
+        if self.still_owned(partition, epoch) {
+            self.published.borrow_mut().insert(partition, p);
+        }
         Ok(())
     }
+
+    /// Stores a sealed segment whole and names it in the manifest.
+    async fn store_sealed(self: &Rc<Self>, partition: u32, epoch: u64, s: Sealed) -> Result<()> {
+        if !self.still_owned(partition, epoch) {
+            return Ok(());
+        }
+        let path = s.path.clone();
+        let len = s.len;
+        let bytes = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            use std::io::Read;
+            let mut b = Vec::with_capacity(len as usize);
+            std::fs::File::open(&path)?.take(len).read_to_end(&mut b)?;
+            Ok(b)
+        })
+        .await
+        .map_err(|e| ClusterError::Config(e.to_string()))?
+        .map_err(|e| ClusterError::Config(format!("reading {:?}: {e}", s.path)))?;
+        if bytes.len() as u64 != s.len {
+            return Err(ClusterError::Config(format!(
+                "{:?} is shorter than its sealed length",
+                s.path
+            )));
+        }
+        let key = ObjectKey::Segment { epoch, seq: s.seq }.key(self.objects.prefix(), partition);
+        let object = self.objects.put(&key, Bytes::from(bytes)).await?;
+        self.update_manifest(partition, epoch, |p| {
+            if s.next_first_lsn > 0 {
+                p.first_lsn_of.insert(s.seq + 1, s.next_first_lsn);
+            }
+            let m = &mut p.manifest;
+            m.segments.retain(|x| x.seq != s.seq);
+            m.segments.push(SegmentRef {
+                seq: s.seq,
+                epoch: s.epoch,
+                object,
+            });
+            m.segments.sort_by_key(|x| x.seq);
+            m.next_segment = m.next_segment.max(s.seq + 1);
+        })
+        .await
+    }
+
+    /// Stores a checkpoint and names it in the manifest, with only the segments it needs.
+    async fn store_checkpoint(
+        self: &Rc<Self>,
+        partition: u32,
+        epoch: u64,
+        c: Checkpointed,
+    ) -> Result<()> {
+        if !self.still_owned(partition, epoch) {
+            return Ok(());
+        }
+        let path = c.path.clone();
+        let bytes = match tokio::task::spawn_blocking(move || std::fs::read(&path)).await {
+            Ok(Ok(b)) => b,
+            // Replaced by a newer checkpoint already, which publishes itself.
+            _ => return Ok(()),
+        };
+        let key = ObjectKey::Checkpoint { epoch, seq: c.seq }.key(self.objects.prefix(), partition);
+        let object = self.objects.put(&key, Bytes::from(bytes)).await?;
+        self.update_manifest(partition, epoch, |p| {
+            let m = &mut p.manifest;
+            m.checkpoint = Some((c.seq, object));
+            m.segments
+                .retain(|x| x.seq >= c.log_segment || c.live.contains(&x.seq));
+        })
+        .await
+    }
+
+    /// Deletes, now and then, the objects of owned partitions that no published manifest
+    /// names, once they are older than the grace period.
+    async fn collector(self: Rc<Self>) {
+        let every = Duration::from_secs(self.cfg.gc_interval_secs.max(1));
+        loop {
+            tokio::time::sleep(every).await;
+            let owned: Vec<(u32, u64)> = self
+                .owned
+                .borrow()
+                .iter()
+                .map(|(p, o)| (*p, o.epoch))
+                .collect();
+            for (p, epoch) in owned {
+                if let Err(e) = self.collect(p, epoch).await {
+                    tracing::warn!(partition = p, error = %e, "garbage collection");
+                }
+            }
+        }
+    }
+
+    async fn collect(self: &Rc<Self>, partition: u32, epoch: u64) -> Result<()> {
+        let Some(p) = self.published.borrow().get(&partition).cloned() else {
+            return Ok(());
+        };
+        if p.manifest.epoch != epoch {
+            return Ok(());
+        }
+        let prefix = self.objects.prefix().to_string();
+        let listed = self
+            .objects
+            .list_dated(&ringmail_engine::remote::keys::partition_prefix(
+                &prefix, partition,
+            ))
+            .await?;
+        let now = unix_now() as i64;
+        let grace = self.cfg.gc_grace_secs as i64;
+        let named = named_objects(&p.manifest, &prefix, partition, &listed);
+        let mut deleted = 0;
+        for (key, _, stored) in listed {
+            if named.contains(&key) || now - stored < grace {
+                continue;
+            }
+            // Only what this layout names; anything else under the prefix is left alone.
+            if ObjectKey::parse(&prefix, partition, &key).is_none() {
+                continue;
+            }
+            if !self.still_owned(partition, epoch) {
+                return Ok(());
+            }
+            self.objects.delete(&key).await?;
+            deleted += 1;
+        }
+        if deleted > 0 {
+            self.count(|s| s.collected += deleted);
+            tracing::info!(partition, deleted, "garbage collected");
+        }
+        Ok(())
+    }
+}
+
+/// A publication counted as pending until this drops (when the control plane is done
+/// with it, or the command is dropped unprocessed).
+struct PendingGuard(Arc<AtomicUsize>);
+
+impl PendingGuard {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count.clone())
+    }
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Moves the tail's start past every segment the manifest now holds whole.
+fn advance_tail(p: &mut Published) {
+    let m = &mut p.manifest;
+    let held: BTreeSet<u64> = m.segments.iter().map(|s| s.seq).collect();
+    let mut x = m.tail_segment;
+    while held.contains(&x) {
+        x += 1;
+    }
+    if x == m.tail_segment {
+        return;
+    }
+    let Some(&from) = p.first_lsn_of.get(&x) else {
+        return;
+    };
+    m.tail_segment = x;
+    m.next_segment = m.next_segment.max(x);
+    // Ranges that end at or before the new start hold nothing any more.
+    let ends: Vec<Option<u64>> = m.tail_ranges().map(|(_, _, end)| end).collect();
+    let keep: Vec<TailRange> = m
+        .tail
+        .iter()
+        .zip(ends)
+        .filter(|(_, end)| end.is_none_or(|e| e > from))
+        .map(|(r, _)| *r)
+        .collect();
+    m.tail = keep;
+    if let Some(first) = m.tail.first_mut() {
+        first.from_lsn = first.from_lsn.max(from);
+    }
+    p.first_lsn_of.retain(|&seq, _| seq > x);
+}
+
+/// The keys a manifest needs: itself, its checkpoint and segments, and the chunks of its
+/// tail (from the one holding each range's start).
+fn named_objects(
+    m: &Manifest,
+    prefix: &str,
+    partition: u32,
+    listed: &[(String, u64, i64)],
+) -> BTreeSet<String> {
+    let mut named = BTreeSet::new();
+    named.insert(
+        ObjectKey::Manifest {
+            epoch: m.epoch,
+            serial: m.serial,
+        }
+        .key(prefix, partition),
+    );
+    if let Some((_, o)) = &m.checkpoint {
+        named.insert(o.key.clone());
+    }
+    for s in &m.segments {
+        named.insert(s.object.key.clone());
+    }
+    for (epoch, from, to) in m.tail_ranges() {
+        let firsts: Vec<u64> = listed
+            .iter()
+            .filter_map(|(k, _, _)| match ObjectKey::parse(prefix, partition, k) {
+                Some(ObjectKey::Chunk {
+                    epoch: e,
+                    first_lsn,
+                }) if e == epoch => Some(first_lsn),
+                _ => None,
+            })
+            .collect();
+        for f in candidates(from, to, &firsts) {
+            named.insert(
+                ObjectKey::Chunk {
+                    epoch,
+                    first_lsn: f,
+                }
+                .key(prefix, partition),
+            );
+        }
+    }
+    named
 }
 
 /// Rendezvous (highest random weight) hashing: the node that ranks first for a partition.

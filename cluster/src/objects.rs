@@ -121,11 +121,21 @@ impl Objects {
 
     /// Keys and sizes under `prefix`, in key order.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        Ok(self
+            .list_dated(prefix)
+            .await?
+            .into_iter()
+            .map(|(k, size, _)| (k, size))
+            .collect())
+    }
+
+    /// Keys, sizes and when each was stored (Unix seconds) under `prefix`, in key order.
+    pub async fn list_dated(&self, prefix: &str) -> Result<Vec<(String, u64, i64)>> {
         let p = Path::from(prefix.trim_end_matches('/'));
-        let mut out: Vec<(String, u64)> = self
+        let mut out: Vec<(String, u64, i64)> = self
             .store
             .list(Some(&p))
-            .map_ok(|m| (m.location.to_string(), m.size))
+            .map_ok(|m| (m.location.to_string(), m.size, m.last_modified.timestamp()))
             .try_collect()
             .await
             .map_err(unavailable)?;

@@ -106,6 +106,8 @@ impl Infra {
             node: node.into(),
             etcd: self.etcd_endpoints(),
             lease_ttl_secs,
+            gc_grace_secs: 3600,
+            gc_interval_secs: 300,
             s3: S3Config {
                 endpoint: Some(self.get("S3_ENDPOINT").to_string()),
                 region: self.get("S3_REGION").to_string(),

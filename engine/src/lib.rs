@@ -74,7 +74,7 @@ pub use io::log_writer::SYNC_BUCKETS_MS;
 pub use io::probe_device;
 pub use io::reader::ReadMode;
 pub use io::reader::MAX_OPEN_SEGMENTS;
-pub use io::tail::{ShipError, ShipFuture, Tail, TailSink};
+pub use io::tail::{Checkpointed, Sealed, ShipError, ShipFuture, Tail, TailSink};
 pub use node::SendableError;
 pub use node::{Node, NodeConfig, NodeHandle, Service, ShardContext};
 pub use partition::{AccountOptions, IntegrityReport, Partition, PartitionConfig, PartitionStats};

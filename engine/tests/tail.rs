@@ -210,3 +210,56 @@ fn a_sink_that_stops_answering_turns_writes_away_until_it_returns() {
         assert_eq!(p.status(A, "INBOX").unwrap().messages, 2);
     });
 }
+
+#[test]
+fn sealed_segments_and_checkpoints_are_announced_once_confirmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(&d.clone(), move || async move {
+        let rec = Rc::new(Recorder::default());
+        let p = open_owned(&d, &rec, |t| t).await;
+        for n in 0..200 {
+            p.append(A, "INBOX", &new_message(message(n, 4000)))
+                .await
+                .unwrap();
+        }
+        let sealed = rec.sealed.borrow().clone();
+        assert!(sealed.len() >= 2, "{sealed:?}");
+        let chunks = rec.chunks.borrow().clone();
+        for (i, s) in sealed.iter().enumerate() {
+            assert_eq!(s.epoch, 7);
+            if i > 0 {
+                assert_eq!(s.seq, sealed[i - 1].seq + 1, "in order");
+            }
+            // Final: the file's records end where the announcement says, and every chunk
+            // with bytes in it was confirmed before.
+            let bytes = std::fs::read(&s.path).unwrap();
+            assert!(bytes[s.len as usize..].iter().all(|&b| b == 0));
+            let written: u64 = chunks
+                .iter()
+                .flat_map(|c| &c.pieces)
+                .filter(|p| p.segment == s.seq)
+                .map(|p| p.bytes.len() as u64)
+                .sum();
+            assert_eq!(written, s.len, "segment {}", s.seq);
+            let next = chunks
+                .iter()
+                .flat_map(|c| &c.pieces)
+                .find(|p| p.segment == s.seq + 1 && p.offset == 0)
+                .expect("the next segment's header was shipped");
+            let h = ringmail_engine::internals::segment::SegmentHeader::decode(&next.bytes[..64])
+                .unwrap();
+            assert_eq!(h.first_lsn, s.next_first_lsn);
+        }
+        p.checkpoint().await.unwrap();
+        let cks = rec.checkpoints.borrow().clone();
+        assert_eq!(cks.len(), 1);
+        assert!(cks[0].path.exists());
+        assert!(cks[0].log_segment > sealed.last().unwrap().seq);
+        // Every message is live: every sealed segment is still needed.
+        assert_eq!(
+            cks[0].live,
+            sealed.iter().map(|s| s.seq).collect::<Vec<_>>()
+        );
+    });
+}

@@ -28,6 +28,10 @@ pub struct Config {
     /// Envelopes (the headers SEARCH, SORT and THREAD read) each shard keeps in memory, in
     /// MiB; about 300 bytes a message, so the default holds ~200,000 messages per shard.
     pub envelope_cache_mib: u64,
+    /// Size of each log segment file, in MiB. In a cluster a new owner replays the log from
+    /// the start of the segment being written, so smaller segments make takeovers faster
+    /// (and publish sealed segments more often).
+    pub segment_mib: u64,
     /// The name this server gives in greetings and Received headers; by default the
     /// machine's host name.
     pub hostname: String,
@@ -241,6 +245,7 @@ impl Default for Config {
             spin_before_park_us: 0,
             deferred_compression_mib: 1024,
             envelope_cache_mib: 64,
+            segment_mib: 128,
             hostname: machine_hostname(),
             log: Log::default(),
             listen: Listen::default(),

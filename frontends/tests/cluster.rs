@@ -14,8 +14,12 @@ use ringmail_cluster::testing::Infra;
 const ALICE: &str = "alice@example.org";
 
 fn node(infra: &Infra, name: &str) -> Server {
+    node_with(infra, name, "")
+}
+
+fn node_with(infra: &Infra, name: &str, top: &str) -> Server {
     let extra = format!(
-        "{}\n[auth]\ndanger_plaintext_without_tls = true\n",
+        "{top}\n{}\n[auth]\ndanger_plaintext_without_tls = true\n",
         infra.toml(name, 2)
     );
     let mut s = Server::unstarted(&[ALICE], &extra);
@@ -27,12 +31,19 @@ fn node(infra: &Infra, name: &str) -> Server {
 /// Sends messages `from..to` to alice over SMTP (smtplib), retrying a 4xx (a partition not
 /// yet taken over) for up to 30 s each; prints nothing.
 fn send(srv: &Server, from: u32, to: u32) {
+    send_sized(srv, from, to, 0)
+}
+
+/// As `send`, each message with `noise` bytes of incompressible text added.
+fn send_sized(srv: &Server, from: u32, to: u32, noise: usize) {
     srv.python(&format!(
         r#"
-import os, smtplib, time
+import os, smtplib, time, random, base64
 for i in range({from}, {to}):
+    rnd = random.Random(i)
+    noise = base64.encodebytes(bytes(rnd.getrandbits(8) for _ in range({noise} * 3 // 4))).decode().replace("\n", "\r\n")
     msg = ("From: bob@example.org\r\nTo: {ALICE}\r\nSubject: m%d\r\nMessage-ID: <m%d@test>\r\n\r\n"
-           "body %d " % (i, i, i)) + ("line of text %d\r\n" % i) * (20 + i)
+           "body %d " % (i, i, i)) + ("line of text %d\r\n" % i) * (20 + i) + noise
     deadline = time.time() + 30
     while True:
         try:
@@ -139,4 +150,39 @@ fn a_killed_owners_acknowledged_mail_is_served_by_the_next_owner() {
         again, later,
         "a restarted node serves the latest state, not its cache"
     );
+}
+
+#[test]
+fn a_clean_handover_publishes_sealed_segments_and_the_checkpoint() {
+    let infra = Infra::start(31800, 1, 1);
+    // 1 MiB segments: 60 messages of 40 KB seal a dozen.
+    let mut a = node_with(&infra, "a", "segment_mib = 1\ncores = 1\npartitions = 1");
+    send_sized(&a, 0, 60, 40_000);
+    flag(&a, 7);
+    let before = inbox(&a);
+    assert_eq!(before.len(), 60);
+    // SIGTERM: the partition is closed (checkpointed), published and released.
+    a.stop();
+    let t = Instant::now();
+    let b = node_with(&infra, "b", "segment_mib = 1\ncores = 1\npartitions = 1");
+    let after = inbox(&b);
+    assert_eq!(after, before);
+    let took = t.elapsed();
+    let log = b.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("partition taken over"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("checkpoint=true"), "{line}\n{}", a.log());
+    // Opened from the checkpoint and the sealed segments, not by replaying every chunk.
+    assert!(!line.contains("sealed_segments=0"), "{line}");
+    let chunks: usize = line
+        .split("tail_chunks=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    // Only the batches since the last sealed segment (the active segment's), not all 60+.
+    assert!(chunks < 20, "{line}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
 }

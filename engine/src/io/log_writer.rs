@@ -46,7 +46,7 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use glommio::io::{DmaFile, OpenOptions};
 
 use super::notify::Notify;
-use super::tail::{ShipError, Tail};
+use super::tail::{Sealed, ShipError, Tail};
 use super::{align_down, align_up};
 use crate::error::{Error, Resource, Result, StoreError};
 use crate::format::names::segment_file;
@@ -212,6 +212,9 @@ struct Inner {
     ship_stop: bool,
     /// Cluster mode: the ownership ended (the sink said so); the log is poisoned too.
     fenced: bool,
+    /// Cluster mode: segments sealed (seq, length, the next segment's first LSN) whose
+    /// batches are not all confirmed yet; announced to the sink once they are.
+    to_announce: VecDeque<(u64, u64, u64)>,
 }
 
 /// Written batch buffers kept for reuse, and the largest kept (a rare huge batch's buffer is
@@ -293,6 +296,7 @@ impl LogWriter {
             unconfirmed: VecDeque::new(),
             ship_stop: false,
             fenced: false,
+            to_announce: VecDeque::new(),
         }));
         let notify = Notify::default();
         let ship_wake = Notify::default();
@@ -437,6 +441,10 @@ impl LogWriter {
         {
             let sealed = (i.active_seq, i.active_end);
             i.sealed.push(sealed);
+            if i.cfg.tail.is_some() {
+                let next_lsn = i.next_lsn;
+                i.to_announce.push_back((sealed.0, sealed.1, next_lsn));
+            }
             i.active_seq += 1;
             // Normally made ahead (see below); if not, asked for now, and then it must
             // reserve the full size the roll counted on.
@@ -598,6 +606,11 @@ impl LogWriter {
 
     pub fn poisoned(&self) -> Option<String> {
         self.inner.borrow().poisoned.clone()
+    }
+
+    /// Cluster mode: the tail sink, if any.
+    pub fn tail(&self) -> Option<Tail> {
+        self.inner.borrow().cfg.tail.clone()
     }
 
     /// Cluster mode: whether the tail sink said this node's ownership has ended.
@@ -774,6 +787,18 @@ async fn shipper(inner: Rc<RefCell<Inner>>, wake: Notify, tail: Tail) {
             match result {
                 Ok(()) => {
                     made_durable(&mut i, end, waiters);
+                    // Segments before the one this batch ended in are final and confirmed.
+                    while i.to_announce.front().is_some_and(|s| s.0 < end.segment.0) {
+                        let (seq, len, next_first_lsn) =
+                            i.to_announce.pop_front().expect("checked");
+                        tail.sink.sealed(Sealed {
+                            seq,
+                            epoch: i.cfg.epoch,
+                            path: i.cfg.dir.join(segment_file(i.cfg.epoch, seq)),
+                            len,
+                            next_first_lsn,
+                        });
+                    }
                     None
                 }
                 Err(ShipError::Fenced(why)) => Some(fence(&mut i, &why, waiters)),

@@ -30,8 +30,43 @@ pub type ShipFuture = Pin<Box<dyn Future<Output = Result<(), ShipError>>>>;
 /// Ships a partition's batches. `ship` resolves once the chunk is stored and the owner's
 /// epoch was confirmed after that; it retries temporary failures itself (a store or etcd
 /// that is down) and only gives up when the ownership has ended.
+///
+/// `sealed` and `checkpointed` tell the sink what it may now store whole and name in the
+/// manifest instead of chunks; they return at once (the sink does the work in the
+/// background, in order per partition).
 pub trait TailSink {
     fn ship(&self, chunk: Chunk) -> ShipFuture;
+
+    /// A segment is sealed and every batch written to it was confirmed.
+    fn sealed(&self, _segment: Sealed) {}
+
+    /// A checkpoint file is durable.
+    fn checkpointed(&self, _checkpoint: Checkpointed) {}
+}
+
+/// A sealed segment, final on the local disk and confirmed in its chunks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sealed {
+    pub seq: u64,
+    /// The epoch that wrote it (its file name's).
+    pub epoch: u64,
+    pub path: std::path::PathBuf,
+    /// Bytes up to the end of its last record.
+    pub len: u64,
+    /// The LSN of the first record after it (the next segment's first).
+    pub next_first_lsn: u64,
+}
+
+/// A checkpoint file, durable on the local disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpointed {
+    pub seq: u64,
+    pub path: std::path::PathBuf,
+    /// Sealed segments the partition still needs below `log_segment` (holding live
+    /// messages); every segment from `log_segment` on is needed too.
+    pub live: Vec<u64>,
+    /// The segment of the checkpoint's log position.
+    pub log_segment: u64,
 }
 
 /// A partition's tail sink and how the log treats it.

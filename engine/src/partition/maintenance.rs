@@ -89,7 +89,20 @@ impl Partition {
                 tracing::warn!(partition, error = %e, "could not rebase the index on the new checkpoint");
             }
         }
-        self.remove_unneeded(seq, end.segment.0, &needed).await
+        self.remove_unneeded(seq, end.segment.0, &needed).await?;
+        if let Some(tail) = self.log.tail() {
+            tail.sink.checkpointed(crate::io::tail::Checkpointed {
+                seq,
+                path,
+                live: needed
+                    .iter()
+                    .copied()
+                    .filter(|&s| s < end.segment.0)
+                    .collect(),
+                log_segment: end.segment.0,
+            });
+        }
+        Ok(())
     }
 
     /// Brings the segment table up to date with the segments the writer sealed.

@@ -129,6 +129,8 @@ pub struct Recorder {
     pub chunks: std::cell::RefCell<Vec<ringmail_engine::remote::Chunk>>,
     pub hold: std::cell::Cell<bool>,
     pub fenced: std::cell::Cell<bool>,
+    pub sealed: std::cell::RefCell<Vec<ringmail_engine::Sealed>>,
+    pub checkpoints: std::cell::RefCell<Vec<ringmail_engine::Checkpointed>>,
 }
 
 pub struct RecordingSink(pub Rc<Recorder>);
@@ -148,5 +150,13 @@ impl ringmail_engine::TailSink for RecordingSink {
             r.chunks.borrow_mut().push(chunk);
             Ok(())
         })
+    }
+
+    fn sealed(&self, s: ringmail_engine::Sealed) {
+        self.0.sealed.borrow_mut().push(s);
+    }
+
+    fn checkpointed(&self, c: ringmail_engine::Checkpointed) {
+        self.0.checkpoints.borrow_mut().push(c);
     }
 }

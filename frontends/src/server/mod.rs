@@ -579,6 +579,7 @@ pub fn start(cfg: Config, source: reload::Source) -> Result<Running, String> {
         None => None,
     };
     ncfg.partition.deferred_compression_bytes = cfg.deferred_compression_mib << 20;
+    ncfg.partition.segment_size = cfg.segment_mib.clamp(1, 4096) << 20;
     if cfg.spin_before_park_us > 0 {
         ncfg.spin_before_park = Some(Duration::from_micros(cfg.spin_before_park_us));
     }

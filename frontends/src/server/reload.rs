@@ -34,8 +34,9 @@ pub struct Running {
 }
 
 /// Keys whose change needs a restart (a reload keeps their running values).
-const FIXED: [&str; 8] = [
+const FIXED: [&str; 9] = [
     "cluster.",
+    "segment_mib",
     "data",
     "cores",
     "partitions",
