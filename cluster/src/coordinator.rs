@@ -92,35 +92,9 @@ impl Coordinator {
     /// Connects, takes a lease and registers this node as a member. Must run inside a
     /// tokio runtime (the keep-alive is a task of it).
     pub async fn join(cfg: &ClusterConfig) -> Result<Coordinator> {
-        cfg.validate().map_err(ClusterError::Config)?;
-        let ttl = cfg.lease_ttl();
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(1))
-            .with_timeout(Duration::from_secs(2))
-            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
-            .with_require_leader(true);
-        let mut clients = Vec::new();
-        for ep in &cfg.etcd {
-            // Lazy: nothing is dialled until the first request.
-            clients.push(Client::connect([ep], Some(opts.clone())).await?);
-        }
-        let etcd = Arc::new(Endpoints {
-            clients,
-            current: AtomicUsize::new(0),
-        });
-        let keys = EtcdKeys::new(&cfg.name);
-        let mut me = Coordinator {
-            etcd: etcd.clone(),
-            keys,
-            node: cfg.node.clone(),
-            lease: 0,
-            ttl,
-            state: Arc::new(Mutex::new(LeaseState {
-                confirmed: Instant::now(),
-                expired: false,
-            })),
-            keepalive: tokio::spawn(async {}),
-        };
+        let mut me = Self::observe(cfg).await?;
+        let ttl = me.ttl;
+        let etcd = me.etcd.clone();
         let secs = ttl.as_secs() as i64;
         me.lease = me
             .call(|mut c| async move { c.lease_grant(secs, None).await })
@@ -148,6 +122,41 @@ impl Coordinator {
         me.keepalive = tokio::spawn(keep_alive(etcd, lease, ttl, me.state.clone()));
         tracing::info!(node = %cfg.node, lease, ttl_secs = ttl.as_secs(), "joined the cluster");
         Ok(me)
+    }
+
+    /// Connects without joining: no lease, no member key, no ownership (the operator's
+    /// `ringmail cluster` commands). Must run inside a tokio runtime.
+    pub async fn observe(cfg: &ClusterConfig) -> Result<Coordinator> {
+        cfg.validate().map_err(ClusterError::Config)?;
+        let ttl = cfg.lease_ttl();
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_timeout(Duration::from_secs(2))
+            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
+            .with_require_leader(true);
+        let mut clients = Vec::new();
+        for ep in &cfg.etcd {
+            // Lazy: nothing is dialled until the first request.
+            clients.push(Client::connect([ep], Some(opts.clone())).await?);
+        }
+        let etcd = Arc::new(Endpoints {
+            clients,
+            current: AtomicUsize::new(0),
+        });
+        let keys = EtcdKeys::new(&cfg.name);
+        Ok(Coordinator {
+            etcd: etcd.clone(),
+            keys,
+            node: cfg.node.clone(),
+            lease: 0,
+            ttl,
+            // An observer has no lease: it can never own anything.
+            state: Arc::new(Mutex::new(LeaseState {
+                confirmed: Instant::now(),
+                expired: true,
+            })),
+            keepalive: tokio::spawn(async {}),
+        })
     }
 
     pub fn node(&self) -> &str {
@@ -206,8 +215,27 @@ impl Coordinator {
 
     /// The cluster's partition count: the stored one, or `partitions` if this node is the
     /// first (written once; every node must agree, or accounts would hash differently).
+    /// With `partitions` 0 it only reads (0: no layout yet).
     pub async fn layout(&self, partitions: u32) -> Result<u32> {
         let key = self.keys.layout();
+        if partitions == 0 {
+            let r = self
+                .call(|mut c| {
+                    let key = key.clone();
+                    async move { c.get(key, None).await }
+                })
+                .await?;
+            let Some(kv) = r.kvs().first() else {
+                return Ok(0);
+            };
+            return serde_json::from_slice::<serde_json::Value>(kv.value())
+                .ok()
+                .and_then(|j| j.get("partitions")?.as_u64())
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    ClusterError::Config("the cluster's layout in etcd is unreadable".into())
+                });
+        }
         let value = format!("{{\"partitions\":{partitions}}}");
         let r = self
             .call(|mut c| {
@@ -388,6 +416,29 @@ impl Coordinator {
         })
     }
 
+    /// Seconds left of a lease (`None`: it has expired).
+    pub async fn lease_ttl_left(&self, lease: i64) -> Result<Option<i64>> {
+        let r = self
+            .call(|mut c| async move { c.lease_time_to_live(lease, None).await })
+            .await?;
+        Ok((r.ttl() > 0).then_some(r.ttl()))
+    }
+
+    /// Each member and the lease it joined with.
+    pub async fn member_leases(&self) -> Result<BTreeMap<String, i64>> {
+        let prefix = self.keys.nodes();
+        let r = self
+            .call(|mut c| {
+                let prefix = prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
+        Ok(r.kvs()
+            .iter()
+            .filter_map(|kv| Some((EtcdKeys::name_in(&prefix, kv.key())?, kv.lease())))
+            .collect())
+    }
+
     /// The member nodes (those whose lease is alive).
     pub async fn members(&self) -> Result<BTreeSet<String>> {
         self.names_under(self.keys.nodes()).await
@@ -443,6 +494,17 @@ impl Coordinator {
         self.call(|mut c| {
             let (key, node) = (key.clone(), node.to_string());
             async move { c.put(key, node, None).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Withdraws a move request.
+    pub async fn unassign(&self, partition: u32) -> Result<()> {
+        let key = self.keys.assign(partition);
+        self.call(|mut c| {
+            let key = key.clone();
+            async move { c.delete(key, None).await }
         })
         .await?;
         Ok(())

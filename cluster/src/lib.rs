@@ -13,6 +13,7 @@
 //! ([`control`]); the engine's shards stay on glommio and talk to it over channels.
 //! docs/cluster.md has the design and the failure table.
 
+pub mod admin;
 pub mod config;
 pub mod control;
 pub mod coordinator;

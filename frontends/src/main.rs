@@ -41,6 +41,41 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Operate a cluster (the configuration's [cluster] section): see docs/cluster.md.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Nodes (lease time left, partitions, draining) and partitions (owner, epoch,
+    /// manifest, the tail a takeover would replay).
+    Status {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Move a partition to a node, live: the owner publishes and releases it, the node
+    /// opens it. Waits until it has (unless --no-wait).
+    Move {
+        partition: u32,
+        node: String,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Move every partition off a node (or, with --undo, let it own partitions again).
+    Drain {
+        node: String,
+        #[arg(long)]
+        undo: bool,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Args)]
@@ -230,6 +265,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve(a, &signals.expect("blocked for serve")),
         Command::User { action } => user(action),
         Command::Fsck { common, repair } => fsck(&common, repair),
+        Command::Cluster { action } => cluster(action),
     };
     drop(guard);
     match r {
@@ -344,6 +380,58 @@ fn purge_now(cfg: &Config, account: &str) -> Result<bool, String> {
     .map(|_| ());
     node.shutdown().map_err(|e| e.to_string())?;
     r.map(|()| true).map_err(|e| e.to_string())
+}
+
+fn cluster(action: ClusterAction) -> Result<(), String> {
+    use ringmail_cluster::admin;
+    let common = match &action {
+        ClusterAction::Status { common }
+        | ClusterAction::Move { common, .. }
+        | ClusterAction::Drain { common, .. } => common,
+    };
+    let cfg = config(common)?;
+    let c = cfg
+        .cluster
+        .ok_or("the configuration has no [cluster] section (see docs/cluster.md)")?;
+    let wait = |no_wait: bool| (!no_wait).then_some(std::time::Duration::from_secs(120));
+    match action {
+        ClusterAction::Status { .. } => {
+            print!("{}", admin::status(&c).map_err(|e| e.to_string())?);
+        }
+        ClusterAction::Move {
+            partition,
+            node,
+            no_wait,
+            ..
+        } => {
+            let took = admin::move_partition(&c, partition, &node, wait(no_wait))
+                .map_err(|e| e.to_string())?;
+            if no_wait {
+                println!("asked: partition {partition} moves to {node}");
+            } else {
+                println!(
+                    "partition {partition} moved to {node} in {:.2} s",
+                    took.as_secs_f64()
+                );
+            }
+        }
+        ClusterAction::Drain {
+            node,
+            undo,
+            no_wait,
+            ..
+        } => {
+            let took = admin::drain(&c, &node, undo, wait(no_wait)).map_err(|e| e.to_string())?;
+            if undo {
+                println!("{node} serves partitions again");
+            } else if no_wait {
+                println!("asked: {node} drains");
+            } else {
+                println!("{node} drained in {:.2} s", took.as_secs_f64());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn fsck(common: &Common, repair: bool) -> Result<(), String> {

@@ -186,3 +186,117 @@ fn a_clean_handover_publishes_sealed_segments_and_the_checkpoint() {
     assert!(chunks < 20, "{line}");
     assert!(took < Duration::from_secs(20), "{took:?}");
 }
+
+fn owners(infra: &Infra) -> std::collections::BTreeMap<u32, String> {
+    let cfg = infra.config("observer", 2);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let c = ringmail_cluster::Coordinator::observe(&cfg).await.unwrap();
+            c.owners().await.unwrap()
+        })
+        .into_iter()
+        .map(|(p, o)| (p, o.node))
+        .collect()
+}
+
+/// Waits until every one of `partitions` has an owner and nothing moved for 2 s (nodes
+/// that joined one after the other rebalance).
+fn settle(infra: &Infra, partitions: u32) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut last = owners(infra);
+    let mut since = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = owners(infra);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if last.len() == partitions as usize && since.elapsed() > Duration::from_secs(2) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster did not settle: {last:?}"
+        );
+    }
+}
+
+/// The node that owns alice's partition now (waiting up to 20 s for one to).
+fn owner_of_alice(infra: &Infra, partitions: u32) -> String {
+    let p = ringmail_engine::SlotMap::new(partitions)
+        .partition_of(ALICE)
+        .0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(o) = owners(infra).get(&p) {
+            return o.clone();
+        }
+        assert!(Instant::now() < deadline, "nobody owns partition {p}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `ringmail cluster ...` with a configuration holding the cluster section.
+fn cluster_cli(infra: &Infra, dir: &std::path::Path, args: &[&str]) -> String {
+    let config = dir.join("admin.toml");
+    std::fs::write(&config, infra.toml("admin", 2)).unwrap();
+    let out = std::process::Command::new(bin())
+        .arg("cluster")
+        .args(args)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "cluster {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn move_and_drain_hand_partitions_over_live() {
+    let infra = Infra::start(31900, 1, 1);
+    let top = "segment_mib = 1\ncores = 1\npartitions = 4";
+    let a = node_with(&infra, "a", top);
+    let b = node_with(&infra, "b", top);
+    let by_name = |n: &str| if n == "a" { &a } else { &b };
+    settle(&infra, 4);
+    let owners_now = owners(&infra);
+    assert!(
+        owners_now.values().any(|n| n == "a") && owners_now.values().any(|n| n == "b"),
+        "both nodes own partitions: {owners_now:?}"
+    );
+    let owner = owner_of_alice(&infra, 4);
+    send(by_name(&owner), 0, 10);
+    flag(by_name(&owner), 4);
+    let before = inbox(by_name(&owner));
+    assert_eq!(before.len(), 10);
+
+    let p = ringmail_engine::SlotMap::new(4).partition_of(ALICE).0;
+    let other = if owner == "a" { "b" } else { "a" };
+    let out = cluster_cli(&infra, a.dir.path(), &["move", &p.to_string(), other]);
+    assert!(out.contains(&format!("moved to {other}")), "{out}");
+    assert_eq!(owner_of_alice(&infra, 4), other);
+    // Sessions reconnect to the new owner, which has everything.
+    assert_eq!(inbox(by_name(other)), before);
+    send(by_name(other), 10, 13);
+
+    let status = cluster_cli(&infra, a.dir.path(), &["status"]);
+    assert!(status.contains("4 partitions, 2 nodes"), "{status}");
+
+    // Draining the new owner sends the partition back (the only other node).
+    let out = cluster_cli(&infra, a.dir.path(), &["drain", other]);
+    assert!(out.contains("drained"), "{out}");
+    assert_eq!(owner_of_alice(&infra, 4), owner);
+    let after = inbox(by_name(&owner));
+    assert_eq!(after.len(), 13);
+    assert_eq!(&after[..10], &before[..]);
+    let status = cluster_cli(&infra, a.dir.path(), &["status"]);
+    assert!(status.contains("draining"), "{status}");
+}

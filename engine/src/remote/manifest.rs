@@ -10,7 +10,7 @@
 //! magic "RINGMANI", version u32, partition u32, epoch u64, serial u64, created_unix u64,
 //! checkpoint   u8 (0 none, 1 present), then seq u64 + object
 //! segments     list<seq u64, epoch u64, object>             ascending seq
-//! tail_segment u64                                          the first segment not sealed
+//! tail_segment u64                                          where the tail's chunks start
 //! next_segment u64                                          no segment below it is made again
 //! tail         list<epoch u64, from_lsn u64>                ascending, at least one
 //! crc          u32                                          CRC-32 of everything before it
@@ -65,7 +65,7 @@ pub struct Manifest {
     pub checkpoint: Option<(u64, ObjectRef)>,
     pub segments: Vec<SegmentRef>,
     /// The tail starts at the beginning of this segment (all before it are in `segments`
-    /// or dead).
+    /// or dead; some after it may be in `segments` too, stored before an earlier one).
     pub tail_segment: u64,
     /// The next owner starts its segments at or after this, so sequence numbers stay unique.
     pub next_segment: u64,
@@ -214,8 +214,11 @@ impl Manifest {
         if tail.is_empty() {
             return Err(invalid("no tail range"));
         }
-        if segments.last().is_some_and(|s| s.seq >= tail_segment) || tail_segment > next_segment {
-            return Err(invalid("a sealed segment at or after the tail"));
+        // A sealed segment at or after `tail_segment` is allowed: an owner seals and stores
+        // segments in order, but the tail only moves past a segment once every one before
+        // it is stored too, so for a while the chunks and the object hold the same bytes.
+        if segments.last().is_some_and(|s| s.seq >= next_segment) || tail_segment > next_segment {
+            return Err(invalid("a segment at or after next_segment"));
         }
         Ok(Manifest {
             partition,
@@ -325,8 +328,14 @@ mod tests {
         m.tail.clear();
         assert!(Manifest::decode(&m.encode()).is_err());
         let mut m = sample();
-        m.tail_segment = 5;
+        m.next_segment = 5;
         assert!(Manifest::decode(&m.encode()).is_err());
+        let mut m = sample();
+        m.tail_segment = 5;
+        assert!(
+            Manifest::decode(&m.encode()).is_ok(),
+            "stored ahead of the tail"
+        );
         let mut m = sample();
         m.segments.swap(0, 1);
         assert!(Manifest::decode(&m.encode()).is_err());
