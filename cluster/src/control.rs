@@ -269,6 +269,8 @@ struct Plane {
     confirm_wake: tokio::sync::Notify,
     stopping: Cell<bool>,
     published: RefCell<BTreeMap<u32, Published>>,
+    /// `RINGMAIL_FAILPOINTS=1`: the test failpoints are armed.
+    failpoints: bool,
     /// One publication at a time per partition, in the order they were asked for.
     publish_locks: RefCell<BTreeMap<u32, Rc<tokio::sync::Mutex<()>>>>,
 }
@@ -298,6 +300,7 @@ impl Plane {
             confirm_wake: tokio::sync::Notify::new(),
             stopping: Cell::new(false),
             published: RefCell::new(BTreeMap::new()),
+            failpoints: std::env::var("RINGMAIL_FAILPOINTS").is_ok_and(|v| v == "1"),
             publish_locks: RefCell::new(BTreeMap::new()),
         })
     }
@@ -425,7 +428,10 @@ impl Plane {
                 )));
             }
             match self.objects.put(&key, bytes.clone()).await {
-                Ok(_) => break,
+                Ok(_) => {
+                    self.failpoint_hold_confirm().await;
+                    break;
+                }
                 Err(e) => {
                     if warned.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                         tracing::warn!(partition, error = %e, "cannot store the log's tail; retrying (writes wait)");
@@ -447,6 +453,24 @@ impl Plane {
             _ => Err(ShipError::Fenced(format!(
                 "partition {partition}: epoch {epoch} is no longer the owner's in etcd"
             ))),
+        }
+    }
+
+    /// Tests only (`RINGMAIL_FAILPOINTS=1`): while `<data>/FAILPOINT-hold-confirm` exists, a
+    /// stored batch waits before its epoch check, so a test can pause the process there and
+    /// let another node take over (docs/cluster.md, fencing).
+    async fn failpoint_hold_confirm(&self) {
+        if !self.failpoints {
+            return;
+        }
+        let path = self.data_dir.join("FAILPOINT-hold-confirm");
+        let mut said = false;
+        while path.exists() {
+            if !said {
+                tracing::warn!("failpoint: holding a stored batch before its epoch check");
+                said = true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

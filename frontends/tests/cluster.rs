@@ -18,13 +18,18 @@ fn node(infra: &Infra, name: &str) -> Server {
 }
 
 fn node_with(infra: &Infra, name: &str, top: &str) -> Server {
+    let mut s = unstarted_node(infra, name, top);
+    s.start();
+    s
+}
+
+fn unstarted_node(infra: &Infra, name: &str, top: &str) -> Server {
     let extra = format!(
         "{top}\n{}\n[auth]\ndanger_plaintext_without_tls = true\n",
         infra.toml(name, 2)
     );
     let mut s = Server::unstarted(&[ALICE], &extra);
     s.log_filter = "info,ringmail_cluster=debug".into();
-    s.start();
     s
 }
 
@@ -299,4 +304,87 @@ fn move_and_drain_hand_partitions_over_live() {
     assert_eq!(&after[..10], &before[..]);
     let status = cluster_cli(&infra, a.dir.path(), &["status"]);
     assert!(status.contains("draining"), "{status}");
+}
+
+#[test]
+fn a_paused_owner_acknowledges_nothing_after_the_takeover() {
+    let infra = Infra::start(32000, 1, 1);
+    let top = "cores = 1\npartitions = 1";
+    let mut a = unstarted_node(&infra, "a", top);
+    a.env.push(("RINGMAIL_FAILPOINTS".into(), "1".into()));
+    a.start();
+    assert_eq!(owner_of_alice(&infra, 1), "a");
+    // Pinned to a while a is a member, so b's arrival moves nothing.
+    cluster_cli(&infra, a.dir.path(), &["move", "0", "a"]);
+    send(&a, 0, 2);
+    let b = node_with(&infra, "b", top);
+    settle(&infra, 1);
+    assert_eq!(owner_of_alice(&infra, 1), "a");
+
+    // A delivery whose batch is stored and then held before its epoch check...
+    let hold = a.data().join("FAILPOINT-hold-confirm");
+    std::fs::write(&hold, b"").unwrap();
+    let smtp = a.smtp;
+    let client = std::thread::spawn(move || {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                r#"
+import smtplib
+try:
+    s = smtplib.SMTP("127.0.0.1", {smtp}, timeout=60)
+    s.sendmail("bob@example.org", ["{ALICE}"], "Subject: held\r\n\r\nheld\r\n")
+    print("accepted")
+except smtplib.SMTPResponseException as e:
+    print("refused", e.smtp_code)
+except (smtplib.SMTPException, OSError) as e:
+    print("failed", type(e).__name__)
+"#
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !a.log().contains("failpoint: holding") {
+        assert!(
+            Instant::now() < deadline,
+            "the batch never reached the failpoint"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ...and its owner paused past its lease: b takes over.
+    let pid = a.pid();
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while owner_of_alice(&infra, 1) != "b" {
+        assert!(Instant::now() < deadline, "b did not take over");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let on_b = inbox(&b);
+    assert!(on_b.len() >= 2, "{on_b:?}");
+    // The paused owner resumes: it must not acknowledge the held delivery.
+    std::fs::remove_file(&hold).unwrap();
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let answer = client.join().unwrap();
+    assert!(
+        !answer.starts_with("accepted"),
+        "a fenced owner acknowledged: {answer}"
+    );
+    assert!(
+        answer.starts_with("refused 4") || answer.starts_with("failed"),
+        "{answer}"
+    );
+    // And it gives the partition up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !a.log().contains("ownership lost") {
+        assert!(
+            Instant::now() < deadline,
+            "a kept the partition:\n{}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // b still has every acknowledged message.
+    assert_eq!(inbox(&b)[..2], on_b[..2]);
 }

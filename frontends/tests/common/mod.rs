@@ -25,6 +25,8 @@ pub struct Server {
     pub log_filter: String,
     /// Run before the server starts, in its process (limits, umask).
     pub pre_exec: Option<fn() -> std::io::Result<()>>,
+    /// More environment for the server process.
+    pub env: Vec<(String, String)>,
 }
 
 /// A port nothing listens on now, and not handed out before in this test process (the
@@ -100,6 +102,7 @@ impl Server {
             extra_config: extra.to_string(),
             log_filter: String::new(),
             pre_exec: None,
+            env: Vec::new(),
         }
     }
 
@@ -200,6 +203,9 @@ impl Server {
         let mut cmd = Command::new(bin());
         if !self.log_filter.is_empty() {
             cmd.env("RUST_LOG", &self.log_filter);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
         }
         if let Some(f) = self.pre_exec {
             use std::os::unix::process::CommandExt;
