@@ -1,29 +1,44 @@
 #!/usr/bin/env bash
-# Starts a local cluster's infrastructure on loopback: ETCD_MEMBERS etcd members (Debian's
-# etcd-server) and S3_NODES Garage nodes (the S3 server ringmail is tested against; AGPL, so
-# only ever run as a separate process) with a bucket and a key for ringmail. Prints one
-# NAME=VALUE line per endpoint and PID, and records every PID it started in
-# $CLUSTER_DIR/pids, which benches/cluster-down.sh reads: it stops exactly those.
+# Starts a whole ringmail cluster on loopback: ETCD_MEMBERS etcd members (Debian's
+# etcd-server), S3_NODES Garage nodes (the S3 server ringmail is tested against; AGPL, so
+# only ever run as a separate process) with a bucket and a key for ringmail, and NODES
+# ringmail nodes on 127.0.0.1, 127.0.0.2, ... with users bench1..bench100@example.org
+# (password "bench"). Prints one NAME=VALUE line per port and PID, and records every PID it
+# started in $CLUSTER_DIR/pids, which benches/cluster-down.sh reads: it stops exactly those.
 #
-#   bash benches/cluster-up.sh            (3 etcd members, 3 Garage nodes)
+#   bash benches/cluster-up.sh            (3 etcd members, 3 Garage nodes, 3 ringmail nodes)
+#   bash benches/cluster-down.sh          (stops them; --wipe also removes $CLUSTER_DIR)
 #
 # Environment:
 #   CLUSTER_DIR   state and data (default /tmp/ringmail-cluster; wiped first)
 #   BASE_PORT     first port used (default 23000); the script uses BASE_PORT..BASE_PORT+99
 #   ETCD_MEMBERS  1 or 3 (default 3)
 #   S3_NODES      1 or 3 (default 3; with 3, every object is stored on all three)
+#   NODES         ringmail nodes (default 3; 0: only etcd and S3)
+#   PARTITIONS    the cluster's partitions (default 8)
+#   USERS         bench users (default 100)
+#   LEASE_TTL     seconds of a node's lease (default 5)
+#   RINGMAIL      the ringmail binary (default target/release/ringmail, built if missing)
 #   GARAGE        the garage binary (default: `garage` on PATH, else ~/.cargo/bin/garage)
-#   HOST          loopback address to bind (default 127.0.0.1)
+#   HOST          loopback address for etcd and S3 (default 127.0.0.1)
 #
 # Output (also written to $CLUSTER_DIR/env):
 #   ETCD_ENDPOINTS=http://127.0.0.1:23000,...   ETCD<i>_PID=...  ETCD<i>_CLIENT=... ETCD<i>_PEER=...
 #   S3_ENDPOINT=http://127.0.0.1:23030          S3<i>_PID=...    S3<i>_ENDPOINT=...
 #   S3_REGION=garage S3_BUCKET=ringmail S3_ACCESS_KEY=... S3_SECRET_KEY=...
+#   NODE<i>_PID, NODE<i>_SMTP, _LMTP, _IMAP, _POP3, _METRICS (node i on 127.0.0.<i>),
+#   NODE<i>_CONFIG (its configuration file, also for `ringmail cluster status --config`)
 set -euo pipefail
 CLUSTER_DIR=${CLUSTER_DIR:-/tmp/ringmail-cluster}
 BASE_PORT=${BASE_PORT:-23000}
 ETCD_MEMBERS=${ETCD_MEMBERS:-3}
 S3_NODES=${S3_NODES:-3}
+NODES=${NODES:-3}
+PARTITIONS=${PARTITIONS:-8}
+USERS=${USERS:-100}
+LEASE_TTL=${LEASE_TTL:-5}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RINGMAIL=${RINGMAIL:-$ROOT/target/release/ringmail}
 HOST=${HOST:-127.0.0.1}
 case $HOST in 127.*) ;; *)
   echo "cluster-up.sh: HOST must be a loopback address (127.0.0.0/8)" >&2
@@ -182,4 +197,75 @@ for i in $(seq 1 "$ETCD_MEMBERS"); do
   done
   [ $ok = 1 ] || fail "etcd member $i is not healthy (see $CLUSTER_DIR/etcd$i/log)"
 done
+# ---- ringmail nodes: node i on 127.0.0.i, ports BASE_PORT+60.. (SMTP, LMTP, IMAP, POP3,
+# metrics); one users.toml made once and given to every node.
+if [ "$NODES" -gt 0 ]; then
+  if [ ! -x "$RINGMAIL" ]; then
+    echo "building $RINGMAIL ..." >&2
+    (cd "$ROOT" && cargo build --release -q -p ringmail) || fail "cannot build ringmail"
+  fi
+  users=$CLUSTER_DIR/users
+  mkdir -p "$users"
+  for u in $(seq 1 "$USERS"); do
+    "$RINGMAIL" user add "bench$u@example.org" --password bench --data "$users" >/dev/null ||
+      fail "cannot add bench$u"
+  done
+  etcd_list=$(echo "$endpoints" | sed 's/[^,]*/"&"/g')
+  for i in $(seq 1 "$NODES"); do
+    ip=127.0.0.$i
+    d=$CLUSTER_DIR/node$i
+    mkdir -p "$d/data"
+    chmod 700 "$d/data"
+    cp "$users/users.toml" "$d/data/users.toml"
+    {
+      echo "partitions = $PARTITIONS"
+      echo "segment_mib = 16"
+      echo "[auth]"
+      echo "danger_plaintext_without_tls = true"
+      echo "[cluster]"
+      echo "name = \"local\""
+      echo "node = \"node$i\""
+      echo "etcd = [$etcd_list]"
+      echo "lease_ttl_secs = $LEASE_TTL"
+      echo "[cluster.s3]"
+      echo "endpoint = \"http://$HOST:$((BASE_PORT + 30))\""
+      echo "region = \"garage\""
+      echo "bucket = \"ringmail\""
+      echo "access_key = \"$key_id\""
+      echo "secret_key = \"$key_secret\""
+    } >"$d/ringmail.toml"
+    smtp=$((BASE_PORT + 60))
+    pid=$(spawn "node$i" env RUST_LOG=info "$RINGMAIL" serve --config "$d/ringmail.toml" \
+      --data "$d/data" --smtp "$ip:$smtp" --lmtp "$ip:$((smtp + 1))" --imap "$ip:$((smtp + 2))" \
+      --pop3 "$ip:$((smtp + 3))" --metrics "$ip:$((smtp + 4))" \
+      --submission off --smtps off --imaps off --pop3s off)
+    out "NODE${i}_PID=$pid"
+    out "NODE${i}_SMTP=$ip:$smtp"
+    out "NODE${i}_LMTP=$ip:$((smtp + 1))"
+    out "NODE${i}_IMAP=$ip:$((smtp + 2))"
+    out "NODE${i}_POP3=$ip:$((smtp + 3))"
+    out "NODE${i}_METRICS=$ip:$((smtp + 4))"
+    out "NODE${i}_CONFIG=$d/ringmail.toml"
+  done
+  for i in $(seq 1 "$NODES"); do
+    ok=0
+    for _ in $(seq 1 300); do
+      if (exec 3<>"/dev/tcp/127.0.0.$i/$((BASE_PORT + 61))") 2>/dev/null; then
+        ok=1
+        break
+      fi
+      sleep 0.1
+    done
+    [ $ok = 1 ] || fail "ringmail node $i did not start (see $CLUSTER_DIR/node$i/log)"
+  done
+  # Every partition owned before the caller starts.
+  owned=0
+  for _ in $(seq 1 300); do
+    owned=$("$RINGMAIL" cluster status --config "$CLUSTER_DIR/node1/ringmail.toml" 2>/dev/null |
+      awk '/^ +[0-9]+  / && $2 != "-" {n++} END {print n+0}')
+    [ "$owned" -ge "$PARTITIONS" ] && break
+    sleep 0.2
+  done
+  [ "$owned" -ge "$PARTITIONS" ] || fail "only $owned of $PARTITIONS partitions are owned"
+fi
 out "CLUSTER_DIR=$CLUSTER_DIR"

@@ -34,6 +34,10 @@ pub struct Owner {
     pub lease: i64,
 }
 
+/// Up to this many partitions' owner keys are read one by one in a transaction when
+/// confirming epochs (etcd allows 128 operations per transaction by default).
+const CONFIRM_TXN_KEYS: usize = 64;
+
 /// A node's view of its own lease: when etcd last confirmed it.
 #[derive(Debug)]
 struct LeaseState {
@@ -332,7 +336,16 @@ impl Coordinator {
     /// write was stored: a takeover ordered before the read makes it say no, and one
     /// ordered after it finds the write.
     pub async fn confirm(&self, ownerships: &[(u32, u64)]) -> Result<Vec<bool>> {
-        let owners = self.owners().await?;
+        let mut wanted: Vec<u32> = ownerships.iter().map(|(p, _)| *p).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        // Few partitions waiting (the usual case): their keys alone, in one transaction, so
+        // the read does not grow with the cluster's partition count. Many: one range read.
+        let owners = if wanted.len() <= CONFIRM_TXN_KEYS {
+            self.owners_of(&wanted).await?
+        } else {
+            self.owners().await?
+        };
         Ok(ownerships
             .iter()
             .map(|(p, epoch)| {
@@ -341,6 +354,36 @@ impl Coordinator {
                     .is_some_and(|o| o.epoch == *epoch && o.lease == self.lease)
             })
             .collect())
+    }
+
+    /// The owners of `partitions` (those that have one), in one linearizable transaction.
+    pub async fn owners_of(&self, partitions: &[u32]) -> Result<BTreeMap<u32, Owner>> {
+        let keys: Vec<String> = partitions.iter().map(|p| self.keys.owner(*p)).collect();
+        let r = self
+            .call(|mut c| {
+                let ops: Vec<TxnOp> = keys.iter().map(|k| TxnOp::get(k.clone(), None)).collect();
+                async move { c.txn(Txn::new().and_then(ops)).await }
+            })
+            .await?;
+        let prefix = self.keys.owners();
+        let mut out = BTreeMap::new();
+        for op in r.op_responses() {
+            if let TxnOpResponse::Get(g) = op {
+                for kv in g.kvs() {
+                    if let Some(p) = EtcdKeys::partition_in(&prefix, kv.key()) {
+                        out.insert(
+                            p,
+                            Owner {
+                                node: String::from_utf8_lossy(kv.value()).into_owned(),
+                                epoch: kv.create_revision() as u64,
+                                lease: kv.lease(),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Every owned partition, as etcd says now.

@@ -746,23 +746,24 @@ async fn shipper(inner: Rc<RefCell<Inner>>, wake: Notify, tail: Tail) {
         LogPos,
         Vec<oneshot::Sender<Result<(), String>>>,
         std::result::Result<(), ShipError>,
+        usize,
     );
     let mut flight: FuturesOrdered<std::pin::Pin<Box<dyn std::future::Future<Output = Shipped>>>> =
         FuturesOrdered::new();
     loop {
         {
             let mut i = inner.borrow_mut();
-            while flight.len() < tail.in_flight.max(1) {
-                let Some(s) = i.shipping.pop_front() else {
-                    break;
-                };
+            while flight.len() < tail.in_flight.max(1) && !i.shipping.is_empty() {
+                // Every batch written meanwhile goes as one chunk: under load a round trip
+                // to the store carries many batches, and the PUT count falls as load rises.
+                let (s, merged) = merge_shipments(&mut i.shipping, tail.merge_bytes);
                 let sent = s.chunk.map(|c| tail.sink.ship(c));
                 flight.push_back(Box::pin(async move {
                     let r = match sent {
                         Some(f) => f.await,
                         None => Ok(()),
                     };
-                    (s.end, s.waiters, r)
+                    (s.end, s.waiters, r, merged)
                 }));
             }
             if flight.is_empty() && i.ship_stop {
@@ -778,12 +779,14 @@ async fn shipper(inner: Rc<RefCell<Inner>>, wake: Notify, tail: Tail) {
             None
         })
         .await;
-        let Some((end, waiters, result)) = next else {
+        let Some((end, waiters, result, merged)) = next else {
             continue;
         };
         let fenced = {
             let mut i = inner.borrow_mut();
-            i.unconfirmed.pop_front();
+            for _ in 0..merged {
+                i.unconfirmed.pop_front();
+            }
             match result {
                 Ok(()) => {
                     made_durable(&mut i, end, waiters);
@@ -806,7 +809,7 @@ async fn shipper(inner: Rc<RefCell<Inner>>, wake: Notify, tail: Tail) {
         };
         if let Some(msg) = fenced {
             // Batches still in flight are never acknowledged.
-            while let Some((_, waiters, _)) = flight.next().await {
+            while let Some((_, waiters, _, _)) = flight.next().await {
                 for w in waiters {
                     let _ = w.send(Err(msg.clone()));
                 }
@@ -814,6 +817,50 @@ async fn shipper(inner: Rc<RefCell<Inner>>, wake: Notify, tail: Tail) {
             return;
         }
     }
+}
+
+/// Takes the queued shipments from the front, up to about `max_bytes` of chunk bytes (at
+/// least one), as one: their chunks' pieces in order, their writers, the last one's end.
+/// Returns it and how many were merged.
+fn merge_shipments(queue: &mut VecDeque<Shipment>, max_bytes: usize) -> (Shipment, usize) {
+    let mut first = queue.pop_front().expect("not empty");
+    let mut merged = 1;
+    let size = |c: &Option<RemoteChunk>| {
+        c.as_ref()
+            .map_or(0, |c| c.pieces.iter().map(|p| p.bytes.len()).sum::<usize>())
+    };
+    let mut bytes = size(&first.chunk);
+    while let Some(next) = queue.front() {
+        let more = size(&next.chunk);
+        if bytes + more > max_bytes {
+            break;
+        }
+        let next = queue.pop_front().expect("checked");
+        merged += 1;
+        bytes += more;
+        first.end = next.end;
+        first.waiters.extend(next.waiters);
+        first.chunk = match (first.chunk.take(), next.chunk) {
+            (Some(mut a), Some(b)) => {
+                a.last_lsn = b.last_lsn;
+                for p in b.pieces {
+                    // A piece continuing the previous one in the same segment joins it.
+                    match a.pieces.last_mut() {
+                        Some(last)
+                            if last.segment == p.segment
+                                && last.offset + last.bytes.len() as u64 == p.offset =>
+                        {
+                            last.bytes.extend_from_slice(&p.bytes)
+                        }
+                        _ => a.pieces.push(p),
+                    }
+                }
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        };
+    }
+    (first, merged)
 }
 
 /// The ownership ended: the log is poisoned and every writer still waiting fails.

@@ -80,8 +80,10 @@ pub struct Tail {
     /// A writer waits this long for its batch's confirmation, then gets
     /// [`crate::StoreError::Unconfirmed`] (the batch keeps being shipped).
     pub ack_timeout: Duration,
-    /// Batches shipped at once.
+    /// Chunks shipped at once. While they are in flight, the batches written meanwhile wait
+    /// and then go together, as one chunk of up to `merge_bytes`.
     pub in_flight: usize,
+    pub merge_bytes: usize,
 }
 
 impl Tail {
@@ -90,7 +92,8 @@ impl Tail {
             sink,
             refuse_after: Duration::from_secs(2),
             ack_timeout: Duration::from_secs(20),
-            in_flight: 8,
+            in_flight: 2,
+            merge_bytes: 16 << 20,
         }
     }
 }
