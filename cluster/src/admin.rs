@@ -139,13 +139,14 @@ pub fn move_partition(
         let started = Instant::now();
         c.assign(partition, node).await?;
         if let Some(limit) = wait {
+            // Until the node owns it and serves it (opened, not just acquired).
             loop {
-                if c.owners()
-                    .await?
-                    .get(&partition)
-                    .is_some_and(|o| o.node == node)
-                {
-                    break;
+                let owner = c.owners().await?.get(&partition).cloned();
+                let serving = c.serving().await?.get(&partition).cloned();
+                if let (Some(o), Some((n, e))) = (owner, serving) {
+                    if o.node == node && n == node && e == o.epoch {
+                        break;
+                    }
                 }
                 if started.elapsed() > limit {
                     return Err(ClusterError::Config(format!(
@@ -183,7 +184,16 @@ pub fn drain(
                 // Until the node owns nothing and every partition is owned again.
                 loop {
                     let owners = c.owners().await?;
-                    if owners.len() == partitions && owners.values().all(|o| o.node != node) {
+                    let serving = c.serving().await?;
+                    let all_served = owners.iter().all(|(p, o)| {
+                        serving
+                            .get(p)
+                            .is_some_and(|(n, e)| *n == o.node && *e == o.epoch)
+                    });
+                    if owners.len() == partitions
+                        && all_served
+                        && owners.values().all(|o| o.node != node)
+                    {
                         break;
                     }
                     if started.elapsed() > limit {

@@ -847,6 +847,9 @@ impl Plane {
         )
         .await
         .map_err(|e| ClusterError::Config(format!("opening partition {partition}: {e}")))?;
+        if let Err(e) = self.coord.mark_serving(partition, epoch).await {
+            tracing::warn!(partition, error = %e, "cannot say in etcd that the partition is served");
+        }
         // The segments rebuilt from an earlier owner's chunks are stored whole, so the tail
         // can start after them (in the background: the partition serves meanwhile).
         if !mat.rebuilt.is_empty() {

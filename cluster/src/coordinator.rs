@@ -542,6 +542,51 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Says that this node serves `partition` at `epoch` now (opened, after its takeover
+    /// manifest was published), under the lease, if the ownership is still current.
+    pub async fn mark_serving(&self, partition: u32, epoch: u64) -> Result<()> {
+        let owner = self.keys.owner(partition);
+        let key = self.keys.serving(partition);
+        let value = format!("{} {epoch}", self.node);
+        let lease = self.lease;
+        self.call(|mut c| {
+            let txn = Txn::new()
+                .when([Compare::create_revision(
+                    owner.clone(),
+                    CompareOp::Equal,
+                    epoch as i64,
+                )])
+                .and_then([TxnOp::put(
+                    key.clone(),
+                    value.clone(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )]);
+            async move { c.txn(txn).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Which node serves each partition, by its own word, and at which epoch.
+    pub async fn serving(&self) -> Result<BTreeMap<u32, (String, u64)>> {
+        let prefix = self.keys.servings();
+        let r = self
+            .call(|mut c| {
+                let prefix = prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
+        Ok(r.kvs()
+            .iter()
+            .filter_map(|kv| {
+                let p = EtcdKeys::partition_in(&prefix, kv.key())?;
+                let v = String::from_utf8_lossy(kv.value());
+                let (node, epoch) = v.split_once(' ')?;
+                Some((p, (node.to_string(), epoch.parse().ok()?)))
+            })
+            .collect())
+    }
+
     /// Withdraws a move request.
     pub async fn unassign(&self, partition: u32) -> Result<()> {
         let key = self.keys.assign(partition);

@@ -6,6 +6,7 @@
 //! /ringmail/<cluster>/owner/<p:05>        the owning node, under its lease; create revision = epoch
 //! /ringmail/<cluster>/manifest/<p:05>     "<serial> <object key>" of the published manifest
 //! /ringmail/<cluster>/assign/<p:05>       where an operator asked the partition to move
+//! /ringmail/<cluster>/serving/<p:05>      "<node> <epoch>" once the owner has opened it
 //! /ringmail/<cluster>/drain/<node>        present while the node is being drained
 //! ```
 
@@ -47,6 +48,12 @@ impl EtcdKeys {
     }
     pub fn assign(&self, partition: u32) -> String {
         format!("{}{partition:05}", self.assigns())
+    }
+    pub fn servings(&self) -> String {
+        format!("{}serving/", self.root)
+    }
+    pub fn serving(&self, partition: u32) -> String {
+        format!("{}{partition:05}", self.servings())
     }
     pub fn drains(&self) -> String {
         format!("{}drain/", self.root)
