@@ -64,6 +64,12 @@ enum Command {
         checkpoint: Checkpointed,
         pending: PendingGuard,
     },
+    Fetch {
+        partition: u32,
+        seq: u64,
+        path: PathBuf,
+        reply: oneshot::Sender<std::result::Result<(), ShipError>>,
+    },
     Run(NodeHandle),
     Stop(oneshot::Sender<()>),
 }
@@ -218,6 +224,26 @@ impl TailSink for ClusterSink {
         });
     }
 
+    fn fetch_segment(&self, seq: u64, path: PathBuf) -> Option<ShipFuture> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self
+            .commands
+            .try_send(Command::Fetch {
+                partition: self.partition,
+                seq,
+                path,
+                reply: tx,
+            })
+            .is_ok();
+        Some(Box::pin(async move {
+            if !sent {
+                return Err(ShipError::Fenced("the control plane has stopped".into()));
+            }
+            rx.await
+                .unwrap_or_else(|_| Err(ShipError::Fenced("the control plane has stopped".into())))
+        }))
+    }
+
     fn checkpointed(&self, checkpoint: Checkpointed) {
         let _ = self.commands.try_send(Command::Checkpointed {
             partition: self.partition,
@@ -364,6 +390,21 @@ impl Plane {
                             tracing::warn!(partition, error = %e, "a checkpoint was not published; the previous one stays");
                         }
                         drop(done);
+                    });
+                }
+                Command::Fetch {
+                    partition,
+                    seq,
+                    path,
+                    reply,
+                } => {
+                    let me = self.clone();
+                    tokio::task::spawn_local(async move {
+                        let r = me.fetch_segment(partition, seq, path).await.map_err(|e| {
+                            tracing::warn!(partition, segment = seq, error = %e, "cannot fetch a segment");
+                            ShipError::Fenced(e.to_string())
+                        });
+                        let _ = reply.send(r);
                     });
                 }
                 Command::Run(node) => {
@@ -758,9 +799,33 @@ impl Plane {
             Some((_, r)) => Some(self.objects.get(r).await?.to_vec()),
             None => None,
         };
+        // Only the segments recovery replays (from the checkpoint's position on) are fetched
+        // now, and only those not cached on the disk already; older ones are fetched when a
+        // read needs one (`fetch_segment`), so opening does not grow with the history.
+        let replay_from = match &checkpoint {
+            Some(b) => {
+                ringmail_engine::remote::checkpoint_log_segment(b, partition).map_err(|e| {
+                    ClusterError::Damaged {
+                        key: format!("partition {partition}'s checkpoint"),
+                        detail: e.to_string(),
+                    }
+                })?
+            }
+            None => 0,
+        };
+        let dir = ringmail_engine::remote::local_dir(&self.data_dir, partition);
         let mut segments = Vec::new();
+        let mut remote = BTreeMap::new();
         for s in &manifest.segments {
-            segments.push((s.clone(), self.objects.get(&s.object).await?.to_vec()));
+            let local = dir.join(ringmail_engine::internals::format::segment_file(
+                s.epoch, s.seq,
+            ));
+            let cached = std::fs::metadata(&local).is_ok_and(|m| m.len() == s.object.len);
+            if s.seq >= replay_from && !cached {
+                segments.push((s.clone(), self.objects.get(&s.object).await?.to_vec()));
+            } else {
+                remote.insert(s.seq, (s.epoch, s.object.len));
+            }
         }
         let opened = Opened {
             checkpoint: checkpoint.is_some(),
@@ -768,7 +833,6 @@ impl Plane {
             fetched: segments.len(),
             chunks: chunks.len(),
         };
-        let dir = ringmail_engine::remote::local_dir(&self.data_dir, partition);
         let m = manifest.clone();
         let mat = tokio::task::spawn_blocking(move || {
             materialize(
@@ -837,12 +901,14 @@ impl Plane {
             PartitionId(partition),
             epoch,
             Box::new(move || {
-                Tail::new(Rc::new(ClusterSink {
+                let mut t = Tail::new(Rc::new(ClusterSink {
                     partition,
                     epoch,
                     commands,
                     pending,
-                }))
+                }));
+                t.remote_segments = remote;
+                t
             }),
         )
         .await
@@ -876,6 +942,37 @@ impl Plane {
             });
         }
         Ok(opened)
+    }
+
+    /// Fetches sealed segment `seq` of an owned partition into `path` (a read needs it):
+    /// written beside it, synced, then renamed into place.
+    async fn fetch_segment(self: &Rc<Self>, partition: u32, seq: u64, path: PathBuf) -> Result<()> {
+        let r = self
+            .published
+            .borrow()
+            .get(&partition)
+            .and_then(|p| p.manifest.segments.iter().find(|s| s.seq == seq).cloned())
+            .ok_or_else(|| ClusterError::NotFound {
+                key: format!("segment {seq} of partition {partition}"),
+            })?;
+        let bytes = self.objects.get(&r.object).await?;
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let tmp = path.with_extension("fetch");
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await
+        .map_err(|e| ClusterError::Config(e.to_string()))?
+        .map_err(|e| ClusterError::Config(format!("writing a fetched segment: {e}")))?;
+        tracing::info!(
+            partition,
+            segment = seq,
+            "fetched a sealed segment a read needed"
+        );
+        Ok(())
     }
 
     fn publish_lock(&self, partition: u32) -> Rc<tokio::sync::Mutex<()>> {

@@ -194,6 +194,48 @@ impl Checkpoint {
         Ok(Self { buf, seq })
     }
 
+    /// The log segment of a checkpoint's position (the first segment recovery replays),
+    /// from the file's bytes, checked as `load` checks them: a new cluster owner fetches the
+    /// segments from there on before it opens, and older ones only when a read needs them.
+    pub fn log_segment_of(bytes: &[u8], partition: u32) -> Result<u64, FormatError> {
+        let header: &[u8; HEADER_LEN] = bytes
+            .get(..HEADER_LEN)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(FormatError::Truncated {
+                at: 0,
+                wanted: HEADER_LEN,
+                available: bytes.len(),
+            })?;
+        let (len, crc) = decode_header(header, partition)?;
+        let archive = &bytes[HEADER_LEN..];
+        if archive.len() as u64 != len {
+            return Err(FormatError::Invalid {
+                what: "checkpoint length",
+                detail: format!(
+                    "header says {len} bytes of archive, there are {}",
+                    archive.len()
+                ),
+            });
+        }
+        let got = crc32(archive);
+        if got != crc {
+            return Err(FormatError::Checksum {
+                what: "checkpoint archive",
+                expected: crc,
+                got,
+            });
+        }
+        let mut buf = AlignedVec::<16>::with_capacity(archive.len());
+        buf.extend_from_slice(archive);
+        let image = rkyv::access::<ArchivedImage, rancor::Error>(&buf).map_err(|e| {
+            FormatError::Invalid {
+                what: "checkpoint archive",
+                detail: e.to_string(),
+            }
+        })?;
+        Ok(image.log_segment.to_native())
+    }
+
     /// The archived image, read in place.
     #[allow(unsafe_code)]
     pub fn image(&self) -> &ArchivedImage {

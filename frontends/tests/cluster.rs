@@ -189,6 +189,14 @@ fn a_clean_handover_publishes_sealed_segments_and_the_checkpoint() {
         .unwrap_or_else(|| panic!("{line}"));
     // Only the batches since the last sealed segment (the active segment's), not all 60+.
     assert!(chunks < 20, "{line}");
+    // The segments before the checkpoint's position were not fetched to open: reading the
+    // messages in them fetched them.
+    assert!(line.contains("fetched_segments=0"), "{line}");
+    assert!(
+        log.contains("fetched a sealed segment a read needed"),
+        "{}",
+        b.log()
+    );
     assert!(took < Duration::from_secs(20), "{took:?}");
 }
 

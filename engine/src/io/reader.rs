@@ -57,6 +57,13 @@ pub struct SegmentReader {
     files: RefCell<HashMap<u64, Rc<SegmentFile>>>,
     /// Open order, oldest first.
     order: RefCell<std::collections::VecDeque<u64>>,
+    /// Cluster mode: fetches a segment that object storage holds and the disk does not.
+    remote: Option<(
+        Rc<dyn crate::io::tail::TailSink>,
+        std::collections::BTreeSet<u64>,
+    )>,
+    /// One fetch at a time (two reads of one missing segment fetch it once).
+    fetching: glommio::sync::Semaphore,
 }
 
 impl SegmentReader {
@@ -67,6 +74,26 @@ impl SegmentReader {
             mode,
             files: RefCell::new(HashMap::new()),
             order: RefCell::new(std::collections::VecDeque::new()),
+            remote: None,
+            fetching: glommio::sync::Semaphore::new(1),
+        }
+    }
+
+    /// Cluster mode: segments in `remote` that are not on the disk are fetched through
+    /// `sink` when a read needs them, then kept (the disk is the cache).
+    pub fn with_remote(
+        mut self,
+        sink: Rc<dyn crate::io::tail::TailSink>,
+        remote: std::collections::BTreeSet<u64>,
+    ) -> Self {
+        self.remote = Some((sink, remote));
+        self
+    }
+
+    async fn open(&self, path: &Path) -> glommio::Result<SegmentFile, ()> {
+        match self.mode {
+            ReadMode::Direct => DmaFile::open(path).await.map(SegmentFile::Dma),
+            ReadMode::PageCache => BufferedFile::open(path).await.map(SegmentFile::Buffered),
         }
     }
 
@@ -75,10 +102,25 @@ impl SegmentReader {
             return Ok(f.clone());
         }
         let path = self.path(seq);
-        let opened = match self.mode {
-            ReadMode::Direct => DmaFile::open(&path).await.map(SegmentFile::Dma),
-            ReadMode::PageCache => BufferedFile::open(&path).await.map(SegmentFile::Buffered),
-        };
+        let mut opened = self.open(&path).await;
+        if let (Err(e), Some((sink, remote))) = (&opened, &self.remote) {
+            let missing = matches!(e, glommio::GlommioError::IoError(io) if io.kind() == std::io::ErrorKind::NotFound)
+                || matches!(e, glommio::GlommioError::EnhancedIoError { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
+            if missing && remote.contains(&seq) {
+                let _one = self.fetching.acquire_permit(1).await;
+                if !path.exists() {
+                    if let Some(fetch) = sink.fetch_segment(seq, path.clone()) {
+                        fetch.await.map_err(|e| {
+                            Error::io(
+                                format!("fetching segment {seq} from object storage"),
+                                std::io::Error::other(format!("{e:?}")),
+                            )
+                        })?;
+                    }
+                }
+                opened = self.open(&path).await;
+            }
+        }
         let f = match opened {
             Ok(f) => Rc::new(f),
             Err(e) => {

@@ -42,6 +42,13 @@ pub trait TailSink {
 
     /// A checkpoint file is durable.
     fn checkpointed(&self, _checkpoint: Checkpointed) {}
+
+    /// Segment `seq` is not on the local disk: fetch it from object storage into `path`
+    /// (whole, then renamed into place), if it is one the manifest names. `None`: not a
+    /// remote segment.
+    fn fetch_segment(&self, _seq: u64, _path: std::path::PathBuf) -> Option<ShipFuture> {
+        None
+    }
 }
 
 /// A sealed segment, final on the local disk and confirmed in its chunks.
@@ -73,6 +80,9 @@ pub struct Checkpointed {
 #[derive(Clone)]
 pub struct Tail {
     pub sink: Rc<dyn TailSink>,
+    /// Sealed segments object storage holds that may not be on the local disk: seq →
+    /// (epoch, length). Read through `sink.fetch_segment` when a read needs one.
+    pub remote_segments: std::collections::BTreeMap<u64, (u64, u64)>,
     /// New writes are refused (temporarily unavailable) while the oldest batch in flight
     /// has waited this long: a store or etcd that is down stops the intake instead of
     /// piling up unconfirmed changes.
@@ -90,6 +100,7 @@ impl Tail {
     pub fn new(sink: Rc<dyn TailSink>) -> Self {
         Self {
             sink,
+            remote_segments: Default::default(),
             refuse_after: Duration::from_secs(2),
             ack_timeout: Duration::from_secs(20),
             in_flight: 2,

@@ -263,7 +263,21 @@ impl Partition {
         if !read_only {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {dir:?}"), e))?;
         }
-        let rec = recovery::recover(dir, id.0, cfg.recovery)?;
+        let mut rec = recovery::recover(dir, id.0, cfg.recovery)?;
+        // Cluster mode: sealed segments object storage holds count as present; a read that
+        // needs one not on the disk fetches it.
+        let remote: std::collections::BTreeMap<u64, (u64, u64)> = tail
+            .as_ref()
+            .map(|t| t.remote_segments.clone())
+            .unwrap_or_default();
+        for (&seq, &(epoch, len)) in &remote {
+            rec.segment_epochs.entry(seq).or_insert(epoch);
+            rec.segment_lengths.entry(seq).or_insert(len);
+        }
+        rec.report
+            .missing_segments
+            .retain(|s| !remote.contains_key(s));
+        let remote_sink = tail.as_ref().map(|t| t.sink.clone());
         let log_cfg = LogConfig {
             dir: dir.to_path_buf(),
             partition: id.0,
@@ -329,11 +343,19 @@ impl Partition {
         let p = Rc::new(Self {
             id,
             dir: dir.to_path_buf(),
-            reader: SegmentReader::new(
-                dir,
-                SegmentEpochs::new(rec.segment_epochs, cfg.epoch),
-                cfg.read_mode,
-            ),
+            reader: {
+                let r = SegmentReader::new(
+                    dir,
+                    SegmentEpochs::new(rec.segment_epochs, cfg.epoch),
+                    cfg.read_mode,
+                );
+                match remote_sink {
+                    Some(sink) if !remote.is_empty() => {
+                        r.with_remote(sink, remote.keys().copied().collect())
+                    }
+                    _ => r,
+                }
+            },
             state: RefCell::new(rec.state),
             log,
             compression: RefCell::new(compression),

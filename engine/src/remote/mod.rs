@@ -20,6 +20,15 @@ pub mod materialize;
 
 pub use chunk::{Chunk, Piece};
 
+/// The segment a checkpoint file's position is in (from its bytes, fully checked): the
+/// segments from it on are replayed at open; older ones are read only for their messages.
+pub fn checkpoint_log_segment(
+    bytes: &[u8],
+    partition: u32,
+) -> std::result::Result<u64, crate::error::FormatError> {
+    crate::checkpoint::Checkpoint::log_segment_of(bytes, partition)
+}
+
 /// The local directory of `partition` in a node's data directory (its cache, in cluster
 /// mode).
 pub fn local_dir(data_dir: &std::path::Path, partition: u32) -> std::path::PathBuf {
