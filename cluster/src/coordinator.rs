@@ -366,24 +366,15 @@ impl Coordinator {
             })
             .await?;
         let prefix = self.keys.owners();
-        let mut out = BTreeMap::new();
-        for op in r.op_responses() {
-            if let TxnOpResponse::Get(g) = op {
-                for kv in g.kvs() {
-                    if let Some(p) = EtcdKeys::partition_in(&prefix, kv.key()) {
-                        out.insert(
-                            p,
-                            Owner {
-                                node: String::from_utf8_lossy(kv.value()).into_owned(),
-                                epoch: kv.create_revision() as u64,
-                                lease: kv.lease(),
-                            },
-                        );
-                    }
-                }
-            }
-        }
-        Ok(out)
+        Ok(r.op_responses()
+            .iter()
+            .filter_map(|op| match op {
+                TxnOpResponse::Get(g) => Some(g.kvs()),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|kv| owner_entry(&prefix, kv))
+            .collect())
     }
 
     /// Every owned partition, as etcd says now.
@@ -395,20 +386,10 @@ impl Coordinator {
                 async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
             })
             .await?;
-        let mut out = BTreeMap::new();
-        for kv in r.kvs() {
-            if let Some(p) = EtcdKeys::partition_in(&prefix, kv.key()) {
-                out.insert(
-                    p,
-                    Owner {
-                        node: String::from_utf8_lossy(kv.value()).into_owned(),
-                        epoch: kv.create_revision() as u64,
-                        lease: kv.lease(),
-                    },
-                );
-            }
-        }
-        Ok(out)
+        Ok(r.kvs()
+            .iter()
+            .filter_map(|kv| owner_entry(&prefix, kv))
+            .collect())
     }
 
     /// Names `key` (serial `serial`) as `partition`'s manifest, if this node still owns it
@@ -693,6 +674,18 @@ fn connection_failed(e: &etcd_client::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// A partition's owner from its owner key (`None` for a key that names no partition).
+fn owner_entry(prefix: &str, kv: &etcd_client::KeyValue) -> Option<(u32, Owner)> {
+    Some((
+        EtcdKeys::partition_in(prefix, kv.key())?,
+        Owner {
+            node: String::from_utf8_lossy(kv.value()).into_owned(),
+            epoch: kv.create_revision() as u64,
+            lease: kv.lease(),
+        },
+    ))
 }
 
 /// The value of the first key a transaction's `or_else` read.

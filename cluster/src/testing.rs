@@ -52,6 +52,8 @@ impl Infra {
             .env("BASE_PORT", base.to_string())
             .env("ETCD_MEMBERS", etcd.to_string())
             .env("S3_NODES", s3.to_string())
+            // The tests start their own ringmail nodes (or none).
+            .env("NODES", "0")
             .output()
             .unwrap();
         let env: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
