@@ -4,7 +4,6 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use ringmail_engine::remote::keys::chunk_prefix;
 use ringmail_engine::remote::Manifest;
 
 use crate::config::ClusterConfig;
@@ -76,25 +75,7 @@ pub fn status(cfg: &ClusterConfig) -> Result<String> {
                     })?;
                     let mut chunks = 0;
                     for (epoch, from, to) in m.tail_ranges() {
-                        let listed = objects
-                            .list(&chunk_prefix(objects.prefix(), p, epoch))
-                            .await?;
-                        let firsts: Vec<u64> = listed
-                            .iter()
-                            .filter_map(|(k, _)| {
-                                match ringmail_engine::remote::ObjectKey::parse(
-                                    objects.prefix(),
-                                    p,
-                                    k,
-                                ) {
-                                    Some(ringmail_engine::remote::ObjectKey::Chunk {
-                                        first_lsn,
-                                        ..
-                                    }) => Some(first_lsn),
-                                    _ => None,
-                                }
-                            })
-                            .collect();
+                        let firsts = objects.chunk_firsts(p, epoch).await?;
                         chunks +=
                             ringmail_engine::remote::chunk::candidates(from, to, &firsts).len();
                     }

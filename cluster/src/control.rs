@@ -746,17 +746,7 @@ impl Plane {
         // The tail: each range's chunks, fetched together, kept while they chain.
         let mut chunks: Vec<Chunk> = Vec::new();
         for (range_epoch, from, to) in manifest.tail_ranges() {
-            let listed = self
-                .objects
-                .list(&chunk_prefix(&prefix, partition, range_epoch))
-                .await?;
-            let firsts: Vec<u64> = listed
-                .iter()
-                .filter_map(|(k, _)| match ObjectKey::parse(&prefix, partition, k) {
-                    Some(ObjectKey::Chunk { first_lsn, .. }) => Some(first_lsn),
-                    _ => None,
-                })
-                .collect();
+            let firsts = self.objects.chunk_firsts(partition, range_epoch).await?;
             let want = candidates(from, to, &firsts);
             let fetched = futures_util::future::try_join_all(want.iter().map(|&f| {
                 let key = ObjectKey::Chunk {
@@ -1228,16 +1218,12 @@ fn named_objects(
         named.insert(s.object.key.clone());
     }
     for (epoch, from, to) in m.tail_ranges() {
-        let firsts: Vec<u64> = listed
-            .iter()
-            .filter_map(|(k, _, _)| match ObjectKey::parse(prefix, partition, k) {
-                Some(ObjectKey::Chunk {
-                    epoch: e,
-                    first_lsn,
-                }) if e == epoch => Some(first_lsn),
-                _ => None,
-            })
-            .collect();
+        let firsts = crate::objects::chunk_firsts_in(
+            listed.iter().map(|(k, _, _)| k.as_str()),
+            prefix,
+            partition,
+            epoch,
+        );
         for f in candidates(from, to, &firsts) {
             named.insert(
                 ObjectKey::Chunk {

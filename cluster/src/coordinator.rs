@@ -377,15 +377,23 @@ impl Coordinator {
             .collect())
     }
 
+    /// Every key under `prefix` (only the keys with `keys_only`), in one read.
+    async fn get_prefix(&self, prefix: &str, keys_only: bool) -> Result<etcd_client::GetResponse> {
+        self.call(|mut c| {
+            let prefix = prefix.to_string();
+            let mut opts = GetOptions::new().with_prefix();
+            if keys_only {
+                opts = opts.with_keys_only();
+            }
+            async move { c.get(prefix, Some(opts)).await }
+        })
+        .await
+    }
+
     /// Every owned partition, as etcd says now.
     pub async fn owners(&self) -> Result<BTreeMap<u32, Owner>> {
         let prefix = self.keys.owners();
-        let r = self
-            .call(|mut c| {
-                let prefix = prefix.clone();
-                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
-            })
-            .await?;
+        let r = self.get_prefix(&prefix, false).await?;
         Ok(r.kvs()
             .iter()
             .filter_map(|kv| owner_entry(&prefix, kv))
@@ -451,12 +459,7 @@ impl Coordinator {
     /// Each member and the lease it joined with.
     pub async fn member_leases(&self) -> Result<BTreeMap<String, i64>> {
         let prefix = self.keys.nodes();
-        let r = self
-            .call(|mut c| {
-                let prefix = prefix.clone();
-                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
-            })
-            .await?;
+        let r = self.get_prefix(&prefix, false).await?;
         Ok(r.kvs()
             .iter()
             .filter_map(|kv| Some((EtcdKeys::name_in(&prefix, kv.key())?, kv.lease())))
@@ -474,18 +477,7 @@ impl Coordinator {
     }
 
     async fn names_under(&self, prefix: String) -> Result<BTreeSet<String>> {
-        let r = self
-            .call(|mut c| {
-                let prefix = prefix.clone();
-                async move {
-                    c.get(
-                        prefix,
-                        Some(GetOptions::new().with_prefix().with_keys_only()),
-                    )
-                    .await
-                }
-            })
-            .await?;
+        let r = self.get_prefix(&prefix, true).await?;
         Ok(r.kvs()
             .iter()
             .filter_map(|kv| EtcdKeys::name_in(&prefix, kv.key()))
@@ -495,12 +487,7 @@ impl Coordinator {
     /// Where operators asked partitions to move.
     pub async fn assignments(&self) -> Result<BTreeMap<u32, String>> {
         let prefix = self.keys.assigns();
-        let r = self
-            .call(|mut c| {
-                let prefix = prefix.clone();
-                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
-            })
-            .await?;
+        let r = self.get_prefix(&prefix, false).await?;
         Ok(r.kvs()
             .iter()
             .filter_map(|kv| {
@@ -551,12 +538,7 @@ impl Coordinator {
     /// Which node serves each partition, by its own word, and at which epoch.
     pub async fn serving(&self) -> Result<BTreeMap<u32, (String, u64)>> {
         let prefix = self.keys.servings();
-        let r = self
-            .call(|mut c| {
-                let prefix = prefix.clone();
-                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
-            })
-            .await?;
+        let r = self.get_prefix(&prefix, false).await?;
         Ok(r.kvs()
             .iter()
             .filter_map(|kv| {

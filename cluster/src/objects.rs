@@ -143,6 +143,23 @@ impl Objects {
         Ok(out)
     }
 
+    /// The first LSNs of `partition`'s tail chunks of `epoch`, as the listing names them.
+    pub async fn chunk_firsts(&self, partition: u32, epoch: u64) -> Result<Vec<u64>> {
+        let listed = self
+            .list(&ringmail_engine::remote::keys::chunk_prefix(
+                &self.prefix,
+                partition,
+                epoch,
+            ))
+            .await?;
+        Ok(chunk_firsts_in(
+            listed.iter().map(|(k, _)| k.as_str()),
+            &self.prefix,
+            partition,
+            epoch,
+        ))
+    }
+
     /// Deletes `key`; deleting what is already gone succeeds.
     pub async fn delete(&self, key: &str) -> Result<()> {
         match self.store.delete(&Path::from(key)).await {
@@ -150,4 +167,23 @@ impl Objects {
             Err(e) => Err(unavailable(e)),
         }
     }
+}
+
+/// The first LSNs of the tail chunks of `epoch` among `keys` (other keys are skipped).
+pub fn chunk_firsts_in<'a>(
+    keys: impl Iterator<Item = &'a str>,
+    prefix: &str,
+    partition: u32,
+    epoch: u64,
+) -> Vec<u64> {
+    keys.filter_map(
+        |k| match ringmail_engine::remote::ObjectKey::parse(prefix, partition, k) {
+            Some(ringmail_engine::remote::ObjectKey::Chunk {
+                epoch: e,
+                first_lsn,
+            }) if e == epoch => Some(first_lsn),
+            _ => None,
+        },
+    )
+    .collect()
 }
