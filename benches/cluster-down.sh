@@ -34,6 +34,13 @@ for p in "${pids[@]}"; do
   [ -n "$p" ] && kill -KILL "$p" 2>/dev/null
 done
 rm -f "$PIDS"
+# S3 data kept outside the cluster directory (S3_DATA_DIR, e.g. on a tmpfs).
+if [ -f "$CLUSTER_DIR/s3-data" ]; then
+  while read -r d; do
+    case $d in */ringmail-s3-*) rm -rf "$d" ;; esac
+  done <"$CLUSTER_DIR/s3-data"
+  rm -f "$CLUSTER_DIR/s3-data"
+fi
 echo "stopped ${#pids[@]} processes"
 if [ "${1:-}" = "--wipe" ]; then
   rm -rf "$CLUSTER_DIR"

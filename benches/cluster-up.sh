@@ -20,6 +20,11 @@
 #   LEASE_TTL     seconds of a node's lease (default 5)
 #   RINGMAIL      the ringmail binary (default target/release/ringmail, built if missing)
 #   GARAGE        the garage binary (default: `garage` on PATH, else ~/.cargo/bin/garage)
+#   S3_DATA_DIR   where the Garage nodes keep their data (default: in CLUSTER_DIR); a tmpfs
+#                 such as /dev/shm keeps the S3 server's disk work out of a benchmark of
+#                 ringmail (cluster-down.sh removes what was made there)
+#   MAX_CONN_PER_IP  the nodes' [limits] max_connections_per_ip (default 1000: every client
+#                 of a local cluster comes from 127.0.0.1)
 #   HOST          loopback address for etcd and S3 (default 127.0.0.1)
 #
 # Output (also written to $CLUSTER_DIR/env):
@@ -37,6 +42,7 @@ NODES=${NODES:-3}
 PARTITIONS=${PARTITIONS:-8}
 USERS=${USERS:-100}
 LEASE_TTL=${LEASE_TTL:-5}
+MAX_CONN_PER_IP=${MAX_CONN_PER_IP:-1000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RINGMAIL=${RINGMAIL:-$ROOT/target/release/ringmail}
 HOST=${HOST:-127.0.0.1}
@@ -113,16 +119,25 @@ for i in $(seq 1 "$ETCD_MEMBERS"); do
 done
 out "ETCD_ENDPOINTS=$endpoints"
 
-# ---- Garage: node i has S3 on BASE_PORT+30+10(i-1), RPC +1, admin +3
+# ---- Garage (LMDB metadata, as Garage recommends; no block compression: ringmail's
+# message bodies are zstd-compressed already): node i has S3 on BASE_PORT+30+10(i-1), RPC +1, admin +3
 secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 for i in $(seq 1 "$S3_NODES"); do
   s3=$((BASE_PORT + 30 + 10 * (i - 1)))
   d=$CLUSTER_DIR/s3-$i
   mkdir -p "$d"
+  sd=$d
+  if [ -n "${S3_DATA_DIR:-}" ]; then
+    sd=$S3_DATA_DIR/ringmail-s3-$BASE_PORT-$i
+    rm -rf "$sd"
+    mkdir -p "$sd"
+    echo "$sd" >>"$CLUSTER_DIR/s3-data"
+  fi
   cat >"$d/garage.toml" <<EOF
-metadata_dir = "$d/meta"
-data_dir = "$d/data"
-db_engine = "sqlite"
+metadata_dir = "$sd/meta"
+data_dir = "$sd/data"
+db_engine = "lmdb"
+compression_level = "none"
 replication_factor = $S3_NODES
 rpc_bind_addr = "$HOST:$((s3 + 1))"
 rpc_public_addr = "$HOST:$((s3 + 1))"
@@ -222,6 +237,8 @@ if [ "$NODES" -gt 0 ]; then
       echo "segment_mib = 16"
       echo "[auth]"
       echo "danger_plaintext_without_tls = true"
+      echo "[limits]"
+      echo "max_connections_per_ip = $MAX_CONN_PER_IP"
       echo "[cluster]"
       echo "name = \"local\""
       echo "node = \"node$i\""

@@ -49,6 +49,12 @@ pub struct S3Config {
     /// Seconds a request may take before it is retried or fails (default 10).
     #[serde(default = "default_s3_timeout")]
     pub timeout_secs: u64,
+    /// Sign each request's payload hash (SigV4 `x-amz-content-sha256`) instead of sending it
+    /// as `UNSIGNED-PAYLOAD` (default false: a SHA-256 of every byte on both sides, which the
+    /// objects' own CRCs and TLS make redundant; set it for a plain-HTTP store on a network
+    /// you do not trust).
+    #[serde(default)]
+    pub sign_payload: bool,
 }
 
 fn default_name() -> String {

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
+use object_store::PutPayload;
 use ringmail_engine::remote::chunk::{candidates, chain};
 use ringmail_engine::remote::keys::chunk_prefix;
 use ringmail_engine::remote::{
@@ -49,7 +50,8 @@ enum Command {
         partition: u32,
         epoch: u64,
         first_lsn: u64,
-        bytes: Vec<u8>,
+        /// The chunk's object, in parts ([`Chunk::into_parts`]).
+        parts: Vec<Vec<u8>>,
         reply: oneshot::Sender<std::result::Result<(), ShipError>>,
     },
     Sealed {
@@ -202,7 +204,7 @@ impl TailSink for ClusterSink {
             partition: self.partition,
             epoch: self.epoch,
             first_lsn: chunk.first_lsn,
-            bytes: chunk.encode(),
+            parts: chunk.into_parts(),
             reply: tx,
         };
         let sent = self.commands.try_send(cmd).is_ok();
@@ -355,12 +357,12 @@ impl Plane {
                     partition,
                     epoch,
                     first_lsn,
-                    bytes,
+                    parts,
                     reply,
                 } => {
                     let me = self.clone();
                     tokio::task::spawn_local(async move {
-                        let r = me.ship(partition, epoch, first_lsn, bytes).await;
+                        let r = me.ship(partition, epoch, first_lsn, parts).await;
                         let _ = reply.send(r);
                     });
                 }
@@ -456,10 +458,10 @@ impl Plane {
         partition: u32,
         epoch: u64,
         first_lsn: u64,
-        bytes: Vec<u8>,
+        parts: Vec<Vec<u8>>,
     ) -> std::result::Result<(), ShipError> {
         let key = ObjectKey::Chunk { epoch, first_lsn }.key(self.objects.prefix(), partition);
-        let bytes = Bytes::from(bytes);
+        let bytes: PutPayload = parts.into_iter().map(Bytes::from).collect();
         let mut backoff = Duration::from_millis(20);
         let mut warned = None::<Instant>;
         loop {
@@ -1023,25 +1025,27 @@ impl Plane {
         if !self.still_owned(partition, epoch) {
             return Ok(());
         }
-        let path = s.path.clone();
-        let len = s.len;
-        let bytes = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            use std::io::Read;
-            let mut b = Vec::with_capacity(len as usize);
-            std::fs::File::open(&path)?.take(len).read_to_end(&mut b)?;
-            Ok(b)
-        })
-        .await
-        .map_err(|e| ClusterError::Config(e.to_string()))?
-        .map_err(|e| ClusterError::Config(format!("reading {:?}: {e}", s.path)))?;
-        if bytes.len() as u64 != s.len {
+        let file = std::fs::File::open(&s.path)
+            .map_err(|e| ClusterError::Config(format!("reading {:?}: {e}", s.path)))?;
+        let on_disk = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if on_disk < s.len {
             return Err(ClusterError::Config(format!(
                 "{:?} is shorter than its sealed length",
                 s.path
             )));
         }
+        let bytes = if s.len == 0 {
+            Bytes::new()
+        } else {
+            // SAFETY: a sealed segment is final: nothing writes to or truncates it again
+            // (compaction and retirement only unlink it, which leaves the mapping valid), so
+            // the mapped bytes do not change under the upload.
+            let map = unsafe { memmap2::MmapOptions::new().len(s.len as usize).map(&file) }
+                .map_err(|e| ClusterError::Config(format!("mapping {:?}: {e}", s.path)))?;
+            Bytes::from_owner(map)
+        };
         let key = ObjectKey::Segment { epoch, seq: s.seq }.key(self.objects.prefix(), partition);
-        let object = self.objects.put(&key, Bytes::from(bytes)).await?;
+        let object = self.objects.put(&key, bytes).await?;
         self.update_manifest(partition, epoch, |p| {
             if s.next_first_lsn > 0 {
                 p.first_lsn_of.insert(s.seq + 1, s.next_first_lsn);

@@ -26,6 +26,6 @@ pub mod testing;
 
 pub use config::{ClusterConfig, S3Config};
 pub use control::{ControlPlane, Status};
-pub use coordinator::Coordinator;
+pub use coordinator::{Coordinator, Owner};
 pub use error::ClusterError;
 pub use objects::Objects;

@@ -62,6 +62,11 @@ impl Objects {
                 .with_allow_http(ep.starts_with("http://"))
                 .with_virtual_hosted_style_request(false);
         }
+        // Without a signed payload hash the client does not hash every byte it sends (nor
+        // the server every byte it receives): HTTPS protects the bytes in transit, and every
+        // object ringmail stores carries its own CRCs (chunks, manifests) or is checked
+        // against the manifest's length and CRC-32 (segments, checkpoints).
+        b = b.with_unsigned_payload(!s3.sign_payload);
         let store = b
             .build()
             .map_err(|e| ClusterError::Config(format!("object storage: {e}")))?;
@@ -76,15 +81,19 @@ impl Objects {
         &self.prefix
     }
 
-    /// Stores `bytes` under `key` and returns the reference a manifest keeps.
-    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<ObjectRef> {
+    /// Stores `bytes` (one buffer, or parts sent one after another) under `key` and returns
+    /// the reference a manifest keeps.
+    pub async fn put(&self, key: &str, bytes: impl Into<PutPayload>) -> Result<ObjectRef> {
+        let payload = bytes.into();
+        let mut crc = crc32fast::Hasher::new();
+        payload.iter().for_each(|b| crc.update(b));
         let r = ObjectRef {
             key: key.to_string(),
-            len: bytes.len() as u64,
-            crc: crc32fast::hash(&bytes),
+            len: payload.content_length() as u64,
+            crc: crc.finalize(),
         };
         self.store
-            .put(&Path::from(key), PutPayload::from_bytes(bytes))
+            .put(&Path::from(key), payload)
             .await
             .map_err(unavailable)?;
         Ok(r)

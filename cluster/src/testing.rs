@@ -118,6 +118,7 @@ impl Infra {
                 secret_key: self.get("S3_SECRET_KEY").to_string(),
                 prefix: None,
                 timeout_secs: 2,
+                sign_payload: false,
             },
         }
     }

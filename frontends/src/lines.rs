@@ -112,6 +112,11 @@ pub trait LineSession {
     fn take_login_outcome(&mut self) -> Option<bool>;
     /// The reply that tells the client the server is shutting down.
     fn stopping_reply(&self) -> &'static [u8];
+    /// The reply that tells the client its mailbox is now served by another node (cluster
+    /// mode), so it logs in again.
+    fn moved_reply(&self) -> &'static [u8] {
+        self.stopping_reply()
+    }
 }
 
 #[cfg(test)]

@@ -718,12 +718,8 @@ fn made_durable(i: &mut Inner, end: LogPos, waiters: Vec<oneshot::Sender<Result<
 /// The tail chunk of a batch about to be written (cluster mode): its pieces, after those
 /// carried from batches without records, and its LSNs. `None` when it has no records: its
 /// pieces are carried to the next one.
-fn remote_chunk(i: &mut Inner, chunks: &[Chunk], records: u64) -> Option<RemoteChunk> {
-    i.carry.extend(chunks.iter().map(|c| Piece {
-        segment: c.seq,
-        offset: c.start,
-        bytes: c.bytes.clone(),
-    }));
+fn remote_chunk(i: &mut Inner, written: Vec<Piece>, records: u64) -> Option<RemoteChunk> {
+    i.carry.extend(written);
     if records == 0 {
         return None;
     }
@@ -843,18 +839,9 @@ fn merge_shipments(queue: &mut VecDeque<Shipment>, max_bytes: usize) -> (Shipmen
         first.chunk = match (first.chunk.take(), next.chunk) {
             (Some(mut a), Some(b)) => {
                 a.last_lsn = b.last_lsn;
-                for p in b.pieces {
-                    // A piece continuing the previous one in the same segment joins it.
-                    match a.pieces.last_mut() {
-                        Some(last)
-                            if last.segment == p.segment
-                                && last.offset + last.bytes.len() as u64 == p.offset =>
-                        {
-                            last.bytes.extend_from_slice(&p.bytes)
-                        }
-                        _ => a.pieces.push(p),
-                    }
-                }
+                // Pieces that continue each other are joined when the chunk is encoded,
+                // without copying them here.
+                a.pieces.extend(b.pieces);
                 Some(a)
             }
             (a, b) => a.or(b),
@@ -1030,17 +1017,17 @@ async fn flusher(inner: Rc<RefCell<Inner>>, notify: Notify, ship_wake: Notify) {
         };
         let records: u64 = chunks.iter().map(|c| c.records).sum();
         let bytes: u64 = chunks.iter().map(|c| c.bytes.len() as u64).sum();
-        // Cluster mode: the batch's bytes as a tail chunk (copied before the write recycles
-        // the buffers).
-        let remote = {
-            let mut i = inner.borrow_mut();
-            i.cfg
-                .tail
-                .is_some()
-                .then(|| remote_chunk(&mut i, &chunks, records))
-        };
-        let result = write_batch(&inner, chunks).await;
+        // Cluster mode: the batch's buffers are kept after the write, for its tail chunk.
+        let cluster = inner.borrow().cfg.tail.is_some();
+        let result = write_batch(&inner, chunks, cluster).await;
         let mut i = inner.borrow_mut();
+        let (result, remote) = match result {
+            Ok((sync_time, kept)) => {
+                let remote = cluster.then(|| remote_chunk(&mut i, kept, records));
+                (Ok(sync_time), remote)
+            }
+            Err(e) => (Err(e), None),
+        };
         match result {
             Ok(sync_time) if remote.is_some() => {
                 note_batch(&mut i, records, bytes, sync_time);
@@ -1079,8 +1066,14 @@ async fn flusher(inner: Rc<RefCell<Inner>>, notify: Notify, ship_wake: Notify) {
 }
 
 /// Writes a batch; with [`Durability::Sync`] it is durable when this returns (segments are
-/// opened O_DSYNC). Returns how long the writes took.
-async fn write_batch(inner: &Rc<RefCell<Inner>>, chunks: Vec<Chunk>) -> Result<Duration> {
+/// opened O_DSYNC). Returns how long the writes took, and with `keep` the chunks' bytes
+/// (cluster mode: they become the tail chunk without a copy; else they are reused).
+async fn write_batch(
+    inner: &Rc<RefCell<Inner>>,
+    chunks: Vec<Chunk>,
+    keep: bool,
+) -> Result<(Duration, Vec<Piece>)> {
+    let mut kept = Vec::new();
     let cfg = inner.borrow().cfg.clone();
     let mut took = Duration::ZERO;
     // Files this batch made longer (a new segment's first write, the zeros ahead, a record
@@ -1163,6 +1156,14 @@ async fn write_batch(inner: &Rc<RefCell<Inner>>, chunks: Vec<Chunk>) -> Result<D
             extended.push(file);
         }
         let mut bytes = chunk.bytes;
+        if keep {
+            kept.push(Piece {
+                segment: chunk.seq,
+                offset: chunk.start,
+                bytes,
+            });
+            continue;
+        }
         let mut i = inner.borrow_mut();
         if i.spare.len() < SPARE_BUFFERS && bytes.capacity() <= SPARE_MAX_BYTES {
             bytes.clear();
@@ -1178,7 +1179,7 @@ async fn write_batch(inner: &Rc<RefCell<Inner>>, chunks: Vec<Chunk>) -> Result<D
         }
         took += started.elapsed();
     }
-    Ok(took)
+    Ok((took, kept))
 }
 
 /// Makes segment files ahead of the records that will go in them (see the module comment):

@@ -59,20 +59,42 @@ const _: () = assert!(HEADER_CRC_OFF + 4 == CHUNK_HEADER_LEN);
 const PIECE_OVERHEAD: usize = 8 + 8 + 4;
 
 impl Chunk {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut body = Vec::with_capacity(
-            self.pieces
-                .iter()
-                .map(|p| p.bytes.len() + PIECE_OVERHEAD)
-                .sum(),
-        );
-        let mut w = Writer::new(&mut body);
-        for p in &self.pieces {
-            w.u64(p.segment);
-            w.u64(p.offset);
-            w.bytes(&p.bytes);
+    /// The object's bytes as parts to send one after another, without copying the pieces'
+    /// data: the header, then for each run of pieces that continue each other in one
+    /// segment, a piece header and the run's data (a run is written as one piece, so
+    /// batches merged into one chunk cost no more piece headers than one batch).
+    pub fn into_parts(self) -> Vec<Vec<u8>> {
+        let mut parts = Vec::with_capacity(1 + 2 * self.pieces.len());
+        parts.push(Vec::new()); // the header, once the body's length and CRC are known
+        let mut crc = crc32fast::Hasher::new();
+        let mut body_len = 0usize;
+        let mut runs = 0u32;
+        let mut pieces = self.pieces.into_iter().peekable();
+        while let Some(first) = pieces.next() {
+            let (segment, offset) = (first.segment, first.offset);
+            let mut run = vec![first.bytes];
+            let mut len = run[0].len();
+            while let Some(next) =
+                pieces.next_if(|n| n.segment == segment && n.offset == offset + len as u64)
+            {
+                len += next.bytes.len();
+                run.push(next.bytes);
+            }
+            let mut head = Vec::with_capacity(PIECE_OVERHEAD);
+            let mut w = Writer::new(&mut head);
+            w.u64(segment);
+            w.u64(offset);
+            w.u32(len as u32);
+            crc.update(&head);
+            body_len += head.len() + len;
+            parts.push(head);
+            for bytes in run {
+                crc.update(&bytes);
+                parts.push(bytes);
+            }
+            runs += 1;
         }
-        let mut out = Vec::with_capacity(CHUNK_HEADER_LEN + body.len());
+        let mut out = Vec::with_capacity(CHUNK_HEADER_LEN);
         let mut w = Writer::new(&mut out);
         w.raw(&CHUNK_MAGIC);
         w.u32(FORMAT_VERSION);
@@ -80,14 +102,19 @@ impl Chunk {
         w.u64(self.epoch);
         w.u64(self.first_lsn);
         w.u64(self.last_lsn);
-        w.u32(self.pieces.len() as u32);
-        w.u32(body.len() as u32);
-        w.u32(crc32(&body));
+        w.u32(runs);
+        w.u32(body_len as u32);
+        w.u32(crc.finalize());
         w.u64(0);
-        let crc = crc32(&out[..HEADER_CRC_OFF]);
-        Writer::new(&mut out).u32(crc);
-        out.extend_from_slice(&body);
-        out
+        let header_crc = crc32(&out[..HEADER_CRC_OFF]);
+        Writer::new(&mut out).u32(header_crc);
+        parts[0] = out;
+        parts
+    }
+
+    /// The object's bytes in one buffer.
+    pub fn encode(&self) -> Vec<u8> {
+        self.clone().into_parts().concat()
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Chunk, FormatError> {
@@ -287,6 +314,47 @@ mod tests {
         let mut longer = b.clone();
         longer.push(0);
         assert!(Chunk::decode(&longer).is_err());
+    }
+
+    #[test]
+    fn pieces_that_continue_each_other_are_written_as_one() {
+        let mut c = sample();
+        // Three batches merged: two continue the first piece in segment 7.
+        c.pieces.insert(
+            1,
+            Piece {
+                segment: 7,
+                offset: 8300,
+                bytes: vec![3; 10],
+            },
+        );
+        c.pieces.insert(
+            2,
+            Piece {
+                segment: 7,
+                offset: 8310,
+                bytes: vec![4; 5],
+            },
+        );
+        let parts = c.clone().into_parts();
+        let b = parts.concat();
+        assert_eq!(b, c.encode());
+        let d = Chunk::decode(&b).unwrap();
+        let mut joined = vec![1; 300];
+        joined.extend([3; 10]);
+        joined.extend([4; 5]);
+        assert_eq!(
+            d.pieces,
+            vec![
+                Piece {
+                    segment: 7,
+                    offset: 8000,
+                    bytes: joined
+                },
+                c.pieces[3].clone()
+            ]
+        );
+        assert_eq!(b.len(), 64 + 2 * PIECE_OVERHEAD + 300 + 15 + 64);
     }
 
     #[test]

@@ -653,4 +653,8 @@ impl LineSession for Session {
     fn stopping_reply(&self) -> &'static [u8] {
         b"-ERR [SYS/TEMP] server shutting down\r\n"
     }
+
+    fn moved_reply(&self) -> &'static [u8] {
+        b"-ERR [SYS/TEMP] this mailbox is now served by another node, log in again\r\n"
+    }
 }

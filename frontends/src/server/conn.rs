@@ -68,6 +68,9 @@ pub enum Read {
     TimedOut,
     /// The server is shutting down.
     Stopping,
+    /// Cluster mode: the session's partition is no longer served on this node (see
+    /// [`Conn::end_when`]).
+    Moved,
 }
 
 /// A client connection on this shard, and its slot in the shard's [`Watch`] (its deadlines).
@@ -199,7 +202,13 @@ impl Conn {
             Ok(Ok(n)) => Read::Data(n),
             Err(Fired::TimedOut) => Read::TimedOut,
             Err(Fired::Stopping) => Read::Stopping,
+            Err(Fired::Moved) => Read::Moved,
         }
+    }
+
+    /// Ends the session's waits for the client ([`Read::Moved`]) once `gone` says so.
+    pub fn end_when(&self, gone: std::rc::Rc<dyn Fn() -> bool>) {
+        self.watch.end_when(gone);
     }
 
     /// Writes all of `buf`, given at most [`WRITE_TIMEOUT`] (a shutdown does not cut it).

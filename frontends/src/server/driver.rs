@@ -110,6 +110,10 @@ impl Driver {
                 let _ = self.conn.write_all(session.stopping_reply()).await;
                 false
             }
+            Read::Moved => {
+                let _ = self.conn.write_all(session.moved_reply()).await;
+                false
+            }
         }
     }
 }

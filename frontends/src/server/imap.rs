@@ -431,6 +431,7 @@ impl Link for Io {
                 }
                 W::Read(Read::TimedOut) => return Woke::TimedOut,
                 W::Read(Read::Stopping) => return Woke::Stopping,
+                W::Read(Read::Moved) => return Woke::Moved,
                 W::Read(Read::Closed) => return Woke::Closed,
             }
         }
@@ -474,6 +475,10 @@ async fn authenticated(
         return;
     }
     let cfg = session_config(&server);
+    // Cluster mode: the session ends when the partition moves away (its client logs in
+    // again, at the new owner).
+    let watched = part.clone();
+    io.conn.end_when(Rc::new(move || watched.is_gone()));
     let store = EngineStore::new(server.clone(), part, account.clone());
     let mut s = Session::new(store, io, cfg, account);
     run(&server, &mut s).await;
@@ -494,6 +499,10 @@ async fn run(server: &ShardServer, s: &mut Session<EngineStore, Io>) {
             }
             Err(Read::Stopping) => {
                 s.line("* BYE [UNAVAILABLE] server shutting down");
+                return;
+            }
+            Err(Read::Moved) => {
+                s.line(crate::imap::session::store::MOVED_BYE);
                 return;
             }
             Err(_) => return,

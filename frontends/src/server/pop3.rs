@@ -112,6 +112,10 @@ async fn run(
                     }
                     let r = open_maildrop(&server, &account).await;
                     if r.is_ok() {
+                        // Cluster mode: the session ends when the partition moves away.
+                        if let Some(part) = server.ctx.partition(p) {
+                            d.conn.end_when(Rc::new(move || part.is_gone()));
+                        }
                         locked = Some(account);
                     }
                     session.maildrop_opened(r, &mut d.out);
@@ -148,17 +152,16 @@ async fn run(
                     let r = server
                         .on_account(&account, move |p| async move {
                             let uids: Vec<Uid> = delete.into_iter().map(Uid).collect();
-                            let r = if uids.is_empty() {
+                            if uids.is_empty() {
                                 Ok(())
                             } else {
                                 p.expunge(&a, "INBOX", Some(&uids)).await.map(|_| ())
-                            };
-                            if let Some(srv) = super::local_server() {
-                                srv.sessions.unlock_maildrop(&a);
                             }
-                            r
                         })
                         .await;
+                    // The session runs on the shard that took the lock (see `hand_off`): it
+                    // lets go here, also when the partition is no longer served on this node.
+                    server.sessions.unlock_maildrop(&account);
                     session.committed(r.map_err(|e: Error| e.to_string()), &mut d.out);
                 }
             }
@@ -173,15 +176,7 @@ async fn run(
     }
     // A session that ends without QUIT commits nothing, but must let go of the maildrop.
     if let Some(account) = locked {
-        let a = account.clone();
-        let _ = server
-            .on_account(&account, move |_| async move {
-                if let Some(srv) = super::local_server() {
-                    srv.sessions.unlock_maildrop(&a);
-                }
-                Ok(())
-            })
-            .await;
+        server.sessions.unlock_maildrop(&account);
     }
     d.conn.close().await;
 }

@@ -7,7 +7,9 @@
 //! minutes. So each connection holds a slot in this shard-local table, an operation only
 //! writes its deadline there, and one task per shard looks at the table once a second: it
 //! wakes the connections whose deadline passed, and, once the node stops, every connection
-//! waiting to read. A limit is kept to within a second (`TICK`).
+//! waiting to read. A limit is kept to within a second (`TICK`). In cluster mode a session
+//! on a partition also ends, within a tick, once the partition is no longer served here
+//! (`end_when`): its client must log in again and reach the new owner.
 //!
 //! ```text
 //! Conn ── within(limit, op) ──► slot { deadline, waker }   (this shard's Watch)
@@ -31,6 +33,9 @@ pub enum Fired {
     TimedOut,
     /// The node is shutting down (only operations that asked to be stopped).
     Stopping,
+    /// The connection's `end_when` check came true (only operations that asked to be
+    /// stopped): what it serves moved away.
+    Moved,
 }
 
 #[derive(Default)]
@@ -39,6 +44,9 @@ struct Slot {
     /// Whether the pending operation ends when the node stops.
     stoppable: bool,
     expired: bool,
+    /// The connection ends when this says so (see [`Watched::end_when`]).
+    end_when: Option<Rc<dyn Fn() -> bool>>,
+    moved: bool,
     waker: Option<Waker>,
 }
 
@@ -114,6 +122,12 @@ impl Watch {
                 }
                 let now = Instant::now();
                 t.fire(|s| s.deadline.is_some_and(|d| d <= now), &mut wakers);
+                for s in t.slots.iter_mut().filter(|s| s.deadline.is_some()) {
+                    if s.stoppable && !s.moved && s.end_when.as_ref().is_some_and(|f| f()) {
+                        s.moved = true;
+                        wakers.extend(s.waker.take());
+                    }
+                }
             }
             wakers.drain(..).for_each(Waker::wake);
             if Rc::strong_count(&self.0) == 1 {
@@ -137,6 +151,12 @@ pub struct Watched {
 }
 
 impl Watched {
+    /// From now on a stoppable operation also ends (with [`Fired::Moved`], within a tick)
+    /// once `gone` returns true: a session whose partition this node no longer serves.
+    pub fn end_when(&self, gone: Rc<dyn Fn() -> bool>) {
+        self.table.borrow_mut().slots[self.slot].end_when = Some(gone);
+    }
+
     /// `op`'s output, unless `limit` passes first (give or take [`TICK`]) or, when
     /// `stoppable`, the node stops first. A future that is ready at once is never stopped.
     pub async fn within<T>(
@@ -157,6 +177,10 @@ impl Watched {
             let s = &mut t.slots[self.slot];
             if s.stoppable && stopping {
                 return Poll::Ready(Fired::Stopping);
+            }
+            if s.stoppable && (s.moved || s.end_when.as_ref().is_some_and(|f| f())) {
+                s.moved = true;
+                return Poll::Ready(Fired::Moved);
             }
             if s.expired {
                 return Poll::Ready(Fired::TimedOut);

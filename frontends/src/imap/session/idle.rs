@@ -41,6 +41,11 @@ impl<S: MailStore, L: Link> Session<S, L> {
                     self.closing = true;
                     return Ok(());
                 }
+                Woke::Moved => {
+                    self.line(super::store::MOVED_BYE);
+                    self.closing = true;
+                    return Ok(());
+                }
                 Woke::Closed => {
                     self.closing = true;
                     return Ok(());

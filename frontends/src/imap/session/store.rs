@@ -145,6 +145,11 @@ pub trait MailStore {
     fn rejected(&self, _why: &'static str) {}
 }
 
+/// The session's mailbox is no longer served on this node (cluster mode: its partition
+/// moved or its owner failed over): the client logs in again and reaches the new owner.
+pub const MOVED_BYE: &str =
+    "* BYE [UNAVAILABLE] this mailbox is now served by another node, log in again";
+
 /// What woke an IDLE.
 pub enum Woke {
     /// A frame from the client.
@@ -155,6 +160,8 @@ pub enum Woke {
     TimedOut,
     /// The server is shutting down.
     Stopping,
+    /// The mailbox is now served by another node (cluster mode): the client logs in again.
+    Moved,
     /// The connection is gone.
     Closed,
 }
