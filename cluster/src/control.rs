@@ -173,6 +173,12 @@ impl ControlPlane {
             .clone()
     }
 
+    /// The status as the control plane keeps it up to date, for readers on other threads
+    /// (the metrics endpoint).
+    pub fn status_handle(&self) -> Arc<Mutex<Status>> {
+        self.status.clone()
+    }
+
     /// Closes every partition this node owns (each flushed, shipped and checkpointed),
     /// releases them and leaves the cluster. Call before the node shuts down.
     pub fn stop(mut self) {

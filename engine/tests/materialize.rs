@@ -203,6 +203,11 @@ fn a_partition_opens_from_checkpoint_sealed_segments_and_the_tail_after_them() {
         b"stale",
     )
     .unwrap();
+    // And a sealed segment's fetch that a crash cut short.
+    let cut_fetch = new.path().join("p0").join(
+        ringmail_engine::internals::format::segment_file(7, seqs[0]).replace(".log", ".fetch"),
+    );
+    std::fs::write(&cut_fetch, b"half").unwrap();
     let m = materialize(
         &new.path().join("p0"),
         &manifest,
@@ -219,5 +224,6 @@ fn a_partition_opens_from_checkpoint_sealed_segments_and_the_tail_after_them() {
         .join("p0")
         .join(ringmail_engine::internals::format::segment_file(7, 999))
         .exists());
+    assert!(!cut_fetch.exists());
     check(new.path(), model);
 }

@@ -310,6 +310,17 @@ fn move_and_drain_hand_partitions_over_live() {
 
     let status = cluster_cli(&infra, a.dir.path(), &["status"]);
     assert!(status.contains("4 partitions, 2 nodes"), "{status}");
+    // Each node's metrics show its part: all four partitions owned between them, the move
+    // counted once on each side, chunks shipped by the one that took the mail.
+    let m = |s: &Server, name: &str| s.metric(name, "");
+    assert_eq!(
+        m(&a, "ringmail_cluster_partitions_owned") + m(&b, "ringmail_cluster_partitions_owned"),
+        4.0
+    );
+    assert_eq!(m(&a, "ringmail_cluster_lease_alive"), 1.0);
+    assert!(m(by_name(&owner), "ringmail_cluster_releases_total") >= 1.0);
+    assert!(m(by_name(other), "ringmail_cluster_takeovers_total") >= 1.0);
+    assert!(m(by_name(other), "ringmail_cluster_chunks_shipped_total") >= 3.0);
 
     // Draining the new owner sends the partition back (the only other node).
     let out = cluster_cli(&infra, a.dir.path(), &["drain", other]);
@@ -563,4 +574,70 @@ print(len(acked))
     ));
     let n: usize = out.trim().parse().unwrap();
     assert!(n > 20, "only {n} deliveries acknowledged");
+}
+
+/// The engines under a node fail while mail arrives: one etcd member of three is killed
+/// (service goes on), then a second is stopped (no quorum: deliveries get temporary errors,
+/// never a 5xx), both come back, then the S3 server is stopped and started again. Service
+/// resumes by itself each time, and every delivery acknowledged throughout is stored.
+#[test]
+fn etcd_and_s3_faults_under_load_lose_nothing_acknowledged() {
+    use ringmail_loadgen::verify::{verify_with, Protocol};
+    use ringmail_loadgen::{run, Config, Users, Workload};
+    let mut infra = Infra::start(32300, 3, 1);
+    // The lease outlasts each outage: the node keeps its ownership through them.
+    let extra = format!(
+        "cores = 1\npartitions = 1\n{}\n[auth]\ndanger_plaintext_without_tls = true\n",
+        infra.toml("a", 15)
+    );
+    let mut a = Server::unstarted(&[ALICE], &extra);
+    a.start();
+    assert_eq!(owner_of_alice(&infra, 1), "a");
+    send(&a, 0, 1);
+    let addr = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+    let mut cfg = Config::new(Workload::Smtp, addr(a.smtp));
+    cfg.users = Users::parse(ALICE).unwrap();
+    cfg.connections = 4;
+    cfg.duration = Duration::from_secs(19);
+    let load = std::thread::spawn(move || run(&cfg));
+    let sleep = |s: u64| std::thread::sleep(Duration::from_secs(s));
+    sleep(2);
+    infra.signal("ETCD3", "KILL");
+    sleep(3);
+    infra.signal("ETCD2", "STOP");
+    sleep(4);
+    infra.signal("ETCD2", "CONT");
+    infra.restart("etcd3", "ETCD3");
+    sleep(3);
+    infra.signal("S31", "STOP");
+    sleep(4);
+    infra.signal("S31", "CONT");
+    let report = load.join().unwrap();
+    eprintln!("{}", report.table());
+    let fatal: Vec<_> = report
+        .errors
+        .keys()
+        .filter(|k| k.contains("rejected 5"))
+        .collect();
+    assert!(fatal.is_empty(), "{}", report.table());
+    assert!(
+        report.total_errors() > 0,
+        "no temporary error while etcd had no quorum: {}",
+        report.table()
+    );
+    // Service is back: a delivery goes through, and everything acknowledged is stored.
+    send(&a, 1, 2);
+    let total: usize = report.acked.values().map(Vec::len).sum();
+    let v = verify_with(
+        Protocol::Imap,
+        addr(a.imap),
+        None,
+        "secret",
+        &report.acked,
+        Duration::from_secs(30),
+    );
+    assert!(v.clean(), "{v:?}");
+    assert_eq!(v.checked, total);
+    assert!(total > 50, "only {total} acknowledged: {}", report.table());
+    assert!(inbox(&a).len() >= total + 2);
 }

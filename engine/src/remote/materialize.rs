@@ -72,8 +72,13 @@ pub fn materialize(dir: &Path, manifest: &Manifest, m: Materials) -> Result<Mate
             Some((epoch, seq)) => named.get(&seq).is_some_and(|s| {
                 s.epoch == epoch && ent.metadata().is_ok_and(|md| md.len() == s.object.len)
             }),
-            // Checkpoints come from the manifest only.
-            None => parse_checkpoint_file(name).is_none() && !name.ends_with(".tmp"),
+            // Checkpoints come from the manifest only; a half-written file (a write or a
+            // segment fetch cut short by a crash) is never kept.
+            None => {
+                parse_checkpoint_file(name).is_none()
+                    && !name.ends_with(".tmp")
+                    && !name.ends_with(".fetch")
+            }
         };
         if !keep {
             fs::remove_file(ent.path()).map_err(io(format!("removing {:?}", ent.path())))?;

@@ -276,7 +276,68 @@ async fn render(server: &ShardServer) -> String {
         ],
     );
     partition_metrics(server, &mut s).await;
+    if let Some(status) = server.shared.cluster.get() {
+        cluster_metrics(&status.lock().unwrap_or_else(|e| e.into_inner()), &mut s);
+    }
     s
+}
+
+/// Cluster mode: this node's view of its ownerships and what its control plane did.
+fn cluster_metrics(st: &ringmail_cluster::Status, s: &mut String) {
+    let rows: [(&str, &str, &str, u64); 8] = [
+        (
+            "ringmail_cluster_lease_alive",
+            "gauge",
+            "1 while this node's etcd lease is confirmed; 0: it serves nothing.",
+            u64::from(st.lease_alive),
+        ),
+        (
+            "ringmail_cluster_partitions_owned",
+            "gauge",
+            "Partitions this node owns now.",
+            st.owned.len() as u64,
+        ),
+        (
+            "ringmail_cluster_takeovers_total",
+            "counter",
+            "Partitions this node came to own (failovers, moves and starts).",
+            st.takeovers,
+        ),
+        (
+            "ringmail_cluster_releases_total",
+            "counter",
+            "Partitions this node handed over (moves, drains, a clean stop).",
+            st.releases,
+        ),
+        (
+            "ringmail_cluster_fenced_total",
+            "counter",
+            "Ownerships that ended without this node giving them up (another node took over).",
+            st.fenced,
+        ),
+        (
+            "ringmail_cluster_chunks_shipped_total",
+            "counter",
+            "Tail chunks stored in object storage and confirmed in etcd.",
+            st.shipped,
+        ),
+        (
+            "ringmail_cluster_manifests_published_total",
+            "counter",
+            "Manifests published (sealed segments, checkpoints, takeovers).",
+            st.published,
+        ),
+        (
+            "ringmail_cluster_objects_collected_total",
+            "counter",
+            "Objects deleted from object storage by garbage collection.",
+            st.collected,
+        ),
+    ];
+    for (name, kind, help, v) in rows {
+        head(s, name, kind, help);
+        let _ = writeln!(s, "{name} {v}");
+    }
 }
 
 async fn partition_metrics(server: &ShardServer, s: &mut String) {

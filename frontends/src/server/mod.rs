@@ -71,6 +71,8 @@ pub struct Shared {
     /// Each shard takes its listening sockets from here when it starts.
     sockets: Mutex<Vec<Option<Vec<Bound>>>>,
     metrics_socket: Mutex<Option<(SocketAddr, OwnedFd)>>,
+    /// Cluster mode: the control plane's counters (set once it has joined).
+    pub cluster: std::sync::OnceLock<Arc<Mutex<ringmail_cluster::Status>>>,
 }
 
 /// The parts of the configuration a reload replaces. A session takes them once, when it
@@ -538,6 +540,7 @@ pub fn start(cfg: Config, source: reload::Source) -> Result<Running, String> {
         run_id: run_id(),
         sockets: Mutex::new(sockets.per_shard.into_iter().map(Some).collect()),
         metrics_socket: Mutex::new(sockets.metrics),
+        cluster: std::sync::OnceLock::new(),
         users: Versioned::new(users),
         live: Versioned::new(Live {
             cfg: cfg.clone(),
@@ -574,6 +577,7 @@ pub fn start(cfg: Config, source: reload::Source) -> Result<Running, String> {
             }
             ncfg.partitions = cp.partitions();
             ncfg.open_at_start = false;
+            let _ = shared.cluster.set(cp.status_handle());
             Some(cp)
         }
         None => None,
