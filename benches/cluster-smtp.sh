@@ -16,7 +16,8 @@
 #   bash benches/cluster-smtp.sh [SECONDS]        (default 10 s per run)
 #
 # Environment: CONNS ("50 400"), SIZE (4096), WARMUP (2), PORT_OFFSET (0); GARAGE (the
-# garage binary, see benches/cluster-up.sh).
+# garage binary), SHIP_IN_FLIGHT and SHIP_INTERVAL_MS (the nodes' settings; see
+# benches/cluster-up.sh).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -79,5 +80,5 @@ echo
 while read -r label c ticks; do
   echo "etcd and Garage CPU during the cluster $label run at $c connections: $((ticks / $(getconf CLK_TCK))).$(((ticks % $(getconf CLK_TCK)) * 100 / $(getconf CLK_TCK))) s (not in the server CPU column)."
 done <"$W/infra-cpu"
-echo "Settings: $CONNS connections, ~$SIZE B messages, 99 recipient accounts, 2 partitions; $WARMUP s warm-up then $SECS s measured per run; cluster lease 5 s, segments 16 MiB; Garage with LMDB metadata and no block compression."
+echo "Settings: $CONNS connections, ~$SIZE B messages, 99 recipient accounts, 2 partitions; $WARMUP s warm-up then $SECS s measured per run; cluster lease 5 s, segments 16 MiB; Garage with LMDB metadata and no block compression; ship_in_flight ${SHIP_IN_FLIGHT:-2 (default)}, ship_interval_ms ${SHIP_INTERVAL_MS:-0 (default)}."
 rm_machine_line

@@ -23,6 +23,8 @@
 #   S3_DATA_DIR   where the Garage nodes keep their data (default: in CLUSTER_DIR); a tmpfs
 #                 such as /dev/shm keeps the S3 server's disk work out of a benchmark of
 #                 ringmail (cluster-down.sh removes what was made there)
+#   SHIP_IN_FLIGHT, SHIP_INTERVAL_MS  the nodes' [cluster] ship_in_flight and
+#                 ship_interval_ms (default: ringmail's)
 #   MAX_CONN_PER_IP  the nodes' [limits] max_connections_per_ip (default 1000: every client
 #                 of a local cluster comes from 127.0.0.1)
 #   HOST          loopback address for etcd and S3 (default 127.0.0.1)
@@ -244,6 +246,8 @@ if [ "$NODES" -gt 0 ]; then
       echo "node = \"node$i\""
       echo "etcd = [$etcd_list]"
       echo "lease_ttl_secs = $LEASE_TTL"
+      [ -n "${SHIP_IN_FLIGHT:-}" ] && echo "ship_in_flight = $SHIP_IN_FLIGHT"
+      [ -n "${SHIP_INTERVAL_MS:-}" ] && echo "ship_interval_ms = $SHIP_INTERVAL_MS"
       echo "[cluster.s3]"
       echo "endpoint = \"http://$HOST:$((BASE_PORT + 30))\""
       echo "region = \"garage\""

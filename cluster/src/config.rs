@@ -28,6 +28,18 @@ pub struct ClusterConfig {
     /// How often an owner looks for such objects of its partitions.
     #[serde(default = "default_gc_interval")]
     pub gc_interval_secs: u64,
+    /// Tail chunks of one partition being stored at once. While they are in flight, the
+    /// batches written meanwhile wait and go together as the next chunk: fewer in flight
+    /// means fewer, larger PUTs (less S3 and CPU work per message), more means less waiting
+    /// for a free slot when PUTs are slow (a distant S3). Default 2.
+    #[serde(default = "default_ship_in_flight")]
+    pub ship_in_flight: usize,
+    /// At least this long between the starts of one partition's chunk uploads (default 0:
+    /// each as soon as a slot is free). A longer interval batches batches: at most
+    /// 1000 / interval PUTs per second per partition, each acknowledgement waiting up to
+    /// that much longer (docs/cluster.md, the capacity model).
+    #[serde(default)]
+    pub ship_interval_ms: u64,
     pub s3: S3Config,
 }
 
@@ -69,6 +81,9 @@ fn default_gc_grace() -> u64 {
 fn default_gc_interval() -> u64 {
     300
 }
+fn default_ship_in_flight() -> usize {
+    2
+}
 fn default_region() -> String {
     "us-east-1".into()
 }
@@ -106,6 +121,12 @@ impl ClusterConfig {
         if !(1..=3600).contains(&self.lease_ttl_secs) {
             return Err("cluster.lease_ttl_secs must be between 1 and 3600".into());
         }
+        if !(1..=64).contains(&self.ship_in_flight) {
+            return Err("cluster.ship_in_flight must be between 1 and 64".into());
+        }
+        if self.ship_interval_ms > 10_000 {
+            return Err("cluster.ship_interval_ms must be at most 10000".into());
+        }
         if self.s3.bucket.is_empty() {
             return Err("cluster.s3.bucket is empty".into());
         }
@@ -129,7 +150,12 @@ mod tests {
         assert_eq!(c.lease_ttl(), Duration::from_secs(5));
         assert_eq!(c.object_prefix(), "ringmail");
         assert_eq!(c.s3.region, "us-east-1");
+        assert_eq!((c.ship_in_flight, c.ship_interval_ms), (2, 0));
+        assert!(!c.s3.sign_payload);
         assert!(c.validate().is_ok());
+        let mut none_in_flight = c.clone();
+        none_in_flight.ship_in_flight = 0;
+        assert!(none_in_flight.validate().is_err());
         let mut bad = c.clone();
         bad.node = "a/b".into();
         assert!(bad.validate().is_err());

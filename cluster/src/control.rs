@@ -895,6 +895,8 @@ impl Plane {
             .get(&partition)
             .map(|o| o.pending.clone())
             .ok_or(ClusterError::Fenced { partition, epoch })?;
+        let in_flight = self.cfg.ship_in_flight.max(1);
+        let interval = Duration::from_millis(self.cfg.ship_interval_ms);
         node.open_partition(
             PartitionId(partition),
             epoch,
@@ -906,6 +908,8 @@ impl Plane {
                     pending,
                 }));
                 t.remote_segments = remote;
+                t.in_flight = in_flight;
+                t.interval = interval;
                 t
             }),
         )

@@ -110,6 +110,8 @@ impl Infra {
             lease_ttl_secs,
             gc_grace_secs: 3600,
             gc_interval_secs: 300,
+            ship_in_flight: 2,
+            ship_interval_ms: 0,
             s3: S3Config {
                 endpoint: Some(self.get("S3_ENDPOINT").to_string()),
                 region: self.get("S3_REGION").to_string(),

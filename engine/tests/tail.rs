@@ -263,3 +263,52 @@ fn sealed_segments_and_checkpoints_are_announced_once_confirmed() {
         );
     });
 }
+
+#[test]
+fn an_interval_between_uploads_batches_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let (chunks, first, took) = run(&d.clone(), move || async move {
+        let rec = Rc::new(Recorder::default());
+        let p = open_owned(&d, &rec, |mut t| {
+            t.in_flight = 1;
+            t.interval = Duration::from_millis(150);
+            t
+        })
+        .await;
+        // The account's creation was the first upload; the next may start 150 ms after it.
+        glommio::timer::sleep(Duration::from_millis(200)).await;
+        let started = std::time::Instant::now();
+        p.append(A, "INBOX", &new_message(message(0, 900)))
+            .await
+            .unwrap();
+        let first = started.elapsed();
+        let before = rec.chunks.borrow().len();
+        let mut tasks = Vec::new();
+        for w in 0..4u64 {
+            let p = p.clone();
+            tasks.push(glommio::spawn_local(async move {
+                for n in 0..10 {
+                    p.append(A, "INBOX", &new_message(message(w * 100 + n + 1, 900)))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await;
+        }
+        let chunks = rec.chunks.borrow().len() - before;
+        (chunks, first, started.elapsed())
+    });
+    // A batch after a quiet spell goes at once.
+    assert!(first < Duration::from_millis(100), "{first:?}");
+    // 40 appends by 4 writers, each waiting for its acknowledgement: without the interval
+    // about one upload per round of batches; with it, at most one per 150 ms.
+    let most = took.as_millis() as usize / 150 + 1;
+    assert!(
+        chunks <= most,
+        "{chunks} uploads in {took:?}: more than one per 150 ms"
+    );
+    assert!(chunks >= 2, "{chunks}");
+}

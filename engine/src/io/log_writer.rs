@@ -746,10 +746,20 @@ async fn shipper(inner: Rc<RefCell<Inner>>, wake: Notify, tail: Tail) {
     );
     let mut flight: FuturesOrdered<std::pin::Pin<Box<dyn std::future::Future<Output = Shipped>>>> =
         FuturesOrdered::new();
+    // When the last upload started: the next one waits for `tail.interval` after it.
+    let mut last_start: Option<Instant> = None;
     loop {
+        let mut due = None;
         {
             let mut i = inner.borrow_mut();
             while flight.len() < tail.in_flight.max(1) && !i.shipping.is_empty() {
+                if let Some(at) = last_start.map(|t| t + tail.interval) {
+                    if !i.ship_stop && Instant::now() < at {
+                        due = Some(at);
+                        break;
+                    }
+                }
+                last_start = Some(Instant::now());
                 // Every batch written meanwhile goes as one chunk: under load a round trip
                 // to the store carries many batches, and the PUT count falls as load rises.
                 let (s, merged) = merge_shipments(&mut i.shipping, tail.merge_bytes);
@@ -766,12 +776,25 @@ async fn shipper(inner: Rc<RefCell<Inner>>, wake: Notify, tail: Tail) {
                 break;
             }
         }
+        // Woken by a new batch, or when a held one may go.
+        let woken = async {
+            match due {
+                Some(at) => {
+                    futures_lite::future::or(
+                        wake.wait(),
+                        glommio::timer::sleep(at.saturating_duration_since(Instant::now())),
+                    )
+                    .await
+                }
+                None => wake.wait().await,
+            }
+        };
         if flight.is_empty() {
-            wake.wait().await;
+            woken.await;
             continue;
         }
         let next = futures_lite::future::or(async { flight.next().await }, async {
-            wake.wait().await;
+            woken.await;
             None
         })
         .await;

@@ -94,6 +94,9 @@ pub struct Tail {
     /// and then go together, as one chunk of up to `merge_bytes`.
     pub in_flight: usize,
     pub merge_bytes: usize,
+    /// At least this long between the starts of two chunks' uploads: batches written
+    /// meanwhile wait and go together (fewer PUTs, a longer wait for each writer).
+    pub interval: Duration,
 }
 
 impl Tail {
@@ -105,6 +108,7 @@ impl Tail {
             ack_timeout: Duration::from_secs(20),
             in_flight: 2,
             merge_bytes: 16 << 20,
+            interval: Duration::ZERO,
         }
     }
 }
@@ -115,6 +119,7 @@ impl std::fmt::Debug for Tail {
             .field("refuse_after", &self.refuse_after)
             .field("ack_timeout", &self.ack_timeout)
             .field("in_flight", &self.in_flight)
+            .field("interval", &self.interval)
             .finish()
     }
 }
