@@ -67,15 +67,26 @@ infra_cpu() { # PIDS...
     mapfile -t infra < <(grep -E '^(ETCD|S3)[0-9]+_PID=' "$W/up-$label.env" | cut -d= -f2)
     for c in $CONNS; do
       before=$(infra_cpu "${infra[@]}")
-      rm_run "cluster-$label" "$c" "$node_pid" deliver smtp --target "$node_smtp" --connections "$c" "${LG[@]}"
+      rm_run "cluster-$label" "$c" "$node_pid" deliver smtp --target "$node_smtp" --connections "$c" "${LG[@]}" | tee -a "$W/rows.part"
       after=$(infra_cpu "${infra[@]}")
       echo "$label $c $(((after - before)))" >>"$W/infra-cpu"
     done
     CLUSTER_DIR=$CLUSTER_DIR bash benches/cluster-down.sh >/dev/null
   done
+
+  # CPU per message falls as the rate rises (more work per wake-up), so the single node is
+  # also measured at the cluster's rate: the same load offered open loop, at the rate the
+  # cluster (1+1+1, Garage on disk) reached with as many connections.
+  RING_CONFIG=$'[limits]\nmax_connections_per_ip = 1000' rm_ringmail "$W/single-same" 100 smtp=127.0.0.1:$RING_SMTP
+  for c in $CONNS; do
+    rate=$(awk -F'\t' -v c="$c" '$1 == "cluster-1+1+1" && $2 == c { printf "%d", $3 }' "$W/rows.part")
+    rm_run single-node-same-rate "$c" "$RING_PID" deliver smtp --target "127.0.0.1:$RING_SMTP" --connections "$c" --rate "$rate" "${LG[@]}"
+  done
+  kill -TERM "$RING_PID"
+  wait "$RING_PID" || true
 } >"$W/rows.tsv"
 python3 benches/table.py rows "$W/rows.tsv" --unit messages --per message --count delivered \
-  --vs single-node --cpu-vs single-node --key connections
+  --vs single-node --cpu-vs single-node --cpu-vs single-node-same-rate --key connections
 echo
 while read -r label c ticks; do
   echo "etcd and Garage CPU during the cluster $label run at $c connections: $((ticks / $(getconf CLK_TCK))).$(((ticks % $(getconf CLK_TCK)) * 100 / $(getconf CLK_TCK))) s (not in the server CPU column)."

@@ -25,6 +25,7 @@
 #                 ringmail (cluster-down.sh removes what was made there)
 #   SHIP_IN_FLIGHT, SHIP_INTERVAL_MS  the nodes' [cluster] ship_in_flight and
 #                 ship_interval_ms (default: ringmail's)
+#   NODE_TOP      more top-level settings for every node's configuration file (TOML lines)
 #   MAX_CONN_PER_IP  the nodes' [limits] max_connections_per_ip (default 1000: every client
 #                 of a local cluster comes from 127.0.0.1)
 #   HOST          loopback address for etcd and S3 (default 127.0.0.1)
@@ -237,6 +238,7 @@ if [ "$NODES" -gt 0 ]; then
     {
       echo "partitions = $PARTITIONS"
       echo "segment_mib = 16"
+      [ -n "${NODE_TOP:-}" ] && echo "$NODE_TOP"
       echo "[auth]"
       echo "danger_plaintext_without_tls = true"
       echo "[limits]"

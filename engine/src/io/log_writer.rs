@@ -715,8 +715,8 @@ fn made_durable(i: &mut Inner, end: LogPos, waiters: Vec<oneshot::Sender<Result<
     }
 }
 
-/// The tail chunk of a batch about to be written (cluster mode): its pieces, after those
-/// carried from batches without records, and its LSNs. `None` when it has no records: its
+/// The tail chunk of a batch just written (cluster mode): its pieces (the buffers the write
+/// used, moved), after those carried from batches without records, and its LSNs. `None` when it has no records: its
 /// pieces are carried to the next one.
 fn remote_chunk(i: &mut Inner, written: Vec<Piece>, records: u64) -> Option<RemoteChunk> {
     i.carry.extend(written);
