@@ -504,7 +504,7 @@ fn sessions_reconnect_across_moves_under_load() {
     let cli = |args: &str| format!("[{:?}, {args}, \"--config\", {:?}]", bin(), admin);
     let out = a.python(&format!(
         r#"
-import imaplib, poplib, smtplib, subprocess, threading, time, re
+import imaplib, poplib, smtplib, socket, subprocess, threading, time, re
 nodes = {{"a": ({a_smtp}, {a_imap}, {a_pop}), "b": ({b_smtp}, {b_imap}, {b_pop})}}
 acked, stop = [], False
 def sender():
@@ -532,7 +532,24 @@ def sessions(at):
     p.pass_("secret")
     return c, p
 
-def told_to_leave(c, p):
+def idling(at):
+    s = socket.create_connection(("127.0.0.1", nodes[at][1]), timeout=10)
+    f = s.makefile("rb")
+    f.readline()
+    s.sendall(b"a LOGIN {ALICE} secret\r\nb SELECT INBOX\r\nc IDLE\r\n")
+    while not f.readline().startswith(b"+"):
+        pass
+    return f
+
+def told_to_leave(c, p, idle):
+    # An IDLE hears it at once: new mail may arrive meanwhile, then the BYE.
+    deadline = time.time() + 5
+    while True:
+        line = idle.readline()
+        assert line and time.time() < deadline, line
+        if line.startswith(b"* BYE"):
+            assert b"[UNAVAILABLE]" in line and b"served by another node" in line, line
+            break
     time.sleep(2.5)
     try:
         c.noop()
@@ -547,12 +564,14 @@ def told_to_leave(c, p):
 
 time.sleep(1)
 c, p = sessions("a")
+idle = idling("a")
 subprocess.run({move}, check=True, capture_output=True)
-told_to_leave(c, p)
+told_to_leave(c, p, idle)
 c, p = sessions("b")
+idle = idling("b")
 time.sleep(1)
 subprocess.run({drain}, check=True, capture_output=True)
-told_to_leave(c, p)
+told_to_leave(c, p, idle)
 time.sleep(1)
 stop = True
 t.join()
