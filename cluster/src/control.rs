@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_channel::oneshot;
 use object_store::PutPayload;
+
+use crate::upload_buffer::UploadBuffer;
 use ringmail_engine::remote::chunk::{candidates, chain};
 use ringmail_engine::remote::keys::chunk_prefix;
 use ringmail_engine::remote::{
@@ -307,6 +309,8 @@ struct Plane {
     failpoints: bool,
     /// One publication at a time per partition, in the order they were asked for.
     publish_locks: RefCell<BTreeMap<u32, Rc<tokio::sync::Mutex<()>>>>,
+    /// Sealed segments are read into this for their upload.
+    upload_buffer: UploadBuffer,
 }
 
 impl Plane {
@@ -336,6 +340,7 @@ impl Plane {
             published: RefCell::new(BTreeMap::new()),
             failpoints: std::env::var("RINGMAIL_FAILPOINTS").is_ok_and(|v| v == "1"),
             publish_locks: RefCell::new(BTreeMap::new()),
+            upload_buffer: UploadBuffer::default(),
         })
     }
 
@@ -910,6 +915,9 @@ impl Plane {
                 t.remote_segments = remote;
                 t.in_flight = in_flight;
                 t.interval = interval;
+                // A batch held back by the interval is not a sign of a store that is down.
+                t.refuse_after += interval;
+                t.ack_timeout += interval;
                 t
             }),
         )
@@ -1035,27 +1043,19 @@ impl Plane {
         if !self.still_owned(partition, epoch) {
             return Ok(());
         }
-        let file = std::fs::File::open(&s.path)
-            .map_err(|e| ClusterError::Config(format!("reading {:?}: {e}", s.path)))?;
-        let on_disk = file.metadata().map(|m| m.len()).unwrap_or(0);
-        if on_disk < s.len {
-            return Err(ClusterError::Config(format!(
-                "{:?} is shorter than its sealed length",
-                s.path
-            )));
-        }
-        let bytes = if s.len == 0 {
-            Bytes::new()
-        } else {
-            // SAFETY: a sealed segment is final: nothing writes to or truncates it again
-            // (compaction and retirement only unlink it, which leaves the mapping valid), so
-            // the mapped bytes do not change under the upload.
-            let map = unsafe { memmap2::MmapOptions::new().len(s.len as usize).map(&file) }
-                .map_err(|e| ClusterError::Config(format!("mapping {:?}: {e}", s.path)))?;
-            Bytes::from_owner(map)
-        };
+        let (path, len, buffer) = (s.path.clone(), s.len, self.upload_buffer.clone());
+        // Read (and its CRC computed) off the runtime: the disk must not stall the other
+        // partitions' acknowledgements or the lease's keep-alive.
+        let (bytes, crc) = tokio::task::spawn_blocking(move || {
+            let b = buffer.read(&path, len)?;
+            let crc = crc32fast::hash(&b);
+            Ok::<_, std::io::Error>((b, crc))
+        })
+        .await
+        .map_err(|e| ClusterError::Config(e.to_string()))?
+        .map_err(|e| ClusterError::Config(format!("reading {:?}: {e}", s.path)))?;
         let key = ObjectKey::Segment { epoch, seq: s.seq }.key(self.objects.prefix(), partition);
-        let object = self.objects.put(&key, bytes).await?;
+        let object = self.objects.put_with_crc(&key, bytes, crc).await?;
         self.update_manifest(partition, epoch, |p| {
             if s.next_first_lsn > 0 {
                 p.first_lsn_of.insert(s.seq + 1, s.next_first_lsn);

@@ -23,6 +23,7 @@ pub mod objects;
 /// Test harness: real etcd and Garage processes on loopback (not part of the API).
 #[doc(hidden)]
 pub mod testing;
+mod upload_buffer;
 
 pub use config::{ClusterConfig, S3Config};
 pub use control::{ControlPlane, Status};

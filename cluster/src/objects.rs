@@ -87,10 +87,22 @@ impl Objects {
         let payload = bytes.into();
         let mut crc = crc32fast::Hasher::new();
         payload.iter().for_each(|b| crc.update(b));
+        self.put_with_crc(key, payload, crc.finalize()).await
+    }
+
+    /// As [`Self::put`], with the bytes' CRC-32 computed by the caller (off the runtime,
+    /// for a large object).
+    pub async fn put_with_crc(
+        &self,
+        key: &str,
+        bytes: impl Into<PutPayload>,
+        crc: u32,
+    ) -> Result<ObjectRef> {
+        let payload = bytes.into();
         let r = ObjectRef {
             key: key.to_string(),
             len: payload.content_length() as u64,
-            crc: crc.finalize(),
+            crc,
         };
         self.store
             .put(&Path::from(key), payload)

@@ -1180,6 +1180,10 @@ async fn write_batch(
         }
         let mut bytes = chunk.bytes;
         if keep {
+            // Held until the chunk is confirmed: not a mostly empty 64 KiB buffer each.
+            if bytes.capacity() > 2 * bytes.len() {
+                bytes.shrink_to_fit();
+            }
             kept.push(Piece {
                 segment: chunk.seq,
                 offset: chunk.start,
