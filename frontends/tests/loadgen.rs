@@ -270,3 +270,39 @@ fn mixed_workload_then_verify_through_imap_and_pop3() {
         assert_eq!(v.checked, total, "{protocol:?}");
     }
 }
+
+/// Several targets (the nodes of a cluster): the connections are spread over them round
+/// robin, and every acknowledged delivery reached one of them. Two separate servers stand
+/// in for two nodes here; each stores what it acknowledged.
+#[test]
+fn connections_are_spread_over_several_targets() {
+    let users: Vec<String> = (1..=4).map(|i| format!("bench{i}@example.org")).collect();
+    let refs: Vec<&str> = users.iter().map(|s| s.as_str()).collect();
+    let plain = "[auth]\ndanger_plaintext_without_tls = true\n";
+    let a = Server::with_config(&refs, plain);
+    let b = Server::with_config(&refs, plain);
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let mut cfg = Config::new(Workload::Smtp, addr(a.smtp));
+    cfg.more_targets = vec![addr(b.smtp)];
+    cfg.users = Users::parse("bench%d@example.org:1-4").unwrap();
+    cfg.connections = 4;
+    cfg.duration = Duration::from_secs(2);
+    let r = run(&cfg);
+    assert_eq!(r.total_errors(), 0, "{}", r.table());
+    assert!(
+        r.target.contains(&a.smtp.to_string()) && r.target.contains(&b.smtp.to_string()),
+        "{}",
+        r.target
+    );
+    let acked: usize = r.acked.values().map(Vec::len).sum();
+    let on_a = a.metric("ringmail_messages_delivered_total", "");
+    let on_b = b.metric("ringmail_messages_delivered_total", "");
+    assert!(on_a > 10.0 && on_b > 10.0, "{on_a} on a, {on_b} on b");
+    assert_eq!(on_a + on_b, acked as f64);
+    // Each server holds exactly what was acknowledged by it: verify through each finds
+    // every message of the other missing, and none corrupted.
+    let va = verify(addr(a.pop3), "secret", &r.acked, Duration::from_secs(10));
+    assert!(va.corrupted.is_empty() && va.errors.is_empty(), "{va:?}");
+    assert_eq!(va.checked, acked);
+    assert_eq!(va.lost.len(), on_b as usize, "{va:?}");
+}

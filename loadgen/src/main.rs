@@ -49,9 +49,11 @@ enum RuntimeKind {
 struct Cli {
     workload: Kind,
     /// The server, IP:PORT on loopback (127.0.0.0/8 or ::1); for null-server, where to
-    /// listen; for mixed, the IP (and any port) the per-protocol targets default to.
-    #[arg(long)]
-    target: Option<String>,
+    /// listen; for mixed, the IP (and any port) the per-protocol targets default to. For
+    /// smtp, lmtp, imap and pop3, several (repeated, or a comma-separated list: the nodes of
+    /// a cluster): the connections are spread over them, round robin.
+    #[arg(long, value_delimiter = ',')]
+    target: Vec<String>,
     /// Users: a pattern with %d and a range (bench%d@example.org:1-100), or one address.
     #[arg(long, default_value = "bench%d@example.org:1-100")]
     users: String,
@@ -174,7 +176,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 
 /// `--target`: IP:PORT, or for mixed also a bare IP.
 fn target(cli: &Cli) -> Result<SocketAddr, String> {
-    let t = cli.target.as_deref();
+    let t = cli.target.first().map(String::as_str);
     let addr = match (t, cli.workload) {
         (None, Kind::Mixed) => SocketAddr::from(([127, 0, 0, 1], 0)),
         (None, _) => return Err("--target IP:PORT is required".into()),
@@ -185,6 +187,26 @@ fn target(cli: &Cli) -> Result<SocketAddr, String> {
         },
     };
     loopback(addr)
+}
+
+/// The targets after the first (`--target` given several times).
+fn more_targets(cli: &Cli) -> Result<Vec<SocketAddr>, String> {
+    let more = cli.target.get(1..).unwrap_or_default();
+    if !more.is_empty()
+        && !matches!(
+            cli.workload,
+            Kind::Smtp | Kind::Lmtp | Kind::Imap | Kind::Pop3
+        )
+    {
+        return Err("several --target: only for smtp, lmtp, imap and pop3".into());
+    }
+    more.iter()
+        .map(|t| {
+            t.parse::<SocketAddr>()
+                .map_err(|_| format!("--target {t:?}: not IP:PORT"))
+                .and_then(loopback)
+        })
+        .collect()
 }
 
 fn loopback(a: SocketAddr) -> Result<SocketAddr, String> {
@@ -261,6 +283,10 @@ fn main() -> ExitCode {
         Err(e) => return fail(format!("--imap-mix: {e}")),
     };
     let mut cfg = Config::new(workload, target);
+    match more_targets(&cli) {
+        Ok(more) => cfg.more_targets = more,
+        Err(e) => return fail(e),
+    }
     if workload == Workload::Mixed {
         match mixed_setup(&cli, target.ip()) {
             Ok(m) => cfg.mixed = Some(m),

@@ -27,7 +27,7 @@ pub(crate) fn session(
     let slots = (cfg.users.count() / n).max(1);
     let user = cfg.users.get(w as u64 + (k % slots) * n);
     let t = Instant::now();
-    let mut c = Conn::connect_tls(cfg.target, cfg.timeout, cfg.tls.as_ref())?;
+    let mut c = Conn::connect_tls(cfg.target_of(w), cfg.timeout, cfg.tls.as_ref())?;
     c.pop3_login(&user, &cfg.password)?;
     record(res, "login", t.elapsed());
     let t = Instant::now();

@@ -111,7 +111,11 @@ impl Report {
                 .map(|(k, a)| format!("{} {a}", mixed::name(*k)))
                 .collect::<Vec<_>>()
                 .join(", "),
-            _ => cfg.target.to_string(),
+            _ => std::iter::once(&cfg.target)
+                .chain(&cfg.more_targets)
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
         };
         Report {
             workload: format!("{:?}", cfg.workload).to_lowercase(),

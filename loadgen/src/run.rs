@@ -56,6 +56,9 @@ impl Runtime {
 pub struct Config {
     pub workload: Workload,
     pub target: SocketAddr,
+    /// More servers (the nodes of a cluster): connection `w` goes to the `w`-th of
+    /// `target` and these, round robin ([`Config::target_of`]).
+    pub more_targets: Vec<SocketAddr>,
     pub users: Users,
     pub password: String,
     pub connections: usize,
@@ -107,6 +110,7 @@ impl Config {
         Self {
             workload,
             target,
+            more_targets: Vec::new(),
             users: Users::parse("bench%d:1-100").expect("valid"),
             password: "bench".into(),
             connections: 10,
@@ -131,6 +135,14 @@ impl Config {
             mixed: None,
             timeout: Duration::from_secs(10),
             progress: false,
+        }
+    }
+
+    /// The server connection `w` talks to.
+    pub fn target_of(&self, w: usize) -> SocketAddr {
+        match w % (1 + self.more_targets.len()) {
+            0 => self.target,
+            i => self.more_targets[i - 1],
         }
     }
 

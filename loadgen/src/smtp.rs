@@ -30,7 +30,7 @@ pub(crate) fn deliver(
     let account = cfg.smtp_auth.then(|| cfg.users.get(w as u64));
     if conn.is_none() {
         let t = Instant::now();
-        let mut c = Conn::connect_tls(cfg.target, cfg.timeout, cfg.tls.as_ref())?;
+        let mut c = Conn::connect_tls(cfg.target_of(w), cfg.timeout, cfg.tls.as_ref())?;
         c.smtp_hello(lmtp)?;
         if let Some(user) = &account {
             c.smtp_auth_plain(user, &cfg.password)?;

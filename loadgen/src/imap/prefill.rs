@@ -63,7 +63,7 @@ pub fn prefill(cfg: &Config) -> Prefilled {
 /// Appends to account `i` what it lacks; how many were appended.
 fn top_up(cfg: &Config, i: u64) -> Result<u64, ClientError> {
     let user = cfg.users.get(i);
-    let mut c = ImapConn::connect_tls(cfg.target, cfg.timeout, cfg.tls.as_ref())?;
+    let mut c = ImapConn::connect_tls(cfg.target_of(i as usize), cfg.timeout, cfg.tls.as_ref())?;
     c.login(&user, &cfg.password)?;
     let have = c.select("INBOX")? as usize;
     let want = cfg.imap_prefill;

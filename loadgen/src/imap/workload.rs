@@ -77,7 +77,7 @@ impl Worker {
         let Some(s) = &mut self.session else {
             let user = account(cfg, w, self.logins);
             self.logins += 1;
-            let mut conn = ImapConn::connect_tls(cfg.target, cfg.timeout, cfg.tls.as_ref())?;
+            let mut conn = ImapConn::connect_tls(cfg.target_of(w), cfg.timeout, cfg.tls.as_ref())?;
             conn.login(&user, &cfg.password)?;
             let changes = cfg
                 .imap_mix
