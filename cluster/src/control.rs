@@ -205,23 +205,32 @@ pub struct ClusterSink {
     pending: Arc<AtomicUsize>,
 }
 
+impl ClusterSink {
+    /// Sends the command `make` builds around a reply channel; resolves with the reply.
+    fn ask(
+        &self,
+        make: impl FnOnce(oneshot::Sender<std::result::Result<(), ShipError>>) -> Command,
+    ) -> ShipFuture {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.commands.try_send(make(tx)).is_ok();
+        let stopped = || Err(ShipError::Fenced("the control plane has stopped".into()));
+        Box::pin(async move {
+            if !sent {
+                return stopped();
+            }
+            rx.await.unwrap_or_else(|_| stopped())
+        })
+    }
+}
+
 impl TailSink for ClusterSink {
     fn ship(&self, chunk: Chunk) -> ShipFuture {
-        let (tx, rx) = oneshot::channel();
-        let cmd = Command::Ship {
+        self.ask(|reply| Command::Ship {
             partition: self.partition,
             epoch: self.epoch,
             first_lsn: chunk.first_lsn,
             parts: chunk.into_parts(),
-            reply: tx,
-        };
-        let sent = self.commands.try_send(cmd).is_ok();
-        Box::pin(async move {
-            if !sent {
-                return Err(ShipError::Fenced("the control plane has stopped".into()));
-            }
-            rx.await
-                .unwrap_or_else(|_| Err(ShipError::Fenced("the control plane has stopped".into())))
+            reply,
         })
     }
 
@@ -235,22 +244,11 @@ impl TailSink for ClusterSink {
     }
 
     fn fetch_segment(&self, seq: u64, path: PathBuf) -> Option<ShipFuture> {
-        let (tx, rx) = oneshot::channel();
-        let sent = self
-            .commands
-            .try_send(Command::Fetch {
-                partition: self.partition,
-                seq,
-                path,
-                reply: tx,
-            })
-            .is_ok();
-        Some(Box::pin(async move {
-            if !sent {
-                return Err(ShipError::Fenced("the control plane has stopped".into()));
-            }
-            rx.await
-                .unwrap_or_else(|_| Err(ShipError::Fenced("the control plane has stopped".into())))
+        Some(self.ask(|reply| Command::Fetch {
+            partition: self.partition,
+            seq,
+            path,
+            reply,
         }))
     }
 

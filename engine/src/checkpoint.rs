@@ -139,6 +139,31 @@ impl std::fmt::Debug for Checkpoint {
     }
 }
 
+fn length_mismatch(header_says: u64, there_are: u64) -> FormatError {
+    FormatError::Invalid {
+        what: "checkpoint length",
+        detail: format!("header says {header_says} bytes of archive, the file has {there_are}"),
+    }
+}
+
+/// Checks an archive against its header's CRC and that it is a well-formed image (after
+/// which it may be read in place unchecked).
+fn check_archive(buf: &AlignedVec<16>, crc: u32) -> std::result::Result<(), FormatError> {
+    let got = crc32(buf);
+    if got != crc {
+        return Err(FormatError::Checksum {
+            what: "checkpoint archive",
+            expected: crc,
+            got,
+        });
+    }
+    rkyv::access::<ArchivedImage, rancor::Error>(buf).map_err(|e| FormatError::Invalid {
+        what: "checkpoint archive",
+        detail: e.to_string(),
+    })?;
+    Ok(())
+}
+
 impl Checkpoint {
     /// Reads, checks and validates a checkpoint file.
     pub fn load(path: &Path, seq: u64, partition: u32) -> Result<Self> {
@@ -159,14 +184,10 @@ impl Checkpoint {
         let (len, crc) = decode_header(&header, partition).map_err(corrupt)?;
         let file_len = f.metadata().map(|m| m.len()).unwrap_or(0);
         if HEADER_LEN as u64 + len != file_len {
-            return Err(corrupt(FormatError::Invalid {
-                what: "checkpoint length",
-                detail: format!(
-                    "header says {} bytes of archive, the file has {}",
-                    len,
-                    file_len.saturating_sub(HEADER_LEN as u64)
-                ),
-            }));
+            return Err(corrupt(length_mismatch(
+                len,
+                file_len.saturating_sub(HEADER_LEN as u64),
+            )));
         }
         let mut buf = AlignedVec::<16>::with_capacity(len as usize);
         buf.resize(len as usize, 0);
@@ -177,20 +198,7 @@ impl Checkpoint {
                 available: 0,
             })
         })?;
-        let got = crc32(&buf);
-        if got != crc {
-            return Err(corrupt(FormatError::Checksum {
-                what: "checkpoint archive",
-                expected: crc,
-                got,
-            }));
-        }
-        rkyv::access::<ArchivedImage, rancor::Error>(&buf).map_err(|e| {
-            corrupt(FormatError::Invalid {
-                what: "checkpoint archive",
-                detail: e.to_string(),
-            })
-        })?;
+        check_archive(&buf, crc).map_err(corrupt)?;
         Ok(Self { buf, seq })
     }
 
@@ -209,31 +217,13 @@ impl Checkpoint {
         let (len, crc) = decode_header(header, partition)?;
         let archive = &bytes[HEADER_LEN..];
         if archive.len() as u64 != len {
-            return Err(FormatError::Invalid {
-                what: "checkpoint length",
-                detail: format!(
-                    "header says {len} bytes of archive, there are {}",
-                    archive.len()
-                ),
-            });
-        }
-        let got = crc32(archive);
-        if got != crc {
-            return Err(FormatError::Checksum {
-                what: "checkpoint archive",
-                expected: crc,
-                got,
-            });
+            return Err(length_mismatch(len, archive.len() as u64));
         }
         let mut buf = AlignedVec::<16>::with_capacity(archive.len());
         buf.extend_from_slice(archive);
-        let image = rkyv::access::<ArchivedImage, rancor::Error>(&buf).map_err(|e| {
-            FormatError::Invalid {
-                what: "checkpoint archive",
-                detail: e.to_string(),
-            }
-        })?;
-        Ok(image.log_segment.to_native())
+        check_archive(&buf, crc)?;
+        let checked = Self { buf, seq: 0 };
+        Ok(checked.image().log_segment.to_native())
     }
 
     /// The archived image, read in place.

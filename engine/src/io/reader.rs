@@ -104,9 +104,7 @@ impl SegmentReader {
         let path = self.path(seq);
         let mut opened = self.open(&path).await;
         if let (Err(e), Some((sink, remote))) = (&opened, &self.remote) {
-            let missing = matches!(e, glommio::GlommioError::IoError(io) if io.kind() == std::io::ErrorKind::NotFound)
-                || matches!(e, glommio::GlommioError::EnhancedIoError { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
-            if missing && remote.contains(&seq) {
+            if not_found(e) && remote.contains(&seq) {
                 let _one = self.fetching.acquire_permit(1).await;
                 if !path.exists() {
                     if let Some(fetch) = sink.fetch_segment(seq, path.clone()) {
@@ -217,4 +215,14 @@ impl SegmentReader {
         }
         Ok((h, payload.to_vec()))
     }
+}
+
+/// Whether opening failed because the file is not there.
+fn not_found<T>(e: &glommio::GlommioError<T>) -> bool {
+    let io = match e {
+        glommio::GlommioError::IoError(io) => io,
+        glommio::GlommioError::EnhancedIoError { source, .. } => source,
+        _ => return false,
+    };
+    io.kind() == std::io::ErrorKind::NotFound
 }
