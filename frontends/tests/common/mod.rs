@@ -29,21 +29,27 @@ pub struct Server {
     pub env: Vec<(String, String)>,
 }
 
-/// A port nothing listens on now, and not handed out before in this test process (the
-/// kernel may give a just-released port again, and one server's listeners must differ).
+/// A port nothing listens on now, at random from 10000-19999, and not handed out before in
+/// this test process (one server's listeners must differ).
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    // From 10000-19999, below the kernel's ephemeral range (32768-60999 by default): a
+    // client connection of any test can then never be given one as its local port, which
+    // would stop a killed server from listening there again when the test restarts it.
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let seed = std::collections::hash_map::RandomState::new();
+    let mut n = 0u64;
     loop {
-        let p = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        n += 1;
+        let mut h = seed.build_hasher();
+        h.write_u64(n);
+        let p = 10_000 + (h.finish() % 10_000) as u16;
         let mut given = GIVEN.lock().unwrap();
-        if !given.contains(&p) {
-            given.push(p);
-            return p;
+        if given.contains(&p) || TcpListener::bind(("127.0.0.1", p)).is_err() {
+            continue;
         }
+        given.push(p);
+        return p;
     }
 }
 
