@@ -40,6 +40,16 @@ pub struct ClusterConfig {
     /// that much longer (docs/cluster.md, the capacity model).
     #[serde(default)]
     pub ship_interval_ms: u64,
+    /// This node's cluster port: the other nodes forward deliveries (LMTP) and proxy IMAP
+    /// and POP3 sessions to it for the partitions it serves. Unset: the node takes part in
+    /// ownership, but a client reaching it for another node's account is told to try again
+    /// (and other nodes cannot send it theirs). Keep it on a private network.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// The address the other nodes reach the cluster port at (default: `listen`; needed when
+    /// `listen` is a wildcard address such as `0.0.0.0:7400`).
+    #[serde(default)]
+    pub advertise: Option<String>,
     pub s3: S3Config,
 }
 
@@ -96,6 +106,15 @@ impl ClusterConfig {
         Duration::from_secs(self.lease_ttl_secs.max(1))
     }
 
+    /// The address the other nodes reach this node's cluster port at.
+    pub fn advertised(&self) -> Option<String> {
+        match (&self.advertise, self.listen) {
+            (Some(a), _) => Some(a.clone()),
+            (None, Some(l)) if !l.ip().is_unspecified() => Some(l.to_string()),
+            _ => None,
+        }
+    }
+
     /// The prefix of this cluster's objects in the bucket.
     pub fn object_prefix(&self) -> &str {
         self.s3.prefix.as_deref().unwrap_or(&self.name)
@@ -129,6 +148,13 @@ impl ClusterConfig {
         }
         if self.s3.bucket.is_empty() {
             return Err("cluster.s3.bucket is empty".into());
+        }
+        if self.listen.is_some() && self.advertised().is_none() {
+            return Err(
+                "cluster.listen is a wildcard address: set cluster.advertise to the address \
+                 the other nodes reach this one at"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -43,6 +43,17 @@ use crate::config::ClusterConfig;
 use crate::coordinator::Coordinator;
 use crate::error::{ClusterError, Result};
 use crate::objects::Objects;
+use crate::routes::RouteBoard;
+
+/// 32 random bytes, hex: the cluster's secret if this node is the first to ask.
+fn new_secret() -> Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| ClusterError::Config(format!("reading /dev/urandom: {e}")))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
 
 /// How often ownership is reconciled with etcd.
 const TICK: Duration = Duration::from_millis(500);
@@ -102,6 +113,8 @@ pub struct ControlPlane {
     thread: Option<std::thread::JoinHandle<()>>,
     status: Arc<Mutex<Status>>,
     partitions: u32,
+    routes: Arc<RouteBoard>,
+    secret: String,
 }
 
 impl ControlPlane {
@@ -115,8 +128,10 @@ impl ControlPlane {
             node: cfg.node.clone(),
             ..Status::default()
         }));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<u32>>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(u32, String)>>();
         let st = status.clone();
+        let routes = Arc::new(RouteBoard::new(&cfg.node));
+        let board = routes.clone();
         let sink_tx = tx.clone();
         let thread = std::thread::Builder::new()
             .name("ringmail-cluster".into())
@@ -135,9 +150,14 @@ impl ControlPlane {
                 };
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&rt, async move {
-                    let plane = match Plane::join(cfg, data_dir, partitions, st, sink_tx).await {
-                        Ok(p) => {
-                            let _ = ready_tx.send(Ok(p.partitions));
+                    let joined = async {
+                        let p = Plane::join(cfg, data_dir, partitions, st, sink_tx).await?;
+                        let secret = p.coord.secret(&new_secret()?).await?;
+                        Ok::<_, ClusterError>((p, secret))
+                    };
+                    let plane = match joined.await {
+                        Ok((p, secret)) => {
+                            let _ = ready_tx.send(Ok((p.partitions, secret)));
                             Rc::new(p)
                         }
                         Err(e) => {
@@ -145,17 +165,33 @@ impl ControlPlane {
                             return;
                         }
                     };
+                    let watcher = plane.clone();
+                    tokio::task::spawn_local(
+                        async move { watcher.coord.watch_routes(board).await },
+                    );
                     plane.serve(rx).await;
                 });
             })
             .map_err(|e| ClusterError::Config(format!("starting the control plane: {e}")))?;
-        let partitions = ready_rx.recv().map_err(|_| ClusterError::Stopped)??;
+        let (partitions, secret) = ready_rx.recv().map_err(|_| ClusterError::Stopped)??;
         Ok(ControlPlane {
             commands: tx,
             thread: Some(thread),
             status,
             partitions,
+            routes,
+            secret,
         })
+    }
+
+    /// The owner map, kept current by a watch in etcd.
+    pub fn routes(&self) -> Arc<RouteBoard> {
+        self.routes.clone()
+    }
+
+    /// What this node shows on the other nodes' cluster ports, and checks on its own.
+    pub fn secret(&self) -> &str {
+        &self.secret
     }
 
     /// The cluster's partition count (every node's data directory must have it).

@@ -110,7 +110,11 @@ impl Coordinator {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let key = me.keys.node(&cfg.node);
-        let value = format!("{{\"started\":{started},\"lease\":{lease}}}");
+        let mut member = serde_json::json!({ "started": started, "lease": lease });
+        if let Some(a) = cfg.advertised() {
+            member["internal"] = a.into();
+        }
+        let value = member.to_string();
         me.call(|mut c| {
             let (key, value) = (key.clone(), value.clone());
             async move {
@@ -329,6 +333,121 @@ impl Coordinator {
             })
             .await?;
         Ok(r.succeeded())
+    }
+
+    /// The secret nodes show each other on their cluster ports: made by the first node that
+    /// asks (from `proposal`), read by every other. Whoever can read etcd can read it, as
+    /// they can everything else of the cluster.
+    pub async fn secret(&self, proposal: &str) -> Result<String> {
+        let key = self.keys.secret();
+        let r = self
+            .call(|mut c| {
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key.clone(), proposal.to_string(), None)])
+                    .or_else([TxnOp::get(key.clone(), None)]);
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        if r.succeeded() {
+            return Ok(proposal.to_string());
+        }
+        r.op_responses()
+            .iter()
+            .find_map(|op| match op {
+                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+                _ => None,
+            })
+            .and_then(|v| String::from_utf8(v).ok())
+            .ok_or_else(|| ClusterError::Etcd("the cluster's secret could not be read".into()))
+    }
+
+    /// Keeps `board` current with the owner map: a snapshot of the `serving/` and `nodes/`
+    /// keys, then a watch of both from that snapshot's revision. Runs until the task is
+    /// dropped; a broken watch (a lost member, a compacted revision) starts over.
+    pub async fn watch_routes(&self, board: Arc<crate::routes::RouteBoard>) {
+        let mut failures = 0u32;
+        loop {
+            if let Err(e) = self.follow_routes(&board).await {
+                failures += 1;
+                if failures == 1 || failures % 60 == 0 {
+                    tracing::warn!(error = %e, "watching the owner map; starting over");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn follow_routes(&self, board: &crate::routes::RouteBoard) -> Result<()> {
+        use crate::routes::Routes;
+        let (servings, nodes) = (self.keys.servings(), self.keys.nodes());
+        let r = self
+            .call(|mut c| {
+                let ops = [
+                    TxnOp::get(servings.clone(), Some(GetOptions::new().with_prefix())),
+                    TxnOp::get(nodes.clone(), Some(GetOptions::new().with_prefix())),
+                ];
+                async move { c.txn(Txn::new().and_then(ops)).await }
+            })
+            .await?;
+        let mut routes = Routes::new(&self.node);
+        for op in r.op_responses() {
+            if let TxnOpResponse::Get(g) = op {
+                for kv in g.kvs() {
+                    routes.apply(&self.keys, kv.key(), Some(kv.value()));
+                }
+            }
+        }
+        routes.revision = r.header().map(|h| h.revision()).unwrap_or(0);
+        board.replace(routes.clone());
+        let (i, mut client) = self.etcd.client();
+        let from = etcd_client::WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(routes.revision + 1);
+        let watched = async {
+            let mut stream = client.watch(servings.clone(), Some(from.clone())).await?;
+            stream.watch(nodes.clone(), Some(from)).await?;
+            Ok::<_, etcd_client::Error>(stream)
+        };
+        let mut stream = match watched.await {
+            Ok(s) => s,
+            Err(e) => {
+                self.etcd.failed(i);
+                return Err(e.into());
+            }
+        };
+        loop {
+            let resp = match stream.message().await {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => {
+                    self.etcd.failed(i);
+                    return Err(e.into());
+                }
+            };
+            if resp.canceled() {
+                return Err(ClusterError::Etcd(format!(
+                    "the owner map's watch was cancelled: {}",
+                    resp.cancel_reason()
+                )));
+            }
+            let mut changed = false;
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                let value = match ev.event_type() {
+                    etcd_client::EventType::Put => Some(kv.value()),
+                    etcd_client::EventType::Delete => None,
+                };
+                changed |= routes.apply(&self.keys, kv.key(), value);
+            }
+            if let Some(h) = resp.header() {
+                routes.revision = routes.revision.max(h.revision());
+            }
+            if changed {
+                board.replace(routes.clone());
+            }
+        }
+        Err(ClusterError::Etcd("the owner map's watch ended".into()))
     }
 
     /// Reads back whether each `(partition, epoch)` is still this node's ownership, in one

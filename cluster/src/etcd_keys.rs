@@ -8,6 +8,7 @@
 //! /ringmail/<cluster>/assign/<p:05>       where an operator asked the partition to move
 //! /ringmail/<cluster>/serving/<p:05>      "<node> <epoch>" once the owner has opened it
 //! /ringmail/<cluster>/drain/<node>        present while the node is being drained
+//! /ringmail/<cluster>/secret              what nodes show each other on their cluster ports
 //! ```
 
 #[derive(Clone, Debug)]
@@ -54,6 +55,9 @@ impl EtcdKeys {
     }
     pub fn serving(&self, partition: u32) -> String {
         format!("{}{partition:05}", self.servings())
+    }
+    pub fn secret(&self) -> String {
+        format!("{}secret", self.root)
     }
     pub fn drains(&self) -> String {
         format!("{}drain/", self.root)

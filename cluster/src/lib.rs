@@ -20,6 +20,7 @@ pub mod coordinator;
 pub mod error;
 pub mod etcd_keys;
 pub mod objects;
+pub mod routes;
 /// Test harness: real etcd and Garage processes on loopback (not part of the API).
 #[doc(hidden)]
 pub mod testing;
@@ -30,3 +31,4 @@ pub use control::{ControlPlane, Status};
 pub use coordinator::{Coordinator, Owner};
 pub use error::ClusterError;
 pub use objects::Objects;
+pub use routes::{Route, RouteBoard, Routes};

@@ -112,6 +112,8 @@ impl Infra {
             gc_interval_secs: 300,
             ship_in_flight: 2,
             ship_interval_ms: 0,
+            listen: None,
+            advertise: None,
             s3: S3Config {
                 endpoint: Some(self.get("S3_ENDPOINT").to_string()),
                 region: self.get("S3_REGION").to_string(),

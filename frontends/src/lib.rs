@@ -3,6 +3,7 @@
 //! Protocol modules (`smtp`) are sans-I/O state machines; `server` is the thin glommio I/O
 //! layer that drives them over TCP and TLS and talks to the engine.
 
+pub mod cluster_link;
 pub mod config;
 pub mod dates;
 /// Entry points for the fuzz targets in `fuzz/` (`docs/fuzzing.md`); not an API.

@@ -724,3 +724,372 @@ print(res[1], "|", res[2], "|", res[3])
     assert!(waited >= 2.0, "{out}");
     assert!(a.metric("ringmail_cluster_chunks_shipped_total", "") >= 2.0);
 }
+
+// ---- The cluster, part 2: any node serves any account ------------------------------------
+
+/// A node of a three-node cluster with a cluster port, serving `users`.
+fn routed_node(infra: &Infra, name: &str, users: &[&str]) -> (Server, u16) {
+    let port = free_port();
+    let section = infra.toml(name, 2).replacen(
+        "[cluster.s3]",
+        &format!("listen = \"127.0.0.1:{port}\"\n\n[cluster.s3]"),
+        1,
+    );
+    let extra = format!(
+        "cores = 1\npartitions = 6\n{section}\n[auth]\ndanger_plaintext_without_tls = true\n"
+    );
+    let mut s = Server::unstarted(users, &extra);
+    s.log_filter = "info,ringmail_cluster=debug".into();
+    s.start();
+    (s, port)
+}
+
+/// Three nodes (a, b, c) with cluster ports, six partitions between them, and 24 users.
+struct Trio {
+    _infra: Infra,
+    nodes: Vec<(Server, u16)>,
+    owners: std::collections::BTreeMap<u32, String>,
+    names: Vec<String>,
+}
+
+impl Trio {
+    fn start(base: u16) -> Trio {
+        let infra = Infra::start(base, 1, 1);
+        let names: Vec<String> = (0..24).map(|i| format!("u{i}@example.org")).collect();
+        let users: Vec<&str> = names.iter().map(String::as_str).collect();
+        let nodes = ["a", "b", "c"]
+            .iter()
+            .map(|n| routed_node(&infra, n, &users))
+            .collect();
+        settle(&infra, 6);
+        let owners = owners(&infra);
+        Trio {
+            _infra: infra,
+            nodes,
+            owners,
+            names,
+        }
+    }
+
+    fn users(&self) -> Vec<&'static str> {
+        // Leaked: a test's few names, borrowed by closures that outlive the struct's fields.
+        self.names
+            .iter()
+            .map(|n| &*Box::leak(n.clone().into_boxed_str()))
+            .collect()
+    }
+
+    fn index(node: &str) -> usize {
+        ["a", "b", "c"].iter().position(|x| *x == node).unwrap()
+    }
+}
+
+/// Three nodes, each serving some of six partitions. Python's smtplib, imaplib and poplib
+/// reach accounts through nodes that do not serve them, and everything works as against
+/// the owner: a delivery to recipients on all three nodes, reading and flagging, an APPEND
+/// literal, COMPRESS, an IDLE woken by a delivery that arrived at a third node, POP3 DELE
+/// seen over IMAP. Then the owner is killed: the proxied IDLE session is told `BYE
+/// [UNAVAILABLE]` and logs in again through the same node once another node took over,
+/// finding everything that was acknowledged.
+#[test]
+fn any_node_serves_any_account() {
+    let trio = Trio::start(32500);
+    let (users, nodes, owners_now) = (trio.users(), trio.nodes, trio.owners);
+    let index = Trio::index;
+    let map = ringmail_engine::SlotMap::new(6);
+    let owner_of = |u: &str| owners_now[&map.partition_of(u).0].clone();
+    // A user on some node O, read through P; a second user on P and a third on Q.
+    let u = users
+        .iter()
+        .find(|u| owner_of(u) == "a")
+        .or_else(|| users.iter().find(|u| owner_of(u) == "b"))
+        .copied()
+        .expect("a user on a or b");
+    let o = owner_of(u);
+    let p = if o == "a" { "b" } else { "a" };
+    let q = ["a", "b", "c"]
+        .into_iter()
+        .find(|n| *n != o && *n != p)
+        .unwrap();
+    let on = |n: &str| users.iter().copied().find(|x| owner_of(x) == n);
+    let (v, w) = (on(p), on(q));
+    eprintln!("owners {owners_now:?}: {u} on {o}, read through {p}, third node {q}");
+    let (srv_o, srv_p, srv_q) = (&nodes[index(&o)].0, &nodes[index(p)].0, &nodes[index(q)].0);
+    let rcpts: Vec<&str> = [Some(u), v, w].into_iter().flatten().collect();
+
+    let script = format!(
+        r#"
+import os, smtplib, imaplib, poplib, socket, time, zlib, re
+P_SMTP, P_IMAP = {p_smtp}, {p_imap}
+Q_SMTP, Q_POP3 = {q_smtp}, {q_pop3}
+U = "{u}"
+RCPTS = {rcpts:?}
+
+def send(port, rcpts, subject):
+    msg = "From: bob@example.org\r\nTo: x@example.org\r\nSubject: %s\r\n\r\nhello %s\r\n" % (subject, subject)
+    s = smtplib.SMTP("127.0.0.1", port, timeout=20)
+    refused = s.sendmail("bob@example.org", rcpts, msg)
+    assert not refused, refused
+    s.quit()
+
+# One message for recipients on all three nodes, accepted by P.
+send(P_SMTP, RCPTS, "everywhere")
+for r in RCPTS:
+    c = imaplib.IMAP4("127.0.0.1", P_IMAP)
+    c.login(r, "secret")
+    typ, data = c.select("INBOX")
+    assert typ == "OK" and data[0] == b"1", (r, typ, data)
+    typ, data = c.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT RECEIVED)])")
+    head = data[0][1].decode()
+    assert "Subject: everywhere" in head, head
+    # One trace header: the node that accepted it; the owner added none.
+    assert head.count("Received:") == 1, head
+    c.logout()
+
+# Reading, flagging and an APPEND literal through P.
+c = imaplib.IMAP4("127.0.0.1", P_IMAP)
+c.login(U, "secret")
+c.select("INBOX")
+typ, _ = c.store("1", "+FLAGS", "(\\Flagged)")
+assert typ == "OK"
+typ, data = c.fetch("1", "(FLAGS)")
+assert b"\\Flagged" in data[0], data
+body = b"From: me@example.org\r\nSubject: appended\r\n\r\n" + b"x" * 5000 + b"\r\n"
+typ, data = c.append("INBOX", "(\\Seen)", None, body)
+assert typ == "OK", data
+typ, data = c.fetch("2", "(BODY.PEEK[])")
+assert data[0][1] == body, len(data[0][1])
+c.logout()
+
+# COMPRESS=DEFLATE through the proxy: negotiated with the owner, relayed as bytes.
+s = socket.create_connection(("127.0.0.1", P_IMAP), timeout=10)
+f = s.makefile("rb")
+f.readline()
+s.sendall(b"a LOGIN %s secret\r\n" % U.encode())
+while not f.readline().startswith(b"a OK"):
+    pass
+s.sendall(b"c COMPRESS DEFLATE\r\n")
+line = f.readline()
+assert line.startswith(b"c OK"), line
+comp, decomp = zlib.compressobj(wbits=-15), zlib.decompressobj(wbits=-15)
+s.sendall(comp.compress(b"n STATUS INBOX (MESSAGES)\r\n") + comp.flush(zlib.Z_SYNC_FLUSH))
+got = b""
+while b"n OK" not in got:
+    got += decomp.decompress(s.recv(4096))
+assert b"(MESSAGES 2)" in got, got
+s.close()
+
+# IDLE through P, woken by a delivery that arrives at Q.
+s = socket.create_connection(("127.0.0.1", P_IMAP), timeout=15)
+f = s.makefile("rb")
+f.readline()
+s.sendall(b"a LOGIN %s secret\r\nb SELECT INBOX\r\n" % U.encode())
+while not f.readline().startswith(b"b OK"):
+    pass
+s.sendall(b"i IDLE\r\n")
+assert f.readline().startswith(b"+"), "no continuation"
+send(Q_SMTP, [U], "idle-wake")
+line = f.readline()
+assert re.match(rb"\* 3 EXISTS", line), line
+s.sendall(b"DONE\r\n")
+while not f.readline().startswith(b"i OK"):
+    pass
+s.close()
+
+# POP3 through Q: DELE of the first message, seen over IMAP through P.
+pop = poplib.POP3("127.0.0.1", Q_POP3, timeout=15)
+pop.user(U)
+pop.pass_("secret")
+count, _ = pop.stat()
+assert count == 3, count
+lines = pop.retr(1)[1]
+assert any(b"Subject: everywhere" in l for l in lines), lines
+pop.dele(1)
+pop.quit()
+c = imaplib.IMAP4("127.0.0.1", P_IMAP)
+c.login(U, "secret")
+typ, data = c.select("INBOX")
+assert data[0] == b"2", data
+c.logout()
+print("ok")
+"#,
+        p_smtp = srv_p.smtp,
+        p_imap = srv_p.imap,
+        q_smtp = srv_q.smtp,
+        q_pop3 = srv_q.pop3,
+    );
+    let out = srv_p.python(&script);
+    assert!(out.contains("ok"), "{out}");
+
+    // Each node counts its part.
+    assert!(srv_p.metric("ringmail_cluster_proxied_sessions_total", "imap") >= 5.0);
+    assert!(srv_q.metric("ringmail_cluster_proxied_sessions_total", "pop3") >= 1.0);
+    assert!(srv_p.metric("ringmail_cluster_forwarded_recipients_total", "") >= 1.0);
+    assert!(srv_o.metric("ringmail_cluster_proxied_in_total", "") >= 6.0);
+
+    // A wrong secret on the cluster port is refused.
+    {
+        use std::io::{BufRead, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", nodes[index(&o)].1)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"RINGMAIL/1 wrong IMAP u0@example.org 127.0.0.1\r\n")
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(s).read_line(&mut line).unwrap();
+        assert!(
+            line.starts_with("-ERR"),
+            "a wrong secret was accepted: {line}"
+        );
+    }
+
+    // The owner dies under a proxied IDLE: the client is told at once, and logs in again
+    // through the same node once another node serves the account.
+    let idle = format!(
+        r#"
+import socket, time, imaplib
+s = socket.create_connection(("127.0.0.1", {p_imap}), timeout=30)
+f = s.makefile("rb")
+f.readline()
+s.sendall(b"a LOGIN {u} secret\r\nb SELECT INBOX\r\ni IDLE\r\n")
+while not f.readline().startswith(b"+"):
+    pass
+print("idling", flush=True)
+line = f.readline()
+t = time.time()
+assert line.startswith(b"* BYE [UNAVAILABLE]"), line
+deadline = time.time() + 40
+while True:
+    try:
+        c = imaplib.IMAP4("127.0.0.1", {p_imap})
+        c.login("{u}", "secret")
+        typ, data = c.select("INBOX")
+        if typ == "OK":
+            break
+    except (imaplib.IMAP4.error, OSError):
+        pass
+    assert time.time() < deadline, "no node took the account over"
+    time.sleep(0.2)
+assert data[0] == b"2", data
+typ, data = c.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+subjects = sorted(x[1].decode().strip() for x in data if isinstance(x, tuple))
+assert subjects == ["Subject: appended", "Subject: idle-wake"], subjects
+c.logout()
+print("back")
+"#,
+        p_imap = srv_p.imap,
+    );
+    let mut child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&idle)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert_eq!(first.trim(), "idling");
+    let mut nodes = nodes;
+    nodes[index(&o)].0.kill9();
+    let out = child.wait_with_output().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(
+        out.status.success() && rest.contains("back"),
+        "{rest}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A message for recipients on two nodes, one of which dies while the message is being
+/// delivered: the client is told 451, as SMTP has one reply per message, though one copy
+/// was stored. Its retry (the same bytes, through another node, first with the second
+/// recipient refused while nobody serves it, then with both) stores each copy exactly once.
+#[test]
+fn a_retried_cross_node_delivery_stores_each_copy_once() {
+    let trio = Trio::start(32600);
+    let (users, mut nodes, owners_now) = (trio.users(), trio.nodes, trio.owners);
+    let index = Trio::index;
+    let map = ringmail_engine::SlotMap::new(6);
+    let owner_of = |u: &str| owners_now[&map.partition_of(u).0].clone();
+    // u on node X (where the message arrives), w on node Y (which dies), Z reads.
+    let (u, w) = users
+        .iter()
+        .flat_map(|u| users.iter().map(move |w| (*u, *w)))
+        .find(|(u, w)| owner_of(u) != owner_of(w))
+        .unwrap();
+    let (x, y) = (owner_of(u), owner_of(w));
+    let z = ["a", "b", "c"]
+        .into_iter()
+        .find(|n| *n != x && *n != y)
+        .unwrap();
+    eprintln!("{u} on {x}, {w} on {y}, retry through {z}");
+    let message = "From: bob@example.org\r\nTo: both@example.org\r\nSubject: once\r\nMessage-ID: <once@test>\r\n\r\nexactly once\r\n";
+    let (x_smtp, z_smtp) = (nodes[index(&x)].0.smtp, nodes[index(z)].0.smtp);
+    // The first try: RCPTs accepted while Y serves w; Y is killed before the message ends.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", x_smtp)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    let mut say = |s: &mut std::net::TcpStream, cmd: &str| -> String {
+        use std::io::{BufRead, Write};
+        s.write_all(cmd.as_bytes()).unwrap();
+        loop {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return line.clone();
+            }
+        }
+    };
+    say(&mut s, "");
+    say(&mut s, "EHLO test\r\n");
+    assert!(say(&mut s, "MAIL FROM:<bob@example.org>\r\n").starts_with("250"));
+    assert!(say(&mut s, &format!("RCPT TO:<{u}>\r\n")).starts_with("250"));
+    assert!(say(&mut s, &format!("RCPT TO:<{w}>\r\n")).starts_with("250"));
+    assert!(say(&mut s, "DATA\r\n").starts_with("354"));
+    nodes[index(&y)].0.kill9();
+    let reply = say(&mut s, &format!("{message}.\r\n"));
+    assert!(reply.starts_with("451"), "{reply}");
+    say(&mut s, "QUIT\r\n");
+
+    // The retry through Z, as a mail server does it: every recipient again, as long as
+    // any is refused.
+    let out = nodes[index(z)].0.python(&format!(
+        r#"
+import smtplib, time
+msg = {message:?}
+deadline = time.time() + 40
+tries = 0
+while True:
+    tries += 1
+    s = smtplib.SMTP("127.0.0.1", {z_smtp}, timeout=20)
+    try:
+        refused = s.sendmail("bob@example.org", ["{u}", "{w}"], msg)
+    except smtplib.SMTPException as e:
+        refused = str(e)
+    s.quit()
+    if not refused:
+        break
+    assert time.time() < deadline, refused
+    time.sleep(0.3)
+print("tries", tries)
+"#
+    ));
+    eprintln!("{out}");
+    // Every copy once, read through Z.
+    let counts = nodes[index(z)].0.python(&format!(
+        r#"
+import imaplib
+for who in ["{u}", "{w}"]:
+    c = imaplib.IMAP4("127.0.0.1", {z_imap})
+    c.login(who, "secret")
+    typ, data = c.select("INBOX")
+    typ, ids = c.search(None, 'HEADER', 'Message-ID', 'once@test')
+    print(who, len(ids[0].split()))
+    c.logout()
+"#,
+        z_imap = nodes[index(z)].0.imap
+    ));
+    assert_eq!(counts, format!("{u} 1\n{w} 1\n"), "{out}");
+}

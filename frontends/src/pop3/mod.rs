@@ -8,4 +8,4 @@ pub mod session;
 #[cfg(test)]
 mod tests;
 
-pub use session::{DotStuffer, Event, MaildropEntry, Pop3Config, Session};
+pub use session::{DotStuffer, Event, MaildropEntry, Pop3Config, Session, MOVED_ERR};

@@ -103,7 +103,14 @@ pub struct Session {
     sasl: Option<Exchange>,
     /// How the last login ended, until the I/O layer asks (see the SMTP session).
     login_outcome: Option<bool>,
+    /// Logged in on another node of the cluster, which proxies it here: a maildrop that
+    /// cannot be opened ends the session (the client logs in again through that node).
+    proxied: bool,
 }
+
+/// The session's partition is no longer served on this node (cluster mode).
+pub const MOVED_ERR: &[u8] =
+    b"-ERR [SYS/TEMP] this mailbox is now served by another node, log in again\r\n";
 
 fn ok(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(b"+OK ");
@@ -201,7 +208,30 @@ impl Session {
             skip_line: false,
             sasl: None,
             login_outcome: None,
+            proxied: false,
         }
+    }
+
+    /// A session another node logged in and proxies here: it opens `account`'s maildrop
+    /// first, and its answer is the client's answer to the login.
+    pub fn proxied(cfg: Pop3Config, account: String) -> Self {
+        Self {
+            state: State::OpenPending { account },
+            proxied: true,
+            ..Self::new(cfg)
+        }
+    }
+
+    pub fn is_proxied(&self) -> bool {
+        self.proxied
+    }
+
+    /// Takes what the client sent and the session has not read (commands pipelined after
+    /// the login), for the node the session is proxied to.
+    pub fn take_input(&mut self) -> Vec<u8> {
+        let b = self.input.bytes().to_vec();
+        self.input.clear();
+        b
     }
 
     pub fn greeting(&self, out: &mut Vec<u8>) {
@@ -541,6 +571,7 @@ impl Session {
             Err(e) => {
                 err(out, &e);
                 self.state = State::Authorization { user: None };
+                self.closed |= self.proxied;
             }
         }
     }
@@ -655,6 +686,6 @@ impl LineSession for Session {
     }
 
     fn moved_reply(&self) -> &'static [u8] {
-        b"-ERR [SYS/TEMP] this mailbox is now served by another node, log in again\r\n"
+        MOVED_ERR
     }
 }

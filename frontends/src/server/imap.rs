@@ -20,6 +20,7 @@ use super::conn::{Conn, Patience, Read};
 use super::deflate::Deflate;
 use super::imap_store::EngineStore;
 use super::login::Logins;
+use super::proxy;
 use super::{LoginFrom, ShardServer};
 use crate::imap::reply::{Code, Failure};
 use crate::imap::session::login::{Event as LoginEvent, Login, LoginConfig};
@@ -246,6 +247,19 @@ pub async fn serve(
             return;
         }
     };
+    match server.route(&account) {
+        super::Routing::Local => {}
+        super::Routing::Remote { node, addr } => {
+            return proxied_from_here(&server, io, account, peer, node, addr).await;
+        }
+        super::Routing::Unavailable => {
+            server.shared.metrics.cluster_routing_miss();
+            io.line(UNAVAILABLE_BYE);
+            let _ = io.flush().await;
+            io.conn.close().await;
+            return;
+        }
+    }
     if !io.flush().await {
         return;
     }
@@ -261,6 +275,68 @@ pub async fn serve(
     server
         .hand_off(&who, io.conn, "IMAP", move |srv, part, conn| {
             authenticated(srv, part, conn, account, pending)
+        })
+        .await;
+}
+
+/// Said (after the login's OK) when no node serves the account's mailbox just now.
+const UNAVAILABLE_BYE: &str =
+    "* BYE [UNAVAILABLE] this mailbox is moving between servers, log in again shortly";
+
+/// Cluster mode: the account is served by another node. The session goes on there, through
+/// this connection (`server/proxy.rs`).
+async fn proxied_from_here(
+    server: &ShardServer,
+    mut io: Io,
+    account: String,
+    peer: SocketAddr,
+    node: String,
+    addr: String,
+) {
+    let Some(secret) = server.cluster_secret() else {
+        return;
+    };
+    let hello = crate::cluster_link::Hello::Imap {
+        account: account.clone(),
+        client: peer.ip(),
+    };
+    match proxy::open(&addr, &hello, secret).await {
+        Ok((owner, early)) => {
+            if !io.flush().await {
+                return;
+            }
+            let metrics = server.shared.metrics.clone();
+            let _open = metrics.proxied_session("imap");
+            io.conn.end_when(server.route_left(&account, node));
+            let pending = io.framer.take_input();
+            proxy::relay(&mut io.conn, owner, early, pending, proxy::Protocol::Imap).await;
+        }
+        Err(e) => {
+            server.shared.metrics.cluster_routing_miss();
+            tracing::warn!(account = %account, node = %node, error = %e, "cannot proxy an IMAP session");
+            io.line(UNAVAILABLE_BYE);
+            let _ = io.flush().await;
+        }
+    }
+    io.conn.close().await;
+}
+
+/// A session another node logged in and proxies here (`server/internal.rs`): it starts in
+/// the authenticated state, on the shard that owns the account.
+pub async fn serve_proxied(server: Rc<ShardServer>, mut conn: Conn, account: String) {
+    let p = server.ctx.node.partition_of(&account);
+    if let Some(part) = server.ctx.partition(p) {
+        if conn.write_all(b"+OK\r\n").await.is_ok() {
+            authenticated(server, part, conn, account, Vec::new()).await;
+        }
+        return;
+    }
+    let who = account.clone();
+    server
+        .hand_off(&who, conn, "IMAP", move |srv, part, mut conn| async move {
+            if conn.write_all(b"+OK\r\n").await.is_ok() {
+                authenticated(srv, part, conn, account, Vec::new()).await;
+            }
         })
         .await;
 }

@@ -87,10 +87,11 @@ impl Listener {
             Listener::Pop3s => "pop3s",
             Listener::Imap => "imap",
             Listener::Imaps => "imaps",
+            Listener::Cluster => "cluster",
         }
     }
 
-    pub const ALL: [Listener; 8] = [
+    pub const ALL: [Listener; 9] = [
         Listener::Smtp,
         Listener::Submission,
         Listener::Smtps,
@@ -99,11 +100,12 @@ impl Listener {
         Listener::Pop3s,
         Listener::Imap,
         Listener::Imaps,
+        Listener::Cluster,
     ];
 }
 
 /// The configured protocol listeners, in `Listener::ALL` order.
-pub fn configured(l: &Listen) -> Vec<(Listener, SocketAddr)> {
+pub fn configured(l: &Listen, cluster: Option<SocketAddr>) -> Vec<(Listener, SocketAddr)> {
     let addrs = [
         l.smtp,
         l.submission,
@@ -113,6 +115,7 @@ pub fn configured(l: &Listen) -> Vec<(Listener, SocketAddr)> {
         l.pop3s,
         l.imap,
         l.imaps,
+        cluster,
     ];
     Listener::ALL
         .into_iter()
@@ -126,10 +129,14 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Binds `shards` sockets for every configured listener and one for metrics, and checks
 /// that no other process shares their ports.
-pub fn bind_all(l: &Listen, shards: usize) -> Result<Sockets, ListenError> {
+pub fn bind_all(
+    l: &Listen,
+    cluster: Option<SocketAddr>,
+    shards: usize,
+) -> Result<Sockets, ListenError> {
     let deadline = std::time::Instant::now() + LINGER;
     loop {
-        match try_bind_all(l, shards) {
+        match try_bind_all(l, cluster, shards) {
             Err(e) if e.lingering() && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
@@ -157,8 +164,12 @@ impl ListenError {
     }
 }
 
-fn try_bind_all(l: &Listen, shards: usize) -> Result<Sockets, ListenError> {
-    let listeners = configured(l);
+fn try_bind_all(
+    l: &Listen,
+    cluster: Option<SocketAddr>,
+    shards: usize,
+) -> Result<Sockets, ListenError> {
+    let listeners = configured(l, cluster);
     let mut seen: Vec<(&'static str, SocketAddr)> = Vec::new();
     for (name, addr) in listeners
         .iter()
@@ -372,7 +383,7 @@ mod tests {
             pop3s: None,
             metrics: None,
         };
-        let first = bind_all(&l, 2).expect("a free port binds");
+        let first = bind_all(&l, None, 2).expect("a free port binds");
         assert_eq!(first.per_shard.len(), 2);
         let inodes = own_socket_inodes();
         let ours = listening_sockets()
@@ -388,7 +399,7 @@ mod tests {
             ..l
         };
         assert!(matches!(
-            bind_all(&dup, 1),
+            bind_all(&dup, None, 1),
             Err(ListenError::Duplicate { .. })
         ));
     }

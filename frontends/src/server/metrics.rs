@@ -52,6 +52,34 @@ pub struct Metrics {
     accept_errors: AtomicU64,
     reloads: AtomicU64,
     reload_failures: AtomicU64,
+    cluster: ClusterCounters,
+}
+
+/// Cluster mode: what this node did for accounts other nodes serve.
+#[derive(Default)]
+struct ClusterCounters {
+    /// Sessions proxied to another node: open now and ever, per protocol (IMAP, POP3).
+    proxied_open: [AtomicU64; 2],
+    proxied: [AtomicU64; 2],
+    /// Sessions other nodes proxied to this one.
+    proxied_in: AtomicU64,
+    /// Recipients whose copy was forwarded to their owner, stored or refused.
+    forwarded: AtomicU64,
+    forward_failed: AtomicU64,
+    /// Sessions and recipients no node served when they came (or whose node was unreachable).
+    routing_misses: AtomicU64,
+}
+
+/// A session proxied to another node, counted open until it drops.
+pub struct Proxied {
+    metrics: Arc<Metrics>,
+    i: usize,
+}
+
+impl Drop for Proxied {
+    fn drop(&mut self) {
+        self.metrics.cluster.proxied_open[self.i].fetch_sub(1, Relaxed);
+    }
 }
 
 /// One open connection, counted until it drops (it travels with the connection when a
@@ -120,6 +148,25 @@ impl Metrics {
     }
     pub fn accept_error(&self) {
         self.accept_errors.fetch_add(1, Relaxed);
+    }
+    pub fn proxied_session(self: &Arc<Self>, protocol: &str) -> Proxied {
+        let i = usize::from(protocol == "pop3");
+        self.cluster.proxied[i].fetch_add(1, Relaxed);
+        self.cluster.proxied_open[i].fetch_add(1, Relaxed);
+        Proxied {
+            metrics: self.clone(),
+            i,
+        }
+    }
+    pub fn proxied_in(&self) {
+        self.cluster.proxied_in.fetch_add(1, Relaxed);
+    }
+    pub fn forwarded(&self, stored: u64, failed: u64) {
+        self.cluster.forwarded.fetch_add(stored + failed, Relaxed);
+        self.cluster.forward_failed.fetch_add(failed, Relaxed);
+    }
+    pub fn cluster_routing_miss(&self) {
+        self.cluster.routing_misses.fetch_add(1, Relaxed);
     }
     pub fn reloaded(&self, ok: bool) {
         if ok {
@@ -278,8 +325,52 @@ async fn render(server: &ShardServer) -> String {
     partition_metrics(server, &mut s).await;
     if let Some(status) = server.shared.cluster.get() {
         cluster_metrics(&status.lock().unwrap_or_else(|e| e.into_inner()), &mut s);
+        routing_metrics(&m.cluster, &mut s);
     }
     s
+}
+
+/// Cluster mode: sessions and deliveries for accounts on other nodes.
+fn routing_metrics(c: &ClusterCounters, s: &mut String) {
+    let per_protocol =
+        |a: &[AtomicU64; 2]| [("imap", a[0].load(Relaxed)), ("pop3", a[1].load(Relaxed))];
+    let n = "ringmail_cluster_proxied_sessions_total";
+    head(
+        s,
+        n,
+        "counter",
+        "Logins here proxied to the node that serves the account.",
+    );
+    labelled(s, n, "protocol", &per_protocol(&c.proxied));
+    let n = "ringmail_cluster_proxied_sessions_open";
+    head(s, n, "gauge", "Sessions being proxied to another node now.");
+    labelled(s, n, "protocol", &per_protocol(&c.proxied_open));
+    let rows: [(&str, &str, u64); 4] = [
+        (
+            "ringmail_cluster_proxied_in_total",
+            "Sessions other nodes proxied to this one.",
+            c.proxied_in.load(Relaxed),
+        ),
+        (
+            "ringmail_cluster_forwarded_recipients_total",
+            "Recipients whose copy went to the node that serves them.",
+            c.forwarded.load(Relaxed),
+        ),
+        (
+            "ringmail_cluster_forward_failures_total",
+            "Forwarded recipients the serving node did not store (answered 4xx/5xx, or unreachable).",
+            c.forward_failed.load(Relaxed),
+        ),
+        (
+            "ringmail_cluster_routing_misses_total",
+            "Sessions and recipients no node served when they came, or whose node could not be reached.",
+            c.routing_misses.load(Relaxed),
+        ),
+    ];
+    for (name, help, v) in rows {
+        head(s, name, "counter", help);
+        let _ = writeln!(s, "{name} {v}");
+    }
 }
 
 /// Cluster mode: this node's view of its ownerships and what its control plane did.

@@ -8,16 +8,20 @@
 mod auth_cache;
 mod budget;
 mod conn;
+mod dedup;
 mod deflate;
 mod driver;
+mod forward;
 mod imap;
 mod imap_store;
+mod internal;
 pub mod listeners;
 pub mod live;
 mod login;
 mod meta_cache;
 mod metrics;
 mod pop3;
+mod proxy;
 pub mod received;
 pub mod reload;
 mod sessions;
@@ -73,6 +77,10 @@ pub struct Shared {
     metrics_socket: Mutex<Option<(SocketAddr, OwnedFd)>>,
     /// Cluster mode: the control plane's counters (set once it has joined).
     pub cluster: std::sync::OnceLock<Arc<Mutex<ringmail_cluster::Status>>>,
+    /// Cluster mode: copies of deliveries to several nodes stored here (retries find them).
+    pub dedup: dedup::Dedup,
+    /// Cluster mode: the owner map, and the secret nodes show each other.
+    pub routes: std::sync::OnceLock<(Arc<ringmail_cluster::RouteBoard>, String)>,
 }
 
 /// The parts of the configuration a reload replaces. A session takes them once, when it
@@ -118,6 +126,21 @@ pub struct ShardServer {
     /// Every connection's deadlines, and the shutdown signal for their reads.
     pub watch: watch::Watch,
     next_delivery: Cell<u64>,
+    /// This shard's copy of the owner map, and the board's version it was taken at.
+    routes: RefCell<Option<(u64, Rc<ringmail_cluster::Routes>)>>,
+    /// Connections to other nodes' cluster ports for forwarded deliveries, kept for reuse.
+    pub forwards: forward::Pool,
+}
+
+/// Where a logged-in session or a delivery for an account goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Routing {
+    /// This node serves the account (or there is no cluster).
+    Local,
+    /// Another node does, reachable at this cluster address.
+    Remote { node: String, addr: String },
+    /// No node does now (a takeover under way): try again shortly.
+    Unavailable,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +153,8 @@ pub enum Listener {
     Pop3s,
     Imap,
     Imaps,
+    /// The cluster port: other nodes' forwarded deliveries and proxied sessions.
+    Cluster,
 }
 
 thread_local! {
@@ -344,6 +369,62 @@ impl ShardServer {
         }
     }
 
+    /// The owner map as this shard last saw it (`None` without a cluster).
+    fn routes(&self) -> Option<Rc<ringmail_cluster::Routes>> {
+        let (board, _) = self.shared.routes.get()?;
+        let version = board.version();
+        let mut c = self.routes.borrow_mut();
+        match c.as_ref() {
+            Some((v, r)) if *v == version => Some(r.clone()),
+            _ => {
+                // A copy of the shard's own (the map changes when partitions move): no
+                // reference count shared between cores is touched per request.
+                let r = Rc::new(ringmail_cluster::Routes::clone(&board.current()));
+                *c = Some((version, r.clone()));
+                Some(r)
+            }
+        }
+    }
+
+    /// The secret of the cluster's ports (`None` without a cluster).
+    pub fn cluster_secret(&self) -> Option<&str> {
+        self.shared.routes.get().map(|(_, s)| s.as_str())
+    }
+
+    /// Where `partition`'s requests go, by the owner map (no etcd request).
+    pub fn route_partition(&self, partition: ringmail_engine::PartitionId) -> Routing {
+        let Some(routes) = self.routes() else {
+            return Routing::Local;
+        };
+        match routes.route(partition.0) {
+            ringmail_cluster::Route::Here => Routing::Local,
+            // The map may lag behind a takeover this node just made.
+            _ if self.ctx.has_partition(partition) => Routing::Local,
+            ringmail_cluster::Route::Node { node, addr } => Routing::Remote {
+                node: node.to_string(),
+                addr: addr.to_string(),
+            },
+            ringmail_cluster::Route::Nowhere => Routing::Unavailable,
+        }
+    }
+
+    /// Where `account`'s sessions and deliveries go.
+    pub fn route(&self, account: &str) -> Routing {
+        self.route_partition(self.ctx.node.partition_of(account))
+    }
+
+    /// For a session proxied to `node`: true once the owner map no longer sends the
+    /// account's partition there (its owner failed or it moved), so the relay can end.
+    pub fn route_left(&self, account: &str, node: String) -> Rc<dyn Fn() -> bool> {
+        let p = self.ctx.node.partition_of(account).0;
+        let board = self.shared.routes.get().map(|(b, _)| b.clone());
+        Rc::new(move || {
+            board.as_ref().is_some_and(|b| {
+                !matches!(b.current().route(p), ringmail_cluster::Route::Node { node: n, .. } if n == node)
+            })
+        })
+    }
+
     /// Creates the user's mail account in the engine on first use.
     pub async fn ensure_account(&self, user: &str) -> Result<(), ringmail_engine::Error> {
         if self.known_accounts.borrow().contains(user) {
@@ -511,7 +592,9 @@ pub fn start(cfg: Config, source: reload::Source) -> Result<Running, String> {
     } else {
         cfg.cores
     };
-    let sockets = listeners::bind_all(&cfg.listen, shards).map_err(|e| e.to_string())?;
+    let cluster_port = cfg.cluster.as_ref().and_then(|c| c.listen);
+    let sockets =
+        listeners::bind_all(&cfg.listen, cluster_port, shards).map_err(|e| e.to_string())?;
     let partitions =
         ringmail_engine::SlotMap::partitions_in(&cfg.data).unwrap_or(if cfg.partitions == 0 {
             shards as u32
@@ -541,6 +624,8 @@ pub fn start(cfg: Config, source: reload::Source) -> Result<Running, String> {
         sockets: Mutex::new(sockets.per_shard.into_iter().map(Some).collect()),
         metrics_socket: Mutex::new(sockets.metrics),
         cluster: std::sync::OnceLock::new(),
+        routes: std::sync::OnceLock::new(),
+        dedup: dedup::Dedup::default(),
         users: Versioned::new(users),
         live: Versioned::new(Live {
             cfg: cfg.clone(),
@@ -578,6 +663,7 @@ pub fn start(cfg: Config, source: reload::Source) -> Result<Running, String> {
             ncfg.partitions = cp.partitions();
             ncfg.open_at_start = false;
             let _ = shared.cluster.set(cp.status_handle());
+            let _ = shared.routes.set((cp.routes(), cp.secret().to_string()));
             Some(cp)
         }
         None => None,
@@ -640,6 +726,8 @@ async fn run_shard(shared: Arc<Shared>, ctx: Rc<ShardContext>) {
         per_ip: RefCell::new(HashMap::new()),
         watch: watch::Watch::default(),
         next_delivery: Cell::new(0),
+        routes: RefCell::new(None),
+        forwards: forward::Pool::default(),
     });
     glommio::spawn_local(server.watch.clone().run(ctx.stop.clone())).detach();
     LOCAL.with(|l| *l.borrow_mut() = Some(server.clone()));
@@ -685,7 +773,7 @@ fn refusal(kind: Listener, why: &str) -> Vec<u8> {
         }
         Listener::Pop3 => format!("-ERR [SYS/TEMP] {why}, try again later\r\n").into_bytes(),
         Listener::Imap => format!("* BYE [UNAVAILABLE] {why}, try again later\r\n").into_bytes(),
-        Listener::Smtps | Listener::Pop3s | Listener::Imaps => Vec::new(),
+        Listener::Smtps | Listener::Pop3s | Listener::Imaps | Listener::Cluster => Vec::new(),
     }
 }
 
@@ -732,7 +820,9 @@ async fn accept_loop(
         let live = server.live();
         let why = if server.shared.metrics.open_connections() >= server.shared.max_connections {
             Some(("too many connections", "connection_limit"))
-        } else if !server.admit(peer.ip(), live.cfg.limits.max_connections_per_ip) {
+        } else if kind != Listener::Cluster
+            && !server.admit(peer.ip(), live.cfg.limits.max_connections_per_ip)
+        {
             Some((
                 "too many connections from your address",
                 "connection_limit_per_ip",
@@ -776,6 +866,11 @@ async fn accept_loop(
                 Listener::Imap | Listener::Imaps => {
                     imap::serve(srv.clone(), stream, peer, kind, permit).await
                 }
+                // Another node's connection: not a client, not counted per address.
+                Listener::Cluster => {
+                    internal::serve(srv.clone(), stream, peer, permit).await;
+                    return;
+                }
                 _ => smtp::serve(srv.clone(), stream, peer, kind, permit).await,
             }
             srv.release(peer.ip());
@@ -793,7 +888,7 @@ impl Listener {
         match self {
             Listener::Smtp => Mode::Inbound,
             Listener::Submission | Listener::Smtps => Mode::Submission,
-            Listener::Lmtp => Mode::Lmtp,
+            Listener::Lmtp | Listener::Cluster => Mode::Lmtp,
             // POP3 and IMAP listeners never reach the SMTP session.
             Listener::Pop3 | Listener::Pop3s | Listener::Imap | Listener::Imaps => Mode::Inbound,
         }

@@ -91,6 +91,45 @@ async fn run(
                         .map(|u| u.account().to_string())
                         .unwrap_or(account);
                     let p = server.ctx.node.partition_of(&account);
+                    // Cluster mode: another node may serve the account (never asked of a
+                    // session proxied here: the node that logged it in routed it already).
+                    let routing = match session.is_proxied() {
+                        true => super::Routing::Local,
+                        false => server.route(&account),
+                    };
+                    match routing {
+                        super::Routing::Local => {}
+                        super::Routing::Remote { node, addr } => {
+                            if let Some(ok) = session.take_login_outcome() {
+                                d.logins.ended(&server, ok).await;
+                            }
+                            if !d.flush().await {
+                                break 'session;
+                            }
+                            let pending = session.take_input();
+                            let from = d.logins.from;
+                            if proxied_from_here(
+                                &server,
+                                &mut d.conn,
+                                &account,
+                                from,
+                                node,
+                                addr,
+                                pending,
+                            )
+                            .await
+                            {
+                                break 'session;
+                            }
+                            session.maildrop_opened(Err(UNAVAILABLE.into()), &mut d.out);
+                            continue;
+                        }
+                        super::Routing::Unavailable => {
+                            server.shared.metrics.cluster_routing_miss();
+                            session.maildrop_opened(Err(UNAVAILABLE.into()), &mut d.out);
+                            continue;
+                        }
+                    }
                     if !server.ctx.has_partition(p) {
                         // The session moves to the core that owns the account, so that
                         // every RETR is a local read. (The login was logged here.)
@@ -179,6 +218,71 @@ async fn run(
         server.sessions.unlock_maildrop(&account);
     }
     d.conn.close().await;
+}
+
+/// Said for a login whose maildrop no node serves just now.
+const UNAVAILABLE: &str = "[SYS/TEMP] this mailbox is moving between servers, try again shortly";
+
+/// Cluster mode: the account is served by another node; the session goes on there, through
+/// this connection (`server/proxy.rs`). `false`: that node could not be reached (nothing
+/// was sent to the client).
+async fn proxied_from_here(
+    server: &ShardServer,
+    conn: &mut Conn,
+    account: &str,
+    from: LoginFrom,
+    node: String,
+    addr: String,
+    pending: Vec<u8>,
+) -> bool {
+    let Some(secret) = server.cluster_secret() else {
+        return false;
+    };
+    let hello = crate::cluster_link::Hello::Pop3 {
+        account: account.to_string(),
+        client: from.ip,
+    };
+    match super::proxy::open(&addr, &hello, secret).await {
+        Ok((owner, early)) => {
+            let metrics = server.shared.metrics.clone();
+            let _open = metrics.proxied_session("pop3");
+            conn.end_when(server.route_left(account, node));
+            super::proxy::relay(conn, owner, early, pending, super::proxy::Protocol::Pop3).await;
+            true
+        }
+        Err(e) => {
+            server.shared.metrics.cluster_routing_miss();
+            tracing::warn!(account = %account, node = %node, error = %e, "cannot proxy a POP3 session");
+            false
+        }
+    }
+}
+
+/// A session another node logged in and proxies here (`server/internal.rs`): it opens the
+/// maildrop first, and its answer is the client's answer to the login.
+pub async fn serve_proxied(
+    server: Rc<ShardServer>,
+    mut conn: Conn,
+    account: String,
+    client: std::net::IpAddr,
+) {
+    let live = server.live();
+    let mut pcfg = Pop3Config::new(&live.cfg.hostname);
+    // The client's TLS ended on the node that proxies the session.
+    pcfg.tls = true;
+    pcfg.max_line = live.cfg.limits.max_line_length;
+    pcfg.max_auth_failures = live.cfg.limits.max_auth_failures;
+    pcfg.max_errors = live.cfg.limits.max_errors;
+    let session = Session::proxied(pcfg, account);
+    if conn.write_all(b"+OK\r\n").await.is_err() {
+        return;
+    }
+    let from = LoginFrom {
+        ip: client,
+        protocol: "pop3",
+        tls: true,
+    };
+    run(server, conn, session, Vec::new(), None, from).await;
 }
 
 /// Appends `body` dot-stuffed to `out`, sending `out` whenever it holds 64 KiB, so a large

@@ -9,6 +9,7 @@ use ringmail_engine::{Error, NewMessage, Recipient, StoreError};
 
 use super::budget::Hold;
 use super::conn::Conn;
+use super::dedup::DeliveryKey;
 use super::driver::Driver;
 use super::login::Logins;
 use super::metrics::Permit;
@@ -36,7 +37,20 @@ pub async fn serve(
     else {
         return;
     };
-    let mode = kind.mode();
+    run(server, conn, peer, kind.mode(), false).await;
+}
+
+/// Deliveries another node forwards here (`server/internal.rs`): LMTP, for partitions this
+/// node serves. The message already carries its trace headers.
+pub async fn serve_forwarded(server: Rc<ShardServer>, conn: Conn, peer: SocketAddr) {
+    run(server, conn, peer, Mode::Lmtp, true).await;
+}
+
+/// The session loop. `forwarded`: the connection is another node's, forwarding deliveries
+/// it accepted (no trace headers are added, and nothing is forwarded on again).
+async fn run(server: Rc<ShardServer>, conn: Conn, peer: SocketAddr, mode: Mode, forwarded: bool) {
+    let live = server.live();
+    let cfg = &live.cfg;
     let mut scfg = SessionConfig::new(mode, &cfg.hostname);
     scfg.max_message_size = cfg.limits.max_message_size;
     scfg.max_recipients = cfg.limits.max_recipients;
@@ -47,6 +61,11 @@ pub async fn serve(
     scfg.danger_auth_without_tls = cfg.auth.danger_plaintext_without_tls;
     scfg.max_errors = cfg.limits.max_errors;
     scfg.max_auth_failures = cfg.limits.max_auth_failures;
+    if forwarded {
+        scfg.cluster_peer = true;
+        // The node that accepted the message checked its size, then added its trace header.
+        scfg.max_message_size += 64 << 10;
+    }
     let mut session = Session::new(scfg);
     let logins = Logins::new(LoginFrom {
         ip: peer.ip(),
@@ -70,7 +89,7 @@ pub async fn serve(
                     d.login(&server, &mut session, need, mechanism).await
                 }
                 Event::CheckRecipient { address, .. } => {
-                    let res = check_recipient(&server, &address, mode).await;
+                    let res = check_recipient(&server, &address, mode, forwarded).await;
                     session.rcpt_result(res, &mut d.out);
                 }
                 Event::FetchUrl { url, user } => {
@@ -83,7 +102,8 @@ pub async fn serve(
                     session.burl_result(data, &mut d.out);
                 }
                 Event::Deliver { envelope, message } => {
-                    let res = deliver(&server, &live, &envelope, message, mode, &peer).await;
+                    let res =
+                        deliver(&server, &live, &envelope, message, mode, &peer, forwarded).await;
                     session.deliver_result(res, &mut d.out);
                 }
             }
@@ -115,7 +135,12 @@ pub(super) fn random_b64(n: usize) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
-async fn check_recipient(server: &ShardServer, address: &str, mode: Mode) -> Result<(), Reply> {
+async fn check_recipient(
+    server: &ShardServer,
+    address: &str,
+    mode: Mode,
+    forwarded: bool,
+) -> Result<(), Reply> {
     let users = server.users();
     let refuse = |reply: Reply, reason: &str| {
         server.shared.metrics.rejected(reason);
@@ -127,6 +152,19 @@ async fn check_recipient(server: &ShardServer, address: &str, mode: Mode) -> Res
         );
         Err(reply)
     };
+    let routing = match (forwarded, users.resolve(address)) {
+        (false, Some(u)) => server.route(u.account()),
+        _ => super::Routing::Local,
+    };
+    match routing {
+        super::Routing::Local => {}
+        // Its node checks it (and makes the account) when the message comes.
+        super::Routing::Remote { .. } => return Ok(()),
+        super::Routing::Unavailable => {
+            server.shared.metrics.cluster_routing_miss();
+            return refuse(unavailable(), "storage_unavailable");
+        }
+    }
     match users.resolve(address) {
         Some(u) => match server.ensure_account(u.account()).await {
             Ok(()) => Ok(()),
@@ -148,6 +186,15 @@ async fn check_recipient(server: &ShardServer, address: &str, mode: Mode) -> Res
     }
 }
 
+/// The mailbox's partition is moving between nodes (or its node cannot be reached).
+fn unavailable() -> Reply {
+    Reply::new(
+        451,
+        Some((4, 3, 0)),
+        "mailbox temporarily unavailable, try again",
+    )
+}
+
 async fn deliver(
     server: &ShardServer,
     live: &super::Live,
@@ -155,6 +202,7 @@ async fn deliver(
     message: Vec<u8>,
     mode: Mode,
     peer: &SocketAddr,
+    forwarded: bool,
 ) -> Vec<Result<String, Reply>> {
     let users = server.users();
     let id = server.delivery_id();
@@ -170,17 +218,25 @@ async fn deliver(
     // The stored message: the trace header, then the message, in one buffer (the received
     // bytes are freed at once: a large message is held twice only for this copy).
     let mut head = String::with_capacity(512 + message.len());
-    // Every delivery here is final: the reverse-path goes on top (RFC 5321 section 4.4).
-    received::write_return_path(&mut head, &env.from);
-    received::write_header(
-        &mut head,
-        env,
-        mode,
-        peer.ip(),
-        &live.cfg.hostname,
-        &id,
-        SystemTime::now(),
-    );
+    if !forwarded {
+        // Every delivery here is final: the reverse-path goes on top (RFC 5321 section 4.4).
+        received::write_return_path(&mut head, &env.from);
+        received::write_header(
+            &mut head,
+            env,
+            mode,
+            peer.ip(),
+            &live.cfg.hostname,
+            &id,
+            SystemTime::now(),
+        );
+    }
+    let recipients: Vec<Recipient> = unique.iter().map(|a| Recipient::inbox(a)).collect();
+    let targets: Vec<Target> = unique
+        .iter()
+        .map(|a| target(server, a, forwarded))
+        .collect();
+    let key = delivery_key(server, env, &message, &targets, forwarded);
     let mut body = head.into_bytes();
     // NUL octets (BODY=BINARYMIME): their parts are stored base64 (see `mime::binary`).
     match crate::mime::binary::without_nul(&message) {
@@ -189,16 +245,24 @@ async fn deliver(
     }
     drop(message);
     let size = body.len() as u64;
-    let recipients: Vec<Recipient> = unique.iter().map(|a| Recipient::inbox(a)).collect();
-    // The one parse of the message: its structure is stored with it for IMAP.
-    let meta = crate::mime::MessageMeta::parse(&body).encode();
+    // The one parse of the message: its structure is stored with it for IMAP (by the node
+    // that stores it).
+    let meta = match targets
+        .iter()
+        .any(|t| matches!(t, Target::Shard | Target::Node))
+    {
+        true => crate::mime::MessageMeta::parse(&body).encode(),
+        false => Vec::new(),
+    };
     let msg = NewMessage {
         body,
         meta,
         ..Default::default()
     };
-    let results = deliver_local_first(server, &recipients, msg).await;
+    let results = deliver_everywhere(server, &recipients, targets, &env.from, key, msg).await;
     let mut delivered = 0;
+    // Counted as delivered by the node that stored them.
+    let mut forwarded_here = 0;
     let mut failure: Option<&'static str> = None;
     let out: Vec<Result<String, Reply>> = accounts
         .iter()
@@ -207,20 +271,30 @@ async fn deliver(
                 return Err(r::no_such_user());
             };
             let i = unique.binary_search(a).map_err(|_| r::local_error())?;
-            match &results[i] {
-                Ok(ap) => {
+            let (reply, reason) = match &results[i] {
+                Outcome::Stored(ap) => {
                     delivered += 1;
-                    Ok(format!("{id} ({}/{})", ap.uidvalidity, ap.uid))
+                    return Ok(format!("{id} ({}/{})", ap.uidvalidity, ap.uid));
                 }
-                Err(e) => {
-                    let (reply, reason) = store_reply(e);
-                    failure = Some(reason);
-                    Err(reply)
+                Outcome::Forwarded => {
+                    delivered += 1;
+                    forwarded_here += 1;
+                    return Ok(format!("{id} (forwarded)"));
                 }
-            }
+                Outcome::Again => {
+                    delivered += 1;
+                    forwarded_here += 1;
+                    return Ok(format!("{id} (stored before)"));
+                }
+                Outcome::Failed(e) => store_reply(e),
+                Outcome::Refused(r) => refused_reply(r),
+            };
+            failure = Some(reason);
+            Err(reply)
         })
         .collect();
-    server.shared.metrics.delivered(delivered, size * delivered);
+    let stored = delivered - forwarded_here;
+    server.shared.metrics.delivered(stored, size * stored);
     if let Some(reason) = failure {
         server.shared.metrics.rejected(reason);
     }
@@ -239,71 +313,220 @@ async fn deliver(
     out
 }
 
-/// Delivers to partitions on this shard directly and to the others through the node, all
-/// concurrently; results in recipient order.
-async fn deliver_local_first(
+/// What became of one recipient's copy.
+enum Outcome {
+    /// Stored on this node.
+    Stored(ringmail_engine::Appended),
+    /// Stored by the node that serves the account.
+    Forwarded,
+    Failed(Error),
+    /// The serving node refused it, with this reply.
+    Refused(crate::cluster_link::Reply),
+    /// Stored on this node by an earlier try of the same delivery (`server/dedup.rs`).
+    Again,
+}
+
+/// Cluster mode: the delivery's key (`server/dedup.rs`), and whether its copies are to be
+/// remembered (it reaches more than one node). `message`: the bytes as the client sent them.
+/// Every delivery is looked up, as a retry may come with fewer recipients (those whose
+/// node still cannot take them refused at RCPT).
+fn delivery_key(
+    server: &ShardServer,
+    env: &Envelope,
+    message: &[u8],
+    targets: &[Target],
+    forwarded: bool,
+) -> Option<Keyed> {
+    if forwarded {
+        let key = env
+            .mail_params
+            .iter()
+            .find(|(k, _)| k == "XRINGMAIL-KEY")
+            .and_then(|(_, v)| DeliveryKey::parse(v.as_deref()?))?;
+        let remember = env
+            .mail_params
+            .iter()
+            .any(|(k, _)| k == "XRINGMAIL-REMEMBER");
+        return Some(Keyed { key, remember });
+    }
+    server.cluster_secret()?;
+    let mut nodes: Vec<Option<&str>> = targets
+        .iter()
+        .map(|t| match t {
+            Target::Shard | Target::Node => Some(""),
+            Target::Remote(addr) => Some(addr.as_str()),
+            Target::Unavailable => None,
+        })
+        .collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    Some(Keyed {
+        key: DeliveryKey::of(&env.from, message),
+        remember: nodes.len() > 1,
+    })
+}
+
+/// A delivery's key, and whether its copies are remembered.
+#[derive(Clone, Copy)]
+pub(super) struct Keyed {
+    pub key: DeliveryKey,
+    pub remember: bool,
+}
+
+/// Where one recipient's copy goes.
+enum Target {
+    /// A partition on this shard.
+    Shard,
+    /// A partition on another shard of this node.
+    Node,
+    /// Another node, at this cluster address.
+    Remote(String),
+    Unavailable,
+}
+
+fn target(server: &ShardServer, account: &str, forwarded: bool) -> Target {
+    let p = server.ctx.node.partition_of(account);
+    if server.ctx.has_partition(p) {
+        return Target::Shard;
+    }
+    if forwarded {
+        // Never forwarded on: a map that lags must not bounce a message between nodes.
+        return Target::Node;
+    }
+    match server.route_partition(p) {
+        super::Routing::Local => Target::Node,
+        super::Routing::Remote { addr, .. } => Target::Remote(addr),
+        super::Routing::Unavailable => Target::Unavailable,
+    }
+}
+
+/// Delivers to partitions on this shard directly, to the node's other shards through the
+/// node, and to other nodes' accounts through their cluster ports, all concurrently;
+/// outcomes in recipient order.
+async fn deliver_everywhere(
     server: &ShardServer,
     recipients: &[Recipient],
+    targets: Vec<Target>,
+    from: &str,
+    key: Option<Keyed>,
     msg: NewMessage,
-) -> Vec<Result<ringmail_engine::Appended, Error>> {
+) -> Vec<Outcome> {
     let node = &server.ctx.node;
-    let mut local: Vec<(usize, Recipient)> = Vec::new();
-    let mut remote: Vec<(usize, Recipient)> = Vec::new();
-    for (i, r) in recipients.iter().enumerate() {
-        if server.ctx.has_partition(node.partition_of(&r.account)) {
-            local.push((i, r.clone()));
-        } else {
-            remote.push((i, r.clone()));
+    let dedup = &server.shared.dedup;
+    let mut on_shard: std::collections::BTreeMap<_, Vec<usize>> = Default::default();
+    let mut on_node: Vec<usize> = Vec::new();
+    let mut remote: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    let mut results: Vec<Option<Outcome>> = (0..recipients.len()).map(|_| None).collect();
+    for (i, t) in targets.into_iter().enumerate() {
+        let here = matches!(t, Target::Shard | Target::Node);
+        if let Some(k) = key.as_ref().filter(|_| here) {
+            if dedup.stored(&k.key, &recipients[i].account) {
+                results[i] = Some(Outcome::Again);
+                continue;
+            }
+        }
+        match t {
+            Target::Shard => on_shard
+                .entry(node.partition_of(&recipients[i].account))
+                .or_default()
+                .push(i),
+            Target::Node => on_node.push(i),
+            Target::Remote(addr) => remote.entry(addr).or_default().push(i),
+            Target::Unavailable => {
+                let p = node.partition_of(&recipients[i].account);
+                results[i] = Some(Outcome::Failed(Error::Store(StoreError::NotHere(p.0))));
+            }
         }
     }
-    let remote_rcpts: Vec<Recipient> = remote.iter().map(|(_, r)| r.clone()).collect();
-    let local_fut = async {
+    let msg = &msg;
+    let shard_fut = async {
         let mut out = Vec::new();
-        let mut by_part: std::collections::BTreeMap<_, Vec<(usize, Recipient)>> =
-            std::collections::BTreeMap::new();
-        for (i, r) in &local {
-            by_part
-                .entry(node.partition_of(&r.account))
-                .or_default()
-                .push((*i, r.clone()));
-        }
-        for (p, group) in by_part {
-            let rcpts: Vec<Recipient> = group.iter().map(|(_, r)| r.clone()).collect();
+        for (p, group) in on_shard {
+            let rcpts: Vec<Recipient> = group.iter().map(|&i| recipients[i].clone()).collect();
             let res = match server.ctx.partition(p) {
-                Some(part) => part.deliver(&rcpts, &msg).await,
+                Some(part) => part.deliver(&rcpts, msg).await,
                 // Closed since (cluster mode: the ownership ended meanwhile).
                 None => rcpts
                     .iter()
-                    .map(|_| {
-                        Err(ringmail_engine::Error::Store(
-                            ringmail_engine::StoreError::NotHere(p.0),
-                        ))
-                    })
+                    .map(|_| Err(Error::Store(StoreError::NotHere(p.0))))
                     .collect(),
             };
-            out.extend(group.into_iter().map(|(i, _)| i).zip(res));
+            out.extend(group.into_iter().zip(res));
         }
         out
     };
-    let remote_fut = async {
-        if remote_rcpts.is_empty() {
+    let node_fut = async {
+        if on_node.is_empty() {
             return Vec::new();
         }
-        node.deliver(&remote_rcpts, &msg).await
+        let rcpts: Vec<Recipient> = on_node.iter().map(|&i| recipients[i].clone()).collect();
+        on_node
+            .iter()
+            .copied()
+            .zip(node.deliver(&rcpts, msg).await)
+            .collect()
     };
-    let (l, r) = futures_lite::future::zip(local_fut, remote_fut).await;
-    let mut results: Vec<Option<Result<ringmail_engine::Appended, Error>>> =
-        (0..recipients.len()).map(|_| None).collect();
-    for (i, res) in l {
-        results[i] = Some(res);
+    let remote_fut =
+        futures_util::future::join_all(remote.into_iter().map(|(addr, group)| async move {
+            let accounts: Vec<String> = group
+                .iter()
+                .map(|&i| recipients[i].account.clone())
+                .collect();
+            let live = server.live();
+            let res = server
+                .forwards
+                .deliver(
+                    &addr,
+                    server.cluster_secret().unwrap_or_default(),
+                    &live.cfg.hostname,
+                    super::forward::Delivery {
+                        from,
+                        key: key.as_ref(),
+                        accounts: &accounts,
+                        body: &msg.body,
+                    },
+                )
+                .await;
+            let failed = res.iter().filter(|r| r.is_err()).count() as u64;
+            server
+                .shared
+                .metrics
+                .forwarded(res.len() as u64 - failed, failed);
+            group.into_iter().zip(res).collect::<Vec<_>>()
+        }));
+    let ((shard, on_node), remote) =
+        futures_lite::future::zip(futures_lite::future::zip(shard_fut, node_fut), remote_fut).await;
+    for (i, r) in shard.into_iter().chain(on_node) {
+        results[i] = Some(match r {
+            Ok(a) => {
+                if let Some(k) = key.as_ref().filter(|k| k.remember) {
+                    dedup.remember(&k.key, &recipients[i].account);
+                }
+                Outcome::Stored(a)
+            }
+            Err(e) => Outcome::Failed(e),
+        });
     }
-    for ((i, _), res) in remote.into_iter().zip(r) {
-        results[i] = Some(res);
+    for (i, r) in remote.into_iter().flatten() {
+        results[i] = Some(match r {
+            Ok(()) => Outcome::Forwarded,
+            Err(reply) => Outcome::Refused(reply),
+        });
     }
     results
         .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(Error::Failed("no result".into()))))
+        .map(|r| r.unwrap_or_else(|| Outcome::Failed(Error::Failed("no result".into()))))
         .collect()
+}
+
+/// The reply of a node that refused a forwarded copy, passed on as it said it.
+fn refused_reply(r: &crate::cluster_link::Reply) -> (Reply, &'static str) {
+    let reason = match r.code {
+        552 => "over_quota",
+        550 | 551 | 553 => "no_such_user",
+        _ => "storage_unavailable",
+    };
+    (Reply::new(r.code, None, r.text.clone()), reason)
 }
 
 /// The one place engine errors become SMTP replies (and the reason they are counted under).

@@ -50,6 +50,9 @@ pub struct SessionConfig {
     pub max_errors: u32,
     /// Failed AUTH attempts before the session is closed with 421.
     pub max_auth_failures: u32,
+    /// Another node of the cluster forwards deliveries on this session: MAIL takes its
+    /// delivery key (`XRINGMAIL-KEY=<hex>`, see `server/dedup.rs`).
+    pub cluster_peer: bool,
 }
 
 impl SessionConfig {
@@ -66,6 +69,7 @@ impl SessionConfig {
             vrfy: false,
             max_errors: 20,
             max_auth_failures: 3,
+            cluster_peer: false,
         }
     }
 }
@@ -557,6 +561,8 @@ impl Session {
                 ("RET", Some(v))
                     if v.eq_ignore_ascii_case("FULL") || v.eq_ignore_ascii_case("HDRS") => {}
                 ("ENVID", Some(_)) | ("AUTH", Some(_)) => {}
+                ("XRINGMAIL-KEY", Some(_)) | ("XRINGMAIL-REMEMBER", None)
+                    if self.cfg.cluster_peer => {}
                 (k, _) => return self.error(out, r::param_not_supported(k)),
             }
         }

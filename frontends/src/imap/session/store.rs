@@ -149,6 +149,9 @@ pub trait MailStore {
 /// moved or its owner failed over): the client logs in again and reaches the new owner.
 pub const MOVED_BYE: &str =
     "* BYE [UNAVAILABLE] this mailbox is now served by another node, log in again";
+/// [`MOVED_BYE`] as a line on the wire.
+pub const MOVED_BYE_LINE: &[u8] =
+    b"* BYE [UNAVAILABLE] this mailbox is now served by another node, log in again\r\n";
 
 /// What woke an IDLE.
 pub enum Woke {
