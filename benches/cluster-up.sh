@@ -35,6 +35,7 @@
 #   S3_ENDPOINT=http://127.0.0.1:23030          S3<i>_PID=...    S3<i>_ENDPOINT=...
 #   S3_REGION=garage S3_BUCKET=ringmail S3_ACCESS_KEY=... S3_SECRET_KEY=...
 #   NODE<i>_PID, NODE<i>_SMTP, _LMTP, _IMAP, _POP3, _METRICS (node i on 127.0.0.<i>),
+#   NODE<i>_CLUSTER (its cluster port: other nodes forward deliveries and proxy sessions there)
 #   NODE<i>_CONFIG (its configuration file, also for `ringmail cluster status --config`)
 set -euo pipefail
 CLUSTER_DIR=${CLUSTER_DIR:-/tmp/ringmail-cluster}
@@ -250,6 +251,7 @@ if [ "$NODES" -gt 0 ]; then
       echo "lease_ttl_secs = $LEASE_TTL"
       [ -n "${SHIP_IN_FLIGHT:-}" ] && echo "ship_in_flight = $SHIP_IN_FLIGHT"
       [ -n "${SHIP_INTERVAL_MS:-}" ] && echo "ship_interval_ms = $SHIP_INTERVAL_MS"
+      echo "listen = \"$ip:$((BASE_PORT + 65))\""
       echo "[cluster.s3]"
       echo "endpoint = \"http://$HOST:$((BASE_PORT + 30))\""
       echo "region = \"garage\""
@@ -268,6 +270,7 @@ if [ "$NODES" -gt 0 ]; then
     out "NODE${i}_IMAP=$ip:$((smtp + 2))"
     out "NODE${i}_POP3=$ip:$((smtp + 3))"
     out "NODE${i}_METRICS=$ip:$((smtp + 4))"
+    out "NODE${i}_CLUSTER=$ip:$((BASE_PORT + 65))"
     out "NODE${i}_CONFIG=$d/ringmail.toml"
   done
   for i in $(seq 1 "$NODES"); do

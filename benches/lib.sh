@@ -180,9 +180,11 @@ CONF
 # cpu_run.py). Prints one row for benches/table.py: label, key, rate, p50 ms, p99 ms, count,
 # errors, server and client CPU µs per counted request. The JSON report stays in
 # W/LABEL-KEY.json.
-rm_run() { # LABEL KEY SERVER_PID REPORT_COMMAND LOADGEN_ARGS...
-  local label=$1 key=$2 pid=$3 cmd=$4 lg
+rm_run() { # LABEL KEY SERVER_PID[,PID...] REPORT_COMMAND LOADGEN_ARGS...
+  local label=$1 key=$2 pid=$3 cmd=$4 lg pids
   shift 4
+  # Several servers (a cluster's nodes): their CPU together.
+  IFS=, read -r -a pids <<<"$pid"
   local out="$W/$label-$key" nice=()
   echo "  $label ${key/#-/}: ${WARMUP:=0} s warm-up, then measured" >&2
   python3 benches/cpu_run.py "$out.client-cpu" \
@@ -191,7 +193,8 @@ rm_run() { # LABEL KEY SERVER_PID REPORT_COMMAND LOADGEN_ARGS...
   # The first readings are taken by a reader started now and niced: started once the
   # machine is saturated, it would read seconds late.
   if [ "$(id -u)" = 0 ]; then nice=(nice -n -10); fi
-  "${nice[@]}" python3 benches/tree_cpu.py --after "$WARMUP" "$pid" "$lg" >"$out.before"
+  "${nice[@]}" python3 benches/tree_cpu.py --after "$WARMUP" "${pids[@]}" "$lg" |
+    awk -v n="${#pids[@]}" '{ s = 0; for (i = 1; i <= n; i++) s += $i; print s, $(n + 1) }' >"$out.before"
   if ! wait "$lg"; then
     echo "ringmail-loadgen failed against $label:" >&2
     tail -5 "$out.log" >&2
@@ -200,7 +203,8 @@ rm_run() { # LABEL KEY SERVER_PID REPORT_COMMAND LOADGEN_ARGS...
   local before client_before
   read -r before client_before <"$out.before"
   python3 benches/loadgen_row.py "$out.json" "$label" "$key" "$cmd" "$before" \
-    "$(python3 benches/tree_cpu.py "$pid")" "$client_before" "$(cat "$out.client-cpu")"
+    "$(python3 benches/tree_cpu.py "${pids[@]}" | awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; print s }')" \
+    "$client_before" "$(cat "$out.client-cpu")"
 }
 
 # One line: the machine and the data directory's filesystem.

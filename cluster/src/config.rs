@@ -149,6 +149,17 @@ impl ClusterConfig {
         if self.s3.bucket.is_empty() {
             return Err("cluster.s3.bucket is empty".into());
         }
+        if self.advertise.is_some() && self.listen.is_none() {
+            return Err(
+                "cluster.advertise is set but cluster.listen is not: nothing would listen there"
+                    .into(),
+            );
+        }
+        if let Some(a) = &self.advertise {
+            if a.parse::<std::net::SocketAddr>().is_err() {
+                return Err(format!("cluster.advertise {a:?} must be IP:PORT"));
+            }
+        }
         if self.listen.is_some() && self.advertised().is_none() {
             return Err(
                 "cluster.listen is a wildcard address: set cluster.advertise to the address \

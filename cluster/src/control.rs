@@ -174,6 +174,12 @@ impl ControlPlane {
             })
             .map_err(|e| ClusterError::Config(format!("starting the control plane: {e}")))?;
         let (partitions, secret) = ready_rx.recv().map_err(|_| ClusterError::Stopped)??;
+        // The owner map's first snapshot, before any client is accepted (a node that routed
+        // by an empty map would answer "try again" for every other node's account).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while routes.version() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         Ok(ControlPlane {
             commands: tx,
             thread: Some(thread),

@@ -137,21 +137,17 @@ pub fn take_reply(buf: &mut Vec<u8>) -> Result<Option<Reply>, NotSmtp> {
 }
 
 /// The commands of one forwarded delivery, up to the message itself (sent right after).
-/// `key`: the delivery's key, and whether the copies are to be remembered
-/// (`server/dedup.rs`).
+/// `key`: the delivery's key, for copies an earlier try stored (`server/dedup.rs`).
 pub fn delivery_commands(
     from: &str,
-    key: Option<(&str, bool)>,
+    key: Option<&str>,
     accounts: &[String],
     size: usize,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(96 + accounts.len() * 48);
     out.extend_from_slice(format!("MAIL FROM:<{from}> BODY=BINARYMIME SMTPUTF8").as_bytes());
-    if let Some((k, remember)) = key {
+    if let Some(k) = key {
         out.extend_from_slice(format!(" XRINGMAIL-KEY={k}").as_bytes());
-        if remember {
-            out.extend_from_slice(b" XRINGMAIL-REMEMBER");
-        }
     }
     out.extend_from_slice(b"\r\n");
     for a in accounts {
@@ -332,11 +328,7 @@ mod tests {
             c,
             b"MAIL FROM:<s@x> BODY=BINARYMIME SMTPUTF8\r\nRCPT TO:<a@y>\r\nRCPT TO:<b@y>\r\nBDAT 10 LAST\r\n"
         );
-        let c = delivery_commands("", Some(("00ff", false)), &["a@y".into()], 1);
+        let c = delivery_commands("", Some("00ff"), &["a@y".into()], 1);
         assert!(c.starts_with(b"MAIL FROM:<> BODY=BINARYMIME SMTPUTF8 XRINGMAIL-KEY=00ff\r\n"));
-        let c = delivery_commands("", Some(("00ff", true)), &["a@y".into()], 1);
-        assert!(c.starts_with(
-            b"MAIL FROM:<> BODY=BINARYMIME SMTPUTF8 XRINGMAIL-KEY=00ff XRINGMAIL-REMEMBER\r\n"
-        ));
     }
 }

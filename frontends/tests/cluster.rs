@@ -926,6 +926,29 @@ print("ok")
     assert!(srv_q.metric("ringmail_cluster_proxied_sessions_total", "pop3") >= 1.0);
     assert!(srv_p.metric("ringmail_cluster_forwarded_recipients_total", "") >= 1.0);
     assert!(srv_o.metric("ringmail_cluster_proxied_in_total", "") >= 6.0);
+    // The Grafana dashboard asks only for metrics a cluster node has.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/grafana-cluster.json"
+    ))
+    .unwrap();
+    let (_, exposed) = srv_p.http_get("/metrics");
+    let mut asked = 0;
+    for piece in dashboard.split("ringmail_").skip(1) {
+        let name: String = piece
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        if name.is_empty() || name == "cluster" {
+            continue;
+        }
+        asked += 1;
+        assert!(
+            exposed.contains(&format!("\nringmail_{name}")),
+            "the dashboard asks for ringmail_{name}, which /metrics does not have"
+        );
+    }
+    assert!(asked >= 10, "{asked}");
 
     // A wrong secret on the cluster port is refused.
     {
@@ -1092,4 +1115,159 @@ for who in ["{u}", "{w}"]:
         z_imap = nodes[index(z)].0.imap
     ));
     assert_eq!(counts, format!("{u} 1\n{w} 1\n"), "{out}");
+}
+
+/// mbsync keeps a Maildir in sync with one account through a node that does not serve it,
+/// then, after the account's partition moved, through another: the second sync brings the
+/// new mail and pushes a flag set locally, with no duplicate and nothing for mbsync to
+/// complain of (UIDVALIDITY and UIDs are the partition's, whichever node serves it).
+#[test]
+fn mbsync_syncs_through_any_node_across_a_move() {
+    let trio = Trio::start(32700);
+    let users = trio.users();
+    let owner_of =
+        |u: &str| trio.owners[&ringmail_engine::SlotMap::new(6).partition_of(u).0].clone();
+    let u = users[0];
+    let o = owner_of(u);
+    let others: Vec<&str> = ["a", "b", "c"].into_iter().filter(|n| *n != o).collect();
+    let (a, b) = (others[0], others[1]);
+    let node = |n: &str| &trio.nodes[Trio::index(n)].0;
+    let deliver = |n: &str, from: u32, to: u32| {
+        node(n).python(&format!(
+            r#"
+import smtplib
+s = smtplib.SMTP("127.0.0.1", {port}, timeout=20)
+for i in range({from}, {to}):
+    s.sendmail("bob@example.org", ["{u}"], "From: bob@example.org\r\nSubject: sync %d\r\nMessage-ID: <sync%d@test>\r\n\r\nbody %d\r\n" % (i, i, i))
+s.quit()
+"#,
+            port = node(n).smtp
+        ))
+    };
+    let home = trio.nodes[0].0.dir.path().join("mbsync");
+    let mail = home.join("mail");
+    std::fs::create_dir_all(mail.join("INBOX")).unwrap();
+    let sync = |through: &str, step: &str| {
+        let srv = node(through);
+        let rc = home.join("mbsyncrc");
+        std::fs::write(
+            &rc,
+            format!(
+                "IMAPAccount ringmail\nHost 127.0.0.1\nPort {port}\nUser {u}\nPass secret\n\
+                 SSLType IMAPS\nCertificateFile {cert}\nSystemCertificates no\n\n\
+                 IMAPStore remote\nAccount ringmail\n\n\
+                 MaildirStore local\nPath {mail}/\nInbox {mail}/INBOX\n\n\
+                 Channel sync\nFar :remote:\nNear :local:\nPatterns INBOX\n\
+                 Create Both\nExpunge Both\nSyncState *\n",
+                port = srv.imaps,
+                cert = srv.data().join("tls/cert.pem").display(),
+                mail = mail.display(),
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&rc, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let out = std::process::Command::new("mbsync")
+            .arg("-c")
+            .arg(&rc)
+            .arg("-a")
+            .env("HOME", &home)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "mbsync ({step}): {text}");
+        // (A changed UIDVALIDITY on the far side is an error: "UIDVALIDITY of far side
+        // changed".)
+        let l = text.to_ascii_lowercase();
+        assert!(
+            !l.contains("error") && !l.contains("warning"),
+            "mbsync complained ({step}): {text}"
+        );
+    };
+    let local = || -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        for sub in ["cur", "new"] {
+            let Ok(dir) = std::fs::read_dir(mail.join("INBOX").join(sub)) else {
+                continue;
+            };
+            for e in dir {
+                let p = e.unwrap().path();
+                let text = std::fs::read_to_string(&p).unwrap();
+                let subject = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Subject: "))
+                    .unwrap_or_default()
+                    .to_string();
+                let name = p.file_name().unwrap().to_string_lossy().to_string();
+                let flags = name.rsplit_once(":2,").map_or("", |(_, f)| f).to_string();
+                v.push((subject, flags));
+            }
+        }
+        v.sort();
+        v
+    };
+
+    deliver(b, 0, 5);
+    sync(a, "first, through a node that does not serve the account");
+    let first = local();
+    assert_eq!(first.len(), 5, "{first:?}");
+
+    // A flag set locally, and two messages more, then the account's partition moves to a.
+    let file = std::fs::read_dir(mail.join("INBOX/cur"))
+        .unwrap()
+        .chain(std::fs::read_dir(mail.join("INBOX/new")).unwrap())
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .contains("Subject: sync 2")
+        })
+        .unwrap();
+    let name = file.file_name().unwrap().to_string_lossy().to_string();
+    let base = name.split(":2,").next().unwrap().to_string();
+    let flags = name
+        .rsplit_once(":2,")
+        .map_or(String::new(), |(_, f)| f.to_string());
+    let mut flags: Vec<char> = flags.chars().chain(['F']).collect();
+    flags.sort();
+    flags.dedup();
+    let flagged = mail
+        .join("INBOX/cur")
+        .join(format!("{base}:2,{}", flags.iter().collect::<String>()));
+    std::fs::rename(&file, &flagged).unwrap();
+    deliver(b, 5, 7);
+    let p = ringmail_engine::SlotMap::new(6).partition_of(u).0;
+    let out = cluster_cli(
+        &trio._infra,
+        trio.nodes[0].0.dir.path(),
+        &["move", &p.to_string(), a],
+    );
+    assert!(out.contains(&format!("moved to {a}")), "{out}");
+
+    sync(b, "second, through another node after the move");
+    let second = local();
+    assert_eq!(second.len(), 7, "no duplicates: {second:?}");
+    assert!(
+        second.iter().any(|(s, f)| s == "sync 2" && f.contains('F')),
+        "{second:?}"
+    );
+    // The flag reached the store: a plain IMAP session through the third node sees it.
+    let seen = node(&o).python(&format!(
+        r#"
+import imaplib
+c = imaplib.IMAP4("127.0.0.1", {port})
+c.login("{u}", "secret")
+c.select("INBOX")
+typ, data = c.search(None, "FLAGGED")
+print(len(data[0].split()))
+typ, data = c.search(None, "ALL")
+print(len(data[0].split()))
+c.logout()
+"#,
+        port = node(&o).imap
+    ));
+    assert_eq!(seen, "1\n7\n");
 }

@@ -143,18 +143,19 @@ struct Cli {
     #[arg(long, default_value = "smtp:60,imap:30,pop3:10")]
     mix_ratio: String,
     /// mixed: the SMTP server (default: --target's IP, port 2525; 2587 with --auth, 2465
-    /// with --tls: ringmail's ports).
+    /// with --tls: ringmail's ports). Several, comma-separated (a cluster's nodes): the
+    /// SMTP connections are spread over them; likewise for the other kinds.
     #[arg(long)]
-    smtp_target: Option<SocketAddr>,
+    smtp_target: Option<String>,
     /// mixed: the LMTP server (default: --target's IP, port 2424).
     #[arg(long)]
-    lmtp_target: Option<SocketAddr>,
+    lmtp_target: Option<String>,
     /// mixed: the IMAP server (default: --target's IP, port 2143; 2993 with --tls).
     #[arg(long)]
-    imap_target: Option<SocketAddr>,
+    imap_target: Option<String>,
     /// mixed: the POP3 server (default: --target's IP, port 2110; 2995 with --tls).
     #[arg(long)]
-    pop3_target: Option<SocketAddr>,
+    pop3_target: Option<String>,
     /// verify: read the mailboxes through POP3 or IMAP.
     #[arg(long, value_enum, default_value = "pop3")]
     protocol: VerifyProtocol,
@@ -238,13 +239,21 @@ fn mixed_setup(cli: &Cli, ip: IpAddr) -> Result<Mixed, String> {
     let port = |tls_port, plain| if cli.tls { tls_port } else { plain };
     let mut targets = Vec::new();
     for (kind, given, default) in [
-        (Workload::Smtp, cli.smtp_target, smtp_port),
-        (Workload::Lmtp, cli.lmtp_target, 2424),
-        (Workload::Imap, cli.imap_target, port(2993, 2143)),
-        (Workload::Pop3, cli.pop3_target, port(2995, 2110)),
+        (Workload::Smtp, &cli.smtp_target, smtp_port),
+        (Workload::Lmtp, &cli.lmtp_target, 2424),
+        (Workload::Imap, &cli.imap_target, port(2993, 2143)),
+        (Workload::Pop3, &cli.pop3_target, port(2995, 2110)),
     ] {
-        let a = loopback(given.unwrap_or(SocketAddr::new(ip, default)))?;
-        targets.push((kind, a));
+        let Some(list) = given else {
+            targets.push((kind, loopback(SocketAddr::new(ip, default))?));
+            continue;
+        };
+        for t in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let a = t
+                .parse::<SocketAddr>()
+                .map_err(|_| format!("{} target {t:?}: not IP:PORT", mixed::name(kind)))?;
+            targets.push((kind, loopback(a)?));
+        }
     }
     Ok(Mixed { shares, targets })
 }
@@ -331,7 +340,10 @@ fn main() -> ExitCode {
         let kinds: Vec<String> = m
             .shares
             .iter()
-            .map(|(k, _)| format!("{} {}", mixed::name(*k), m.target(*k).expect("all set")))
+            .map(|(k, _)| {
+                let all: Vec<String> = m.targets_of(*k).iter().map(|a| a.to_string()).collect();
+                format!("{} {}", mixed::name(*k), all.join(" "))
+            })
             .collect();
         eprintln!("ringmail-loadgen: mixed: {}", kinds.join(", "));
     }

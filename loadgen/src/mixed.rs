@@ -16,6 +16,8 @@ use crate::run::Workload;
 pub struct Mixed {
     /// Kind and share, in the order given.
     pub shares: Vec<(Workload, u32)>,
+    /// Where each kind goes: a kind listed several times (the nodes of a cluster) spreads
+    /// its connections over them, round robin.
     pub targets: Vec<(Workload, SocketAddr)>,
 }
 
@@ -70,7 +72,16 @@ impl Mixed {
     }
 
     pub fn target(&self, kind: Workload) -> Option<SocketAddr> {
-        self.targets.iter().find(|(k, _)| *k == kind).map(|t| t.1)
+        self.targets_of(kind).first().copied()
+    }
+
+    /// Every target of `kind`, in the order given.
+    pub fn targets_of(&self, kind: Workload) -> Vec<SocketAddr> {
+        self.targets
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|t| t.1)
+            .collect()
     }
 
     /// The kind of each of `n` connections: in proportion to the shares (every kind gets
@@ -123,6 +134,26 @@ mod tests {
             shares: Mixed::parse_ratio(s).unwrap(),
             targets: vec![],
         }
+    }
+
+    #[test]
+    fn a_kind_with_several_targets_spreads_over_them() {
+        let a: SocketAddr = "127.0.0.1:25".parse().unwrap();
+        let b: SocketAddr = "127.0.0.2:25".parse().unwrap();
+        let i: SocketAddr = "127.0.0.1:143".parse().unwrap();
+        let mut cfg = crate::run::Config::new(Workload::Mixed, a);
+        cfg.mixed = Some(Mixed {
+            shares: Mixed::parse_ratio("smtp:1,imap:1").unwrap(),
+            targets: vec![
+                (Workload::Smtp, a),
+                (Workload::Imap, i),
+                (Workload::Smtp, b),
+            ],
+        });
+        let smtp = cfg.for_kind(Workload::Smtp);
+        assert_eq!((smtp.target_of(0), smtp.target_of(1)), (a, b));
+        let imap = cfg.for_kind(Workload::Imap);
+        assert_eq!((imap.target_of(0), imap.target_of(1)), (i, i));
     }
 
     #[test]

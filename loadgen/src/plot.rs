@@ -134,6 +134,25 @@ pub fn svg(r: &Report) -> String {
         COLORS[0],
         points.join(" ")
     );
+    // Errors per second, on the same scale, as red bars (a failover's dip shows its cost).
+    for (i, e) in r.error_timeline.iter().enumerate().filter(|(_, e)| **e > 0) {
+        let h = (*e as f64 / max_rate * H).clamp(1.0, H);
+        let _ = writeln!(
+            s,
+            r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="red" opacity="0.6"/>"#,
+            M + i as f64 / n * (W - 2.0 * M),
+            top + H - h,
+            ((W - 2.0 * M) / n).max(1.0)
+        );
+    }
+    if r.error_timeline.iter().any(|e| *e > 0) {
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" fill="red">errors per second</text>"#,
+            M + 10.0,
+            top + 20.0
+        );
+    }
     let _ = writeln!(
         s,
         r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{} s</text>"#,

@@ -33,6 +33,9 @@ pub struct Report {
     pub bytes: u64,
     /// Completions in each second of the run.
     pub timeline: Vec<u64>,
+    /// Errors in each second of the run (a failover shows here).
+    #[serde(default)]
+    pub error_timeline: Vec<u64>,
     /// Latency percentile curves: command → (percentile, ms) points.
     pub percentiles: BTreeMap<String, Vec<(f64, f64)>>,
     /// The load generator's own CPU time per request (user + system), in microseconds.
@@ -128,6 +131,7 @@ impl Report {
             errors,
             bytes,
             timeline: Vec::new(),
+            error_timeline: Vec::new(),
             percentiles,
             client_cpu_us_per_request: 0.0,
             acked,

@@ -151,8 +151,12 @@ impl Config {
     pub fn for_kind(&self, kind: Workload) -> Config {
         let mut c = self.clone();
         c.workload = kind;
-        if let Some(t) = self.mixed.as_ref().and_then(|m| m.target(kind)) {
-            c.target = t;
+        if let Some(m) = &self.mixed {
+            let all = m.targets_of(kind);
+            if let Some((first, rest)) = all.split_first() {
+                c.target = *first;
+                c.more_targets = rest.to_vec();
+            }
         }
         c
     }
@@ -270,7 +274,8 @@ pub fn run(cfg: &Config) -> Report {
     let mut last = 0;
     // Completions per second, for the throughput-over-time plot.
     let mut timeline = Vec::new();
-    let mut counted = 0;
+    let mut error_timeline = Vec::new();
+    let (mut counted, mut counted_errors) = (0, 0);
     let total = cfg.warmup + cfg.duration;
     // The generator's own CPU and requests, from the end of the warm-up.
     let mut measured_from: Option<(Duration, u64)> = None;
@@ -293,6 +298,9 @@ pub fn run(cfg: &Config) -> Report {
             let done = shared.done.load(Ordering::Relaxed);
             timeline.push(done - counted);
             counted = done;
+            let errors = shared.errors.load(Ordering::Relaxed);
+            error_timeline.push(errors - counted_errors);
+            counted_errors = errors;
         }
         if cfg.progress && secs > last {
             last = secs;
@@ -322,6 +330,7 @@ pub fn run(cfg: &Config) -> Report {
         *report.errors.entry(f).or_default() += 1;
     }
     report.timeline = timeline;
+    report.error_timeline = error_timeline;
     let requests = requests(&shared).saturating_sub(requests0);
     report.client_cpu_us_per_request = cpu.as_secs_f64() * 1e6 / requests.max(1) as f64;
     report

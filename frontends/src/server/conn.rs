@@ -165,7 +165,12 @@ impl Conn {
             }
             Stream::Gone => return Err(io::ErrorKind::NotConnected.into()),
         };
-        let peer = tcp.peer_addr().ok().map(|a| a.ip());
+        // Another node's connection (a proxied session) is not counted per address: many
+        // clients' sessions come from one node.
+        let peer = match self.permit.listener() {
+            super::Listener::Cluster => None,
+            _ => tcp.peer_addr().ok().map(|a| a.ip()),
+        };
         // SAFETY: `tcp` owns this descriptor and is alive for the whole borrow; the clone is
         // a new descriptor (dup) for the same socket, which outlives `tcp`'s close below.
         let fd = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) }.try_clone_to_owned()?;

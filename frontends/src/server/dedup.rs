@@ -1,18 +1,19 @@
-//! Cluster mode: recognising the retry of a delivery some of whose copies were stored.
+//! Recognising the retry of a delivery some of whose copies were stored.
 //!
-//! SMTP has one reply per message. When a message for recipients on several nodes is
-//! stored by some of them and not by another (its node died or moves), the client is told
-//! 451 and sends the whole message again, to every recipient. So that the recipients whose
-//! copy was stored do not get a second one, such a delivery carries a key: a digest of
-//! the envelope sender and the message as the client sent it (before any trace header), the
-//! same on the retry through any node. The node that stores a copy remembers the key with
-//! the account (here, node-wide); a copy whose key and account it remembers is answered as
-//! stored again, without storing it.
+//! SMTP has one reply per message. When some recipients' copies are stored and another's
+//! cannot be (its node died or its partition moves, in a cluster; its mailbox is full, on
+//! any node), the client is told 451 and sends the whole message again, to every recipient.
+//! So that the copies already stored are not stored a second time, a delivery has a key: a
+//! digest of the envelope sender and the message as the client sent it (before any trace
+//! header), the same on a retry through any node. When a delivery ends partly failed, the
+//! node that took it remembers the key with each account whose copy was stored: its own
+//! copies here, the others on their nodes (`XREMEMBER` on their cluster ports). A copy
+//! whose key and account are remembered is answered as stored, without storing it.
 //!
-//! Only deliveries that reach more than one node carry a key (a delivery to one node fails
-//! or succeeds as a whole); this keeps the last [`CAPACITY`] of their copies, for at most
-//! [`MAX_AGE`]: enough for the retries of mail servers (Postfix tries again after 5 to 60
-//! minutes) at thousands of such copies per second.
+//! Only partly failed deliveries are remembered, so a message sent twice on purpose (the
+//! same bytes: no Date, no Message-ID) is stored twice as before. This keeps the last
+//! [`CAPACITY`] such copies, for at most [`MAX_AGE`]: enough for the retries of mail servers
+//! (Postfix tries again after 5 to 60 minutes). A node that restarts forgets them.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
@@ -20,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-/// Copies remembered per node (about 32 bytes each).
-pub const CAPACITY: usize = 1 << 21;
+/// Copies remembered per node (about 40 bytes each).
+pub const CAPACITY: usize = 1 << 20;
 /// How long a copy is remembered at most.
 pub const MAX_AGE: Duration = Duration::from_secs(6 * 3600);
 
@@ -85,6 +86,13 @@ impl Dedup {
         let mut r = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         r.expire(Instant::now());
         r.set.contains(&c)
+    }
+
+    /// Nothing is remembered (no key needs computing on a single node).
+    pub fn is_empty(&self) -> bool {
+        let mut r = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        r.expire(Instant::now());
+        r.set.is_empty()
     }
 
     /// Remembers that `account`'s copy of `key` is stored.

@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-use super::smtp::Keyed;
+use super::dedup::DeliveryKey;
 use crate::cluster_link::{delivery_commands, take_reply, DeliveryReplies, Hello, Reply};
 
 /// Connecting, and each reply while opening a connection.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
-/// A delivery's replies: the owner answers once every copy is durable (in cluster mode:
-/// in object storage too), which a slow store may hold up for seconds.
+/// A delivery, sent and answered: the owner answers once every copy is durable (in object
+/// storage too), which a slow store may hold up for seconds; an owner that stops taking
+/// bytes or answering is given up on after this.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 /// An idle connection older than this is closed rather than reused (the owner may have
 /// timed it out).
@@ -28,7 +29,7 @@ const MAX_IDLE_LINKS: usize = 32;
 /// One delivery to forward.
 pub(super) struct Delivery<'a> {
     pub from: &'a str,
-    pub key: Option<&'a Keyed>,
+    pub key: Option<&'a DeliveryKey>,
     pub accounts: &'a [String],
     pub body: &'a [u8],
 }
@@ -82,7 +83,7 @@ impl Pool {
                 return failed("4.4.1 the mailbox's server cannot be reached, try again".into());
             }
         };
-        match link.deliver(d).await {
+        match within(REPLY_TIMEOUT, link.deliver(d)).await {
             Ok(outcome) => {
                 self.put(addr, link);
                 outcome
@@ -93,6 +94,41 @@ impl Pool {
                 tracing::warn!(node = addr, error = %e, "a forwarded delivery got no answer");
                 failed("4.4.2 lost the connection to the mailbox's server, try again".into())
             }
+        }
+    }
+
+    /// Asks the node at `addr` to remember its copies of `key` for `addresses`' accounts
+    /// (a partly failed delivery, see `server/dedup.rs`). Best effort: if the node cannot be
+    /// told, the client's retry may store those copies again.
+    pub async fn remember(
+        &self,
+        addr: &str,
+        secret: &str,
+        hostname: &str,
+        key: &DeliveryKey,
+        addresses: &[String],
+    ) {
+        let link = match self.take(addr) {
+            Some(l) => Ok(l),
+            None => Link::open(addr, secret, hostname).await,
+        };
+        let told = match link {
+            Ok(mut l) => {
+                let line = format!("XREMEMBER {} {}\r\n", key.hex(), addresses.join(" "));
+                let r = within(OPEN_TIMEOUT, async {
+                    l.send(line.as_bytes()).await?;
+                    l.expect_ok().await
+                })
+                .await;
+                if r.is_ok() {
+                    self.put(addr, l);
+                }
+                r
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = told {
+            tracing::warn!(node = addr, error = %e, "could not ask a node to remember a partly failed delivery");
         }
     }
 
@@ -139,6 +175,7 @@ impl Link {
                 .await
                 .map_err(|e| LinkError::Io(std::io::Error::other(e.to_string())))?;
             let _ = stream.set_nodelay(true);
+            super::proxy::keep_alive(&stream);
             let mut l = Link {
                 stream,
                 buf: Vec::new(),
@@ -205,22 +242,22 @@ impl Link {
 
     async fn deliver(&mut self, d: Delivery<'_>) -> Result<Vec<Result<(), Reply>>, LinkError> {
         // One round trip: the commands, the message, then every reply (PIPELINING).
-        let key = d.key.map(|k| (k.key.hex(), k.remember));
-        let key = key.as_ref().map(|(h, r)| (h.as_str(), *r));
-        self.send(&delivery_commands(d.from, key, d.accounts, d.body.len()))
-            .await?;
+        let key = d.key.map(DeliveryKey::hex);
+        self.send(&delivery_commands(
+            d.from,
+            key.as_deref(),
+            d.accounts,
+            d.body.len(),
+        ))
+        .await?;
         self.send(d.body).await?;
-        let accounts = d.accounts;
-        within(REPLY_TIMEOUT, async {
-            let mut replies = DeliveryReplies::new(accounts.len());
-            loop {
-                let r = self.reply().await?;
-                if replies.push(r) {
-                    return Ok(replies.outcome());
-                }
+        let mut replies = DeliveryReplies::new(d.accounts.len());
+        loop {
+            let r = self.reply().await?;
+            if replies.push(r) {
+                return Ok(replies.outcome());
             }
-        })
-        .await
+        }
     }
 
     /// Whether the connection is open with nothing unread: a closed one reads as end of

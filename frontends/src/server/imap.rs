@@ -307,7 +307,7 @@ async fn proxied_from_here(
             }
             let metrics = server.shared.metrics.clone();
             let _open = metrics.proxied_session("imap");
-            io.conn.end_when(server.route_left(&account, node));
+            io.conn.end_when(server.route_left(&account));
             let pending = io.framer.take_input();
             proxy::relay(&mut io.conn, owner, early, pending, proxy::Protocol::Imap).await;
         }

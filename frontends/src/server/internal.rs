@@ -66,8 +66,11 @@ pub async fn serve(server: Rc<ShardServer>, stream: TcpStream, peer: SocketAddr,
 async fn read_line(conn: &mut Conn) -> Option<Vec<u8>> {
     let mut line = Vec::new();
     let mut buf = [0u8; 512];
+    // One deadline for the whole line, however it is split.
+    let deadline = std::time::Instant::now() + HELLO_TIMEOUT;
     loop {
-        match conn.read_or_stop(&mut buf, HELLO_TIMEOUT).await {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match conn.read_or_stop(&mut buf, left).await {
             Read::Data(n) => line.extend_from_slice(&buf[..n]),
             _ => return None,
         }

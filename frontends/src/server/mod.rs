@@ -413,15 +413,21 @@ impl ShardServer {
         self.route_partition(self.ctx.node.partition_of(account))
     }
 
-    /// For a session proxied to `node`: true once the owner map no longer sends the
-    /// account's partition there (its owner failed or it moved), so the relay can end.
-    pub fn route_left(&self, account: &str, node: String) -> Rc<dyn Fn() -> bool> {
+    /// For a session proxied to the node serving `account` now: true once the owner map
+    /// no longer names that node at that epoch (its owner failed, or the partition moved,
+    /// even if back to the same node), so the relay can end.
+    pub fn route_left(&self, account: &str) -> Rc<dyn Fn() -> bool> {
         let p = self.ctx.node.partition_of(account).0;
         let board = self.shared.routes.get().map(|(b, _)| b.clone());
+        let now = board
+            .as_ref()
+            .and_then(|b| b.current().serving(p).map(|(n, e)| (n.to_string(), e)));
         Rc::new(move || {
-            board.as_ref().is_some_and(|b| {
-                !matches!(b.current().route(p), ringmail_cluster::Route::Node { node: n, .. } if n == node)
-            })
+            let Some(b) = board.as_ref() else {
+                return false;
+            };
+            let routes = b.current();
+            routes.serving(p).map(|(n, e)| (n.to_string(), e)) != now
         })
     }
 

@@ -246,7 +246,7 @@ async fn proxied_from_here(
         Ok((owner, early)) => {
             let metrics = server.shared.metrics.clone();
             let _open = metrics.proxied_session("pop3");
-            conn.end_when(server.route_left(account, node));
+            conn.end_when(server.route_left(account));
             super::proxy::relay(conn, owner, early, pending, super::proxy::Protocol::Pop3).await;
             true
         }

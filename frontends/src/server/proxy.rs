@@ -24,8 +24,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const CLIENT_IDLE: Duration = Duration::from_secs(31 * 60);
 /// An owner that takes no bytes for this long is given up on.
 const OWNER_WRITE_TIMEOUT: Duration = Duration::from_secs(120);
-/// What the owner may send while a write to it waits, before the relay stops reading it.
-const MAX_BACKLOG: usize = 64 << 20;
+/// After the client closed its side, how long the owner's last answers are waited for.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -50,7 +50,13 @@ pub struct Farewell {
     ended: bool,
     /// The last byte the client was sent ended a line (nothing half-sent would be cut).
     at_line_end: bool,
-    /// The start of the client's current line (for QUIT).
+    /// The last line the owner sent began with `-ERR` (POP3: a refused maildrop ends a
+    /// proxied session, and that answer is its goodbye).
+    refused: bool,
+    /// The client asked for COMPRESS: from then on the stream is deflated, and a plain line
+    /// would corrupt it.
+    compressed: bool,
+    /// The start of the client's current line.
     client_line: Vec<u8>,
 }
 
@@ -60,31 +66,51 @@ impl Farewell {
             protocol,
             ended: false,
             at_line_end: true,
+            refused: false,
+            compressed: false,
             client_line: Vec::new(),
         }
     }
 
     pub fn owner_sent(&mut self, b: &[u8]) {
-        if let Some(&last) = b.last() {
-            self.at_line_end = last == b'\n';
-        }
-        if self.protocol == Protocol::Imap && memchr::memmem::find(b, b"* BYE ").is_some() {
-            self.ended = true;
+        let Some(&last) = b.last() else {
+            return;
+        };
+        let was_at_line_end = self.at_line_end;
+        self.at_line_end = last == b'\n';
+        match self.protocol {
+            Protocol::Imap => {
+                if memchr::memmem::find(b, b"* BYE ").is_some() {
+                    self.ended = true;
+                }
+            }
+            Protocol::Pop3 => {
+                let body = &b[..b.len() - 1];
+                let start = match memchr::memrchr(b'\n', body) {
+                    Some(i) => Some(i + 1),
+                    None if was_at_line_end => Some(0),
+                    None => None,
+                };
+                if let Some(s) = start {
+                    self.refused = b[s..].starts_with(b"-ERR");
+                }
+            }
         }
     }
 
     pub fn client_sent(&mut self, b: &[u8]) {
-        if self.protocol != Protocol::Pop3 {
-            return;
-        }
         for &c in b {
             if c == b'\n' {
                 let line = std::mem::take(&mut self.client_line);
-                let word = line.trim_ascii();
-                if word.eq_ignore_ascii_case(b"QUIT") {
-                    self.ended = true;
+                let line = line.trim_ascii().to_ascii_uppercase();
+                match self.protocol {
+                    Protocol::Pop3 if line == b"QUIT" => self.ended = true,
+                    Protocol::Imap if line.ends_with(b" COMPRESS DEFLATE") => {
+                        self.compressed = true
+                    }
+                    _ => {}
                 }
-            } else if self.client_line.len() < 8 {
+            } else if self.client_line.len() < 40 {
                 self.client_line.push(c);
             }
         }
@@ -92,7 +118,7 @@ impl Farewell {
 
     /// The line to send the client now, if any.
     pub fn line(&self, why: Why) -> Option<&'static [u8]> {
-        if self.ended || !self.at_line_end {
+        if self.ended || self.compressed || self.refused || !self.at_line_end {
             return None;
         }
         Some(match (self.protocol, why) {
@@ -163,6 +189,26 @@ pub async fn open(
     .await
 }
 
+/// Keeps a connection to another node checked while it is quiet: a machine that vanished
+/// without closing it is noticed within about half a minute (the owner map notices sooner).
+pub fn keep_alive(s: &TcpStream) {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the descriptor is the stream's, alive for this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(s.as_raw_fd()) };
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3);
+    let _ = socket2::SockRef::from(&fd).set_tcp_keepalive(&ka);
+}
+
+/// How a write to the owner ended.
+enum Flow {
+    Written,
+    OwnerGone,
+    ClientGone,
+}
+
 /// Relays between the client and the owner until the session ends. `early`: what the owner
 /// already sent; `pending`: what the client already sent (pipelined after its login).
 pub async fn relay(
@@ -172,6 +218,7 @@ pub async fn relay(
     pending: Vec<u8>,
     protocol: Protocol,
 ) {
+    keep_alive(&owner);
     let mut seen = Farewell::new(protocol);
     let (mut from_owner, mut to_owner) = futures_lite::io::split(owner);
     if !early.is_empty() {
@@ -182,29 +229,24 @@ pub async fn relay(
     }
     let mut cbuf = vec![0u8; 16 << 10];
     let mut obuf = vec![0u8; 64 << 10];
-    let mut backlog = Vec::new();
     let mut next = pending;
     let why = loop {
         if !next.is_empty() {
             seen.client_sent(&next);
-            let ok = write_while_reading(
+            let flow = to_owner_relaying(
+                conn,
                 &mut to_owner,
                 &next,
                 &mut from_owner,
                 &mut obuf,
-                &mut backlog,
+                &mut seen,
             )
             .await;
             next.clear();
-            if !backlog.is_empty() {
-                seen.owner_sent(&backlog);
-                if conn.write_all(&backlog).await.is_err() {
-                    return;
-                }
-                backlog.clear();
-            }
-            if !ok {
-                break Why::OwnerGone;
+            match flow {
+                Flow::Written => {}
+                Flow::OwnerGone => break Why::OwnerGone,
+                Flow::ClientGone => return,
             }
         }
         enum Ev {
@@ -225,8 +267,22 @@ pub async fn relay(
             }
             Ev::Owner(_) => break Why::OwnerGone,
             Ev::Client(Read::Data(n)) => next.extend_from_slice(&cbuf[..n]),
+            // The client is done sending (it may have closed only its side, after a last
+            // QUIT): the owner is told so, and what it still answers goes to the client.
+            Ev::Client(Read::Closed) => {
+                let _ = to_owner.close().await;
+                let drain = async {
+                    while let Ok(n) = from_owner.read(&mut obuf).await {
+                        if n == 0 || conn.write_all(&obuf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                futures_lite::future::or(drain, glommio::timer::sleep(DRAIN_TIMEOUT)).await;
+                return;
+            }
             // The owner sees the close and ends the session its own way.
-            Ev::Client(Read::Closed) | Ev::Client(Read::TimedOut) => return,
+            Ev::Client(Read::TimedOut) => return,
             Ev::Client(Read::Stopping) => break Why::Stopping,
             Ev::Client(Read::Moved) => break Why::Moved,
         }
@@ -236,30 +292,34 @@ pub async fn relay(
     }
 }
 
-/// Writes `data` to the owner while still reading what it sends into `backlog`: an owner
-/// blocked on a full socket towards us reads nothing more, so a relay that only wrote
-/// would wait for it forever. `false`: the owner is gone (or stopped taking bytes).
-async fn write_while_reading<W, R>(
+/// Writes `data` to the owner. Most writes fit its socket buffer and are done at once; one
+/// that waits (the owner is not reading) has what the owner sends meanwhile passed on to the
+/// client: an owner blocked writing to us reads nothing more, so a relay that only waited
+/// would wait for ever.
+async fn to_owner_relaying<W, R>(
+    conn: &mut Conn,
     to_owner: &mut W,
     data: &[u8],
     from_owner: &mut R,
     buf: &mut [u8],
-    backlog: &mut Vec<u8>,
-) -> bool
+    seen: &mut Farewell,
+) -> Flow
 where
     W: futures_lite::AsyncWrite + Unpin,
     R: futures_lite::AsyncRead + Unpin,
 {
     let write = async {
-        let r = to_owner.write_all(data).await;
-        match r {
+        match to_owner.write_all(data).await {
             Ok(()) => to_owner.flush().await.is_ok(),
             Err(_) => false,
         }
     };
     let mut write = std::pin::pin!(write);
-    let deadline = glommio::timer::sleep(OWNER_WRITE_TIMEOUT);
-    let mut deadline = std::pin::pin!(deadline);
+    let done = |ok| if ok { Flow::Written } else { Flow::OwnerGone };
+    if let Some(ok) = futures_lite::future::poll_once(write.as_mut()).await {
+        return done(ok);
+    }
+    let mut deadline = std::pin::pin!(glommio::timer::sleep(OWNER_WRITE_TIMEOUT));
     let mut owner_open = true;
     loop {
         enum Ev {
@@ -267,15 +327,13 @@ where
             Read(io::Result<usize>),
             Late,
         }
-        let reading = owner_open && backlog.len() < MAX_BACKLOG;
         let ev = futures_lite::future::or(
             async { Ev::Written(write.as_mut().await) },
             futures_lite::future::or(
                 async {
-                    if reading {
-                        Ev::Read(from_owner.read(buf).await)
-                    } else {
-                        std::future::pending().await
+                    match owner_open {
+                        true => Ev::Read(from_owner.read(buf).await),
+                        false => std::future::pending().await,
                     }
                 },
                 async {
@@ -286,11 +344,16 @@ where
         )
         .await;
         match ev {
-            Ev::Written(ok) => return ok,
-            Ev::Read(Ok(n)) if n > 0 => backlog.extend_from_slice(&buf[..n]),
-            // Closed while we write: the write fails or finishes; what it sent is in the backlog.
+            Ev::Written(ok) => return done(ok),
+            Ev::Read(Ok(n)) if n > 0 => {
+                seen.owner_sent(&buf[..n]);
+                if conn.write_all(&buf[..n]).await.is_err() {
+                    return Flow::ClientGone;
+                }
+            }
+            // Closed while we write: the write fails or finishes by itself.
             Ev::Read(_) => owner_open = false,
-            Ev::Late => return false,
+            Ev::Late => return Flow::OwnerGone,
         }
     }
 }
@@ -328,5 +391,22 @@ mod tests {
         f.client_sent(b"qu");
         f.client_sent(b"it\r\n");
         assert_eq!(f.line(Why::OwnerGone), None);
+        // A refused maildrop is the session's own end.
+        let mut f = Farewell::new(Protocol::Pop3);
+        f.owner_sent(b"-ERR [IN-USE] maildrop already locked\r\n");
+        assert_eq!(f.line(Why::OwnerGone), None);
+        let mut f = Farewell::new(Protocol::Pop3);
+        f.owner_sent(b"-ERR no such message\r\n+OK 2 ");
+        f.owner_sent(b"messages\r\n");
+        assert!(f.line(Why::OwnerGone).is_some());
+    }
+
+    #[test]
+    fn nothing_is_said_into_a_compressed_stream() {
+        let mut f = Farewell::new(Protocol::Imap);
+        f.client_sent(b"c1 compress deflate\r\n");
+        f.owner_sent(b"c1 OK DEFLATE active\r\n");
+        assert_eq!(f.line(Why::OwnerGone), None);
+        assert_eq!(f.line(Why::Moved), None);
     }
 }

@@ -63,8 +63,9 @@ async fn run(server: Rc<ShardServer>, conn: Conn, peer: SocketAddr, mode: Mode, 
     scfg.max_auth_failures = cfg.limits.max_auth_failures;
     if forwarded {
         scfg.cluster_peer = true;
-        // The node that accepted the message checked its size, then added its trace header.
-        scfg.max_message_size += 64 << 10;
+        // The node that accepted the message checked its size, then added its trace header
+        // and stored NUL-carrying parts as base64 (a third larger): room for both.
+        scfg.max_message_size = scfg.max_message_size * 3 / 2 + (1 << 20);
     }
     let mut session = Session::new(scfg);
     let logins = Logins::new(LoginFrom {
@@ -100,6 +101,17 @@ async fn run(server: Rc<ShardServer>, conn: Conn, peer: SocketAddr, mode: Mode, 
                             Reply::new(554, Some((5, 6, 6)), "IMAP URL resolution failed")
                         });
                     session.burl_result(data, &mut d.out);
+                }
+                Event::Remember { key, addresses } => {
+                    if let Some(k) = DeliveryKey::parse(&key) {
+                        let users = server.users();
+                        for a in addresses {
+                            if let Some(u) = users.resolve(&a) {
+                                server.shared.dedup.remember(&k, u.account());
+                            }
+                        }
+                    }
+                    session.remembered(&mut d.out);
                 }
                 Event::Deliver { envelope, message } => {
                     let res =
@@ -232,11 +244,24 @@ async fn deliver(
         );
     }
     let recipients: Vec<Recipient> = unique.iter().map(|a| Recipient::inbox(a)).collect();
+    // What another node is sent for each account: an address the client gave for it (the
+    // node resolves it again, with the same users; an account's own name may not be an
+    // address, e.g. a re-added user's `a@example.org#2`).
+    let addresses: Vec<String> = unique
+        .iter()
+        .map(|acc| {
+            env.rcpts
+                .iter()
+                .zip(&accounts)
+                .find(|(_, a)| a.as_deref() == Some(acc.as_str()))
+                .map_or_else(|| acc.clone(), |(r, _)| r.clone())
+        })
+        .collect();
     let targets: Vec<Target> = unique
         .iter()
         .map(|a| target(server, a, forwarded))
         .collect();
-    let key = delivery_key(server, env, &message, &targets, forwarded);
+    let key = delivery_key(server, env, &message, unique.len(), forwarded);
     let mut body = head.into_bytes();
     // NUL octets (BODY=BINARYMIME): their parts are stored base64 (see `mime::binary`).
     match crate::mime::binary::without_nul(&message) {
@@ -259,11 +284,21 @@ async fn deliver(
         meta,
         ..Default::default()
     };
-    let results = deliver_everywhere(server, &recipients, targets, &env.from, key, msg).await;
+    let results = deliver_everywhere(
+        server,
+        &recipients,
+        &addresses,
+        targets,
+        &env.from,
+        key,
+        msg,
+    )
+    .await;
     let mut delivered = 0;
     // Counted as delivered by the node that stored them.
     let mut forwarded_here = 0;
     let mut failure: Option<&'static str> = None;
+    let mut count_failure = false;
     let out: Vec<Result<String, Reply>> = accounts
         .iter()
         .map(|a| {
@@ -271,12 +306,12 @@ async fn deliver(
                 return Err(r::no_such_user());
             };
             let i = unique.binary_search(a).map_err(|_| r::local_error())?;
-            let (reply, reason) = match &results[i] {
+            let (reply, reason, counted) = match &results[i] {
                 Outcome::Stored(ap) => {
                     delivered += 1;
                     return Ok(format!("{id} ({}/{})", ap.uidvalidity, ap.uid));
                 }
-                Outcome::Forwarded => {
+                Outcome::Forwarded(_) => {
                     delivered += 1;
                     forwarded_here += 1;
                     return Ok(format!("{id} (forwarded)"));
@@ -286,16 +321,33 @@ async fn deliver(
                     forwarded_here += 1;
                     return Ok(format!("{id} (stored before)"));
                 }
-                Outcome::Failed(e) => store_reply(e),
-                Outcome::Refused(r) => refused_reply(r),
+                Outcome::Failed(e) => {
+                    let (reply, reason) = store_reply(e);
+                    (reply, reason, true)
+                }
+                // Counted by the node that refused it.
+                Outcome::Refused(r) => {
+                    let (reply, reason) = refused_reply(r);
+                    (reply, reason, false)
+                }
             };
             failure = Some(reason);
+            count_failure |= counted;
             Err(reply)
         })
         .collect();
+    // SMTP's one reply for all recipients is a 451 now, though some copies are stored: the
+    // client will send the message again, and those copies must not be stored twice.
+    let partial = !forwarded
+        && mode != Mode::Lmtp
+        && out.iter().any(Result::is_ok)
+        && out.iter().any(Result::is_err);
+    if let Some(k) = key.as_ref().filter(|_| partial) {
+        remember_stored(server, live, k, &recipients, &addresses, &results).await;
+    }
     let stored = delivered - forwarded_here;
     server.shared.metrics.delivered(stored, size * stored);
-    if let Some(reason) = failure {
+    if let Some(reason) = failure.filter(|_| count_failure) {
         server.shared.metrics.rejected(reason);
     }
     tracing::info!(
@@ -317,8 +369,8 @@ async fn deliver(
 enum Outcome {
     /// Stored on this node.
     Stored(ringmail_engine::Appended),
-    /// Stored by the node that serves the account.
-    Forwarded,
+    /// Stored by the node that serves the account (at this cluster address).
+    Forwarded(String),
     Failed(Error),
     /// The serving node refused it, with this reply.
     Refused(crate::cluster_link::Reply),
@@ -326,51 +378,58 @@ enum Outcome {
     Again,
 }
 
-/// Cluster mode: the delivery's key (`server/dedup.rs`), and whether its copies are to be
-/// remembered (it reaches more than one node). `message`: the bytes as the client sent them.
-/// Every delivery is looked up, as a retry may come with fewer recipients (those whose
-/// node still cannot take them refused at RCPT).
+/// The delivery's key (`server/dedup.rs`), for looking up copies stored by an earlier try
+/// of the same delivery, and for remembering them if this one partly fails. Not computed
+/// where neither can happen: a single node with nothing remembered, and one recipient.
+/// `message`: the bytes as the client sent them.
 fn delivery_key(
     server: &ShardServer,
     env: &Envelope,
     message: &[u8],
-    targets: &[Target],
+    accounts: usize,
     forwarded: bool,
-) -> Option<Keyed> {
+) -> Option<DeliveryKey> {
     if forwarded {
-        let key = env
+        return env
             .mail_params
             .iter()
             .find(|(k, _)| k == "XRINGMAIL-KEY")
-            .and_then(|(_, v)| DeliveryKey::parse(v.as_deref()?))?;
-        let remember = env
-            .mail_params
-            .iter()
-            .any(|(k, _)| k == "XRINGMAIL-REMEMBER");
-        return Some(Keyed { key, remember });
+            .and_then(|(_, v)| DeliveryKey::parse(v.as_deref()?));
     }
-    server.cluster_secret()?;
-    let mut nodes: Vec<Option<&str>> = targets
-        .iter()
-        .map(|t| match t {
-            Target::Shard | Target::Node => Some(""),
-            Target::Remote(addr) => Some(addr.as_str()),
-            Target::Unavailable => None,
-        })
-        .collect();
-    nodes.sort_unstable();
-    nodes.dedup();
-    Some(Keyed {
-        key: DeliveryKey::of(&env.from, message),
-        remember: nodes.len() > 1,
-    })
+    // In a cluster another node may remember copies (a retry may come with one recipient).
+    let cluster = server.cluster_secret().is_some();
+    (cluster || accounts > 1 || !server.shared.dedup.is_empty())
+        .then(|| DeliveryKey::of(&env.from, message))
 }
 
-/// A delivery's key, and whether its copies are remembered.
-#[derive(Clone, Copy)]
-pub(super) struct Keyed {
-    pub key: DeliveryKey,
-    pub remember: bool,
+/// Remembers the copies of a partly failed delivery that were stored: here, and on each
+/// node it was forwarded to (`XREMEMBER` on its cluster port).
+async fn remember_stored(
+    server: &ShardServer,
+    live: &super::Live,
+    key: &DeliveryKey,
+    recipients: &[Recipient],
+    addresses: &[String],
+    results: &[Outcome],
+) {
+    let mut remote: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for (i, r) in results.iter().enumerate() {
+        match r {
+            Outcome::Stored(_) => server.shared.dedup.remember(key, &recipients[i].account),
+            Outcome::Forwarded(addr) => remote
+                .entry(addr.as_str())
+                .or_default()
+                .push(addresses[i].clone()),
+            _ => {}
+        }
+    }
+    let secret = server.cluster_secret().unwrap_or_default();
+    for (addr, addrs) in remote {
+        server
+            .forwards
+            .remember(addr, secret, &live.cfg.hostname, key, &addrs)
+            .await;
+    }
 }
 
 /// Where one recipient's copy goes.
@@ -406,9 +465,10 @@ fn target(server: &ShardServer, account: &str, forwarded: bool) -> Target {
 async fn deliver_everywhere(
     server: &ShardServer,
     recipients: &[Recipient],
+    addresses: &[String],
     targets: Vec<Target>,
     from: &str,
-    key: Option<Keyed>,
+    key: Option<DeliveryKey>,
     msg: NewMessage,
 ) -> Vec<Outcome> {
     let node = &server.ctx.node;
@@ -420,7 +480,7 @@ async fn deliver_everywhere(
     for (i, t) in targets.into_iter().enumerate() {
         let here = matches!(t, Target::Shard | Target::Node);
         if let Some(k) = key.as_ref().filter(|_| here) {
-            if dedup.stored(&k.key, &recipients[i].account) {
+            if dedup.stored(k, &recipients[i].account) {
                 results[i] = Some(Outcome::Again);
                 continue;
             }
@@ -468,10 +528,7 @@ async fn deliver_everywhere(
     };
     let remote_fut =
         futures_util::future::join_all(remote.into_iter().map(|(addr, group)| async move {
-            let accounts: Vec<String> = group
-                .iter()
-                .map(|&i| recipients[i].account.clone())
-                .collect();
+            let accounts: Vec<String> = group.iter().map(|&i| addresses[i].clone()).collect();
             let live = server.live();
             let res = server
                 .forwards
@@ -492,24 +549,23 @@ async fn deliver_everywhere(
                 .shared
                 .metrics
                 .forwarded(res.len() as u64 - failed, failed);
-            group.into_iter().zip(res).collect::<Vec<_>>()
+            group
+                .into_iter()
+                .zip(res)
+                .map(|(i, r)| (i, r.map(|()| addr.clone())))
+                .collect::<Vec<_>>()
         }));
     let ((shard, on_node), remote) =
         futures_lite::future::zip(futures_lite::future::zip(shard_fut, node_fut), remote_fut).await;
     for (i, r) in shard.into_iter().chain(on_node) {
         results[i] = Some(match r {
-            Ok(a) => {
-                if let Some(k) = key.as_ref().filter(|k| k.remember) {
-                    dedup.remember(&k.key, &recipients[i].account);
-                }
-                Outcome::Stored(a)
-            }
+            Ok(a) => Outcome::Stored(a),
             Err(e) => Outcome::Failed(e),
         });
     }
     for (i, r) in remote.into_iter().flatten() {
         results[i] = Some(match r {
-            Ok(()) => Outcome::Forwarded,
+            Ok(addr) => Outcome::Forwarded(addr),
             Err(reply) => Outcome::Refused(reply),
         });
     }

@@ -42,6 +42,12 @@ pub enum Command {
         mechanism: String,
         initial: Option<String>,
     },
+    /// Cluster port only (`server/dedup.rs`): `XREMEMBER <key> <address>...`, copies of a
+    /// delivery stored here that its client will send again.
+    XRemember {
+        key: String,
+        addresses: Vec<String>,
+    },
 }
 
 /// Parses one command line (without CRLF).
@@ -108,6 +114,18 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         "QUIT" => none(Command::Quit),
         "VRFY" => Ok(Command::Vrfy(arg("VRFY")?)),
         "HELP" => Ok(Command::Help),
+        "XREMEMBER" => {
+            let mut it = rest.split_ascii_whitespace();
+            let key = it
+                .next()
+                .ok_or_else(|| r::syntax("XREMEMBER key address..."))?
+                .to_string();
+            let addresses: Vec<String> = it.map(str::to_string).collect();
+            if addresses.is_empty() {
+                return Err(r::syntax("XREMEMBER key address..."));
+            }
+            Ok(Command::XRemember { key, addresses })
+        }
         "STARTTLS" => none(Command::StartTls),
         "AUTH" => {
             let mut it = rest.split_ascii_whitespace();

@@ -105,6 +105,9 @@ pub enum Event {
     /// BURL (RFC 4468): resolve this URLAUTH URL for `user` (the authenticated submitter);
     /// answer with `burl_result`.
     FetchUrl { url: String, user: String },
+    /// Cluster port: remember these copies of the delivery `key` as stored here (see
+    /// `server/dedup.rs`); answer with `remembered`.
+    Remember { key: String, addresses: Vec<String> },
 }
 
 #[derive(Debug)]
@@ -116,6 +119,7 @@ enum Waiting {
     },
     Login,
     Deliver,
+    Remember,
     StartTls,
     Burl {
         last: bool,
@@ -355,6 +359,11 @@ impl Session {
                 self.reset_transaction();
                 self.reply(out, r::ok());
             }
+            Command::XRemember { key, addresses } if self.cfg.cluster_peer => {
+                self.state = State::Wait(Waiting::Remember);
+                return Some(Event::Remember { key, addresses });
+            }
+            Command::XRemember { .. } => self.error(out, r::not_implemented("XREMEMBER")),
             Command::Vrfy(addr) => {
                 if !self.cfg.vrfy {
                     self.reply(out, r::vrfy_disabled());
@@ -561,8 +570,7 @@ impl Session {
                 ("RET", Some(v))
                     if v.eq_ignore_ascii_case("FULL") || v.eq_ignore_ascii_case("HDRS") => {}
                 ("ENVID", Some(_)) | ("AUTH", Some(_)) => {}
-                ("XRINGMAIL-KEY", Some(_)) | ("XRINGMAIL-REMEMBER", None)
-                    if self.cfg.cluster_peer => {}
+                ("XRINGMAIL-KEY", Some(_)) if self.cfg.cluster_peer => {}
                 (k, _) => return self.error(out, r::param_not_supported(k)),
             }
         }
@@ -703,7 +711,15 @@ impl Session {
 
     fn finish_message(&mut self, out: &mut Vec<u8>) -> Option<Event> {
         if let Some(r) = self.dropped_reply() {
-            self.reply(out, r);
+            // LMTP answers the end of a message once per accepted recipient (RFC 2033
+            // section 4.2), refused or not: a client counts on as many replies.
+            let n = match self.cfg.mode {
+                Mode::Lmtp => self.envelope.as_ref().map_or(1, |e| e.rcpts.len().max(1)),
+                _ => 1,
+            };
+            for _ in 0..n {
+                self.reply(out, r.clone());
+            }
             self.reset_transaction();
             return None;
         }
@@ -711,6 +727,14 @@ impl Session {
         let message = std::mem::take(&mut self.message);
         self.state = State::Wait(Waiting::Deliver);
         Some(Event::Deliver { envelope, message })
+    }
+
+    /// Answers a `Remember` event.
+    pub fn remembered(&mut self, out: &mut Vec<u8>) {
+        if matches!(self.state, State::Wait(Waiting::Remember)) {
+            self.state = State::Command;
+            self.reply(out, r::ok());
+        }
     }
 
     /// Answers a `Deliver` event: one result per recipient, in envelope order; `Ok` holds

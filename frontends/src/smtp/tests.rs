@@ -52,6 +52,8 @@ fn run_parts(cfg: SessionConfig, parts: &[&[u8]], byte_at_a_time: bool) -> Trans
                     );
                 }
                 Event::StartTls => s.tls_started(),
+                // Answered as the server does; the transcript shows the reply.
+                Event::Remember { .. } => s.remembered(&mut out),
                 // URLs containing "good" resolve to a line naming the submitter.
                 Event::FetchUrl { url, user } => s.burl_result(
                     if url.contains("good") {
@@ -139,8 +141,33 @@ fn lmtp_replies_once_per_recipient() {
     let (out, delivered) = both(cfg.clone(), b"LHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.org>\r\nRCPT TO:<v@example.org>\r\nDATA\r\nhi\r\n.\r\n");
     assert_eq!(out.matches("250 2.0.0 stored as").count(), 2, "{out}");
     assert_eq!(delivered.len(), 1);
-    let (out, _) = both(cfg, b"EHLO x\r\n");
+    let (out, _) = both(cfg.clone(), b"EHLO x\r\n");
     assert!(out.contains("500 this service expects LHLO"), "{out}");
+    // A message refused as a whole (too large) is still answered once per recipient.
+    let mut small = cfg;
+    small.max_message_size = 10;
+    let (out, delivered) = both(small, b"LHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.org>\r\nRCPT TO:<v@example.org>\r\nDATA\r\nmore than ten bytes\r\n.\r\nNOOP\r\n");
+    assert_eq!(out.matches("552 ").count(), 2, "{out}");
+    assert!(out.ends_with("250 2.0.0 OK\r\n"), "{out}");
+    assert!(delivered.is_empty());
+}
+
+/// The cluster port's LMTP takes a delivery key on MAIL and XREMEMBER; a client's LMTP
+/// session takes neither.
+#[test]
+fn only_cluster_peers_may_name_delivery_keys() {
+    let input: &[u8] = b"LHLO x\r\nMAIL FROM:<a@b.example> XRINGMAIL-KEY=00ff\r\nRSET\r\nXREMEMBER 00ff u@example.org\r\nXREMEMBER 00ff\r\n";
+    let cfg = SessionConfig::new(Mode::Lmtp, "lmtp.example.org");
+    let (out, _) = both(cfg.clone(), input);
+    assert!(out.contains("555 "), "{out}");
+    assert!(out.contains("502 "), "{out}");
+    let mut peer = cfg;
+    peer.cluster_peer = true;
+    let (out, _) = both(peer, input);
+    let replies: Vec<&str> = out.lines().filter(|l| !l.starts_with("250-")).collect();
+    assert!(replies[2].starts_with("250"), "{out}");
+    assert!(replies[4].starts_with("250 2.0.0 OK"), "{out}");
+    assert!(replies[5].starts_with("501"), "{out}");
 }
 
 /// BURL (RFC 4468): URL content joins the message like a BDAT chunk, interleaved with
