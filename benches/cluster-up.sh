@@ -28,6 +28,7 @@
 #   NODE_TOP      more top-level settings for every node's configuration file (TOML lines)
 #   MAX_CONN_PER_IP  the nodes' [limits] max_connections_per_ip (default 1000: every client
 #                 of a local cluster comes from 127.0.0.1)
+#   NODE_LOG      the nodes' RUST_LOG (default info)
 #   HOST          loopback address for etcd and S3 (default 127.0.0.1)
 #
 # Output (also written to $CLUSTER_DIR/env):
@@ -260,7 +261,7 @@ if [ "$NODES" -gt 0 ]; then
       echo "secret_key = \"$key_secret\""
     } >"$d/ringmail.toml"
     smtp=$((BASE_PORT + 60))
-    pid=$(spawn "node$i" env RUST_LOG=info "$RINGMAIL" serve --config "$d/ringmail.toml" \
+    pid=$(spawn "node$i" env RUST_LOG="${NODE_LOG:-info}" "$RINGMAIL" serve --config "$d/ringmail.toml" \
       --data "$d/data" --smtp "$ip:$smtp" --lmtp "$ip:$((smtp + 1))" --imap "$ip:$((smtp + 2))" \
       --pop3 "$ip:$((smtp + 3))" --metrics "$ip:$((smtp + 4))" \
       --submission off --smtps off --imaps off --pop3s off)

@@ -675,6 +675,14 @@ impl Plane {
             for (p, e) in owned {
                 self.lost(p, e);
             }
+            // Gone for good (etcd said so): join again with a new lease, and own partitions
+            // again from the next tick on. A node that was only cut off keeps trying its
+            // lease until etcd answers either way.
+            if self.coord.lease_expired() && self.owned.borrow().is_empty() {
+                self.coord.rejoin().await?;
+                self.update_status();
+                return Ok(());
+            }
             return Err(ClusterError::Etcd(
                 "this node's lease is not confirmed".into(),
             ));
@@ -942,27 +950,36 @@ impl Plane {
             .ok_or(ClusterError::Fenced { partition, epoch })?;
         let in_flight = self.cfg.ship_in_flight.max(1);
         let interval = Duration::from_millis(self.cfg.ship_interval_ms);
-        node.open_partition(
-            PartitionId(partition),
-            epoch,
-            Box::new(move || {
-                let mut t = Tail::new(Rc::new(ClusterSink {
-                    partition,
-                    epoch,
-                    commands,
-                    pending,
-                }));
-                t.remote_segments = remote;
-                t.in_flight = in_flight;
-                t.interval = interval;
-                // A batch held back by the interval is not a sign of a store that is down.
-                t.refuse_after += interval;
-                t.ack_timeout += interval;
-                t
-            }),
-        )
-        .await
-        .map_err(|e| ClusterError::Config(format!("opening partition {partition}: {e}")))?;
+        let report = node
+            .open_partition(
+                PartitionId(partition),
+                epoch,
+                Box::new(move || {
+                    let mut t = Tail::new(Rc::new(ClusterSink {
+                        partition,
+                        epoch,
+                        commands,
+                        pending,
+                    }));
+                    t.remote_segments = remote;
+                    t.in_flight = in_flight;
+                    t.interval = interval;
+                    // A batch held back by the interval is not a sign of a store that is down.
+                    t.refuse_after += interval;
+                    t.ack_timeout += interval;
+                    t
+                }),
+            )
+            .await
+            .map_err(|e| ClusterError::Config(format!("opening partition {partition}: {e}")))?;
+        // Where this owner's log really starts: the tail can start there once everything
+        // before it is in sealed segments. Segments between hold no records (an earlier
+        // owner's, opened and closed before it wrote): `advance_tail` steps over them.
+        if let Some(p) = self.published.borrow_mut().get_mut(&partition) {
+            p.first_lsn_of
+                .entry(report.writer_segment)
+                .or_insert(report.writer_lsn);
+        }
         if let Err(e) = self.coord.mark_serving(partition, epoch).await {
             tracing::warn!(partition, error = %e, "cannot say in etcd that the partition is served");
         }
@@ -1052,6 +1069,14 @@ impl Plane {
             .ok_or(ClusterError::Fenced { partition, epoch })?;
         change(&mut p);
         advance_tail(&mut p);
+        tracing::debug!(
+            partition,
+            tail_segment = p.manifest.tail_segment,
+            segments = ?p.manifest.segments.iter().map(|s| s.seq).collect::<Vec<_>>(),
+            tail_ranges = p.manifest.tail.len(),
+            first_lsn_of = ?p.first_lsn_of,
+            "manifest"
+        );
         p.serial += 1;
         p.manifest.serial = p.serial;
         p.manifest.created_unix = unix_now();
@@ -1096,6 +1121,13 @@ impl Plane {
         .map_err(|e| ClusterError::Config(format!("reading {:?}: {e}", s.path)))?;
         let key = ObjectKey::Segment { epoch, seq: s.seq }.key(self.objects.prefix(), partition);
         let object = self.objects.put_with_crc(&key, bytes, crc).await?;
+        tracing::debug!(
+            partition,
+            segment = s.seq,
+            len,
+            next_first_lsn = s.next_first_lsn,
+            "sealed segment stored"
+        );
         self.update_manifest(partition, epoch, |p| {
             if s.next_first_lsn > 0 {
                 p.first_lsn_of.insert(s.seq + 1, s.next_first_lsn);
@@ -1222,8 +1254,16 @@ fn advance_tail(p: &mut Published) {
     let m = &mut p.manifest;
     let held: BTreeSet<u64> = m.segments.iter().map(|s| s.seq).collect();
     let mut x = m.tail_segment;
-    while held.contains(&x) {
-        x += 1;
+    loop {
+        while held.contains(&x) {
+            x += 1;
+        }
+        // A segment no record was written in is never sealed: if the next segment whose
+        // first LSN is known starts at the same LSN as this one, there is nothing between.
+        match (p.first_lsn_of.get(&x), p.first_lsn_of.range(x + 1..).next()) {
+            (Some(a), Some((&y, b))) if a == b => x = y,
+            _ => break,
+        }
     }
     if x == m.tail_segment {
         return;
@@ -1315,6 +1355,57 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn seg(seq: u64) -> SegmentRef {
+        SegmentRef {
+            seq,
+            epoch: 2,
+            object: ringmail_engine::remote::ObjectRef {
+                key: format!("s{seq}"),
+                len: 1,
+                crc: 0,
+            },
+        }
+    }
+
+    /// An earlier owner's segment 1 held no record (it was opened and closed before any
+    /// write); this owner writes from segment 2 at the same LSN. Once 2 and 3 are sealed the
+    /// tail starts at 4: it once stayed at 1 for ever, and every takeover fetched every
+    /// chunk since.
+    #[test]
+    fn the_tail_steps_over_segments_that_hold_no_records() {
+        let mut m = Manifest::empty(0, 2);
+        m.tail_segment = 1;
+        m.tail = vec![TailRange {
+            epoch: 2,
+            from_lsn: 1,
+        }];
+        let mut p = Published {
+            manifest: m,
+            serial: 1,
+            first_lsn_of: BTreeMap::from([(1, 1), (2, 1)]),
+        };
+        p.manifest.segments.push(seg(2));
+        p.first_lsn_of.insert(3, 500);
+        advance_tail(&mut p);
+        assert_eq!(p.manifest.tail_segment, 3);
+        p.manifest.segments.push(seg(3));
+        p.first_lsn_of.insert(4, 900);
+        advance_tail(&mut p);
+        assert_eq!(p.manifest.tail_segment, 4);
+        assert_eq!(p.manifest.tail[0].from_lsn, 900);
+        // A gap of a segment that did hold records is not stepped over.
+        let mut q = Published {
+            manifest: Manifest::empty(0, 2),
+            serial: 1,
+            first_lsn_of: BTreeMap::from([(1, 1), (2, 40)]),
+        };
+        q.manifest.tail_segment = 1;
+        q.manifest.segments.push(seg(2));
+        q.first_lsn_of.insert(3, 90);
+        advance_tail(&mut q);
+        assert_eq!(q.manifest.tail_segment, 1);
+    }
 
     #[test]
     fn rendezvous_spreads_partitions_and_a_loss_moves_only_the_lost_nodes() {

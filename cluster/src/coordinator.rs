@@ -13,7 +13,7 @@
 //! [`Coordinator::confirm`] read its epoch back *after* the write reached object storage.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,23 @@ struct Endpoints {
 }
 
 impl Endpoints {
+    /// One lazy client per endpoint: nothing is dialled until the first request.
+    async fn connect(endpoints: &[String]) -> Result<Endpoints> {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_timeout(Duration::from_secs(2))
+            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
+            .with_require_leader(true);
+        let mut clients = Vec::new();
+        for ep in endpoints {
+            clients.push(Client::connect([ep], Some(opts.clone())).await?);
+        }
+        Ok(Endpoints {
+            clients,
+            current: AtomicUsize::new(0),
+        })
+    }
+
     fn client(&self) -> (usize, Client) {
         let i = self.current.load(Ordering::Relaxed) % self.clients.len();
         (i, self.clients[i].clone())
@@ -77,18 +94,30 @@ pub struct Coordinator {
     etcd: Arc<Endpoints>,
     keys: EtcdKeys,
     node: String,
-    lease: i64,
+    /// The lease this node's keys live under (a new one after the last expired).
+    lease: std::sync::atomic::AtomicI64,
     ttl: Duration,
     state: Arc<Mutex<LeaseState>>,
-    keepalive: tokio::task::JoinHandle<()>,
+    /// Set to stop the current lease's keep-alive thread.
+    keepalive: Mutex<Arc<AtomicBool>>,
+    /// etcd's client URLs (the keep-alive thread connects on its own).
+    endpoints: Vec<String>,
+    /// The member key's value, less its lease (for a rejoin).
+    member: Mutex<Option<serde_json::Value>>,
 }
 
 impl std::fmt::Debug for Coordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Coordinator")
             .field("node", &self.node)
-            .field("lease", &self.lease)
+            .field("lease", &self.lease())
             .finish()
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        self.stop_keepalive();
     }
 }
 
@@ -96,26 +125,38 @@ impl Coordinator {
     /// Connects, takes a lease and registers this node as a member. Must run inside a
     /// tokio runtime (the keep-alive is a task of it).
     pub async fn join(cfg: &ClusterConfig) -> Result<Coordinator> {
-        let mut me = Self::observe(cfg).await?;
-        let ttl = me.ttl;
-        let etcd = me.etcd.clone();
-        let secs = ttl.as_secs() as i64;
-        me.lease = me
-            .call(|mut c| async move { c.lease_grant(secs, None).await })
-            .await?
-            .id();
-        let lease = me.lease;
+        let me = Self::observe(cfg).await?;
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let key = me.keys.node(&cfg.node);
-        let mut member = serde_json::json!({ "started": started, "lease": lease });
+        let mut member = serde_json::json!({ "started": started });
         if let Some(a) = cfg.advertised() {
             member["internal"] = a.into();
         }
+        *me.member.lock().expect("member") = Some(member);
+        me.take_lease().await?;
+        tracing::info!(node = %cfg.node, lease = me.lease(), ttl_secs = me.ttl.as_secs(), "joined the cluster");
+        Ok(me)
+    }
+
+    /// A new lease, the member key under it, and its keep-alive.
+    async fn take_lease(&self) -> Result<()> {
+        let secs = self.ttl.as_secs() as i64;
+        let lease = self
+            .call(|mut c| async move { c.lease_grant(secs, None).await })
+            .await?
+            .id();
+        let key = self.keys.node(&self.node);
+        let mut member = self
+            .member
+            .lock()
+            .expect("member")
+            .clone()
+            .unwrap_or_default();
+        member["lease"] = lease.into();
         let value = member.to_string();
-        me.call(|mut c| {
+        self.call(|mut c| {
             let (key, value) = (key.clone(), value.clone());
             async move {
                 c.put(key, value, Some(PutOptions::new().with_lease(lease)))
@@ -123,13 +164,29 @@ impl Coordinator {
             }
         })
         .await?;
-        *me.state.lock().expect("lease state") = LeaseState {
+        self.lease.store(lease, Ordering::Release);
+        *self.state.lock().expect("lease state") = LeaseState {
             confirmed: Instant::now(),
             expired: false,
         };
-        me.keepalive = tokio::spawn(keep_alive(etcd, lease, ttl, me.state.clone()));
-        tracing::info!(node = %cfg.node, lease, ttl_secs = ttl.as_secs(), "joined the cluster");
-        Ok(me)
+        let stop = spawn_keep_alive(self.endpoints.clone(), lease, self.ttl, self.state.clone())?;
+        std::mem::replace(&mut *self.keepalive.lock().expect("keep-alive"), stop)
+            .store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether etcd said this node's lease is gone (every ownership under it has ended).
+    pub fn lease_expired(&self) -> bool {
+        self.state.lock().expect("lease state").expired
+    }
+
+    /// Joins again with a new lease after the last one expired (the node was cut off or
+    /// stalled past its TTL): its partitions were dropped and may be owned elsewhere now;
+    /// from here on it can own partitions again.
+    pub async fn rejoin(&self) -> Result<()> {
+        self.take_lease().await?;
+        tracing::warn!(node = %self.node, lease = self.lease(), "joined the cluster again with a new lease");
+        Ok(())
     }
 
     /// Connects without joining: no lease, no member key, no ownership (the operator's
@@ -137,33 +194,22 @@ impl Coordinator {
     pub async fn observe(cfg: &ClusterConfig) -> Result<Coordinator> {
         cfg.validate().map_err(ClusterError::Config)?;
         let ttl = cfg.lease_ttl();
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(1))
-            .with_timeout(Duration::from_secs(2))
-            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
-            .with_require_leader(true);
-        let mut clients = Vec::new();
-        for ep in &cfg.etcd {
-            // Lazy: nothing is dialled until the first request.
-            clients.push(Client::connect([ep], Some(opts.clone())).await?);
-        }
-        let etcd = Arc::new(Endpoints {
-            clients,
-            current: AtomicUsize::new(0),
-        });
+        let etcd = Arc::new(Endpoints::connect(&cfg.etcd).await?);
         let keys = EtcdKeys::new(&cfg.name);
         Ok(Coordinator {
             etcd: etcd.clone(),
             keys,
             node: cfg.node.clone(),
-            lease: 0,
+            lease: std::sync::atomic::AtomicI64::new(0),
             ttl,
             // An observer has no lease: it can never own anything.
             state: Arc::new(Mutex::new(LeaseState {
                 confirmed: Instant::now(),
                 expired: true,
             })),
-            keepalive: tokio::spawn(async {}),
+            keepalive: Mutex::new(Arc::new(AtomicBool::new(true))),
+            endpoints: cfg.etcd.clone(),
+            member: Mutex::new(None),
         })
     }
 
@@ -200,7 +246,7 @@ impl Coordinator {
     }
 
     pub fn lease(&self) -> i64 {
-        self.lease
+        self.lease.load(Ordering::Acquire)
     }
 
     pub fn keys(&self) -> &EtcdKeys {
@@ -218,7 +264,10 @@ impl Coordinator {
     /// Tests: stops the keep-alive, as a paused or cut-off node would.
     #[doc(hidden)]
     pub fn stop_keepalive(&self) {
-        self.keepalive.abort();
+        self.keepalive
+            .lock()
+            .expect("keep-alive")
+            .store(true, Ordering::Relaxed);
     }
 
     /// The cluster's partition count: the stored one, or `partitions` if this node is the
@@ -279,7 +328,7 @@ impl Coordinator {
             ));
         }
         let key = self.keys.owner(partition);
-        let (node, lease) = (self.node.clone(), self.lease);
+        let (node, lease) = (self.node.clone(), self.lease());
         let r = self
             .call(|mut c| {
                 let txn = Txn::new()
@@ -307,7 +356,7 @@ impl Coordinator {
         for op in r.op_responses() {
             if let TxnOpResponse::Get(g) = op {
                 if let Some(kv) = g.kvs().first() {
-                    if kv.lease() == self.lease && kv.value() == self.node.as_bytes() {
+                    if kv.lease() == self.lease() && kv.value() == self.node.as_bytes() {
                         return Ok(Some(kv.create_revision() as u64));
                     }
                 }
@@ -320,7 +369,7 @@ impl Coordinator {
     /// manifest is published first). Returns whether it did.
     pub async fn release(&self, partition: u32, epoch: u64) -> Result<bool> {
         let key = self.keys.owner(partition);
-        let lease = self.lease;
+        let lease = self.lease();
         let r = self
             .call(|mut c| {
                 let txn = Txn::new()
@@ -470,7 +519,7 @@ impl Coordinator {
             .map(|(p, epoch)| {
                 owners
                     .get(p)
-                    .is_some_and(|o| o.epoch == *epoch && o.lease == self.lease)
+                    .is_some_and(|o| o.epoch == *epoch && o.lease == self.lease())
             })
             .collect())
     }
@@ -525,7 +574,7 @@ impl Coordinator {
         let owner = self.keys.owner(partition);
         let pointer = self.keys.manifest(partition);
         let value = format!("{serial} {key}");
-        let lease = self.lease;
+        let lease = self.lease();
         let r = self
             .call(|mut c| {
                 let txn = Txn::new()
@@ -635,7 +684,7 @@ impl Coordinator {
         let owner = self.keys.owner(partition);
         let key = self.keys.serving(partition);
         let value = format!("{} {epoch}", self.node);
-        let lease = self.lease;
+        let lease = self.lease();
         self.call(|mut c| {
             let txn = Txn::new()
                 .when([Compare::create_revision(
@@ -702,12 +751,60 @@ impl Coordinator {
     /// Leaves the cluster: revokes the lease, which ends every ownership of this node at
     /// once (call after publishing and releasing what should move cleanly).
     pub async fn leave(&self) -> Result<()> {
-        self.keepalive.abort();
-        let lease = self.lease;
+        self.stop_keepalive();
+        let lease = self.lease();
         self.call(|mut c| async move { c.lease_revoke(lease).await })
             .await?;
         Ok(())
     }
+}
+
+/// Starts keeping `lease` alive on a thread of its own, with a runtime and etcd connections
+/// of its own: a control plane busy with a large takeover (thousands of chunks fetched and
+/// written) must not let its lease lapse, which would end every ownership of the node.
+/// Returns the flag that stops it.
+fn spawn_keep_alive(
+    endpoints: Vec<String>,
+    lease: i64,
+    ttl: Duration,
+    state: Arc<Mutex<LeaseState>>,
+) -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    std::thread::Builder::new()
+        .name("ringmail-lease".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the lease keep-alive's runtime");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let etcd = match Endpoints::connect(&endpoints).await {
+                    Ok(e) => Arc::new(e),
+                    Err(e) => {
+                        tracing::error!(error = %e, "lease keep-alive: cannot connect to etcd");
+                        return;
+                    }
+                };
+                let watch_stop = async {
+                    while !stopped.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                };
+                tokio::select! {
+                    _ = keep_alive(etcd, lease, ttl, state) => {}
+                    _ = watch_stop => {}
+                }
+            });
+        })
+        .map_err(|e| ClusterError::Config(format!("starting the lease keep-alive: {e}")))?;
+    Ok(stop)
 }
 
 /// Keeps the lease alive: a keep-alive every third of the TTL, recording when etcd last

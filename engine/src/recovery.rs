@@ -52,6 +52,10 @@ pub struct RecoveryReport {
     /// Time spent loading and validating the checkpoint, and replaying the log after it.
     pub checkpoint_time: std::time::Duration,
     pub replay_time: std::time::Duration,
+    /// The segment the log writes next (a new one: recovery never writes into an existing
+    /// segment), and the LSN of its first record.
+    pub writer_segment: u64,
+    pub writer_lsn: u64,
 }
 
 impl RecoveryReport {

@@ -277,6 +277,8 @@ impl Partition {
         rec.report
             .missing_segments
             .retain(|s| !remote.contains_key(s));
+        rec.report.writer_segment = rec.next_segment;
+        rec.report.writer_lsn = rec.next_lsn;
         let remote_sink = tail.as_ref().map(|t| t.sink.clone());
         let log_cfg = LogConfig {
             dir: dir.to_path_buf(),
