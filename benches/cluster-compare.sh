@@ -22,7 +22,8 @@
 #   bash benches/cluster-compare.sh [SECONDS]      (default 10 s per measured run; ~4 min)
 #
 # Environment: CONNS (20), FAIL_SECS (40), KILL_AT (15), RESTART_AFTER (2), LEASE_TTL (5),
-# WARMUP (2), BASE_PORT (29000), OUT_SVG (docs/cluster-failover.svg), GARAGE.
+# WARMUP (2), BASE_PORT (29000), OUT_SVG (docs/cluster-failover.svg), GARAGE, KEEP_LOGS (a
+# directory: the nodes', etcd's and Garage's logs are copied there at the end).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -39,6 +40,12 @@ rm_build
 rm_workdir cluster-compare
 export CLUSTER_DIR=$W/cluster
 cluster_down() {
+  if [ -n "${KEEP_LOGS:-}" ]; then
+    mkdir -p "$KEEP_LOGS"
+    for d in "$CLUSTER_DIR"/*/; do
+      [ -f "$d/log" ] && cp "$d/log" "$KEEP_LOGS/$(basename "$d").log"
+    done
+  fi
   CLUSTER_DIR=$CLUSTER_DIR bash benches/cluster-down.sh >/dev/null 2>&1 || true
   rm_cleanup
 }

@@ -415,6 +415,11 @@ except (smtplib.SMTPException, OSError) as e:
     }
     // b still has every acknowledged message.
     assert_eq!(inbox(&b)[..2], on_b[..2]);
+    // Its lease gone, a joins again with a new one: a member that can own partitions
+    // again (it once stayed out for good, serving nothing).
+    a.wait_log("joined the cluster again with a new lease");
+    let status = cluster_cli(&infra, a.dir.path(), &["status"]);
+    assert!(status.contains("2 nodes"), "{status}");
 }
 
 /// The owner of a partition is killed (SIGKILL) while a load generator delivers to it, ten
