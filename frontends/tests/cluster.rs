@@ -227,7 +227,12 @@ fn owner_keys(infra: &Infra) -> std::collections::BTreeMap<u32, ringmail_cluster
 /// Waits until every one of `partitions` has an owner and nothing moved for 2 s (nodes
 /// that joined one after the other rebalance).
 fn settle(infra: &Infra, partitions: u32) {
-    let deadline = Instant::now() + Duration::from_secs(40);
+    settle_within(infra, partitions, Duration::from_secs(40))
+}
+
+/// As `settle`, waiting up to `limit` (three nodes starting on a loaded machine need more).
+fn settle_within(infra: &Infra, partitions: u32, limit: Duration) {
+    let deadline = Instant::now() + limit;
     let mut last = owners(infra);
     let mut since = Instant::now();
     loop {
@@ -767,7 +772,7 @@ impl Trio {
             .iter()
             .map(|n| routed_node(&infra, n, &users))
             .collect();
-        settle(&infra, 6);
+        settle_within(&infra, 6, Duration::from_secs(90));
         let owners = owners(&infra);
         Trio {
             _infra: infra,
