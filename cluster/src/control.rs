@@ -97,6 +97,10 @@ pub struct Status {
     /// Partition → epoch of this node's ownerships.
     pub owned: BTreeMap<u32, u64>,
     pub takeovers: u64,
+    /// Takeovers of a partition its previous owner handed over (a move or a drain), and of
+    /// one whose owner's lease ended (a failover).
+    pub moves_in: u64,
+    pub failovers: u64,
     pub releases: u64,
     pub fenced: u64,
     /// Batches shipped (tail chunks stored and confirmed).
@@ -306,6 +310,8 @@ impl TailSink for ClusterSink {
 
 /// What a takeover found in object storage.
 struct Opened {
+    /// The epoch of the owner that published the manifest opened from (0: none).
+    previous: u64,
     checkpoint: bool,
     /// Sealed segments the manifest names, and how many were fetched to open.
     segments: usize,
@@ -768,11 +774,26 @@ impl Plane {
         );
         match self.open_owned(partition, epoch).await {
             Ok(opened) => {
-                self.count(|s| s.takeovers += 1);
+                // A move if the previous owner handed it over; a failover if its lease ended.
+                let handed_over = match opened.previous {
+                    0 => None,
+                    prev => Some(
+                        self.coord.released_epoch(partition).await.ok().flatten() == Some(prev),
+                    ),
+                };
+                self.count(|s| {
+                    s.takeovers += 1;
+                    match handed_over {
+                        Some(true) => s.moves_in += 1,
+                        Some(false) => s.failovers += 1,
+                        None => {}
+                    }
+                });
                 self.update_status();
                 tracing::info!(
                     partition,
                     epoch,
+                    failover = handed_over == Some(false),
                     took_ms = started.elapsed().as_millis() as u64,
                     checkpoint = opened.checkpoint,
                     sealed_segments = opened.segments,
@@ -879,6 +900,8 @@ impl Plane {
             }
         }
         let opened = Opened {
+            // A partition nobody published yet had no previous owner.
+            previous: if serial == 0 { 0 } else { manifest.epoch },
             checkpoint: checkpoint.is_some(),
             segments: manifest.segments.len(),
             fetched: segments.len(),

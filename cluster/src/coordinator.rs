@@ -369,6 +369,7 @@ impl Coordinator {
     /// manifest is published first). Returns whether it did.
     pub async fn release(&self, partition: u32, epoch: u64) -> Result<bool> {
         let key = self.keys.owner(partition);
+        let released = self.keys.released(partition);
         let lease = self.lease();
         let r = self
             .call(|mut c| {
@@ -377,11 +378,29 @@ impl Coordinator {
                         Compare::create_revision(key.clone(), CompareOp::Equal, epoch as i64),
                         Compare::lease(key.clone(), CompareOp::Equal, lease),
                     ])
-                    .and_then([TxnOp::delete(key.clone(), None)]);
+                    .and_then([
+                        TxnOp::delete(key.clone(), None),
+                        TxnOp::put(released.clone(), epoch.to_string(), None),
+                    ]);
                 async move { c.txn(txn).await }
             })
             .await?;
         Ok(r.succeeded())
+    }
+
+    /// The epoch of `partition`'s last ownership that was handed over cleanly (released, not
+    /// ended by a lost lease), if any: a takeover tells a planned move from a failover by it.
+    pub async fn released_epoch(&self, partition: u32) -> Result<Option<u64>> {
+        let key = self.keys.released(partition);
+        let r = self
+            .call(|mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
+        Ok(r.kvs()
+            .first()
+            .and_then(|kv| std::str::from_utf8(kv.value()).ok()?.parse().ok()))
     }
 
     /// The secret nodes show each other on their cluster ports: made by the first node that

@@ -9,6 +9,7 @@
 //! /ringmail/<cluster>/serving/<p:05>      "<node> <epoch>" once the owner has opened it
 //! /ringmail/<cluster>/drain/<node>        present while the node is being drained
 //! /ringmail/<cluster>/secret              what nodes show each other on their cluster ports
+//! /ringmail/<cluster>/released/<p:05>     the epoch of the last ownership handed over cleanly
 //! ```
 
 #[derive(Clone, Debug)]
@@ -55,6 +56,12 @@ impl EtcdKeys {
     }
     pub fn serving(&self, partition: u32) -> String {
         format!("{}{partition:05}", self.servings())
+    }
+    pub fn releaseds(&self) -> String {
+        format!("{}released/", self.root)
+    }
+    pub fn released(&self, partition: u32) -> String {
+        format!("{}{partition:05}", self.releaseds())
     }
     pub fn secret(&self) -> String {
         format!("{}secret", self.root)

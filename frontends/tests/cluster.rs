@@ -326,6 +326,8 @@ fn move_and_drain_hand_partitions_over_live() {
     assert_eq!(m(&a, "ringmail_cluster_lease_alive"), 1.0);
     assert!(m(by_name(&owner), "ringmail_cluster_releases_total") >= 1.0);
     assert!(m(by_name(other), "ringmail_cluster_takeovers_total") >= 1.0);
+    assert!(m(by_name(other), "ringmail_cluster_moves_in_total") >= 1.0);
+    assert_eq!(m(by_name(other), "ringmail_cluster_failovers_total"), 0.0);
     assert!(m(by_name(other), "ringmail_cluster_chunks_shipped_total") >= 3.0);
 
     // Draining the new owner sends the partition back (the only other node).
@@ -1319,6 +1321,13 @@ fn killing_a_node_under_mixed_load_loses_nothing_acknowledged() {
     let report = load.join().unwrap();
     let total: usize = report.acked.values().map(Vec::len).sum();
     assert!(total > 50, "only {total} acknowledged: {:?}", report.errors);
+    // The killed node's partitions were taken over as failovers (by a survivor, or by the
+    // node itself once it was back: placement may prefer it).
+    let failovers: f64 = nodes
+        .iter()
+        .map(|(n, _)| n.metric("ringmail_cluster_failovers_total", ""))
+        .sum();
+    assert!(failovers >= 1.0, "{failovers}");
     // Through node a: the killed node's partitions are served again (by whichever node),
     // possibly moving back to it meanwhile: a session told to log in again does.
     let mut tries = 0;

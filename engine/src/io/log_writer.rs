@@ -747,7 +747,16 @@ fn seal_at_close(i: &mut Inner, tail: &Tail) {
         i.to_announce
             .push_back((i.active_seq, i.active_end, next_lsn));
     }
-    while let Some((seq, len, next_first_lsn)) = i.to_announce.pop_front() {
+    announce_sealed(i, tail, u64::MAX);
+}
+
+/// Tells the sink of the sealed segments before segment `before`, whose batches are all
+/// confirmed.
+fn announce_sealed(i: &mut Inner, tail: &Tail, before: u64) {
+    while i.to_announce.front().is_some_and(|s| s.0 < before) {
+        let Some((seq, len, next_first_lsn)) = i.to_announce.pop_front() else {
+            break;
+        };
         tail.sink.sealed(Sealed {
             seq,
             epoch: i.cfg.epoch,
@@ -835,17 +844,7 @@ async fn shipper(inner: Rc<RefCell<Inner>>, wake: Notify, tail: Tail) {
                 Ok(()) => {
                     made_durable(&mut i, end, waiters);
                     // Segments before the one this batch ended in are final and confirmed.
-                    while i.to_announce.front().is_some_and(|s| s.0 < end.segment.0) {
-                        let (seq, len, next_first_lsn) =
-                            i.to_announce.pop_front().expect("checked");
-                        tail.sink.sealed(Sealed {
-                            seq,
-                            epoch: i.cfg.epoch,
-                            path: i.cfg.dir.join(segment_file(i.cfg.epoch, seq)),
-                            len,
-                            next_first_lsn,
-                        });
-                    }
+                    announce_sealed(&mut i, &tail, end.segment.0);
                     None
                 }
                 Err(ShipError::Fenced(why)) => Some(fence(&mut i, &why, waiters)),

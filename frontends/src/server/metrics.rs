@@ -375,7 +375,7 @@ fn routing_metrics(c: &ClusterCounters, s: &mut String) {
 
 /// Cluster mode: this node's view of its ownerships and what its control plane did.
 fn cluster_metrics(st: &ringmail_cluster::Status, s: &mut String) {
-    let rows: [(&str, &str, &str, u64); 8] = [
+    let rows: [(&str, &str, &str, u64); 10] = [
         (
             "ringmail_cluster_lease_alive",
             "gauge",
@@ -393,6 +393,18 @@ fn cluster_metrics(st: &ringmail_cluster::Status, s: &mut String) {
             "counter",
             "Partitions this node came to own (failovers, moves and starts).",
             st.takeovers,
+        ),
+        (
+            "ringmail_cluster_moves_in_total",
+            "counter",
+            "Takeovers of a partition its previous owner handed over (cluster move, drain, a clean stop).",
+            st.moves_in,
+        ),
+        (
+            "ringmail_cluster_failovers_total",
+            "counter",
+            "Takeovers of a partition whose previous owner's lease ended (it died, or was cut off).",
+            st.failovers,
         ),
         (
             "ringmail_cluster_releases_total",

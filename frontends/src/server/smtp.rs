@@ -246,17 +246,20 @@ async fn deliver(
     let recipients: Vec<Recipient> = unique.iter().map(|a| Recipient::inbox(a)).collect();
     // What another node is sent for each account: an address the client gave for it (the
     // node resolves it again, with the same users; an account's own name may not be an
-    // address, e.g. a re-added user's `a@example.org#2`).
-    let addresses: Vec<String> = unique
-        .iter()
-        .map(|acc| {
-            env.rcpts
-                .iter()
-                .zip(&accounts)
-                .find(|(_, a)| a.as_deref() == Some(acc.as_str()))
-                .map_or_else(|| acc.clone(), |(r, _)| r.clone())
-        })
-        .collect();
+    // address, e.g. a re-added user's `a@example.org#2`). Only needed for another node.
+    let addresses: Vec<String> = match server.cluster_secret() {
+        None => Vec::new(),
+        Some(_) => unique
+            .iter()
+            .map(|acc| {
+                env.rcpts
+                    .iter()
+                    .zip(&accounts)
+                    .find(|(_, a)| a.as_deref() == Some(acc.as_str()))
+                    .map_or_else(|| acc.clone(), |(r, _)| r.clone())
+            })
+            .collect(),
+    };
     let targets: Vec<Target> = unique
         .iter()
         .map(|a| target(server, a, forwarded))
@@ -526,6 +529,7 @@ async fn deliver_everywhere(
             .zip(node.deliver(&rcpts, msg).await)
             .collect()
     };
+    let any_remote = !remote.is_empty();
     let remote_fut =
         futures_util::future::join_all(remote.into_iter().map(|(addr, group)| async move {
             let accounts: Vec<String> = group.iter().map(|&i| addresses[i].clone()).collect();
@@ -555,8 +559,16 @@ async fn deliver_everywhere(
                 .map(|(i, r)| (i, r.map(|()| addr.clone())))
                 .collect::<Vec<_>>()
         }));
-    let ((shard, on_node), remote) =
-        futures_lite::future::zip(futures_lite::future::zip(shard_fut, node_fut), remote_fut).await;
+    let ((shard, on_node), remote) = match any_remote {
+        true => {
+            futures_lite::future::zip(futures_lite::future::zip(shard_fut, node_fut), remote_fut)
+                .await
+        }
+        false => (
+            futures_lite::future::zip(shard_fut, node_fut).await,
+            Vec::new(),
+        ),
+    };
     for (i, r) in shard.into_iter().chain(on_node) {
         results[i] = Some(match r {
             Ok(a) => Outcome::Stored(a),
