@@ -357,6 +357,8 @@ struct Plane {
     publish_locks: RefCell<BTreeMap<u32, Rc<tokio::sync::Mutex<()>>>>,
     /// Sealed segments are read into this for their upload.
     upload_buffer: UploadBuffer,
+    /// Partitions whose ownership was lost and that are still closing here.
+    closing: Rc<Cell<usize>>,
 }
 
 impl Plane {
@@ -387,6 +389,7 @@ impl Plane {
             failpoints: std::env::var("RINGMAIL_FAILPOINTS").is_ok_and(|v| v == "1"),
             publish_locks: RefCell::new(BTreeMap::new()),
             upload_buffer: UploadBuffer::default(),
+            closing: Rc::new(Cell::new(0)),
         })
     }
 
@@ -625,8 +628,11 @@ impl Plane {
         );
         let node = self.node.borrow().clone();
         if let Some(node) = node {
+            let closing = self.closing.clone();
+            closing.set(closing.get() + 1);
             tokio::task::spawn_local(async move {
                 let _ = node.close_partition(PartitionId(partition)).await;
+                closing.set(closing.get() - 1);
             });
         }
     }
@@ -684,7 +690,12 @@ impl Plane {
             // Gone for good (etcd said so): join again with a new lease, and own partitions
             // again from the next tick on. A node that was only cut off keeps trying its
             // lease until etcd answers either way.
-            if self.coord.lease_expired() && self.owned.borrow().is_empty() {
+            // Not before the lost partitions are closed here: a takeover of one of them
+            // would rebuild its directory while the old copy still writes there.
+            if self.coord.lease_expired()
+                && self.owned.borrow().is_empty()
+                && self.closing.get() == 0
+            {
                 self.coord.rejoin().await?;
                 self.update_status();
                 return Ok(());
@@ -748,7 +759,7 @@ impl Plane {
         }
         self.owned.borrow_mut().remove(&partition);
         self.published.borrow_mut().remove(&partition);
-        match self.coord.release(partition, epoch).await {
+        match self.coord.release(partition, epoch, true).await {
             Ok(_) => {
                 self.count(|s| s.releases += 1);
                 tracing::info!(partition, epoch, "released");
@@ -777,9 +788,11 @@ impl Plane {
                 // A move if the previous owner handed it over; a failover if its lease ended.
                 let handed_over = match opened.previous {
                     0 => None,
-                    prev => Some(
-                        self.coord.released_epoch(partition).await.ok().flatten() == Some(prev),
-                    ),
+                    // Unknown (etcd did not answer) counts as neither.
+                    prev => match self.coord.released_epoch(partition).await {
+                        Ok(r) => Some(r == Some(prev)),
+                        Err(_) => None,
+                    },
                 };
                 self.count(|s| {
                     s.takeovers += 1;
@@ -805,7 +818,8 @@ impl Plane {
             }
             Err(e) => {
                 self.owned.borrow_mut().remove(&partition);
-                let _ = self.coord.release(partition, epoch).await;
+                // Never served: not a handover the next owner should count as a move.
+                let _ = self.coord.release(partition, epoch, false).await;
                 Err(e)
             }
         }

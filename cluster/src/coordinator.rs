@@ -169,7 +169,8 @@ impl Coordinator {
             confirmed: Instant::now(),
             expired: false,
         };
-        let stop = spawn_keep_alive(self.endpoints.clone(), lease, self.ttl, self.state.clone())?;
+        let stop = spawn_keep_alive(self.endpoints.clone(), lease, self.ttl, self.state.clone())
+            .inspect_err(|_| self.state.lock().expect("lease state").expired = true)?;
         std::mem::replace(&mut *self.keepalive.lock().expect("keep-alive"), stop)
             .store(true, Ordering::Relaxed);
         Ok(())
@@ -367,7 +368,9 @@ impl Coordinator {
 
     /// Gives up `partition` if this node still owns it at `epoch` (a planned move: the
     /// manifest is published first). Returns whether it did.
-    pub async fn release(&self, partition: u32, epoch: u64) -> Result<bool> {
+    /// `handed_over`: the partition was served and closed cleanly (recorded in
+    /// `released/<p>`, so the next owner counts a move rather than a failover).
+    pub async fn release(&self, partition: u32, epoch: u64, handed_over: bool) -> Result<bool> {
         let key = self.keys.owner(partition);
         let released = self.keys.released(partition);
         let lease = self.lease();
@@ -378,10 +381,13 @@ impl Coordinator {
                         Compare::create_revision(key.clone(), CompareOp::Equal, epoch as i64),
                         Compare::lease(key.clone(), CompareOp::Equal, lease),
                     ])
-                    .and_then([
-                        TxnOp::delete(key.clone(), None),
-                        TxnOp::put(released.clone(), epoch.to_string(), None),
-                    ]);
+                    .and_then(match handed_over {
+                        true => vec![
+                            TxnOp::delete(key.clone(), None),
+                            TxnOp::put(released.clone(), epoch.to_string(), None),
+                        ],
+                        false => vec![TxnOp::delete(key.clone(), None)],
+                    });
                 async move { c.txn(txn).await }
             })
             .await?;
@@ -800,6 +806,8 @@ fn spawn_keep_alive(
                 Ok(rt) => rt,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start the lease keep-alive's runtime");
+                    // Nothing will keep the lease: say so, and the node joins again.
+                    state.lock().expect("lease state").expired = true;
                     return;
                 }
             };
@@ -808,6 +816,7 @@ fn spawn_keep_alive(
                     Ok(e) => Arc::new(e),
                     Err(e) => {
                         tracing::error!(error = %e, "lease keep-alive: cannot connect to etcd");
+                        state.lock().expect("lease state").expired = true;
                         return;
                     }
                 };

@@ -43,10 +43,10 @@ fn ownership_is_exclusive_epochs_grow_and_publication_is_fenced() {
         // A planned move: a releases, b takes over with a higher epoch, and a can no
         // longer publish or confirm.
         assert!(
-            !b.release(0, e1).await.unwrap(),
+            !b.release(0, e1, true).await.unwrap(),
             "only the owner's epoch releases"
         );
-        assert!(a.release(0, e1).await.unwrap());
+        assert!(a.release(0, e1, true).await.unwrap());
         let e2 = b.acquire(0).await.unwrap().expect("b takes partition 0");
         assert!(e2 > e1, "epochs grow: {e1} then {e2}");
         assert_eq!(a.confirm(&[(0, e1)]).await.unwrap(), [false]);

@@ -300,6 +300,8 @@ async fn proxied_from_here(
         account: account.clone(),
         client: peer.ip(),
     };
+    // The route as decided, before connecting: if it changes meanwhile, the relay ends.
+    let left = server.route_left(&account);
     match proxy::open(&addr, &hello, secret).await {
         Ok((owner, early)) => {
             if !io.flush().await {
@@ -307,7 +309,7 @@ async fn proxied_from_here(
             }
             let metrics = server.shared.metrics.clone();
             let _open = metrics.proxied_session("imap");
-            io.conn.end_when(server.route_left(&account));
+            io.conn.end_when(left);
             let pending = io.framer.take_input();
             proxy::relay(&mut io.conn, owner, early, pending, proxy::Protocol::Imap).await;
         }

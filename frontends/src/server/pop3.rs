@@ -242,11 +242,13 @@ async fn proxied_from_here(
         account: account.to_string(),
         client: from.ip,
     };
+    // The route as decided, before connecting: if it changes meanwhile, the relay ends.
+    let left = server.route_left(account);
     match super::proxy::open(&addr, &hello, secret).await {
         Ok((owner, early)) => {
             let metrics = server.shared.metrics.clone();
             let _open = metrics.proxied_session("pop3");
-            conn.end_when(server.route_left(account));
+            conn.end_when(left);
             super::proxy::relay(conn, owner, early, pending, super::proxy::Protocol::Pop3).await;
             true
         }

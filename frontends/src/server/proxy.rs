@@ -50,9 +50,11 @@ pub struct Farewell {
     ended: bool,
     /// The last byte the client was sent ended a line (nothing half-sent would be cut).
     at_line_end: bool,
-    /// The last line the owner sent began with `-ERR` (POP3: a refused maildrop ends a
-    /// proxied session, and that answer is its goodbye).
+    /// The owner's first line began with `-ERR` (POP3: a refused maildrop ends a proxied
+    /// session, and that answer is its goodbye).
     refused: bool,
+    /// The owner's first line has been seen whole.
+    first_line_seen: bool,
     /// The client asked for COMPRESS: from then on the stream is deflated, and a plain line
     /// would corrupt it.
     compressed: bool,
@@ -67,6 +69,7 @@ impl Farewell {
             ended: false,
             at_line_end: true,
             refused: false,
+            first_line_seen: false,
             compressed: false,
             client_line: Vec::new(),
         }
@@ -84,17 +87,15 @@ impl Farewell {
                     self.ended = true;
                 }
             }
-            Protocol::Pop3 => {
-                let body = &b[..b.len() - 1];
-                let start = match memchr::memrchr(b'\n', body) {
-                    Some(i) => Some(i + 1),
-                    None if was_at_line_end => Some(0),
-                    None => None,
-                };
-                if let Some(s) = start {
-                    self.refused = b[s..].starts_with(b"-ERR");
+            Protocol::Pop3 if !self.first_line_seen => {
+                // The session's first line answers the login (the maildrop): a refusal
+                // there is the session's own end.
+                if was_at_line_end {
+                    self.refused = b.starts_with(b"-ERR");
                 }
+                self.first_line_seen = memchr::memchr(b'\n', b).is_some();
             }
+            Protocol::Pop3 => {}
         }
     }
 
@@ -110,7 +111,7 @@ impl Farewell {
                     }
                     _ => {}
                 }
-            } else if self.client_line.len() < 40 {
+            } else if self.client_line.len() < 256 {
                 self.client_line.push(c);
             }
         }
@@ -396,8 +397,9 @@ mod tests {
         f.owner_sent(b"-ERR [IN-USE] maildrop already locked\r\n");
         assert_eq!(f.line(Why::OwnerGone), None);
         let mut f = Farewell::new(Protocol::Pop3);
-        f.owner_sent(b"-ERR no such message\r\n+OK 2 ");
-        f.owner_sent(b"messages\r\n");
+        f.owner_sent(b"+OK maildrop has 2 messages\r\n");
+        f.owner_sent(b"-ERR no such message\r\n");
+        // A refusal later in the session is an answer, not its end.
         assert!(f.line(Why::OwnerGone).is_some());
     }
 
