@@ -45,6 +45,14 @@ use crate::error::{ClusterError, Result};
 use crate::objects::Objects;
 use crate::routes::RouteBoard;
 
+/// A tokio runtime on the calling thread, as the etcd and S3 clients need (the control
+/// plane's, and the lease keep-alive's).
+pub(crate) fn local_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 /// 32 random bytes, hex: the cluster's secret if this node is the first to ask.
 fn new_secret() -> Result<String> {
     use std::io::Read;
@@ -140,10 +148,7 @@ impl ControlPlane {
         let thread = std::thread::Builder::new()
             .name("ringmail-cluster".into())
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
+                let rt = match local_runtime() {
                     Ok(rt) => rt,
                     Err(e) => {
                         let _ = ready_tx.send(Err(ClusterError::Config(format!(

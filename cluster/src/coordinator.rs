@@ -799,10 +799,7 @@ fn spawn_keep_alive(
     std::thread::Builder::new()
         .name("ringmail-lease".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match crate::control::local_runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start the lease keep-alive's runtime");

@@ -422,12 +422,12 @@ impl ShardServer {
         let now = board
             .as_ref()
             .and_then(|b| b.current().serving(p).map(|(n, e)| (n.to_string(), e)));
+        // Looked at once a second per session: compared in place, nothing allocated.
         Rc::new(move || {
             let Some(b) = board.as_ref() else {
                 return false;
             };
-            let routes = b.current();
-            routes.serving(p).map(|(n, e)| (n.to_string(), e)) != now
+            b.current().serving(p) != now.as_ref().map(|(n, e)| (n.as_str(), *e))
         })
     }
 
